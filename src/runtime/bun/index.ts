@@ -1,0 +1,18 @@
+/** The Bun implementation of the runtime port. */
+import type { Runtime } from "../types.ts";
+import { createHttpClient } from "./http.ts";
+import { bindUdp, connectTcp, listenTcp } from "./net.ts";
+import { exit, env, onSignal, readTextFile, watchPath } from "./system.ts";
+
+export const bunRuntime: Runtime = {
+  name: "bun",
+  createHttpClient,
+  listenTcp,
+  connectTcp,
+  bindUdp,
+  readTextFile,
+  watchPath,
+  onSignal,
+  env,
+  exit,
+};

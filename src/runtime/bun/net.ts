@@ -1,0 +1,98 @@
+/**
+ * Bun's TCP and UDP behind the runtime port. Bun's sockets already have the shape of
+ * {@link TcpSocket}, so they are passed to handlers unwrapped: the data path pays nothing here.
+ */
+import type {
+  TcpConnectOptions,
+  TcpHandlers,
+  TcpListener,
+  TcpListenOptions,
+  TcpSocket,
+  UdpBindOptions,
+  UdpSocket,
+} from "../types.ts";
+
+type BunHandlers = Bun.SocketHandler<unknown, "buffer">;
+
+/** Adapt port handlers to Bun's handler object (same callback names; `error` folds into `close`). */
+function toBunHandlers<T>(h: TcpHandlers<T>): BunHandlers {
+  const errors = new WeakMap<object, Error>();
+  return {
+    binaryType: "buffer",
+    open: h.open as BunHandlers["open"],
+    data: h.data as unknown as BunHandlers["data"],
+    drain: h.drain as BunHandlers["drain"],
+    end: (s) => h.end?.(s as unknown as TcpSocket<T>),
+    error: (s, err) => void errors.set(s, err),
+    close: (s, err) => h.close?.(s as unknown as TcpSocket<T>, err ?? errors.get(s)),
+    connectError: (s, err) => void errors.set(s, err),
+  } as BunHandlers;
+}
+
+export function listenTcp<T>(options: TcpListenOptions<T>): TcpListener<T> {
+  const server = Bun.listen<T>({
+    hostname: options.hostname,
+    port: options.port,
+    allowHalfOpen: true,
+    ...(options.reusePort ? { reusePort: true } : {}),
+    data: undefined as T,
+    socket: toBunHandlers(options.handlers) as Bun.SocketHandler<T>,
+  } as Bun.TCPSocketListenOptions<T>);
+  return {
+    hostname: server.hostname,
+    port: server.port,
+    reload(handlers) {
+      server.reload({ socket: toBunHandlers(handlers) as Bun.SocketHandler<T> });
+    },
+    stop(closeActive = false) {
+      server.stop(closeActive);
+    },
+  };
+}
+
+export async function connectTcp<T>(options: TcpConnectOptions<T>): Promise<TcpSocket<T>> {
+  const connecting = Bun.connect<T>({
+    hostname: options.hostname,
+    port: options.port,
+    allowHalfOpen: true,
+    data: options.data,
+    socket: toBunHandlers(options.handlers) as Bun.SocketHandler<T>,
+  } as Bun.TCPSocketConnectOptions<T>);
+  if (!options.timeoutMs) return (await connecting) as unknown as TcpSocket<T>;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const err = new Error(`Connect to ${options.hostname}:${options.port} timed out after ${options.timeoutMs} ms`);
+      (err as Error & { code: string }).code = "ETIMEDOUT";
+      reject(err);
+    }, options.timeoutMs);
+  });
+  try {
+    return (await Promise.race([connecting, timeout])) as unknown as TcpSocket<T>;
+  } catch (err) {
+    // A connect that completes after the timeout must not leak.
+    connecting.then((s) => s.terminate(), () => {});
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export async function bindUdp(options: UdpBindOptions): Promise<UdpSocket> {
+  const socket = await Bun.udpSocket({
+    hostname: options.hostname,
+    port: options.port,
+    binaryType: "uint8array",
+    socket: {
+      data(_s, data, port, address) {
+        options.onMessage(data, port, address);
+      },
+    },
+  });
+  return {
+    hostname: socket.hostname,
+    port: socket.port,
+    send: (data, port, address) => socket.send(data, port, address),
+    close: () => socket.close(),
+  };
+}

@@ -1,0 +1,136 @@
+/**
+ * The runtime port: everything kubegate needs from Bun or Deno, behind one interface.
+ *
+ * This directory is the only place that touches the `Bun` or `Deno` globals. Everything else
+ * (kube client, data plane, admin) is written against {@link Runtime}. Get the current one with
+ * `runtime()` from `./index.ts`.
+ */
+
+/** TLS material for an HTTPS client (PEM strings). */
+export interface TlsClientOptions {
+  /** PEM CA bundle to trust instead of the system roots. */
+  readonly ca?: string | undefined;
+  /** PEM client certificate (mTLS). */
+  readonly cert?: string | undefined;
+  /** PEM client private key (mTLS). */
+  readonly key?: string | undefined;
+  /** Verify the server certificate (default true). */
+  readonly rejectUnauthorized?: boolean | undefined;
+  /** SNI / verification name override (kubeconfig `tls-server-name`). */
+  readonly serverName?: string | undefined;
+}
+
+/** A fetch bound to one TLS configuration. Bun: `fetch(url, { tls })`; Deno: `Deno.createHttpClient`. */
+export interface HttpClient {
+  fetch(url: string | URL, init?: RequestInit): Promise<Response>;
+  /** Release pooled connections (Deno's client must be closed). */
+  close(): void;
+}
+
+/**
+ * A connected TCP socket. Named exactly like Bun's socket, so the Bun port passes Bun sockets
+ * through unwrapped (no cost on the data path). Like Bun's socket: `write` is non-blocking and returns the number
+ * of bytes the kernel accepted; the caller keeps the rest and writes it again on `drain`.
+ *
+ * `T` is a per-socket user slot (`socket.data`) so handlers need no Map lookups on the hot path.
+ */
+export interface TcpSocket<T = unknown> {
+  data: T;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly localAddress: string;
+  readonly localPort: number;
+  /** Write as much as possible now; returns bytes accepted (0..len), or -1 when the socket is closed or ending. Never throws. */
+  write(chunk: Uint8Array): number;
+  /** Half-close: send FIN after pending bytes are flushed. Reading continues (allowHalfOpen). */
+  end(): void;
+  /** Abort both directions now (RST where possible); pending writes are dropped. */
+  terminate(): void;
+  /** Stop delivering `data` (backpressure towards the peer). */
+  pause(): void;
+  /** Resume delivering `data`. */
+  resume(): void;
+  /** Disable Nagle. */
+  setNoDelay(on: boolean): void;
+}
+
+/** Event handlers for sockets of one listener or one outbound connection. */
+export interface TcpHandlers<T = unknown> {
+  /** Called once, before any `data`, for accepted sockets (and for connected ones). */
+  open?(socket: TcpSocket<T>): void;
+  /** Bytes arrived. The chunk is owned by the callee (it may be kept). */
+  data(socket: TcpSocket<T>, chunk: Uint8Array): void;
+  /** The socket can accept writes again after `write` returned less than asked. */
+  drain?(socket: TcpSocket<T>): void;
+  /** The peer sent FIN (half-close). The socket stays writable. */
+  end?(socket: TcpSocket<T>): void;
+  /** The socket is fully closed. Called exactly once. */
+  close?(socket: TcpSocket<T>, error?: Error): void;
+}
+
+export interface TcpListenOptions<T = unknown> {
+  readonly hostname: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  readonly handlers: TcpHandlers<T>;
+  /** Bind with SO_REUSEPORT where supported. */
+  readonly reusePort?: boolean | undefined;
+}
+
+export interface TcpListener<T = unknown> {
+  readonly hostname: string;
+  /** The bound port (resolved when 0 was asked). */
+  readonly port: number;
+  /** Switch handlers for connections accepted from now on; open connections keep theirs. */
+  reload(handlers: TcpHandlers<T>): void;
+  /** Stop accepting. Open connections are left alone unless `closeActive`. */
+  stop(closeActive?: boolean): void;
+}
+
+export interface TcpConnectOptions<T = unknown> {
+  readonly hostname: string;
+  readonly port: number;
+  readonly handlers: TcpHandlers<T>;
+  /** Initial value of `socket.data`. */
+  readonly data: T;
+  /** Reject the promise when not connected within this many ms. */
+  readonly timeoutMs?: number | undefined;
+}
+
+/** A UDP socket bound to a local address. */
+export interface UdpSocket {
+  readonly hostname: string;
+  readonly port: number;
+  send(data: Uint8Array, port: number, address: string): boolean;
+  close(): void;
+}
+
+export interface UdpBindOptions {
+  readonly hostname: string;
+  readonly port: number;
+  readonly onMessage: (data: Uint8Array, port: number, address: string) => void;
+}
+
+/** A filesystem watch; dispose to stop. `onChange` is called (possibly several times) after any change. */
+export interface Watcher extends Disposable {}
+
+export type SignalName = "SIGINT" | "SIGTERM" | "SIGHUP";
+
+export interface Runtime {
+  readonly name: "bun" | "deno";
+  /** An HTTP client with this TLS configuration. */
+  createHttpClient(tls: TlsClientOptions): HttpClient;
+  /** Bind a TCP listener. Throws an Error (with `code`, e.g. EADDRINUSE) when the address cannot be bound. */
+  listenTcp<T>(options: TcpListenOptions<T>): TcpListener<T>;
+  /** Open an outbound TCP connection. Rejects on refusal or timeout. */
+  connectTcp<T>(options: TcpConnectOptions<T>): Promise<TcpSocket<T>>;
+  /** Bind a UDP socket. */
+  bindUdp(options: UdpBindOptions): Promise<UdpSocket>;
+  readTextFile(path: string): Promise<string>;
+  /** Watch a file or directory (recursively) for changes. */
+  watchPath(path: string, onChange: () => void): Watcher;
+  /** Register a signal handler; returns a function that removes it. */
+  onSignal(signal: SignalName, handler: () => void): () => void;
+  env(name: string): string | undefined;
+  exit(code: number): never;
+}
