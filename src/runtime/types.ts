@@ -114,6 +114,18 @@ export interface UdpBindOptions {
 /** A filesystem watch; dispose to stop. `onChange` is called (possibly several times) after any change. */
 export interface Watcher extends Disposable {}
 
+/** A request/response HTTP server for control endpoints (health, admin) — not the data path. */
+export interface HttpServeOptions {
+  readonly hostname: string;
+  readonly port: number;
+  readonly fetch: (request: Request, info: { readonly remoteAddress: string }) => Response | Promise<Response>;
+}
+
+export interface HttpServer extends AsyncDisposable {
+  readonly hostname: string;
+  readonly port: number;
+}
+
 export type SignalName = "SIGINT" | "SIGTERM" | "SIGHUP";
 
 export interface Runtime {
@@ -124,6 +136,8 @@ export interface Runtime {
   listenTcp<T>(options: TcpListenOptions<T>): TcpListener<T>;
   /** Open an outbound TCP connection. Rejects on refusal or timeout. */
   connectTcp<T>(options: TcpConnectOptions<T>): Promise<TcpSocket<T>>;
+  /** Serve HTTP with a fetch handler (health and admin; the data plane uses `listenTcp`). Throws when it cannot bind. */
+  serveHttp(options: HttpServeOptions): HttpServer;
   /** Bind a UDP socket. */
   bindUdp(options: UdpBindOptions): Promise<UdpSocket>;
   readTextFile(path: string): Promise<string>;

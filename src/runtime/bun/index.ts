@@ -1,6 +1,7 @@
 /** The Bun implementation of the runtime port. */
 import type { Runtime } from "../types.ts";
 import { createHttpClient } from "./http.ts";
+import { serveHttp } from "./serve.ts";
 import { bindUdp, connectTcp, listenTcp } from "./net.ts";
 import { exit, env, onSignal, readTextFile, watchPath } from "./system.ts";
 
@@ -9,6 +10,7 @@ export const bunRuntime: Runtime = {
   createHttpClient,
   listenTcp,
   connectTcp,
+  serveHttp,
   bindUdp,
   readTextFile,
   watchPath,

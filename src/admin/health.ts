@@ -1,0 +1,104 @@
+/**
+ * kube-proxy's health contract (pkg/proxy/healthcheck/proxy_health.go), for load balancers and
+ * kubelet probes that already speak it: `/healthz` (sync health and node eligibility), `/livez`
+ * (sync health only), plus `/readyz` (200 once the first snapshot is live).
+ *
+ * Healthy means no change has been pending longer than `healthTimeoutMs`. An API-server outage with
+ * nothing pending keeps us healthy: we serve the last good state.
+ */
+import { Hono } from "hono";
+import type { Node } from "../kube/objects.ts";
+
+/** kube-proxy's taint for nodes the cluster autoscaler is about to delete. */
+export const toBeDeletedTaint = "ToBeDeletedByClusterAutoscaler";
+
+/** The health state machine, with an injected clock. */
+export class HealthState {
+  #lastUpdated: number | undefined;
+  #oldestPending: number | undefined;
+  #nodeEligible = true;
+  #ready = false;
+
+  constructor(
+    readonly healthTimeoutMs = 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** A change arrived that is not yet applied (kube-proxy's QueuedUpdate). */
+  queued(): void {
+    this.#oldestPending ??= this.now();
+  }
+
+  /** Everything received so far is applied (kube-proxy's Updated). */
+  updated(): void {
+    this.#oldestPending = undefined;
+    this.#lastUpdated = this.now();
+    this.#ready = true;
+  }
+
+  /** Node eligibility: not being deleted and not tainted for deletion. */
+  syncNode(node: Node | undefined): void {
+    this.#nodeEligible = !node || (!node.metadata.deletionTimestamp && !node.spec.taints?.some((t) => t.key === toBeDeletedTaint));
+  }
+
+  get ready(): boolean {
+    return this.#ready;
+  }
+
+  get nodeEligible(): boolean {
+    return this.#nodeEligible;
+  }
+
+  /** Healthy unless a change has been pending for `healthTimeoutMs` or more. */
+  healthy(): { healthy: boolean; lastUpdated: number; currentTime: number } {
+    const currentTime = this.now();
+    const late = this.#oldestPending !== undefined && currentTime - this.#oldestPending >= this.healthTimeoutMs;
+    return { healthy: !late, lastUpdated: this.#lastUpdated ?? 0, currentTime };
+  }
+}
+
+/** Go's `time.Time.String()` layout (UTC, nanoseconds trimmed), which kube-proxy's `%q` prints. */
+export function goTime(ms: number): string {
+  const d = new Date(ms);
+  const pad = (n: number, w = 2) => String(n).padStart(w, "0");
+  const frac = d.getUTCMilliseconds() ? `.${pad(d.getUTCMilliseconds(), 3).replace(/0+$/, "")}` : "";
+  return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}${frac} +0000 UTC`;
+}
+
+const jsonHeaders = { "Content-Type": "application/json", "X-Content-Type-Options": "nosniff" };
+
+/** Counters of answers per endpoint and code, for kube-proxy's `proxy_healthz_total`/`proxy_livez_total`. */
+export type HealthCounts = Record<"healthz" | "livez", Record<string, number>>;
+
+/** The health server's routes: byte-for-byte kube-proxy's bodies. */
+export function healthApp(state: HealthState, counts: HealthCounts = { healthz: {}, livez: {} }): Hono {
+  const count = (which: "healthz" | "livez", code: number) => {
+    counts[which][code] = (counts[which][code] ?? 0) + 1;
+  };
+  const app = new Hono();
+  app.get("/healthz", () => {
+    const h = state.healthy();
+    const ok = h.healthy && state.nodeEligible;
+    const lastUpdated = ok ? h.currentTime : h.lastUpdated;
+    count("healthz", ok ? 200 : 503);
+    return new Response(
+      `{"lastUpdated": ${JSON.stringify(goTime(lastUpdated))},"currentTime": ${JSON.stringify(goTime(h.currentTime))}, "nodeEligible": ${state.nodeEligible}}`,
+      { status: ok ? 200 : 503, headers: jsonHeaders },
+    );
+  });
+  app.get("/livez", () => {
+    const h = state.healthy();
+    const lastUpdated = h.healthy ? h.currentTime : h.lastUpdated;
+    count("livez", h.healthy ? 200 : 503);
+    return new Response(
+      `{"lastUpdated": ${JSON.stringify(goTime(lastUpdated))},"currentTime": ${JSON.stringify(goTime(h.currentTime))}}`,
+      { status: h.healthy ? 200 : 503, headers: jsonHeaders },
+    );
+  });
+  app.get("/readyz", () =>
+    state.ready
+      ? new Response("ok\n", { status: 200, headers: { "Content-Type": "text/plain" } })
+      : new Response("waiting for the first snapshot\n", { status: 503, headers: { "Content-Type": "text/plain" } }),
+  );
+  return app;
+}

@@ -1,0 +1,62 @@
+/**
+ * What the listeners give the data plane. A listener stays bound across snapshots; its
+ * {@link RouteRef} is swapped when the entrypoint changes, so new connections (and new requests
+ * on kept-alive HTTP connections) take the new endpoints while open TCP connections finish where
+ * they are (Traefik's switcher, without re-registering handlers).
+ */
+import type { Balancer } from "../balancer/types.ts";
+import type { Entrypoint } from "../model/types.ts";
+import type { TcpHandlers } from "../runtime/types.ts";
+
+/** An entrypoint with its balancer: immutable, one per snapshot in which the entrypoint changed. */
+export interface Route {
+  readonly entrypoint: Entrypoint;
+  readonly balancer: Balancer;
+}
+
+/** The switch: one per bound listener; `current` is replaced on each snapshot that changes the route. */
+export interface RouteRef {
+  current: Route;
+}
+
+/** Gateway-wide data-plane settings (later issues add per-Service overrides by annotation). */
+export interface ProxyOptions {
+  /** Upstream connect timeout per attempt, ms. */
+  readonly connectTimeoutMs: number;
+  /** Max connect attempts on different endpoints before giving up (TCP: close; HTTP: 502). */
+  readonly connectAttempts: number;
+  /** Idle timeout for TCP connections and kept-alive HTTP connections, ms. */
+  readonly idleTimeoutMs: number;
+  /** HTTP: time allowed for a client to send a full request head, ms (408 after). */
+  readonly requestHeaderTimeoutMs: number;
+  /** HTTP: time allowed for the upstream's response head, ms (504 after). */
+  readonly upstreamResponseTimeoutMs: number;
+  /** HTTP: max request/response head size in bytes (431 for requests). */
+  readonly maxHeaderBytes: number;
+}
+
+export const defaultProxyOptions: ProxyOptions = {
+  connectTimeoutMs: 2_000,
+  connectAttempts: 3,
+  idleTimeoutMs: 300_000,
+  requestHeaderTimeoutMs: 30_000,
+  upstreamResponseTimeoutMs: 60_000,
+  maxHeaderBytes: 64 * 1024,
+};
+
+/** The data plane for one bound listener: socket handlers plus connection bookkeeping for drain. */
+export interface ListenerProxy<T = unknown> {
+  readonly handlers: TcpHandlers<T>;
+  /** Open downstream connections. */
+  active(): number;
+  /**
+   * Graceful drain: idle connections close now, busy ones after their current exchange; resolves
+   * when none are left. The listener has already stopped accepting.
+   */
+  drain(): Promise<void>;
+  /** Close every connection now (grace period over). */
+  closeAll(): void;
+}
+
+/** Builds the data plane for one listener. */
+export type ListenerProxyFactory = (ref: RouteRef, options: ProxyOptions) => ListenerProxy;
