@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole suite: typecheck, the Bun suites, then the Deno suites. Runs every stage even when an
+# earlier one fails, and exits non-zero if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/node_modules/.bin:$PATH"
+status=0
+echo "== typecheck"
+tsc --noEmit -p . || status=1
+echo "== bun test"
+bun test "$@" || status=1
+echo "== deno test"
+deno test -A --no-check --unstable-net test/deno/ || status=1
+exit $status

@@ -1,0 +1,157 @@
+/**
+ * The composition root as a value: config -> source -> model store -> listeners, plus the health
+ * and admin servers. `main.ts` runs one from flags; tests and the demo start one in process.
+ *
+ * Data flows one way: source events -> store (coalesced, incremental) -> snapshot -> listeners
+ * reconcile (bind / switch routes / drain) -> each connection reads its route at accept (TCP) or
+ * per request (HTTP).
+ */
+import { adminApp, type AdminView } from "./admin/app.ts";
+import { HealthState, healthApp } from "./admin/health.ts";
+import type { Config } from "./config/flags.ts";
+import { hostAddresses } from "./config/host.ts";
+import { ClusterSource } from "./kube/cluster-source.ts";
+import { loadKubeConfig } from "./kube/kubeconfig.ts";
+import { ManifestSource } from "./kube/manifests.ts";
+import type { Node } from "./kube/objects.ts";
+import type { CacheEvent, Source, SourceSink } from "./kube/source.ts";
+import { ListenerManager } from "./listeners/manager.ts";
+import { type Logger, rateLimited, silentLogger } from "./log.ts";
+import { ModelStore } from "./model/store.ts";
+import type { ModelOptions, Snapshot } from "./model/types.ts";
+import { createHttpProxy } from "./proxy/http/index.ts";
+import { createTcpProxy } from "./proxy/tcp/index.ts";
+import { defaultProxyOptions, type ProxyOptions } from "./proxy/types.ts";
+import { rt } from "./runtime/index.ts";
+import type { HttpServer } from "./runtime/types.ts";
+
+export interface GatewayDeps {
+  readonly log?: Logger;
+  /** Use this source instead of the one the config names (tests). */
+  readonly source?: Source;
+}
+
+export interface Gateway extends AsyncDisposable {
+  /** Resolves once the first snapshot has been applied to the listeners. */
+  ready(): Promise<void>;
+  snapshot(): Snapshot | undefined;
+  /** Resolves with the first snapshot whose version is greater than `version`. */
+  nextSnapshot(version: number): Promise<Snapshot>;
+  readonly healthPort: number;
+  readonly adminPort: number;
+  readonly listeners: ListenerManager;
+}
+
+/** The model options this config implies. */
+export function modelOptions(config: Config): ModelOptions {
+  return {
+    nodeName: config.nodeName,
+    hostAddresses: config.hostAddresses.length ? config.hostAddresses : hostAddresses(),
+    nodePortAddresses: config.nodePortAddresses,
+    serviceProxyName: config.serviceProxyName,
+    allServices: config.allServices,
+  };
+}
+
+function proxyOptions(config: Config): ProxyOptions {
+  return { ...defaultProxyOptions, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs };
+}
+
+async function createSource(config: Config, log: Logger): Promise<Source> {
+  if (config.manifests) {
+    const warn = rateLimited(log.warn, 10_000);
+    return new ManifestSource(config.manifests, { onError: (message) => warn("manifests", "Manifest problem", { error: message }) });
+  }
+  const kube = await loadKubeConfig(config.kubeconfig);
+  return new ClusterSource({ kube, nodeName: config.nodeName, log });
+}
+
+/** Start a gateway. Throws when the health or admin address cannot be bound. */
+export async function startGateway(config: Config, deps: GatewayDeps = {}): Promise<Gateway> {
+  const log = deps.log ?? silentLogger;
+  const health = new HealthState();
+  const proxy = proxyOptions(config);
+  const listeners = new ListenerManager(
+    { http: createHttpProxy, tcp: createTcpProxy },
+    { proxyOptions: proxy, drainGraceMs: config.drainGracePeriodMs, log },
+  );
+  const ready = Promise.withResolvers<void>();
+  const waiters = new Set<{ version: number; resolve: (s: Snapshot) => void }>();
+  let ownNode: Node | undefined;
+
+  const store = new ModelStore(modelOptions(config), {
+    onSnapshot(snapshot) {
+      const started = performance.now();
+      listeners.apply(snapshot);
+      health.updated();
+      log.info("Snapshot applied", {
+        version: snapshot.version,
+        entrypoints: snapshot.entrypoints.length,
+        errors: snapshot.errors.length,
+        applyMs: Math.round((performance.now() - started) * 1000) / 1000,
+      });
+      for (const e of snapshot.errors) log.warn("Object skipped", { ...e });
+      ready.resolve();
+      for (const w of waiters) if (snapshot.version > w.version) (waiters.delete(w), w.resolve(snapshot));
+    },
+  });
+  // Every change marks health pending until the store publishes (kube-proxy's QueuedUpdate/Updated).
+  const sink: SourceSink = {
+    apply(event: CacheEvent) {
+      health.queued();
+      if (event.kind === "Node" && event.key === config.nodeName) {
+        ownNode = event.type === "upsert" ? (event.object as Node) : undefined;
+        health.syncNode(ownNode);
+      }
+      store.apply(event);
+    },
+    synced(kind) {
+      store.synced(kind);
+    },
+  };
+
+  const source = deps.source ?? (await createSource(config, log));
+  const servers: HttpServer[] = [];
+  try {
+    const hApp = healthApp(health);
+    servers.push(rt.serveHttp({ hostname: config.healthzBindAddress.host, port: config.healthzBindAddress.port, fetch: (r) => hApp.fetch(r) }));
+    const view: AdminView = {
+      snapshot: () => store.current(),
+      listeners: () => listeners.status(),
+      sources: () => source.status(),
+    };
+    const aApp = adminApp(view);
+    servers.push(rt.serveHttp({ hostname: config.metricsBindAddress.host, port: config.metricsBindAddress.port, fetch: (r) => aApp.fetch(r) }));
+  } catch (err) {
+    await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
+    throw new Error(`Cannot start the health/admin servers: ${(err as Error).message}`, { cause: err });
+  }
+  source.start(sink);
+  log.info("kubegate started", {
+    source: config.manifests ? `manifests:${config.manifests}` : "cluster",
+    node: config.nodeName,
+    healthz: `${config.healthzBindAddress.host}:${servers[0]!.port}`,
+    admin: `${config.metricsBindAddress.host}:${servers[1]!.port}`,
+  });
+
+  return {
+    ready: () => ready.promise,
+    snapshot: () => store.current(),
+    nextSnapshot(version) {
+      const cur = store.current();
+      if (cur && cur.version > version) return Promise.resolve(cur);
+      return new Promise((resolve) => waiters.add({ version, resolve }));
+    },
+    healthPort: servers[0]!.port,
+    adminPort: servers[1]!.port,
+    listeners,
+    async [Symbol.asyncDispose]() {
+      log.info("kubegate stopping: draining listeners", { graceMs: config.drainGracePeriodMs });
+      await source[Symbol.asyncDispose]();
+      store[Symbol.dispose]?.();
+      await listeners.close(config.drainGracePeriodMs);
+      await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
+      log.info("kubegate stopped");
+    },
+  };
+}
