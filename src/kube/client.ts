@@ -55,6 +55,8 @@ export interface WatchOptions {
   readonly fieldSelector?: string | undefined;
   /** Aborting ends the stream (the iterator rejects with the abort reason). */
   readonly signal?: AbortSignal | undefined;
+  /** Called when the server accepted the watch (status 200), before any event. */
+  readonly onOpen?: (() => void) | undefined;
 }
 
 /** One watch event. `ERROR` events are not yielded: the iterator throws a {@link KubeApiError} instead. */
@@ -182,12 +184,13 @@ export class KubeClient implements Disposable {
       stream: true,
     });
     if (!res.body) throw new KubeApiError(`API server sent no body for "${operation}"`, { operation });
+    options.onOpen?.();
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
     try {
       for (;;) {
-        let chunk: ReadableStreamReadResult<Uint8Array>;
+        let chunk: Awaited<ReturnType<typeof reader.read>>;
         try {
           chunk = await reader.read();
         } catch (err) {

@@ -1,0 +1,381 @@
+/**
+ * A reflector keeps one kind's objects in sync with the API server: LIST (paginated), then WATCH
+ * from the list's resourceVersion, forever.
+ *
+ * - A watch that ends normally is restarted from the last resourceVersion (bookmarks advance it).
+ * - A watch silent for longer than `inactivityTimeoutMs` is aborted and restarted (a half-dead
+ *   connection never ends on its own).
+ * - 410 Expired (HTTP status or an ERROR event): list again and diff against the cache, so objects
+ *   deleted meanwhile are delivered as deletes.
+ * - Any other failure: retry with jittered exponential backoff; the error is kept in `status()` and
+ *   logged (rate-limited). It never stops until `stop()`.
+ *
+ * Each object is validated with `parseObject`; a malformed one becomes an `invalid` event and the
+ * rest are unaffected.
+ */
+import { Backoff, sleep, type BackoffOptions, type Now, type Random } from "./backoff.ts";
+import { KubeApiError, type KubeClient, type KubeObject, type WatchEvent } from "./client.ts";
+import { Kinds, objectKey, parseObject, type KindName } from "./objects.ts";
+import type { CacheEvent, SourceSink, SyncStatus } from "./source.ts";
+
+/** Where reflectors report trouble. */
+export interface Logger {
+  warn(message: string): void;
+  info(message: string): void;
+}
+
+/** Logs to stderr with a `kube:` prefix. */
+export const consoleLogger: Logger = {
+  warn: (m) => console.warn(`kube: ${m}`),
+  info: (m) => console.info(`kube: ${m}`),
+};
+
+/** Timing knobs, shared by all reflectors of a source. */
+export interface ReflectorTuning {
+  /** Objects per list page (default 500). */
+  readonly pageSize?: number | undefined;
+  /** Watch `timeoutSeconds` is drawn from this range (default [300, 600]). */
+  readonly watchTimeoutSeconds?: readonly [min: number, max: number] | undefined;
+  /** Restart a watch that received nothing (not even a bookmark) for this long (default 90 000 ms). */
+  readonly inactivityTimeoutMs?: number | undefined;
+  /** Retry delays (default 250 ms doubling to 30 s, reset after 60 s healthy). */
+  readonly backoff?: BackoffOptions | undefined;
+  /** The same message is logged at most once per this interval (default 30 000 ms). */
+  readonly logIntervalMs?: number | undefined;
+  readonly logger?: Logger | undefined;
+  readonly random?: Random | undefined;
+  readonly now?: Now | undefined;
+}
+
+export interface ReflectorOptions<K extends KindName> extends ReflectorTuning {
+  readonly client: KubeClient;
+  readonly kind: K;
+  readonly sink: SourceSink;
+  readonly namespace?: string | undefined;
+  readonly labelSelector?: string | undefined;
+  readonly fieldSelector?: string | undefined;
+}
+
+/** The watch went silent for longer than the inactivity bound. */
+export class WatchStalledError extends Error {
+  override name = "WatchStalledError";
+}
+
+interface Entry {
+  readonly rv: string | undefined;
+  readonly valid: boolean;
+}
+
+/**
+ * List-and-watch one kind into a {@link SourceSink}.
+ *
+ * @example
+ * await using r = new Reflector({ client, kind: "Service", sink });
+ * r.start();
+ * r.status(); // { kind: "Service", phase: "watching", synced: true, ... }
+ */
+export class Reflector<K extends KindName = KindName> implements AsyncDisposable {
+  readonly kind: K;
+  readonly #o: ReflectorOptions<K>;
+  readonly #plural: string;
+  readonly #backoff: Backoff;
+  readonly #random: Random;
+  readonly #now: Now;
+  readonly #log: RateLimitedLogger;
+  readonly #stop = new AbortController();
+  #cache = new Map<string, Entry>();
+  #rv: string | undefined;
+  #running: Promise<void> | undefined;
+  #phase: SyncStatus["phase"] = "listing";
+  #synced = false;
+  #lists = 0;
+  #watches = 0;
+  #lastError: string | undefined;
+  #lastErrorAt: string | undefined;
+
+  constructor(options: ReflectorOptions<K>) {
+    this.#o = options;
+    this.kind = options.kind;
+    this.#plural = Kinds[options.kind].plural;
+    this.#random = options.random ?? Math.random;
+    this.#now = options.now ?? (() => performance.now());
+    this.#backoff = new Backoff({ random: this.#random, now: this.#now, ...options.backoff });
+    this.#log = new RateLimitedLogger(options.logger ?? consoleLogger, options.logIntervalMs ?? 30_000, this.#now);
+  }
+
+  /** Begin listing and watching (idempotent). */
+  start(): void {
+    if (this.#running || this.#stop.signal.aborted) return;
+    this.#running = this.#run();
+  }
+
+  /** Abort the current request and stop for good. */
+  async stop(): Promise<void> {
+    this.#stop.abort(new Error(`Reflector for ${this.#plural} stopped`));
+    await this.#running;
+    this.#phase = "stopped";
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  /** Current sync state. */
+  status(): SyncStatus {
+    let objects = 0;
+    for (const e of this.#cache.values()) if (e.valid) objects++;
+    return {
+      kind: this.kind,
+      synced: this.#synced,
+      phase: this.#stop.signal.aborted ? "stopped" : this.#phase,
+      resourceVersion: this.#rv,
+      lastError: this.#lastError,
+      lastErrorAt: this.#lastErrorAt,
+      lists: this.#lists,
+      watches: this.#watches,
+      objects,
+    };
+  }
+
+  /** Keys of the cached objects (valid or not) with their resourceVersions. */
+  entries(): Map<string, { resourceVersion: string | undefined; valid: boolean }> {
+    return new Map([...this.#cache].map(([k, e]) => [k, { resourceVersion: e.rv, valid: e.valid }]));
+  }
+
+  async #run(): Promise<void> {
+    const signal = this.#stop.signal;
+    let needList = true;
+    let expiredInARow = 0;
+    while (!signal.aborted) {
+      try {
+        if (needList) {
+          this.#phase = "listing";
+          await this.#list();
+          needList = false;
+        }
+        this.#phase = "watching";
+        await this.#watch();
+        expiredInARow = 0;
+      } catch (err) {
+        if (signal.aborted) break;
+        if (err instanceof KubeApiError && err.expired) {
+          // Routine: the resourceVersion fell out of the server's window. Relist now; back off only if it repeats.
+          needList = true;
+          this.#record(err, "info");
+          if (++expiredInARow < 2) continue;
+        } else {
+          this.#record(err, "warn");
+        }
+        this.#phase = "backoff";
+        const retryAfterMs = err instanceof KubeApiError && err.retryAfter ? err.retryAfter * 1000 : 0;
+        await sleep(Math.min(Math.max(this.#backoff.next(), retryAfterMs), 5 * 60_000), signal);
+      }
+    }
+    this.#phase = "stopped";
+  }
+
+  /** List every page, then diff against the cache (emitting deletes for what is gone). */
+  async #list(): Promise<void> {
+    const { client, kind } = this.#o;
+    const signal = this.#stop.signal;
+    const fresh = new Map<string, Entry>();
+    const events: CacheEvent<K>[] = [];
+    let cont: string | undefined;
+    let restarts = 0;
+    let rv = "";
+    for (;;) {
+      let page;
+      try {
+        page = await client.list(kind, {
+          limit: this.#o.pageSize ?? 500,
+          continue: cont,
+          namespace: this.#o.namespace,
+          labelSelector: this.#o.labelSelector,
+          fieldSelector: this.#o.fieldSelector,
+          signal,
+        });
+      } catch (err) {
+        // The continue token expired mid-list: start over from the first page.
+        if (cont !== undefined && err instanceof KubeApiError && err.expired && restarts++ < 3) {
+          this.#log.info(`List of ${this.#plural} restarted from the first page: its continue token expired`);
+          cont = undefined;
+          fresh.clear();
+          events.length = 0;
+          continue;
+        }
+        throw err;
+      }
+      for (const raw of page.items) {
+        const ev = this.#parse(raw);
+        if (!ev) continue;
+        fresh.set(ev.key, { rv: rvOf(raw), valid: ev.type === "upsert" });
+        events.push(ev);
+      }
+      rv = page.resourceVersion;
+      if (!page.continue) break;
+      cont = page.continue;
+    }
+    for (const ev of events) {
+      const old = this.#cache.get(ev.key);
+      const now = fresh.get(ev.key);
+      if (old && now && old.rv !== undefined && old.rv === now.rv && old.valid === now.valid) continue;
+      this.#emit(ev);
+    }
+    for (const key of this.#cache.keys()) {
+      if (!fresh.has(key)) this.#emit({ type: "delete", kind, key });
+    }
+    this.#cache = fresh;
+    this.#rv = rv;
+    this.#lists++;
+    this.#synced = true;
+    this.#o.sink.synced(kind);
+  }
+
+  /** One watch stream, from the last resourceVersion until it ends (returns) or fails (throws). */
+  async #watch(): Promise<void> {
+    const { client, kind } = this.#o;
+    const [min, max] = this.#o.watchTimeoutSeconds ?? [300, 600];
+    const inactivityMs = this.#o.inactivityTimeoutMs ?? 90_000;
+    const abort = new AbortController();
+    const onStop = () => abort.abort(this.#stop.signal.reason);
+    this.#stop.signal.addEventListener("abort", onStop, { once: true });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        abort.abort(
+          new WatchStalledError(`Watch of ${this.#plural} received nothing for ${inactivityMs} ms; restarting it`),
+        );
+      }, inactivityMs);
+    };
+    const startedAt = this.#now();
+    let received = 0;
+    this.#watches++;
+    arm();
+    try {
+      const stream = client.watch(kind, {
+        resourceVersion: this.#rv,
+        allowWatchBookmarks: true,
+        timeoutSeconds: min + Math.floor(this.#random() * (max - min + 1)),
+        namespace: this.#o.namespace,
+        labelSelector: this.#o.labelSelector,
+        fieldSelector: this.#o.fieldSelector,
+        signal: abort.signal,
+        onOpen: () => this.#backoff.healthy(),
+      });
+      for await (const ev of stream) {
+        arm();
+        received++;
+        this.#handle(ev);
+      }
+    } catch (err) {
+      if (abort.signal.reason instanceof WatchStalledError) throw abort.signal.reason;
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      this.#stop.signal.removeEventListener("abort", onStop);
+    }
+    // A stream the server closes at once, again and again, must not become a hot loop.
+    const lasted = this.#now() - startedAt;
+    if (received === 0 && lasted < 1000) {
+      throw new Error(`Watch of ${this.#plural} ended after ${Math.round(lasted)} ms without any event`);
+    }
+  }
+
+  #handle(ev: WatchEvent): void {
+    const rv = rvOf(ev.object);
+    if (ev.type === "BOOKMARK") {
+      if (rv) this.#rv = rv;
+      return;
+    }
+    if (ev.type === "DELETED") {
+      const key = rawKey(this.kind, ev.object);
+      if (key !== undefined && this.#cache.delete(key)) this.#emit({ type: "delete", kind: this.kind, key });
+    } else {
+      const parsed = this.#parse(ev.object);
+      if (parsed) {
+        this.#cache.set(parsed.key, { rv, valid: parsed.type === "upsert" });
+        this.#emit(parsed);
+      }
+    }
+    if (rv) this.#rv = rv;
+  }
+
+  /** Validate one raw object into an upsert or invalid event (undefined when it has no name at all). */
+  #parse(raw: KubeObject): CacheEvent<K> | undefined {
+    const kind = this.kind;
+    const result = parseObject(kind, raw);
+    if (result.ok) {
+      const key = objectKey((result.value as { metadata: { name: string; namespace?: string } }).metadata);
+      return { type: "upsert", kind, key, object: result.value } as CacheEvent<K>;
+    }
+    const key = rawKey(kind, raw);
+    this.#log.warn(`Ignoring ${kind} "${key ?? "(unnamed)"}": ${result.error}`);
+    if (key === undefined) return undefined;
+    return { type: "invalid", kind, key, message: result.error };
+  }
+
+  #emit(ev: CacheEvent<K>): void {
+    try {
+      this.#o.sink.apply(ev);
+    } catch (err) {
+      this.#log.warn(`Sink failed to apply ${ev.type} of ${ev.kind} "${ev.key}": ${errText(err)}`);
+    }
+  }
+
+  #record(err: unknown, level: "warn" | "info"): void {
+    const msg = errText(err);
+    this.#lastError = msg;
+    this.#lastErrorAt = new Date().toISOString();
+    this.#log[level](msg);
+  }
+}
+
+function rvOf(obj: KubeObject): string | undefined {
+  const rv = (obj["metadata"] as { resourceVersion?: unknown } | undefined)?.resourceVersion;
+  return typeof rv === "string" && rv ? rv : undefined;
+}
+
+/** The cache key of a raw (possibly invalid) object; undefined when it has no name. */
+function rawKey(kind: KindName, obj: KubeObject): string | undefined {
+  const meta = obj["metadata"] as { name?: unknown; namespace?: unknown } | undefined;
+  if (typeof meta?.name !== "string" || !meta.name) return undefined;
+  if (!Kinds[kind].namespaced) return meta.name;
+  const ns = typeof meta.namespace === "string" && meta.namespace ? meta.namespace : "default";
+  return `${ns}/${meta.name}`;
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Logs each distinct message at most once per interval, counting what it held back. */
+class RateLimitedLogger {
+  readonly #seen = new Map<string, { at: number; suppressed: number }>();
+  constructor(
+    readonly logger: Logger,
+    readonly intervalMs: number,
+    readonly now: Now,
+  ) {}
+
+  warn(message: string): void {
+    this.#log("warn", message);
+  }
+
+  info(message: string): void {
+    this.#log("info", message);
+  }
+
+  #log(level: "warn" | "info", message: string): void {
+    const now = this.now();
+    const seen = this.#seen.get(message);
+    if (seen && now - seen.at < this.intervalMs) {
+      seen.suppressed++;
+      return;
+    }
+    if (this.#seen.size > 1000) this.#seen.clear();
+    const suffix = seen?.suppressed ? ` (repeated ${seen.suppressed} more times)` : "";
+    this.#seen.set(message, { at: now, suppressed: 0 });
+    this.logger[level](message + suffix);
+  }
+}
