@@ -42,7 +42,7 @@ console.log(`kubegate demo is serving (manifests: ${manifests})
   snapshot  curl ${admin}/api/snapshot
   health    curl ${health}/healthz   ${health}/readyz
 
-Edit deploy/demo/*.yaml and the gateway follows. Ctrl-C to stop.`);
+Edit deploy/demo/*.yaml and the gateway follows. Ctrl-C (or SIGTERM to pid ${process.pid}) to stop.`);
 
 let stopping = false;
 const stop = async () => {

@@ -1,14 +1,19 @@
 /**
  * The cluster as a {@link Source}: one reflector each for Services, EndpointSlices and this node's
- * own Node object (the model needs only its zone and addresses, so only it is watched).
+ * own Node object (the model needs only its zone and addresses, so only it is watched, by
+ * `fieldSelector=metadata.name=<node>`).
  */
-import type { KubeClient } from "./client.ts";
+import { KubeClient } from "./client.ts";
+import type { KubeConnection } from "./kubeconfig.ts";
 import type { KindName } from "./objects.ts";
 import { Reflector, type ReflectorTuning } from "./reflector.ts";
 import type { Source, SourceSink, SyncStatus } from "./source.ts";
 
 export interface ClusterSourceOptions extends ReflectorTuning {
-  readonly client: KubeClient;
+  /** The API server (from `loadKubeConfig`); a client is made for it and closed on dispose. */
+  readonly kube?: KubeConnection | undefined;
+  /** Or a ready client (left open on dispose). One of `kube` and `client` is required. */
+  readonly client?: KubeClient | undefined;
   /** This node's name; without it no Node is watched. */
   readonly nodeName?: string | undefined;
   /** Watch one namespace only (default: all). */
@@ -17,21 +22,33 @@ export interface ClusterSourceOptions extends ReflectorTuning {
 
 /**
  * @example
- * await using source = new ClusterSource({ client, nodeName: "node-a" });
+ * await using source = new ClusterSource({ kube: await loadKubeConfig(flags.kubeconfig), nodeName: "node-a", log });
  * source.start(store);
  */
 export class ClusterSource implements Source {
   readonly #options: ClusterSourceOptions;
+  readonly #client: KubeClient;
+  readonly #ownsClient: boolean;
   #reflectors: Reflector[] = [];
 
   constructor(options: ClusterSourceOptions) {
     this.#options = options;
+    if (options.client) {
+      this.#client = options.client;
+      this.#ownsClient = false;
+    } else if (options.kube) {
+      this.#client = new KubeClient(options.kube);
+      this.#ownsClient = true;
+    } else {
+      throw new TypeError("ClusterSource needs a kube connection or a client");
+    }
   }
 
   /** Start all reflectors, delivering to `sink`. Calling it again does nothing. */
   start(sink: SourceSink): void {
     if (this.#reflectors.length > 0) return;
-    const { client, nodeName, namespace, ...tuning } = this.#options;
+    const { client: _c, kube: _k, nodeName, namespace, ...tuning } = this.#options;
+    const client = this.#client;
     const make = (kind: KindName, extra: { namespace?: string | undefined; fieldSelector?: string | undefined }) =>
       new Reflector({ ...tuning, client, kind, sink, ...extra });
     this.#reflectors = [make("Service", { namespace }), make("EndpointSlice", { namespace })];
@@ -46,5 +63,6 @@ export class ClusterSource implements Source {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await Promise.all(this.#reflectors.map((r) => r.stop()));
+    if (this.#ownsClient) this.#client.close();
   }
 }

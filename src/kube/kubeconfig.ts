@@ -86,14 +86,16 @@ export class KubeConfigError extends Error {
 }
 
 /**
- * Find and load the kubeconfig: `options.path`, then `$KUBECONFIG` (a list, merged like kubectl),
+ * Find and load the kubeconfig (a path is short for `{ path }`): `options.path`, then `$KUBECONFIG` (a list, merged like kubectl),
  * then `~/.kube/config`, then the in-cluster service account (`$KUBERNETES_SERVICE_HOST`).
  *
  * @example
  * const conn = await loadKubeConfig({ path: flags.kubeconfig });
  * const client = new KubeClient(conn);
  */
-export async function loadKubeConfig(options: LoadKubeConfigOptions = {}): Promise<KubeConnection> {
+export async function loadKubeConfig(pathOrOptions?: string | LoadKubeConfigOptions): Promise<KubeConnection> {
+  const options: LoadKubeConfigOptions =
+    typeof pathOrOptions === "string" ? { path: pathOrOptions } : (pathOrOptions ?? {});
   const env = options.env ?? rt.env;
   const files = await kubeconfigFiles(options, env);
   if (files.length > 0) return fromFiles(files, options);

@@ -17,18 +17,7 @@ import { Backoff, sleep, type BackoffOptions, type Now, type Random } from "./ba
 import { KubeApiError, type KubeClient, type KubeObject, type WatchEvent } from "./client.ts";
 import { Kinds, objectKey, parseObject, type KindName } from "./objects.ts";
 import type { CacheEvent, SourceSink, SyncStatus } from "./source.ts";
-
-/** Where reflectors report trouble. */
-export interface Logger {
-  warn(message: string): void;
-  info(message: string): void;
-}
-
-/** Logs to stderr with a `kube:` prefix. */
-export const consoleLogger: Logger = {
-  warn: (m) => console.warn(`kube: ${m}`),
-  info: (m) => console.info(`kube: ${m}`),
-};
+import { createLogger, rateLimited, type LogFields, type Logger } from "../log.ts";
 
 /** Timing knobs, shared by all reflectors of a source. */
 export interface ReflectorTuning {
@@ -40,9 +29,10 @@ export interface ReflectorTuning {
   readonly inactivityTimeoutMs?: number | undefined;
   /** Retry delays (default 250 ms doubling to 30 s, reset after 60 s healthy). */
   readonly backoff?: BackoffOptions | undefined;
-  /** The same message is logged at most once per this interval (default 30 000 ms). */
+  /** The same problem is logged at most once per this interval (default 30 000 ms). */
   readonly logIntervalMs?: number | undefined;
-  readonly logger?: Logger | undefined;
+  /** Where problems are logged (default: JSON lines on stderr). */
+  readonly log?: Logger | undefined;
   readonly random?: Random | undefined;
   readonly now?: Now | undefined;
 }
@@ -81,7 +71,8 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
   readonly #backoff: Backoff;
   readonly #random: Random;
   readonly #now: Now;
-  readonly #log: RateLimitedLogger;
+  readonly #warn: (key: string, msg: string, fields?: LogFields) => void;
+  readonly #info: (key: string, msg: string, fields?: LogFields) => void;
   readonly #stop = new AbortController();
   #cache = new Map<string, Entry>();
   #rv: string | undefined;
@@ -100,7 +91,10 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
     this.#random = options.random ?? Math.random;
     this.#now = options.now ?? (() => performance.now());
     this.#backoff = new Backoff({ random: this.#random, now: this.#now, ...options.backoff });
-    this.#log = new RateLimitedLogger(options.logger ?? consoleLogger, options.logIntervalMs ?? 30_000, this.#now);
+    const log = options.log ?? createLogger();
+    const interval = options.logIntervalMs ?? 30_000;
+    this.#warn = rateLimited((m, f) => log.warn(m, f), interval, this.#now);
+    this.#info = rateLimited((m, f) => log.info(m, f), interval, this.#now);
   }
 
   /** Begin listing and watching (idempotent). */
@@ -197,7 +191,7 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
       } catch (err) {
         // The continue token expired mid-list: start over from the first page.
         if (cont !== undefined && err instanceof KubeApiError && err.expired && restarts++ < 3) {
-          this.#log.info(`List of ${this.#plural} restarted from the first page: its continue token expired`);
+          this.#info("list-restart", "List restarted from the first page: its continue token expired", { kind });
           cont = undefined;
           fresh.clear();
           events.length = 0;
@@ -205,7 +199,11 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
         }
         throw err;
       }
+      const { group, version } = Kinds[kind];
       for (const raw of page.items) {
+        // List items come without apiVersion/kind (watch events carry them): make both paths deliver the same.
+        raw["apiVersion"] ??= group ? `${group}/${version}` : version;
+        raw["kind"] ??= kind;
         const ev = this.#parse(raw);
         if (!ev) continue;
         fresh.set(ev.key, { rv: rvOf(raw), valid: ev.type === "upsert" });
@@ -310,7 +308,7 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
       return { type: "upsert", kind, key, object: result.value } as CacheEvent<K>;
     }
     const key = rawKey(kind, raw);
-    this.#log.warn(`Ignoring ${kind} "${key ?? "(unnamed)"}": ${result.error}`);
+    this.#warn(`invalid:${key}:${rvOf(raw)}`, "Object skipped: it is not valid", { kind, key: key ?? "(unnamed)", error: result.error });
     if (key === undefined) return undefined;
     return { type: "invalid", kind, key, message: result.error };
   }
@@ -319,7 +317,7 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
     try {
       this.#o.sink.apply(ev);
     } catch (err) {
-      this.#log.warn(`Sink failed to apply ${ev.type} of ${ev.kind} "${ev.key}": ${errText(err)}`);
+      this.#warn(`sink:${errText(err)}`, "Sink failed to apply an event", { kind: ev.kind, key: ev.key, type: ev.type, error: errText(err) });
     }
   }
 
@@ -327,7 +325,11 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
     const msg = errText(err);
     this.#lastError = msg;
     this.#lastErrorAt = new Date().toISOString();
-    this.#log[level](msg);
+    const log = level === "warn" ? this.#warn : this.#info;
+    log(msg, level === "warn" ? "Kubernetes sync failed; retrying" : "Kubernetes watch expired; listing again", {
+      kind: this.kind,
+      error: msg,
+    });
   }
 }
 
@@ -347,35 +349,4 @@ function rawKey(kind: KindName, obj: KubeObject): string | undefined {
 
 function errText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
-}
-
-/** Logs each distinct message at most once per interval, counting what it held back. */
-class RateLimitedLogger {
-  readonly #seen = new Map<string, { at: number; suppressed: number }>();
-  constructor(
-    readonly logger: Logger,
-    readonly intervalMs: number,
-    readonly now: Now,
-  ) {}
-
-  warn(message: string): void {
-    this.#log("warn", message);
-  }
-
-  info(message: string): void {
-    this.#log("info", message);
-  }
-
-  #log(level: "warn" | "info", message: string): void {
-    const now = this.now();
-    const seen = this.#seen.get(message);
-    if (seen && now - seen.at < this.intervalMs) {
-      seen.suppressed++;
-      return;
-    }
-    if (this.#seen.size > 1000) this.#seen.clear();
-    const suffix = seen?.suppressed ? ` (repeated ${seen.suppressed} more times)` : "";
-    this.#seen.set(message, { at: now, suppressed: 0 });
-    this.logger[level](message + suffix);
-  }
 }

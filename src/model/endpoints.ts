@@ -14,7 +14,7 @@
  * - Conditions: ready nil -> true; serving nil -> ready (the API's rule); terminating nil -> false.
  */
 import type { EndpointSlice, ServicePort } from "../kube/objects.ts";
-import { formatIP, type IPFamily, ipSortKey, parseIP } from "./net.ts";
+import { formatIP, type IPFamily, ipSortKey, parseIP, parseIPv4Number } from "./net.ts";
 import type { Endpoint, ModelError } from "./types.ts";
 
 /** The label joining an EndpointSlice to its Service. */
@@ -27,8 +27,8 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 /** One endpoint of a slice, normalised (canonical address, nil rules applied), before port resolution. */
 export interface SliceEndpoint {
   readonly address: string;
-  /** Numeric sort key of the address (see `ipSortKey`). */
-  readonly sortKey: string;
+  /** Orders addresses numerically: the 32-bit value of an IPv4 address, `ipSortKey` of an IPv6 one. */
+  readonly sortKey: number | string;
   readonly ready: boolean;
   readonly serving: boolean;
   readonly terminating: boolean;
@@ -54,6 +54,13 @@ export interface SliceInfo {
   readonly endpoints: readonly SliceEndpoint[];
   /** Problems with single endpoints (they are skipped). */
   readonly errors: readonly ModelError[];
+}
+
+/** Orders {@link SliceEndpoint.sortKey}s: IPv4 (numbers) before IPv6 (strings). */
+function compareSortKeys(a: number | string, b: number | string): number {
+  if (typeof a === "number") return typeof b === "number" ? a - b : -1;
+  if (typeof b === "number") return 1;
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** `namespace/service` of the Service a slice belongs to, or undefined without the label. */
@@ -94,47 +101,73 @@ function computeSliceInfo(slice: EndpointSlice): SliceInfo | undefined {
   const endpoints: SliceEndpoint[] = [];
   for (const ep of slice.endpoints ?? []) {
     const raw = ep.addresses[0] as string;
-    const ip = parseIP(raw);
-    if (!ip || ip.zone !== undefined) {
-      errors.push({ kind: "EndpointSlice", object: key, message: `Endpoint address "${raw}" is not an IP address: skipped` });
-      continue;
+    let address: string;
+    let sortKey: number | string;
+    const v4 = family === 4 ? parseIPv4Number(raw) : -1;
+    if (v4 >= 0) {
+      address = raw;
+      sortKey = v4;
+    } else {
+      const ip = parseIP(raw);
+      if (!ip || ip.zone !== undefined) {
+        errors.push(
+          Object.freeze({ kind: "EndpointSlice", object: key, message: `Endpoint address "${raw}" is not an IP address: skipped` }),
+        );
+        continue;
+      }
+      if (ip.family !== family) {
+        errors.push(
+          Object.freeze({
+            kind: "EndpointSlice",
+            object: key,
+            message: `Endpoint address "${raw}" is not an ${slice.addressType} address: skipped`,
+          }),
+        );
+        continue;
+      }
+      address = formatIP(ip);
+      const b = ip.bytes;
+      sortKey = ip.family === 4 ? (b[0] as number) * 0x1000000 + (((b[1] as number) << 16) | ((b[2] as number) << 8) | (b[3] as number)) : ipSortKey(ip);
     }
-    if (ip.family !== family) {
-      errors.push({
-        kind: "EndpointSlice",
-        object: key,
-        message: `Endpoint address "${raw}" is not an ${slice.addressType} address: skipped`,
-      });
-      continue;
+    const c = ep.conditions;
+    const ready = c.ready ?? true;
+    let hints: Endpoint["hints"];
+    if (ep.hints) {
+      const forZones = ep.hints.forZones?.map((z) => z.name) ?? [];
+      const forNodes = ep.hints.forNodes?.map((n) => n.name) ?? [];
+      if (forZones.length > 0 || forNodes.length > 0) {
+        const h: { forZones?: readonly string[]; forNodes?: readonly string[] } = {};
+        if (forZones.length > 0) h.forZones = Object.freeze(forZones);
+        if (forNodes.length > 0) h.forNodes = Object.freeze(forNodes);
+        hints = Object.freeze(h);
+      }
     }
-    const out: Mutable<SliceEndpoint> = {
-      address: formatIP(ip),
-      sortKey: ipSortKey(ip),
-      ...resolveConditions(ep.conditions),
-    };
-    if (ep.nodeName !== undefined) out.nodeName = ep.nodeName;
-    if (ep.zone !== undefined) out.zone = ep.zone;
-    const forZones = ep.hints?.forZones?.map((z) => z.name) ?? [];
-    const forNodes = ep.hints?.forNodes?.map((n) => n.name) ?? [];
-    if (forZones.length > 0 || forNodes.length > 0) {
-      const hints: { forZones?: readonly string[]; forNodes?: readonly string[] } = {};
-      if (forZones.length > 0) hints.forZones = Object.freeze(forZones);
-      if (forNodes.length > 0) hints.forNodes = Object.freeze(forNodes);
-      out.hints = Object.freeze(hints);
-    }
+    let targetRef: Endpoint["targetRef"];
     if (ep.targetRef) {
       const ref: { kind?: string; name?: string; namespace?: string } = {};
       if (ep.targetRef.kind !== undefined) ref.kind = ep.targetRef.kind;
       if (ep.targetRef.name !== undefined) ref.name = ep.targetRef.name;
       if (ep.targetRef.namespace !== undefined) ref.namespace = ep.targetRef.namespace;
-      out.targetRef = Object.freeze(ref);
+      targetRef = Object.freeze(ref);
     }
+    /* one object shape for every endpoint (absent fields are undefined): this is the hot loop */
+    const out: SliceEndpoint = {
+      address,
+      sortKey,
+      ready,
+      serving: c.serving ?? ready,
+      terminating: c.terminating ?? false,
+      nodeName: ep.nodeName,
+      zone: ep.zone,
+      hints,
+      targetRef,
+    };
     endpoints.push(out);
   }
   const ports: SlicePort[] = (slice.ports ?? []).map((p) =>
     p.port === undefined ? { name: p.name ?? "", protocol: p.protocol } : { name: p.name ?? "", protocol: p.protocol, port: p.port },
   );
-  return { name: slice.metadata.name, family, ports, endpoints, errors };
+  return Object.freeze({ name: slice.metadata.name, family, ports, endpoints, errors });
 }
 
 /** The port to dial on the endpoints of `slice` for Service port `sp`, or undefined when the slice has none. */
@@ -220,21 +253,27 @@ export function mergeEndpoints(
   nodeName: string,
   previous?: readonly Endpoint[],
 ): readonly Endpoint[] {
-  const chosen = new Map<string, { se: SliceEndpoint; port: number }>();
+  const entries: { se: SliceEndpoint; port: number; seq: number }[] = [];
   for (const slice of slices) {
     const port = slicePortFor(sp, slice);
     if (port === undefined) continue;
-    for (const se of slice.endpoints) {
-      const id = `${se.address} ${port}`;
-      const existing = chosen.get(id);
-      if (!existing || (existing.se.nodeName !== nodeName && se.nodeName === nodeName && nodeName !== "")) {
-        chosen.set(id, { se, port });
-      }
-    }
+    for (const se of slice.endpoints) entries.push({ se, port, seq: entries.length });
   }
-  const entries = [...chosen.values()].sort((a, b) =>
-    a.se.sortKey < b.se.sortKey ? -1 : a.se.sortKey > b.se.sortKey ? 1 : a.port - b.port,
+  entries.sort((a, b) =>
+    compareSortKeys(a.se.sortKey, b.se.sortKey) || a.port - b.port || a.seq - b.seq,
   );
+  /* dedupe neighbours with the same address and port: the first (slice-name order) wins, a local copy is preferred */
+  let kept = 0;
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i] as (typeof entries)[number];
+    const last = kept > 0 ? (entries[kept - 1] as (typeof entries)[number]) : undefined;
+    if (last && last.se.address === entry.se.address && last.port === entry.port) {
+      if (nodeName !== "" && last.se.nodeName !== nodeName && entry.se.nodeName === nodeName) entries[kept - 1] = entry;
+      continue;
+    }
+    entries[kept++] = entry;
+  }
+  entries.length = kept;
   let byId: Map<string, Endpoint> | undefined;
   if (previous && previous.length > 0) {
     byId = new Map();
@@ -242,7 +281,7 @@ export function mergeEndpoints(
   }
   const result: Endpoint[] = new Array(entries.length);
   for (let i = 0; i < entries.length; i++) {
-    const { se, port } = entries[i] as { se: SliceEndpoint; port: number };
+    const { se, port } = entries[i] as (typeof entries)[number];
     const old = byId?.get(`${se.address} ${port}`);
     result[i] = old && matches(old, se, port) ? old : makeEndpoint(se, port);
   }

@@ -19,7 +19,7 @@ export interface ParsedIP {
 }
 
 /** A parsed CIDR; `bytes` has the host bits cleared. */
-export interface ParsedCIDR {
+export interface ParsedCidr {
   readonly family: IPFamily;
   readonly bytes: Uint8Array;
   readonly prefix: number;
@@ -98,6 +98,36 @@ function parseIPv6Bytes(s: string, out: Uint8Array): boolean {
 function isV4Mapped(b: Uint8Array): boolean {
   for (let i = 0; i < 10; i++) if (b[i] !== 0) return false;
   return b[10] === 0xff && b[11] === 0xff;
+}
+
+/**
+ * Parse a dotted-quad IPv4 literal into its 32-bit value (unsigned), or -1 when `s` is not one. The fast
+ * path for endpoint addresses: no allocation, and a valid input is already canonical text.
+ */
+export function parseIPv4Number(s: string): number {
+  let value = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  const n = s.length;
+  if (n < 7 || n > 15) return -1;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || ++dots > 3) return -1;
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && octet === 0) return -1;
+      octet = octet * 10 + (c - 48);
+      if (++digits > 3 || octet > 255) return -1;
+    } else {
+      return -1;
+    }
+  }
+  if (digits === 0 || dots !== 3) return -1;
+  return value * 256 + octet;
 }
 
 /**
@@ -198,9 +228,9 @@ export function compareIP(a: string, b: string): number {
  * Parse `address/prefix`. Host bits are cleared (`10.1.2.3/8` is `10.0.0.0/8`, as Go's ParseCIDR does);
  * an IPv4-mapped IPv6 CIDR with a prefix of at least 96 becomes the IPv4 CIDR. Undefined when invalid.
  *
- * @example parseCIDR("192.168.0.0/16") // { family: 4, prefix: 16, bytes: [192, 168, 0, 0] }
+ * @example parseCidr("192.168.0.0/16") // { family: 4, prefix: 16, bytes: [192, 168, 0, 0] }
  */
-export function parseCIDR(s: string): ParsedCIDR | undefined {
+export function parseCidr(s: string): ParsedCidr | undefined {
   const slash = s.indexOf("/");
   if (slash === -1) return undefined;
   const prefixText = s.slice(slash + 1);
@@ -234,7 +264,7 @@ export function parseCIDR(s: string): ParsedCIDR | undefined {
 }
 
 /** Whether the CIDR contains the address (same family only; IPv4-mapped input counts as IPv4). */
-export function cidrContains(cidr: ParsedCIDR, ip: ParsedIP): boolean {
+export function cidrContains(cidr: ParsedCidr, ip: ParsedIP): boolean {
   if (cidr.family !== ip.family) return false;
   let remaining = cidr.prefix;
   for (let i = 0; remaining > 0; i++, remaining -= 8) {
@@ -246,6 +276,6 @@ export function cidrContains(cidr: ParsedCIDR, ip: ParsedIP): boolean {
 }
 
 /** Print a parsed CIDR canonically (`10.0.0.0/8`, `fd00::/8`). */
-export function formatCIDR(cidr: ParsedCIDR): string {
+export function formatCidr(cidr: ParsedCidr): string {
   return `${formatIP({ family: cidr.family, bytes: cidr.bytes })}/${cidr.prefix}`;
 }

@@ -45,9 +45,17 @@ test("npm run demo serves the URLs it prints and stops on SIGTERM", async () => 
     stderr: "pipe",
     env: { ...process.env, PATH: `${root}/node_modules/.bin:${process.env.PATH}` },
   });
-  await using _ = { [Symbol.asyncDispose]: async () => { child.kill("SIGKILL"); await child.exited; } };
+  let demoPid = 0; // npm's child; killed too if the test fails midway, so nothing is left behind
+  await using _ = {
+    [Symbol.asyncDispose]: async () => {
+      if (demoPid) try { process.kill(demoPid, "SIGKILL"); } catch {}
+      child.kill("SIGKILL");
+      await child.exited;
+    },
+  };
 
-  const banner = await readUntil(child.stdout, "Ctrl-C to stop", 30_000);
+  const banner = await readUntil(child.stdout, "to stop.", 30_000);
+  demoPid = Number(/SIGTERM to pid (\d+)/.exec(banner)?.[1]);
   const httpUrls = [...banner.matchAll(/curl (http:\/\/[^\s]+)/g)].map((m) => m[1]!);
   expect(httpUrls).toContain("http://127.0.0.1:30080/");
 
@@ -69,7 +77,8 @@ test("npm run demo serves the URLs it prints and stops on SIGTERM", async () => 
   expect(banner).toContain("127.0.0.1 30090");
   expect(await tcpExchange(30090, "hello kubegate\n")).toBe("hello kubegate\n");
 
-  // npm forwards SIGTERM to the demo, which drains and exits 0.
-  child.kill("SIGTERM");
+  // SIGTERM to the demo process (the pid it prints) drains it; it exits 0, and so does npm.
+  expect(demoPid).toBeGreaterThan(0);
+  process.kill(demoPid, "SIGTERM");
   expect(await child.exited).toBe(0);
 });

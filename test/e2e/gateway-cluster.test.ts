@@ -158,7 +158,7 @@ describe("gateway against the test API server", () => {
     const snap = await admin();
     const http = snap.entrypoints.find((e) => e.name === "e2e/web:http")!;
     expect(http).toMatchObject({ type: "NodePort", protocol: "http", port: ports.http });
-    expect(http.endpoints.map((e) => e.port).sort()).toEqual([be.http[0]!.port, be.http[1]!.port].sort());
+    expect(http.endpoints.map((e) => e.port).sort()).toEqual([be.http[0]!.port!, be.http[1]!.port!].sort());
   });
 
   test("an endpoint change reaches an open keep-alive connection and spares established TCP connections", async () => {
@@ -199,22 +199,32 @@ describe("gateway against the test API server", () => {
     ports = moved;
   });
 
-  test("a port conflict is reported on /api/snapshot and the other entrypoints serve", async () => {
-    const shared = { http: await freePort(), tcp: await freePort() };
-    api.create(service("alpha", shared));
+  test("a port conflict between two LoadBalancer Services is reported; the older wins and the rest serve", async () => {
+    // ServiceLB style: both want the same Service port on the node's addresses (nodePorts differ, as a real
+    // API server enforces).
+    const lbPort = await freePort();
+    const lb = (name: string, np: { http: number; tcp: number }) => {
+      const s = service(name, np, { type: "LoadBalancer" });
+      s.spec.ports[0]!.port = lbPort;
+      return s;
+    };
+    api.create(lb("alpha", { http: await freePort(), tcp: await freePort() }));
     api.create(slice("alpha", "alpha-a", be.http[0]!.port!, be.tcp[0]!.port));
-    await waitFor(async () => (await canConnect(shared.http)) && true, { what: "the older Service (alpha) to bind" });
-    api.create(service("beta", { http: shared.http, tcp: await freePort() }));
+    await waitFor(async () => (await canConnect(lbPort)) && true, { what: "the older Service (alpha) to bind" });
+    const betaPorts = { http: await freePort(), tcp: await freePort() };
+    api.create(lb("beta", betaPorts));
     api.create(slice("beta", "beta-b", be.http[1]!.port!, be.tcp[1]!.port));
     const snap = await waitFor(async () => {
       const s = await admin();
       return s.errors.some((e) => e.object.includes("e2e/beta:http")) && s;
     }, { what: "the conflict to be reported" });
-    expect(snap.errors.find((e) => e.object.includes("e2e/beta:http"))!.message).toContain("e2e/alpha:http");
-    // The winner serves; the loser's other port serves too.
-    expect(await (await fetch(`http://127.0.0.1:${shared.http}/`)).text()).toBe("a");
-    const betaTcp = snap.entrypoints.find((e) => e.name === "e2e/beta:tcp")!;
-    using c = tcpClient(betaTcp.port);
+    const conflict = snap.errors.find((e) => e.object.includes("e2e/beta:http"))!;
+    expect(conflict.object).toContain("LoadBalancer");
+    expect(conflict.message).toContain("e2e/alpha:http");
+    // The winner serves the shared port; the loser's NodePort entrypoints serve.
+    expect(await (await fetch(`http://127.0.0.1:${lbPort}/`)).text()).toBe("a");
+    expect(await (await fetch(`http://127.0.0.1:${betaPorts.http}/`)).text()).toBe("b");
+    using c = tcpClient(betaPorts.tcp);
     await c.opened;
     expect(await c.exchange("y")).toBe("b:y");
   });

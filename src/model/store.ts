@@ -1,0 +1,484 @@
+/**
+ * The model store: a {@link SourceSink} that keeps the objects, recomputes only what an event touches,
+ * and publishes coalesced, immutable snapshots.
+ *
+ * - Incremental: an EndpointSlice event recomputes its Service; a Service event that Service; an event
+ *   for this node's Node recomputes everything only when the zone changed. Unchanged entrypoints (and
+ *   clusters, endpoints) keep their identity from one snapshot to the next.
+ * - Listener conflicts stay exact: an index of claimed `address port transport` -> claimants (best rank
+ *   first); when a claim changes, every claimant of it is re-evaluated, so a loser recovers when the
+ *   winner goes away.
+ * - Coalescing (Traefik's one-slot throttle): events mark work; one flush is pending at a time, at least
+ *   `minIntervalMs` after the previous publish. Nothing is published before every kind has synced once
+ *   (kube-proxy waits for Services and EndpointSlices alike), and only when the snapshot changed.
+ *
+ * `store.flush()` equals `buildSnapshot(...)` of the same objects (see test/model/store.test.ts).
+ */
+import type { EndpointSlice, KindName, Node, Service } from "../kube/objects.ts";
+import type { CacheEvent, SourceSink } from "../kube/source.ts";
+import { compareErrors, compareKeys, entrypointError, invalidError, nodeInfo } from "./build.ts";
+import { ClaimIndex, withError } from "./conflicts.ts";
+import { sliceServiceKey } from "./endpoints.ts";
+import {
+  type BuildContext,
+  compareRank,
+  computeService,
+  EMPTY_RESULT,
+  type Exposure,
+  nodeZone,
+  type PreparedOptions,
+  prepareOptions,
+  type Rank,
+  type ServiceResult,
+} from "./service.ts";
+import type { Entrypoint, ModelError, ModelOptions, Snapshot } from "./types.ts";
+
+/** The slice annotation holding when the change that produced it happened. */
+export const LAST_CHANGE_TRIGGER_TIME_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time";
+
+const KINDS: readonly KindName[] = ["Service", "EndpointSlice", "Node"];
+
+/** What changed since the previous publish (for kube-proxy-style metrics). */
+export interface PublishInfo {
+  /** Services whose Service object changed (add, update, delete) and whose entrypoints or errors changed. */
+  readonly serviceChanges: number;
+  /** Services whose EndpointSlices changed and whose entrypoints or errors changed. */
+  readonly endpointChanges: number;
+  /**
+   * Per Service with an endpoint change: the latest `last-change-trigger-time` (ms since the epoch) of its
+   * slices changed since the previous publish, when later than the store's start. Sorted ascending.
+   */
+  readonly triggerTimes: readonly number[];
+  /** Duration of the build that produced the snapshot, in ms. */
+  readonly buildMs: number;
+}
+
+/** Counters shown on the admin API. */
+export interface ModelStoreStats {
+  readonly services: number;
+  readonly slices: number;
+  /** Endpoints over all stored EndpointSlices. */
+  readonly endpoints: number;
+  /** Duration of the last build (flush), in ms. */
+  readonly lastBuildMs: number;
+  readonly publishes: number;
+}
+
+/** How to build a {@link ModelStore}. */
+export interface ModelStoreOptions {
+  /** Called with each published snapshot. */
+  readonly onSnapshot: (snapshot: Snapshot, info: PublishInfo) => void;
+  /** Minimum time between two publishes (default 5 ms). */
+  readonly minIntervalMs?: number | undefined;
+  /** Run `fn` after `ms` (default `setTimeout`). Injected by tests. */
+  readonly schedule?: ((fn: () => void, ms: number) => unknown) | undefined;
+  /** Monotonic clock in ms (default `performance.now`), for the interval and build durations. */
+  readonly now?: (() => number) | undefined;
+  /** Wall clock in ms since the epoch (default `Date.now`), to drop trigger times older than the store. */
+  readonly wallClock?: (() => number) | undefined;
+}
+
+interface StoredSlice {
+  readonly slice: EndpointSlice;
+  readonly service: string | undefined;
+}
+
+function sameRank(a: Rank, b: Rank): boolean {
+  return compareRank(a, b) === 0;
+}
+
+function sameAddresses(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function sameErrors(a: readonly ModelError[], b: readonly ModelError[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as ModelError;
+    const y = b[i] as ModelError;
+    if (x !== y && (x.kind !== y.kind || x.object !== y.object || x.message !== y.message)) return false;
+  }
+  return true;
+}
+
+/** Index of `key` in entrypoints sorted by key, or -1. */
+function indexOfKey(entrypoints: readonly Entrypoint[], key: string): number {
+  let lo = 0;
+  let hi = entrypoints.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const k = (entrypoints[mid] as Entrypoint).key;
+    if (k === key) return mid;
+    if (k < key) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+
+function parseTriggerTime(slice: EndpointSlice): number | undefined {
+  const text = slice.metadata.annotations?.[LAST_CHANGE_TRIGGER_TIME_ANNOTATION];
+  if (text === undefined) return undefined;
+  const t = Date.parse(text);
+  return Number.isNaN(t) ? undefined : t;
+}
+
+/**
+ * Holds Services, EndpointSlices and Nodes and publishes the model's snapshots.
+ *
+ * @example
+ * const store = new ModelStore(options, { onSnapshot: (snapshot) => listeners.apply(snapshot) });
+ * source.start(store);
+ */
+export class ModelStore implements SourceSink, Disposable {
+  readonly #prepared: PreparedOptions;
+  readonly #onSnapshot: ModelStoreOptions["onSnapshot"];
+  readonly #minInterval: number;
+  readonly #schedule: (fn: () => void, ms: number) => unknown;
+  readonly #now: () => number;
+  readonly #startedAt: number;
+
+  readonly #services = new Map<string, Service>();
+  readonly #slices = new Map<string, StoredSlice>();
+  readonly #slicesByService = new Map<string, Map<string, EndpointSlice>>();
+  readonly #nodes = new Map<string, Node>();
+  readonly #invalid = new Map<string, ModelError>();
+  readonly #synced = new Set<KindName>();
+  #endpointCount = 0;
+
+  #ctx: BuildContext;
+  readonly #results = new Map<string, ServiceResult>();
+  readonly #exposures = new Map<string, Exposure>();
+  readonly #finals = new Map<string, Entrypoint>();
+  readonly #claims = new ClaimIndex();
+  readonly #serviceErrors = new Map<string, readonly ModelError[]>();
+  readonly #conflicted = new Set<string>();
+
+  readonly #dirty = new Set<string>();
+  readonly #serviceEvents = new Set<string>();
+  readonly #endpointEvents = new Set<string>();
+  readonly #triggerTimes = new Map<string, number>();
+  #invalidDirty = false;
+  #nodeDirty = false;
+
+  #current: Snapshot | undefined;
+  #pending = false;
+  #lastPublishAt = Number.NEGATIVE_INFINITY;
+  #lastBuildMs = 0;
+  #publishes = 0;
+  #disposed = false;
+
+  /** @throws {ModelOptionsError} when the model options are invalid. */
+  constructor(model: ModelOptions, options: ModelStoreOptions) {
+    this.#prepared = prepareOptions(model);
+    this.#onSnapshot = options.onSnapshot;
+    this.#minInterval = options.minIntervalMs ?? 5;
+    this.#schedule = options.schedule ?? ((fn, ms) => setTimeout(fn, ms));
+    this.#now = options.now ?? (() => performance.now());
+    this.#startedAt = (options.wallClock ?? Date.now)();
+    this.#ctx = { prepared: this.#prepared, nodeName: model.nodeName, zone: undefined };
+  }
+
+  /** The last published snapshot, if any. */
+  current(): Snapshot | undefined {
+    return this.#current;
+  }
+
+  /** Object and build counters. */
+  get stats(): ModelStoreStats {
+    return {
+      services: this.#services.size,
+      slices: this.#slices.size,
+      endpoints: this.#endpointCount,
+      lastBuildMs: this.#lastBuildMs,
+      publishes: this.#publishes,
+    };
+  }
+
+  /** Whether every kind has synced at least once. */
+  get ready(): boolean {
+    return this.#synced.size === KINDS.length;
+  }
+
+  /** The objects held now (for a full rebuild, and for tests). */
+  objects(): {
+    services: readonly Service[];
+    endpointSlices: readonly EndpointSlice[];
+    nodes: readonly Node[];
+    invalid: readonly { kind: KindName; key: string; message: string }[];
+  } {
+    return {
+      services: [...this.#services.values()],
+      endpointSlices: [...this.#slices.values()].map((s) => s.slice),
+      nodes: [...this.#nodes.values()],
+      invalid: [...this.#invalid.values()].map((e) => ({ kind: e.kind as KindName, key: e.object, message: e.message })),
+    };
+  }
+
+  apply(event: CacheEvent): void {
+    switch (event.kind) {
+      case "Service":
+        this.#applyService(event as CacheEvent<"Service">);
+        break;
+      case "EndpointSlice":
+        this.#applySlice(event as CacheEvent<"EndpointSlice">);
+        break;
+      case "Node":
+        this.#applyNode(event as CacheEvent<"Node">);
+        break;
+    }
+    const invalidKey = `${event.kind}\u0000${event.key}`;
+    if (event.type === "invalid") {
+      const previous = this.#invalid.get(invalidKey);
+      if (previous?.message !== event.message) {
+        this.#invalid.set(invalidKey, invalidError(event));
+        this.#invalidDirty = true;
+      }
+    } else if (this.#invalid.delete(invalidKey)) {
+      this.#invalidDirty = true;
+    }
+    this.#request();
+  }
+
+  synced(kind: KindName): void {
+    const wasReady = this.ready;
+    this.#synced.add(kind);
+    if (!wasReady && this.ready) this.#request();
+  }
+
+  /** Stop publishing; a pending flush does nothing. */
+  [Symbol.dispose](): void {
+    this.#disposed = true;
+  }
+
+  #applyService(event: CacheEvent<"Service">): void {
+    if (event.type === "upsert") this.#services.set(event.key, event.object);
+    else if (!this.#services.delete(event.key) && event.type === "delete") return;
+    this.#dirty.add(event.key);
+    this.#serviceEvents.add(event.key);
+  }
+
+  #applySlice(event: CacheEvent<"EndpointSlice">): void {
+    const old = this.#slices.get(event.key);
+    if (old) {
+      this.#endpointCount -= old.slice.endpoints?.length ?? 0;
+      this.#slices.delete(event.key);
+      if (old.service !== undefined) {
+        const set = this.#slicesByService.get(old.service);
+        set?.delete(event.key);
+        if (set?.size === 0) this.#slicesByService.delete(old.service);
+        this.#dirty.add(old.service);
+        this.#endpointEvents.add(old.service);
+      }
+    }
+    if (event.type !== "upsert") return;
+    const slice = event.object;
+    const service = sliceServiceKey(slice);
+    this.#slices.set(event.key, { slice, service });
+    this.#endpointCount += slice.endpoints?.length ?? 0;
+    if (service === undefined) return;
+    let set = this.#slicesByService.get(service);
+    if (!set) this.#slicesByService.set(service, (set = new Map()));
+    set.set(event.key, slice);
+    this.#dirty.add(service);
+    this.#endpointEvents.add(service);
+    const t = parseTriggerTime(slice);
+    if (t !== undefined && t > this.#startedAt && t > (this.#triggerTimes.get(service) ?? Number.NEGATIVE_INFINITY)) {
+      this.#triggerTimes.set(service, t);
+    }
+  }
+
+  #applyNode(event: CacheEvent<"Node">): void {
+    if (event.type === "upsert") this.#nodes.set(event.key, event.object);
+    else this.#nodes.delete(event.key);
+    if (event.key === this.#prepared.options.nodeName) this.#nodeDirty = true;
+  }
+
+  #request(): void {
+    if (this.#pending || this.#disposed || !this.ready) return;
+    this.#pending = true;
+    const wait = Math.max(0, this.#lastPublishAt + this.#minInterval - this.#now());
+    this.#schedule(() => {
+      this.#pending = false;
+      if (!this.#disposed) this.flush();
+    }, wait);
+  }
+
+  /**
+   * Apply pending changes now and publish when the snapshot changed (a pending scheduled flush then
+   * finds nothing to do). Does nothing before every kind has synced. Returns the current snapshot.
+   */
+  flush(): Snapshot | undefined {
+    if (!this.ready || this.#disposed) return this.#current;
+    const started = this.#now();
+    let nodeChanged = this.#current === undefined;
+    if (this.#nodeDirty) {
+      this.#nodeDirty = false;
+      const zone = nodeZone(this.#nodes.get(this.#prepared.options.nodeName));
+      if (zone !== this.#ctx.zone) {
+        this.#ctx = { ...this.#ctx, zone };
+        nodeChanged = true;
+        for (const key of this.#services.keys()) this.#dirty.add(key);
+      }
+    }
+
+    const changed = new Map<string, Entrypoint | null>();
+    const touched: [port: number, address: string][] = [];
+    const touch = (port: number, address: string) => void touched.push([port, address]);
+    const affected = new Set<string>();
+    const changedServices = new Set<string>();
+    let errorsChanged = this.#invalidDirty;
+    this.#invalidDirty = false;
+
+    for (const key of this.#dirty) {
+      const previous = this.#results.get(key) ?? EMPTY_RESULT;
+      const service = this.#services.get(key);
+      const slices = this.#slicesByService.get(key);
+      const next = service ? computeService(service, slices ? slices.values() : [], this.#ctx, previous) : EMPTY_RESULT;
+      if (next === EMPTY_RESULT) this.#results.delete(key);
+      else this.#results.set(key, next);
+      let serviceChanged = false;
+      if (!sameErrors(previous.errors, next.errors)) {
+        errorsChanged = true;
+        serviceChanged = true;
+        if (next.errors.length > 0) this.#serviceErrors.set(key, next.errors);
+        else this.#serviceErrors.delete(key);
+      }
+      const nextKeys = new Set<string>();
+      for (const exposure of next.exposures) nextKeys.add(exposure.entrypoint.key);
+      for (const old of previous.exposures) {
+        const epKey = old.entrypoint.key;
+        if (nextKeys.has(epKey)) continue;
+        this.#claims.remove(old, touch);
+        this.#exposures.delete(epKey);
+        this.#finals.delete(epKey);
+        if (this.#conflicted.delete(epKey)) errorsChanged = true;
+        changed.set(epKey, null);
+        serviceChanged = true;
+      }
+      for (const exposure of next.exposures) {
+        const epKey = exposure.entrypoint.key;
+        const old = this.#exposures.get(epKey);
+        if (
+          old &&
+          old.claimPort === exposure.claimPort &&
+          sameRank(old.rank, exposure.rank) &&
+          sameAddresses(old.entrypoint.addresses, exposure.entrypoint.addresses)
+        ) {
+          /* same claims: keep the indexed exposure object, refresh its entrypoint */
+          if (old.entrypoint !== exposure.entrypoint) {
+            this.#exposures.set(epKey, exposure);
+            this.#claims.replace(old, exposure);
+            serviceChanged = true;
+          }
+        } else {
+          if (old) this.#claims.remove(old, touch);
+          this.#exposures.set(epKey, exposure);
+          this.#claims.add(exposure, touch);
+          serviceChanged = true;
+        }
+        affected.add(epKey);
+      }
+      if (serviceChanged) changedServices.add(key);
+    }
+
+    for (const [port, address] of touched) {
+      for (const exposure of this.#claims.claimants(port, address)) affected.add(exposure.entrypoint.key);
+    }
+    for (const epKey of affected) {
+      const exposure = this.#exposures.get(epKey);
+      if (!exposure) continue;
+      const previous = this.#finals.get(epKey);
+      const error = this.#claims.conflictError(exposure);
+      const final = withError(exposure.entrypoint, error, previous);
+      if (final === previous) continue;
+      this.#finals.set(epKey, final);
+      changed.set(epKey, final);
+      if (previous?.error !== error) {
+        errorsChanged = true;
+        if (error === undefined) this.#conflicted.delete(epKey);
+        else this.#conflicted.add(epKey);
+      }
+    }
+
+    const prev = this.#current;
+    const entrypoints = this.#mergeEntrypoints(prev?.entrypoints ?? [], changed);
+    const errors = errorsChanged ? this.#collectErrors(prev?.errors ?? []) : (prev?.errors ?? Object.freeze([]));
+    const node = nodeChanged ? nodeInfo(this.#ctx.nodeName, this.#ctx.zone) : (prev as Snapshot).node;
+
+    let serviceChanges = 0;
+    let endpointChanges = 0;
+    const triggerTimes: number[] = [];
+    for (const key of changedServices) {
+      if (this.#serviceEvents.has(key)) serviceChanges++;
+      if (this.#endpointEvents.has(key)) {
+        endpointChanges++;
+        const t = this.#triggerTimes.get(key);
+        if (t !== undefined) triggerTimes.push(t);
+      }
+    }
+    this.#dirty.clear();
+    this.#serviceEvents.clear();
+    this.#endpointEvents.clear();
+    this.#triggerTimes.clear();
+
+    const buildMs = this.#now() - started;
+    this.#lastBuildMs = buildMs;
+    if (prev && entrypoints === prev.entrypoints && errors === prev.errors && node === prev.node) return prev;
+    const snapshot: Snapshot = Object.freeze({ version: (prev?.version ?? 0) + 1, entrypoints, errors, node });
+    this.#current = snapshot;
+    this.#publishes++;
+    this.#lastPublishAt = this.#now();
+    triggerTimes.sort((a, b) => a - b);
+    this.#onSnapshot(snapshot, Object.freeze({ serviceChanges, endpointChanges, triggerTimes: Object.freeze(triggerTimes), buildMs }));
+    return snapshot;
+  }
+
+  /** The previous entrypoints with `changed` applied (null = removed), sorted by key; `prev` when unchanged. */
+  #mergeEntrypoints(prev: readonly Entrypoint[], changed: Map<string, Entrypoint | null>): readonly Entrypoint[] {
+    if (changed.size === 0) return prev;
+    let replaceOnly = true;
+    const positions: number[] = [];
+    for (const [key, entrypoint] of changed) {
+      const at = indexOfKey(prev, key);
+      if (at === -1 || entrypoint === null) {
+        if (at === -1 && entrypoint === null) continue;
+        replaceOnly = false;
+        break;
+      }
+      positions.push(at);
+    }
+    if (replaceOnly) {
+      if (positions.length === 0) return prev;
+      const out = prev.slice();
+      for (const at of positions) out[at] = changed.get((prev[at] as Entrypoint).key) as Entrypoint;
+      return out; /* not frozen: see FREEZE_NOTE in build.ts */
+    }
+    const additions: Entrypoint[] = [];
+    for (const entrypoint of changed.values()) if (entrypoint) additions.push(entrypoint);
+    additions.sort((a, b) => compareKeys(a.key, b.key));
+    const out: Entrypoint[] = [];
+    let j = 0;
+    for (const entrypoint of prev) {
+      if (changed.has(entrypoint.key)) continue;
+      while (j < additions.length && (additions[j] as Entrypoint).key < entrypoint.key) out.push(additions[j++] as Entrypoint);
+      out.push(entrypoint);
+    }
+    while (j < additions.length) out.push(additions[j++] as Entrypoint);
+    return out;
+  }
+
+  #collectErrors(prev: readonly ModelError[]): readonly ModelError[] {
+    const errors: ModelError[] = [...this.#invalid.values()];
+    for (const list of this.#serviceErrors.values()) errors.push(...list);
+    for (const epKey of this.#conflicted) {
+      const final = this.#finals.get(epKey);
+      if (final) errors.push(entrypointError(final));
+    }
+    errors.sort(compareErrors);
+    return sameErrors(prev, errors) ? prev : Object.freeze(errors);
+  }
+}

@@ -1,0 +1,785 @@
+/**
+ * One downstream (client) connection of the HTTP/1.1 forwarder: a callback-driven state machine kept
+ * in `socket.data`, with no Promise on the per-request path (only a new upstream connect is async).
+ *
+ * Requests are handled one at a time, in order: the next pipelined request is parsed only once the
+ * current response is complete. Bodies are forwarded as the received chunk slices, after validation of
+ * their framing, with backpressure both ways (a socket whose peer cannot keep up is paused).
+ */
+import type { Endpoint } from "../../model/types.ts";
+import type { TcpSocket } from "../../runtime/types.ts";
+import type { Route } from "../types.ts";
+import { concat } from "./bytes.ts";
+import { ChunkedDecoder, type ChunkSink } from "./chunked.ts";
+import { buildRequestHead, buildResponseHead, ClientContext, CONN_AS_IS, CONN_CLOSE, CONN_KEEP_ALIVE, CONN_UPGRADE } from "./head.ts";
+import {
+  B_CHUNKED,
+  B_CLOSE,
+  B_LENGTH,
+  B_NONE,
+  C_CLOSE,
+  C_KEEP_ALIVE,
+  C_UPGRADE,
+  CR,
+  findHeadEnd,
+  LF,
+  M_HEAD,
+  parseRequestHead,
+  parseResponseHead,
+  RequestInfo,
+  ResponseInfo,
+  responseFraming,
+} from "./parser.ts";
+import { type EndpointPool, poolFor, type Upstream, type UpstreamOwner } from "./pool.ts";
+import { errorResponse } from "./responses.ts";
+import type { HttpProxyOptions } from "./options.ts";
+
+/** What a downstream connection needs from its listener's proxy. */
+export interface ProxyHost {
+  readonly ref: { readonly current: Route };
+  readonly options: HttpProxyOptions;
+  readonly draining: boolean;
+  /** Called once when the connection has closed. */
+  remove(c: Downstream): void;
+}
+
+// Request side: where the current request is.
+const R_IDLE = 0; // waiting for / reading a request head
+const R_CONNECTING = 1; // head parsed, waiting for an upstream connection
+const R_BODY = 2; // streaming the request body upstream
+const R_DONE = 3; // request fully forwarded, response pending
+const R_TUNNEL = 4; // after 101: raw bidirectional pipe
+const R_CLOSING = 5; // closing: input is discarded
+
+// Response side.
+const P_NONE = 0;
+const P_HEAD = 1; // waiting for the (final) response head
+const P_BODY = 2; // streaming the response body downstream
+
+// What the connection's deadline means.
+const D_NONE = 0;
+const D_HEADER = 1; // request head must complete (408)
+const D_IDLE = 2; // keep-alive idle (close)
+const D_RESPONSE = 3; // upstream response head must arrive (504)
+const D_STREAM = 4; // no progress while streaming (abort)
+const D_LINGER = 5; // closing connection that does not drain (terminate)
+
+/** Scratch parse results: used synchronously, copied out before any other parse. */
+const REQ = new RequestInfo();
+const RES = new ResponseInfo();
+
+/** Largest first body slice copied into the head's write (bigger ones go in a second write, uncopied). */
+const COALESCE_BYTES = 16 * 1024;
+
+/** Half-close a socket when the runtime can (Bun: `shutdown()`), else close it gracefully. */
+function halfClose(s: TcpSocket<unknown>): void {
+  const shutdown = (s as TcpSocket<unknown> & { shutdown?: () => void }).shutdown;
+  if (typeof shutdown === "function") shutdown.call(s);
+  else s.end();
+}
+
+/** The `socket.data` of a downstream connection. */
+export class Downstream implements UpstreamOwner {
+  readonly ctx: ClientContext;
+  /** Received bytes not yet consumed (a partial head, or pipelined requests). */
+  buf: Uint8Array | null = null;
+  scanned = 0;
+  headStarted = false;
+  rstate = R_IDLE;
+  pstate = P_NONE;
+  /** Epoch ms when {@link dkind} fires; 0 for none. */
+  deadline = 0;
+  dkind = D_NONE;
+  /** Bytes the client socket has not accepted yet. */
+  out: Uint8Array[] | null = null;
+  paused = false;
+  clientEof = false;
+  closed = false;
+  endWhenFlushed = false;
+
+  // The current request.
+  route: Route | null = null;
+  readonly pick: { clientAddress: string; exclude: Set<Endpoint> | undefined };
+  endpoint: Endpoint | null = null;
+  attempts = 0;
+  isHead = false;
+  minor = 1;
+  keepAlive = true;
+  upgradeReq = false;
+  reqBody = B_NONE;
+  reqRemaining = 0;
+  reqDone = true;
+  reqDecoder: ChunkedDecoder | null = null;
+  /** The first write (head + first body bytes), kept for one retry on a stale pooled connection. */
+  first: Uint8Array | null = null;
+  streamed = false;
+  retried = false;
+
+  // The current response.
+  up: Upstream | null = null;
+  reused = false;
+  resBuf: Uint8Array | null = null;
+  resScanned = 0;
+  resBytes = 0;
+  resBody = B_NONE;
+  resRemaining = 0;
+  resDecoder: ChunkedDecoder | null = null;
+  dechunk = false;
+  upReusable = false;
+  closeAfter = false;
+  #sink: ChunkSink | null = null;
+
+  // Tunnel (after 101).
+  downEof = false;
+  upEof = false;
+  downShut = false;
+  upShut = false;
+
+  constructor(readonly proxy: ProxyHost, readonly sock: TcpSocket<Downstream>) {
+    const o = proxy.options;
+    this.ctx = new ClientContext(sock.remoteAddress, sock.localAddress, sock.localPort, o.trustForwarded?.(sock.remoteAddress) ?? false);
+    this.pick = { clientAddress: this.ctx.ip, exclude: undefined };
+    this.setDeadline(D_HEADER, o.requestHeaderTimeoutMs);
+  }
+
+  setDeadline(kind: number, ms: number): void {
+    this.dkind = kind;
+    this.deadline = kind === D_NONE ? 0 : Date.now() + ms;
+  }
+
+  // ---- client socket events ------------------------------------------------------------------
+
+  onData(chunk: Uint8Array): void {
+    switch (this.rstate) {
+      case R_IDLE:
+        this.buf = this.buf ? concat(this.buf, chunk) : chunk;
+        this.readHead();
+        return;
+      case R_BODY:
+        this.requestBody(chunk);
+        return;
+      case R_TUNNEL:
+        this.dkind = D_STREAM;
+        this.deadline = Date.now() + this.proxy.options.idleTimeoutMs;
+        if (!this.up!.write(chunk)) this.updateReading();
+        return;
+      case R_CLOSING:
+        return;
+      default:
+        // Connecting, or waiting for the response: keep (bounded) what comes, for later.
+        this.buf = this.buf ? concat(this.buf, chunk) : chunk;
+        if (this.buf.length >= this.proxy.options.maxHeaderBytes) this.updateReading();
+    }
+  }
+
+  onDrain(): void {
+    const q = this.out;
+    if (!q) return;
+    while (q.length) {
+      const c = q[0]!;
+      const n = this.sock.write(c);
+      if (n < 0) {
+        this.out = null;
+        return;
+      }
+      if (n < c.length) {
+        q[0] = c.subarray(n);
+        return;
+      }
+      q.shift();
+    }
+    this.out = null;
+    if (this.endWhenFlushed) {
+      this.sock.end();
+      return;
+    }
+    if (this.rstate === R_TUNNEL) this.maybeShutdown();
+    this.updateUpstreamReading();
+    if (this.rstate === R_IDLE && this.buf) this.readHead();
+    this.updateReading();
+  }
+
+  onEnd(): void {
+    this.clientEof = true;
+    switch (this.rstate) {
+      case R_IDLE:
+        if (this.buf) this.readHead();
+        else this.closeClient();
+        return;
+      case R_BODY:
+        // The client stopped sending before the body was complete.
+        if (this.pstate === P_HEAD) this.fail(400, "Bad request: the request body is incomplete");
+        else this.abort();
+        return;
+      case R_TUNNEL:
+        this.downEof = true;
+        this.maybeShutdown();
+        return;
+      default:
+      // Connecting or waiting: the response is still delivered, then the connection closes.
+    }
+  }
+
+  onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.rstate = R_CLOSING;
+    this.out = null;
+    this.buf = null;
+    this.deadline = 0;
+    const u = this.up;
+    if (u) {
+      this.up = null;
+      if (this.downEof && this.upShut && !u.out) u.sock?.end();
+      else u.destroy();
+    }
+    this.proxy.remove(this);
+  }
+
+  /** Called by the proxy's sweep when {@link deadline} has passed. */
+  onTimeout(): void {
+    const o = this.proxy.options;
+    switch (this.dkind) {
+      case D_HEADER:
+        if (this.headStarted) this.fail(408, `Request timeout: the request head did not arrive within ${o.requestHeaderTimeoutMs} ms`);
+        else this.closeClient();
+        return;
+      case D_IDLE:
+        this.closeClient();
+        return;
+      case D_RESPONSE:
+        if (this.pstate === P_HEAD) {
+          this.fail(504, `Gateway timeout: service "${this.route?.entrypoint.name ?? "?"}" did not respond within ${o.upstreamResponseTimeoutMs} ms`);
+        } else this.deadline = 0;
+        return;
+      case D_STREAM:
+        this.abort();
+        return;
+      case D_LINGER:
+        this.sock.terminate();
+        return;
+      default:
+        this.deadline = 0;
+    }
+  }
+
+  /** Listener drain: close now when idle, else after the current exchange. */
+  drainNow(): void {
+    if (this.rstate === R_IDLE && !this.headStarted && !this.buf) this.closeClient();
+  }
+
+  // ---- request side --------------------------------------------------------------------------
+
+  readHead(): void {
+    const o = this.proxy.options;
+    const max = o.maxHeaderBytes;
+    while (this.rstate === R_IDLE && this.buf && !this.out && !this.closed) {
+      let buf = this.buf;
+      // RFC 9112 §2.2: ignore empty lines before a request line.
+      let s = 0;
+      while (s + 1 < buf.length && buf[s] === CR && buf[s + 1] === LF) s += 2;
+      if (s) {
+        this.scanned = 0;
+        if (s === buf.length) {
+          this.buf = null;
+          break;
+        }
+        this.buf = buf = buf.subarray(s);
+      }
+      if (buf[0] === LF) return this.fail(400, "Bad request: bare LF line ending");
+      if (!this.headStarted) {
+        this.headStarted = true;
+        this.setDeadline(D_HEADER, o.requestHeaderTimeoutMs);
+      }
+      const end = findHeadEnd(buf, 0, this.scanned, buf.length);
+      if (end === 0) {
+        this.scanned = buf.length;
+        if (buf.length > max) return this.fail(431, `Request header fields too large: the request head exceeds ${max} bytes`);
+        if (this.clientEof) return this.closeClient();
+        break;
+      }
+      if (end < 0) return this.fail(400, "Bad request: bare LF line ending");
+      if (end > max) return this.fail(431, `Request header fields too large: the request head exceeds ${max} bytes`);
+      const status = parseRequestHead(buf, 0, end, REQ);
+      if (status !== 0) return this.fail(status, `${statusText(status)}: ${REQ.error}`);
+      this.startRequest(buf, end);
+    }
+    this.updateReading();
+  }
+
+  /** Start forwarding the request just parsed into {@link REQ} (same turn as the parse). */
+  startRequest(buf: Uint8Array, headEnd: number): void {
+    const req = REQ;
+    const conn = req.conn;
+    this.isHead = req.method === M_HEAD;
+    this.minor = req.minor;
+    this.keepAlive = (conn & C_CLOSE) === 0 && (req.minor === 1 || (conn & C_KEEP_ALIVE) !== 0);
+    this.upgradeReq = (conn & C_UPGRADE) !== 0 && req.upgrade >= 0;
+    this.headStarted = false;
+    this.scanned = 0;
+    // Validate the body bytes that came with the head before anything goes upstream.
+    let n = 0;
+    let done = true;
+    if (req.chunked) {
+      this.reqBody = B_CHUNKED;
+      const d = (this.reqDecoder ??= new ChunkedDecoder(this.proxy.options.maxHeaderBytes));
+      d.reset();
+      const r = d.feed(buf, headEnd, buf.length);
+      if (r < 0) return this.fail(400, `Bad request: invalid chunked body: ${d.error}`);
+      n = r - headEnd;
+      done = d.done;
+    } else if (req.contentLength > 0) {
+      this.reqBody = B_LENGTH;
+      const avail = buf.length - headEnd;
+      n = avail < req.contentLength ? avail : req.contentLength;
+      this.reqRemaining = req.contentLength - n;
+      done = this.reqRemaining === 0;
+    } else this.reqBody = B_NONE;
+    this.reqDone = done;
+
+    const route = this.proxy.ref.current;
+    this.route = route;
+    this.pick.exclude = undefined;
+    const ep = route.balancer.pick(this.pick);
+    const rest = headEnd + n;
+    if (!ep) {
+      const body = `no endpoints available for service "${route.entrypoint.name}"\n`;
+      if (this.reqBody === B_NONE && this.keepAlive && !this.proxy.draining) {
+        this.buf = rest < buf.length ? buf.subarray(rest) : null;
+        this.clientWrite(errorResponse(503, body, false));
+        this.setDeadline(D_IDLE, this.proxy.options.idleTimeoutMs);
+        return; // R_IDLE: the read loop goes on with pipelined requests
+      }
+      return this.fail(503, body);
+    }
+    this.first = buildRequestHead(buf, req, this.ctx, this.upgradeReq, n ? buf.subarray(headEnd, rest) : null);
+    this.buf = rest < buf.length ? buf.subarray(rest) : null;
+    this.streamed = false;
+    this.retried = false;
+    this.attempts = 0;
+    this.rstate = R_CONNECTING;
+    this.setDeadline(D_NONE, 0);
+    this.useEndpoint(ep);
+  }
+
+  useEndpoint(ep: Endpoint): void {
+    this.endpoint = ep;
+    this.attempts++;
+    const pool = poolFor(ep);
+    const u = pool.take();
+    if (u) this.attach(u);
+    else this.connect(pool, ep);
+  }
+
+  connect(pool: EndpointPool, ep: Endpoint): void {
+    pool.connect(this.proxy.options.connectTimeoutMs).then(
+      (u) => {
+        if (this.closed || this.rstate !== R_CONNECTING || this.endpoint !== ep) pool.release(u);
+        else this.attach(u);
+      },
+      () => this.connectFailed(ep),
+    );
+  }
+
+  connectFailed(ep: Endpoint): void {
+    if (this.closed || this.rstate !== R_CONNECTING || this.endpoint !== ep) return;
+    const route = this.route!;
+    const tried = (this.pick.exclude ??= new Set());
+    tried.add(ep);
+    const next = this.attempts < this.proxy.options.connectAttempts ? route.balancer.pick(this.pick) : undefined;
+    if (next) return this.useEndpoint(next);
+    this.fail(502, `Bad gateway: no endpoint of service "${route.entrypoint.name}" accepted a connection (${this.attempts} tried)`);
+  }
+
+  attach(u: Upstream): void {
+    this.up = u;
+    u.owner = this;
+    this.reused = u.uses > 0;
+    this.pstate = P_HEAD;
+    this.resBuf = null;
+    this.resScanned = 0;
+    this.resBytes = 0;
+    this.setDeadline(D_RESPONSE, this.proxy.options.upstreamResponseTimeoutMs);
+    u.write(this.first!);
+    this.rstate = this.reqDone ? R_DONE : R_BODY;
+    if (this.rstate === R_BODY && this.buf) {
+      const b = this.buf;
+      this.buf = null;
+      this.requestBody(b);
+    } else this.updateReading();
+  }
+
+  requestBody(chunk: Uint8Array): void {
+    let n: number;
+    let done: boolean;
+    if (this.reqBody === B_LENGTH) {
+      n = chunk.length < this.reqRemaining ? chunk.length : this.reqRemaining;
+      this.reqRemaining -= n;
+      done = this.reqRemaining === 0;
+    } else {
+      const d = this.reqDecoder!;
+      n = d.feed(chunk, 0, chunk.length);
+      if (n < 0) {
+        if (this.pstate === P_HEAD) return this.fail(400, `Bad request: invalid chunked body: ${d.error}`);
+        return this.abort();
+      }
+      done = d.done;
+    }
+    const u = this.up!;
+    if (n > 0) {
+      this.streamed = true;
+      this.first = null;
+      u.write(n === chunk.length ? chunk : chunk.subarray(0, n));
+      if (this.pstate === P_HEAD) this.deadline = Date.now() + this.proxy.options.upstreamResponseTimeoutMs;
+    }
+    if (done) {
+      this.reqDone = true;
+      this.rstate = R_DONE;
+      if (n < chunk.length) this.buf = chunk.subarray(n);
+    }
+    this.updateReading();
+  }
+
+  // ---- upstream socket events ----------------------------------------------------------------
+
+  onUpstreamData(u: Upstream, chunk: Uint8Array): void {
+    if (u !== this.up) return;
+    this.resBytes += chunk.length;
+    if (this.rstate === R_TUNNEL) {
+      this.deadline = Date.now() + this.proxy.options.idleTimeoutMs;
+      this.clientWrite(chunk);
+      if (this.out) u.setReading(false);
+      return;
+    }
+    this.first = null;
+    if (this.pstate === P_HEAD) this.responseHead(chunk);
+    else if (this.pstate === P_BODY) this.responseBody(chunk, 0);
+  }
+
+  onUpstreamDrain(u: Upstream): void {
+    if (u !== this.up) return;
+    if (this.rstate === R_TUNNEL) this.maybeShutdown();
+    this.updateReading();
+  }
+
+  onUpstreamEnd(u: Upstream): void {
+    if (u !== this.up) return;
+    if (this.rstate === R_TUNNEL) {
+      this.upEof = true;
+      this.maybeShutdown();
+      return;
+    }
+    this.upstreamGone(u);
+  }
+
+  onUpstreamClose(u: Upstream): void {
+    if (u !== this.up) return;
+    if (this.rstate === R_TUNNEL) {
+      this.up = null;
+      this.closeClient();
+      return;
+    }
+    this.upstreamGone(u);
+  }
+
+  /** The upstream closed (or sent FIN) during an exchange. */
+  upstreamGone(u: Upstream): void {
+    this.up = null;
+    u.destroy();
+    if (this.pstate === P_HEAD) {
+      if (this.resBytes === 0 && this.reused && !this.streamed && !this.retried && this.first && this.rstate !== R_CLOSING) {
+        // A pooled connection the upstream had already closed: resend once on a fresh one.
+        this.retried = true;
+        this.rstate = R_CONNECTING;
+        this.setDeadline(D_NONE, 0);
+        this.connect(u.pool, this.endpoint!);
+        return;
+      }
+      this.fail(502, `Bad gateway: service "${this.route?.entrypoint.name ?? "?"}" closed the connection without a response`);
+    } else if (this.pstate === P_BODY) {
+      if (this.resBody === B_CLOSE) this.responseDone();
+      else this.abort(); // truncated: the client must see the connection fail
+    }
+  }
+
+  // ---- response side -------------------------------------------------------------------------
+
+  responseHead(chunk: Uint8Array): void {
+    const max = this.proxy.options.maxHeaderBytes;
+    let buf = this.resBuf ? concat(this.resBuf, chunk) : chunk;
+    for (;;) {
+      const end = findHeadEnd(buf, 0, this.resScanned, buf.length);
+      if (end === 0) {
+        if (buf.length > max) return this.badGateway("the response head is too large");
+        this.resBuf = buf;
+        this.resScanned = buf.length;
+        return;
+      }
+      if (end < 0) return this.badGateway("bare LF in the response head");
+      if (end > max) return this.badGateway("the response head is too large");
+      if (!parseResponseHead(buf, 0, end, RES)) return this.badGateway(`invalid response head: ${RES.error}`);
+      const status = RES.status;
+      if (status < 200 && status !== 101) {
+        // Interim response: relay to HTTP/1.1 clients, then keep waiting for the final one.
+        if (this.minor === 1) this.clientWrite(buildResponseHead(buf, 0, RES, CONN_AS_IS, false) ?? buf.subarray(0, end));
+        this.deadline = Date.now() + this.proxy.options.upstreamResponseTimeoutMs;
+        this.resScanned = 0;
+        if (end === buf.length) {
+          this.resBuf = null;
+          return;
+        }
+        buf = buf.subarray(end);
+        continue;
+      }
+      this.resBuf = null;
+      this.resScanned = 0;
+      if (status === 101) return this.switchProtocols(buf, end);
+      return this.finalResponse(buf, end);
+    }
+  }
+
+  finalResponse(buf: Uint8Array, end: number): void {
+    const res = RES;
+    const framing = responseFraming(res, this.isHead);
+    const upKeep = res.minor === 1 ? (res.conn & C_CLOSE) === 0 : (res.conn & C_KEEP_ALIVE) !== 0 && (res.conn & C_CLOSE) === 0;
+    this.upReusable = upKeep && framing !== B_CLOSE && !this.upgradeReq;
+    this.dechunk = this.minor === 0 && framing === B_CHUNKED;
+    this.closeAfter =
+      !this.keepAlive || this.proxy.draining || (this.clientEof && !this.buf) || framing === B_CLOSE || this.dechunk || !this.reqDone;
+    const conn = this.closeAfter ? CONN_CLOSE : this.minor === 0 ? CONN_KEEP_ALIVE : CONN_AS_IS;
+    const head = buildResponseHead(buf, 0, res, conn, this.dechunk);
+    this.resBody = framing;
+    this.resRemaining = res.contentLength;
+    this.pstate = P_BODY;
+    this.setDeadline(D_STREAM, this.proxy.options.idleTimeoutMs);
+
+    if (framing === B_NONE) {
+      if (end < buf.length) this.upReusable = false; // bytes after a bodiless response
+      this.clientWrite(head ?? buf.subarray(0, end));
+      return this.responseDone();
+    }
+    if (framing === B_LENGTH || (framing === B_CHUNKED && !this.dechunk)) {
+      let n: number;
+      let done: boolean;
+      if (framing === B_LENGTH) {
+        const avail = buf.length - end;
+        n = avail < this.resRemaining ? avail : this.resRemaining;
+        this.resRemaining -= n;
+        done = this.resRemaining === 0;
+      } else {
+        const d = (this.resDecoder ??= new ChunkedDecoder(this.proxy.options.maxHeaderBytes));
+        d.reset();
+        const r = d.feed(buf, end, buf.length);
+        if (r < 0) return this.badGateway(`invalid chunked response body: ${d.error}`);
+        n = r - end;
+        done = d.done;
+      }
+      // One write for head and first body bytes when possible.
+      if (!head) this.clientWrite(end + n === buf.length ? buf : buf.subarray(0, end + n));
+      else if (n === 0) this.clientWrite(head);
+      else if (n <= COALESCE_BYTES) this.clientWrite(concat(head, buf.subarray(end, end + n)));
+      else {
+        this.clientWrite(head);
+        this.clientWrite(buf.subarray(end, end + n));
+      }
+      if (done) {
+        if (end + n < buf.length) this.upReusable = false;
+        return this.responseDone();
+      }
+      this.updateUpstreamReading();
+      return;
+    }
+    if (this.dechunk) (this.resDecoder ??= new ChunkedDecoder(this.proxy.options.maxHeaderBytes)).reset();
+    this.clientWrite(head ?? buf.subarray(0, end));
+    if (end < buf.length) this.responseBody(buf, end);
+    else this.updateUpstreamReading();
+  }
+
+  responseBody(chunk: Uint8Array, start: number): void {
+    const len = chunk.length;
+    switch (this.resBody) {
+      case B_LENGTH: {
+        const avail = len - start;
+        const n = avail < this.resRemaining ? avail : this.resRemaining;
+        this.resRemaining -= n;
+        this.clientWrite(start === 0 && n === len ? chunk : chunk.subarray(start, start + n));
+        if (this.resRemaining === 0) {
+          if (start + n < len) this.upReusable = false;
+          return this.responseDone();
+        }
+        break;
+      }
+      case B_CHUNKED: {
+        const d = this.resDecoder!;
+        const r = this.dechunk ? d.feed(chunk, start, len, (this.#sink ??= (b, s, e) => this.clientWrite(b.subarray(s, e)))) : d.feed(chunk, start, len);
+        if (r < 0) return this.abort(); // the head is out: the client must see the connection fail
+        if (!this.dechunk && r > start) this.clientWrite(start === 0 && r === len ? chunk : chunk.subarray(start, r));
+        if (d.done) {
+          if (r < len) this.upReusable = false;
+          return this.responseDone();
+        }
+        break;
+      }
+      default:
+        this.clientWrite(start === 0 ? chunk : chunk.subarray(start));
+    }
+    this.deadline = Date.now() + this.proxy.options.idleTimeoutMs;
+    this.updateUpstreamReading();
+  }
+
+  /** The response has been fully handed to the client socket. */
+  responseDone(): void {
+    this.pstate = P_NONE;
+    const u = this.up;
+    this.up = null;
+    if (u) {
+      if (this.reqDone && this.upReusable && !u.eof && !u.out) u.pool.release(u);
+      else u.destroy();
+    }
+    if (this.closeAfter || this.proxy.draining || (this.clientEof && !this.buf) || !this.reqDone) return this.closeClient();
+    this.rstate = R_IDLE;
+    this.route = null;
+    this.setDeadline(D_IDLE, this.proxy.options.idleTimeoutMs);
+    if (this.buf) this.readHead();
+    else this.updateReading();
+  }
+
+  switchProtocols(buf: Uint8Array, end: number): void {
+    if (!this.upgradeReq || !this.reqDone) return this.badGateway("unexpected 101 Switching Protocols response");
+    const head = buildResponseHead(buf, 0, RES, CONN_UPGRADE, false);
+    this.rstate = R_TUNNEL;
+    this.pstate = P_NONE;
+    this.first = null;
+    this.setDeadline(D_STREAM, this.proxy.options.idleTimeoutMs);
+    this.clientWrite(head ?? buf.subarray(0, end));
+    if (end < buf.length) this.clientWrite(buf.subarray(end));
+    const u = this.up!;
+    if (this.buf) {
+      u.write(this.buf);
+      this.buf = null;
+    }
+    if (this.clientEof) this.downEof = true;
+    this.maybeShutdown();
+    this.updateUpstreamReading();
+    this.updateReading();
+  }
+
+  /** Tunnel: pass each side's FIN on once its queued bytes are written; close when both are done. */
+  maybeShutdown(): void {
+    const u = this.up;
+    if (!u) return;
+    if (this.downEof && !this.upShut && !u.out) {
+      this.upShut = true;
+      if (u.sock) halfClose(u.sock);
+    }
+    if (this.upEof && !this.downShut && !this.out) {
+      this.downShut = true;
+      halfClose(this.sock);
+    }
+    if (this.upShut && this.downShut) {
+      this.up = null;
+      u.owner = null;
+      u.sock?.end();
+      this.closeClient();
+    }
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  clientWrite(chunk: Uint8Array): void {
+    if (this.out) {
+      this.out.push(chunk);
+      return;
+    }
+    const n = this.sock.write(chunk);
+    if (n === chunk.length || n < 0) return;
+    this.out = [n === 0 ? chunk : chunk.subarray(n)];
+  }
+
+  /** Pause or resume the client socket according to the state and the upstream's backpressure. */
+  updateReading(): void {
+    if (this.closed) return;
+    let want: boolean;
+    switch (this.rstate) {
+      case R_IDLE:
+        want = this.out === null;
+        break;
+      case R_BODY:
+      case R_TUNNEL:
+        want = this.up !== null && this.up.out === null;
+        break;
+      case R_CONNECTING:
+      case R_DONE:
+        want = this.buf === null || this.buf.length < this.proxy.options.maxHeaderBytes;
+        break;
+      default:
+        want = true;
+    }
+    if (want === this.paused) {
+      this.paused = !want;
+      if (want) this.sock.resume();
+      else this.sock.pause();
+    }
+  }
+
+  updateUpstreamReading(): void {
+    this.up?.setReading(this.out === null);
+  }
+
+  badGateway(reason: string): void {
+    this.fail(502, `Bad gateway: ${reason}`);
+  }
+
+  /** Answer with a generated error response and close the connection. */
+  fail(status: number, body: string): void {
+    if (this.closed) return;
+    if (this.pstate === P_BODY || this.rstate === R_TUNNEL) return this.abort(); // a response is already under way
+    this.dropUpstream();
+    this.clientWrite(errorResponse(status, body.endsWith("\n") ? body : body + "\n", true));
+    this.closeClient();
+  }
+
+  dropUpstream(): void {
+    const u = this.up;
+    if (u) {
+      this.up = null;
+      u.destroy();
+    }
+    this.pstate = P_NONE;
+  }
+
+  /** Close gracefully: stop reading requests, flush what is queued, then close. */
+  closeClient(): void {
+    if (this.closed) return;
+    this.dropUpstream();
+    this.rstate = R_CLOSING;
+    this.buf = null;
+    this.setDeadline(D_LINGER, this.proxy.options.idleTimeoutMs);
+    if (this.out) this.endWhenFlushed = true;
+    else this.sock.end();
+    this.updateReading();
+  }
+
+  /** Close both sides now (a response cannot be completed). */
+  abort(): void {
+    if (this.closed) return;
+    this.dropUpstream();
+    this.rstate = R_CLOSING;
+    this.sock.terminate();
+  }
+}
+
+function statusText(status: number): string {
+  switch (status) {
+    case 400:
+      return "Bad request";
+    case 405:
+      return "Method not allowed";
+    case 431:
+      return "Request header fields too large";
+    case 505:
+      return "HTTP version not supported";
+    default:
+      return "Error";
+  }
+}

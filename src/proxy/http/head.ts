@@ -1,0 +1,243 @@
+/**
+ * Builds the heads the forwarder sends: the upstream request (hop-by-hop fields dropped, forwarding
+ * fields added, HTTP/1.1 request line) and the downstream response (hop-by-hop fields dropped,
+ * Connection set as the downstream connection needs). Kept field lines are copied byte for byte
+ * from the received head, in runs, using the positions {@link parseRequestHead}/{@link parseResponseHead}
+ * left in the scratch table, so this must run in the same turn as the parse.
+ */
+import { latin1Bytes, putLatin1, rangeEquals } from "./bytes.ts";
+import {
+  F_FORWARDED,
+  F_HOST,
+  F_TRANSFER_ENCODING,
+  F_UPGRADE,
+  F_X_FORWARDED_FOR,
+  F_X_FORWARDED_HOST,
+  F_X_FORWARDED_PROTO,
+  fields,
+  HOP_BY_HOP,
+  kinds,
+  latin1,
+  type RequestInfo,
+  type ResponseInfo,
+} from "./parser.ts";
+
+/** Per-downstream-connection facts the request head needs, plus a cache of the forwarding fields. */
+export class ClientContext {
+  /** Client IP as written in X-Forwarded-For (IPv4-mapped IPv6 shown as IPv4). */
+  readonly ip: string;
+  /** The `for=` parameter of Forwarded (IPv6 quoted and bracketed). */
+  readonly forwardedFor: string;
+  /** Host to send upstream for HTTP/1.0 requests without one: the address the client connected to. */
+  readonly localHost: string;
+  /** Keep the client's X-Forwarded-* and Forwarded fields and append to them. */
+  readonly trusted: boolean;
+  #cacheHost: Uint8Array | null = null;
+  #cacheSuffix: Uint8Array | null = null;
+
+  constructor(remoteAddress: string, localAddress: string, localPort: number, trusted: boolean) {
+    this.ip = normalizeIp(remoteAddress);
+    this.forwardedFor = this.ip.includes(":") ? `"[${this.ip}]"` : this.ip;
+    const local = normalizeIp(localAddress);
+    this.localHost = local.includes(":") ? `[${local}]:${localPort}` : `${local}:${localPort}`;
+    this.trusted = trusted;
+  }
+
+  /** The forwarding fields plus the head's final CRLF for an untrusted client, cached by Host value. */
+  suffixFor(buf: Uint8Array, hs: number, he: number): Uint8Array {
+    const cached = this.#cacheHost;
+    if (cached && this.#cacheSuffix && rangeEquals(buf, hs, he, cached)) return this.#cacheSuffix;
+    const host = latin1(buf, hs, he);
+    this.#cacheHost = buf.slice(hs, he);
+    this.#cacheSuffix = latin1Bytes(forwardingFields(this.ip, this.forwardedFor, host, null, false, false) + "\r\n");
+    return this.#cacheSuffix;
+  }
+}
+
+/** Strip the IPv4-mapped prefix so IPv4 clients of a dual-stack listener read as IPv4. */
+function normalizeIp(addr: string): string {
+  return addr.startsWith("::ffff:") && addr.includes(".") ? addr.slice(7) : addr;
+}
+
+function forwardingFields(ip: string, forFor: string, host: string, priorFor: string | null, hasProto: boolean, hasHost: boolean): string {
+  let s = `X-Forwarded-For: ${priorFor ? `${priorFor}, ${ip}` : ip}\r\n`;
+  if (!hasProto) s += "X-Forwarded-Proto: http\r\n";
+  if (host && !hasHost) s += `X-Forwarded-Host: ${host}\r\n`;
+  s += `Forwarded: for=${forFor}${host ? `;host="${host}"` : ""};proto=http\r\n`;
+  return s;
+}
+
+const CONNECTION_UPGRADE = latin1Bytes("Connection: upgrade\r\n");
+const CONNECTION_CLOSE = latin1Bytes("Connection: close\r\n");
+const CONNECTION_KEEP_ALIVE = latin1Bytes("Connection: keep-alive\r\n");
+const HTTP11_EOL = latin1Bytes(" HTTP/1.1\r\n");
+const HOST_PREFIX = latin1Bytes("Host: ");
+const CRLF = latin1Bytes("\r\n");
+
+/** Whether field `k` of a request is dropped (not copied) when forwarding upstream. */
+function dropRequestField(k: number, upgrade: boolean, absolute: boolean, trusted: boolean): boolean {
+  if (HOP_BY_HOP[k] === 1) return !(k === F_UPGRADE && upgrade);
+  switch (k) {
+    case F_HOST:
+      return absolute;
+    case F_X_FORWARDED_FOR:
+      return true; // re-emitted (combined when trusted)
+    case F_X_FORWARDED_PROTO:
+    case F_X_FORWARDED_HOST:
+    case F_FORWARDED:
+      return !trusted;
+    default:
+      return false;
+  }
+}
+
+/**
+ * The request head to send upstream for the request parsed into `info` from `buf`, followed by `body`
+ * (the first body bytes, sent in the same write). `upgrade` keeps Upgrade and sends `Connection: upgrade`.
+ */
+export function buildRequestHead(buf: Uint8Array, info: RequestInfo, ctx: ClientContext, upgrade: boolean, body: Uint8Array | null): Uint8Array {
+  const absolute = info.authStart >= 0;
+  // Host value: the absolute-form authority wins (RFC 9112 §3.2.2), then the Host field.
+  let hs = -1;
+  let he = -1;
+  if (absolute) {
+    hs = info.authStart;
+    he = info.authEnd;
+  } else if (info.host >= 0) {
+    hs = fields[info.host * 5 + 2]!;
+    he = fields[info.host * 5 + 3]!;
+  }
+  const synthHost = hs < 0 ? ctx.localHost : "";
+
+  let suffix: Uint8Array;
+  if (!ctx.trusted) {
+    suffix = hs >= 0 ? ctx.suffixFor(buf, hs, he) : latin1Bytes(forwardingFields(ctx.ip, ctx.forwardedFor, synthHost, null, false, false) + "\r\n");
+  } else {
+    let prior: string | null = null;
+    let hasProto = false;
+    let hasHost = false;
+    for (let i = 0; i < info.fieldCount; i++) {
+      const k = kinds[i]!;
+      if (k === F_X_FORWARDED_FOR) {
+        const v = latin1(buf, fields[i * 5 + 2]!, fields[i * 5 + 3]!);
+        if (v) prior = prior ? `${prior}, ${v}` : v;
+      } else if (k === F_X_FORWARDED_PROTO) hasProto = true;
+      else if (k === F_X_FORWARDED_HOST) hasHost = true;
+    }
+    const host = hs >= 0 ? latin1(buf, hs, he) : synthHost;
+    suffix = latin1Bytes(forwardingFields(ctx.ip, ctx.forwardedFor, host, prior, hasProto, hasHost) + "\r\n");
+  }
+
+  const bodyLen = body ? body.length : 0;
+  const start = info.start;
+  const last = info.headEnd - 2; // start of the final empty line
+  if (!info.rewrite && !upgrade) {
+    // Fast path: origin-form HTTP/1.1 with nothing to drop: copy the head, append the forwarding fields.
+    const headLen = last - start;
+    const out = new Uint8Array(headLen + suffix.length + bodyLen);
+    out.set(buf.subarray(start, last), 0);
+    out.set(suffix, headLen);
+    if (body) out.set(body, headLen + suffix.length);
+    return out;
+  }
+
+  // Upper bound: the received head, a rebuilt request line, a Host line, Connection: upgrade, the suffix.
+  const max = (last - start) + 16 + (he - hs) + synthHost.length + 8 + CONNECTION_UPGRADE.length + suffix.length + bodyLen;
+  const out = new Uint8Array(max);
+  let pos = 0;
+  if (info.minor === 1 && !absolute) {
+    out.set(buf.subarray(start, info.lineEnd), 0);
+    pos = info.lineEnd - start;
+  } else {
+    out.set(buf.subarray(start, info.methodEnd + 1), 0); // method SP
+    pos = info.methodEnd + 1 - start;
+    if (absolute) {
+      const ps = info.pathStart;
+      if (ps === info.targetEnd || buf[ps] !== 47) out[pos++] = 47; // "/" before an empty path or a query
+      out.set(buf.subarray(ps, info.targetEnd), pos);
+      pos += info.targetEnd - ps;
+    } else {
+      out.set(buf.subarray(info.targetStart, info.targetEnd), pos);
+      pos += info.targetEnd - info.targetStart;
+    }
+    out.set(HTTP11_EOL, pos);
+    pos += HTTP11_EOL.length;
+  }
+  let run = info.lineEnd;
+  for (let i = 0; i < info.fieldCount; i++) {
+    if (!dropRequestField(kinds[i]!, upgrade, absolute, ctx.trusted)) continue;
+    const ls = fields[i * 5]!;
+    if (ls > run) {
+      out.set(buf.subarray(run, ls), pos);
+      pos += ls - run;
+    }
+    run = fields[i * 5 + 4]!;
+  }
+  if (last > run) {
+    out.set(buf.subarray(run, last), pos);
+    pos += last - run;
+  }
+  if (absolute || synthHost) {
+    out.set(HOST_PREFIX, pos);
+    pos += HOST_PREFIX.length;
+    if (absolute) {
+      out.set(buf.subarray(hs, he), pos);
+      pos += he - hs;
+    } else pos = putLatin1(out, pos, synthHost);
+    out.set(CRLF, pos);
+    pos += 2;
+  }
+  if (upgrade) {
+    out.set(CONNECTION_UPGRADE, pos);
+    pos += CONNECTION_UPGRADE.length;
+  }
+  out.set(suffix, pos);
+  pos += suffix.length;
+  if (body) {
+    out.set(body, pos);
+    pos += bodyLen;
+  }
+  return out.subarray(0, pos);
+}
+
+/** What to say in the downstream response's Connection field. */
+export const CONN_AS_IS = 0;
+export const CONN_CLOSE = 1;
+export const CONN_KEEP_ALIVE = 2;
+export const CONN_UPGRADE = 3;
+
+/**
+ * The response head to send downstream for the response parsed into `info` from buf[start..info.headEnd),
+ * or null when the received head can be forwarded unchanged. `dropFraming` removes Transfer-Encoding
+ * (the body is being de-chunked for an HTTP/1.0 client).
+ */
+export function buildResponseHead(buf: Uint8Array, start: number, info: ResponseInfo, conn: number, dropFraming: boolean): Uint8Array | null {
+  if (!info.rewrite && conn === CONN_AS_IS && !dropFraming) return null;
+  const last = info.headEnd - 2;
+  const extra = conn === CONN_CLOSE ? CONNECTION_CLOSE : conn === CONN_KEEP_ALIVE ? CONNECTION_KEEP_ALIVE : conn === CONN_UPGRADE ? CONNECTION_UPGRADE : null;
+  const out = new Uint8Array(last - start + (extra ? extra.length : 0) + 2);
+  let pos = 0;
+  let run = start;
+  for (let i = 0; i < info.fieldCount; i++) {
+    const k = kinds[i]!;
+    const drop = HOP_BY_HOP[k] === 1 ? !(k === F_UPGRADE && conn === CONN_UPGRADE) : dropFraming && k === F_TRANSFER_ENCODING;
+    if (!drop) continue;
+    const ls = fields[i * 5]!;
+    if (ls > run) {
+      out.set(buf.subarray(run, ls), pos);
+      pos += ls - run;
+    }
+    run = fields[i * 5 + 4]!;
+  }
+  if (last > run) {
+    out.set(buf.subarray(run, last), pos);
+    pos += last - run;
+  }
+  if (extra) {
+    out.set(extra, pos);
+    pos += extra.length;
+  }
+  out[pos++] = 13;
+  out[pos++] = 10;
+  return out.subarray(0, pos);
+}

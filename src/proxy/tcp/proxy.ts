@@ -1,0 +1,344 @@
+/**
+ * The TCP data plane: one downstream connection -> one upstream connection to an endpoint chosen
+ * by the route's balancer, bytes copied both ways with backpressure and half-close.
+ *
+ * This module takes `connectTcp` as a parameter (no runtime import) so it runs unchanged on Bun
+ * and on Deno; `index.ts` binds it to the current runtime.
+ *
+ * The hot path (`data`/`drain` handlers) allocates nothing per chunk unless a write is short: a
+ * short write keeps the remainder (one subarray view), pauses the source and waits for `drain`.
+ * So each direction holds at most a chunk or two in user space; the rest stays in the kernel's
+ * socket buffers, which is what throttles the sender.
+ */
+import type { Endpoint } from "../../model/types.ts";
+import type { Runtime, TcpHandlers, TcpSocket } from "../../runtime/types.ts";
+import type { ListenerProxy, ListenerProxyFactory, ProxyOptions, Route, RouteRef } from "../types.ts";
+
+/** Bytes a downstream may send before its upstream is connected; past this the downstream is paused. */
+export const PRECONNECT_BUFFER_BYTES = 64 * 1024;
+
+/** Coarsest resolution of the idle sweep (one timer per proxy, not per connection). */
+const MAX_SWEEP_INTERVAL_MS = 1_000;
+
+/** Per-connection state, shared as `socket.data` by the downstream and the upstream socket. */
+interface Pipe {
+  readonly down: TcpSocket<Pipe>;
+  /** Set when the upstream is connected (never before: events of abandoned attempts are ignored). */
+  up: TcpSocket<Pipe> | undefined;
+  /** The route read when the connection was accepted; kept for the connection's life. */
+  readonly route: Route;
+  /** Bytes for the upstream not yet accepted by it (before connect, or the rest of a short write). */
+  readonly toUp: Uint8Array[];
+  /** Bytes for the downstream not yet accepted by it (the rest of a short write). */
+  readonly toDown: Uint8Array[];
+  /** Bytes in `toUp` while connecting (bounds the pre-connect buffer). */
+  preconnectBytes: number;
+  downPaused: boolean;
+  upPaused: boolean;
+  /** FIN received from the downstream / upstream. */
+  downFin: boolean;
+  upFin: boolean;
+  /** FIN sent to the downstream / upstream (after everything before it was written). */
+  downShut: boolean;
+  upShut: boolean;
+  downClosed: boolean;
+  upClosed: boolean;
+  /** A connect attempt is in flight. */
+  connecting: boolean;
+  /** Aborted: both sides terminated (or being terminated). */
+  dead: boolean;
+  /** Coarse time of the last byte either way (see the idle sweep). */
+  last: number;
+}
+
+/** Write queued chunks in order. Returns 1 when all were written, 0 on a short write, -1 when `dst` is closed. */
+function flush(queue: Uint8Array[], dst: TcpSocket<Pipe>): 1 | 0 | -1 {
+  while (queue.length !== 0) {
+    const chunk = queue[0]!;
+    const n = dst.write(chunk);
+    if (n === chunk.length) {
+      queue.shift();
+      continue;
+    }
+    if (n < 0) return -1;
+    if (n > 0) queue[0] = chunk.subarray(n);
+    return 0;
+  }
+  return 1;
+}
+
+/**
+ * Build a TCP {@link ListenerProxyFactory} that opens upstream connections with `connectTcp`.
+ *
+ * @example
+ * const factory = makeTcpProxyFactory(rt.connectTcp);
+ * const proxy = factory({ current: route }, defaultProxyOptions);
+ * rt.listenTcp({ hostname: "127.0.0.1", port: 0, handlers: proxy.handlers });
+ */
+export function makeTcpProxyFactory(connectTcp: Runtime["connectTcp"]): ListenerProxyFactory {
+  return (ref, options) => createProxy(ref, options, connectTcp);
+}
+
+function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["connectTcp"]): ListenerProxy {
+  const pipes = new Set<Pipe>();
+  const idleMs = options.idleTimeoutMs;
+  const sweepMs = Math.max(10, Math.min(MAX_SWEEP_INTERVAL_MS, Math.floor(idleMs / 4)));
+  let clock = Date.now();
+  let sweeper: ReturnType<typeof setInterval> | undefined;
+  let drained: PromiseWithResolvers<void> | undefined;
+
+  function sweep(): void {
+    clock = Date.now();
+    // `last` lags real activity by up to one interval, so wait one more before calling it idle.
+    const limit = clock - idleMs - sweepMs;
+    for (const p of pipes) if (p.last <= limit) abort(p);
+  }
+
+  function track(p: Pipe): void {
+    pipes.add(p);
+    if (sweeper === undefined && idleMs > 0) sweeper = setInterval(sweep, sweepMs);
+  }
+
+  /** Forget the pipe once both of its sockets are gone. */
+  function release(p: Pipe): void {
+    if (!p.downClosed || p.connecting || (p.up !== undefined && !p.upClosed)) return;
+    if (!pipes.delete(p) || pipes.size !== 0) return;
+    if (sweeper !== undefined) clearInterval(sweeper);
+    sweeper = undefined;
+    drained?.resolve();
+    drained = undefined;
+  }
+
+  /** Terminate both sides now. Safe to re-enter (close handlers run synchronously inside `terminate`). */
+  function abort(p: Pipe): void {
+    if (p.dead) return;
+    p.dead = true;
+    p.toUp.length = 0;
+    p.toDown.length = 0;
+    if (!p.downClosed) p.down.terminate();
+    if (p.up !== undefined && !p.upClosed) p.up.terminate();
+  }
+
+  function shutUp(p: Pipe): void {
+    if (p.upShut) return;
+    p.upShut = true;
+    p.up!.end();
+  }
+
+  function shutDown(p: Pipe): void {
+    if (p.downShut) return;
+    p.downShut = true;
+    p.down.end();
+  }
+
+  /** The downstream sent FIN: forward it once everything before it reached the upstream. */
+  function downstreamFin(p: Pipe): void {
+    if (p.downFin) return;
+    p.downFin = true;
+    if (p.up !== undefined && p.toUp.length === 0 && !p.upClosed && !p.dead) shutUp(p);
+  }
+
+  /** The upstream sent FIN: forward it once everything before it reached the downstream. */
+  function upstreamFin(p: Pipe): void {
+    if (p.upFin) return;
+    p.upFin = true;
+    if (p.toDown.length === 0 && !p.downClosed && !p.dead) shutDown(p);
+  }
+
+  async function connect(p: Pipe): Promise<void> {
+    const { balancer } = p.route;
+    let tried: Set<Endpoint> | undefined;
+    for (let attempt = 0; attempt < options.connectAttempts && !p.dead && !p.downClosed; attempt++) {
+      const ep = balancer.pick({ clientAddress: p.down.remoteAddress, exclude: tried });
+      if (ep === undefined) break;
+      try {
+        const up = await connectTcp<Pipe>({
+          hostname: ep.address,
+          port: ep.port,
+          handlers: upstreamHandlers,
+          data: p,
+          timeoutMs: options.connectTimeoutMs,
+        });
+        p.connecting = false;
+        if (p.dead || p.downClosed) {
+          up.terminate();
+          release(p);
+          return;
+        }
+        p.up = up;
+        up.setNoDelay(true);
+        upstreamReady(p);
+        return;
+      } catch {
+        (tried ??= new Set()).add(ep);
+      }
+    }
+    p.connecting = false;
+    abort(p);
+    release(p);
+  }
+
+  /** The upstream just connected: send what the downstream sent meanwhile. */
+  function upstreamReady(p: Pipe): void {
+    p.preconnectBytes = 0;
+    const r = flush(p.toUp, p.up!);
+    if (r < 0) return abort(p);
+    if (r === 0) return;
+    if (p.downFin) shutUp(p);
+    else if (p.downPaused) {
+      p.downPaused = false;
+      p.down.resume();
+    }
+  }
+
+  const downstreamHandlers: TcpHandlers<Pipe> = {
+    open(down) {
+      const route = ref.current;
+      const p: Pipe = {
+        down,
+        up: undefined,
+        route,
+        toUp: [],
+        toDown: [],
+        preconnectBytes: 0,
+        downPaused: false,
+        upPaused: false,
+        downFin: false,
+        upFin: false,
+        downShut: false,
+        upShut: false,
+        downClosed: false,
+        upClosed: false,
+        connecting: false,
+        dead: false,
+        last: (clock = Date.now()),
+      };
+      down.data = p;
+      track(p);
+      if (route.balancer.endpoints.length === 0) {
+        abort(p);
+        return;
+      }
+      down.setNoDelay(true);
+      p.connecting = true;
+      void connect(p);
+    },
+
+    data(down, chunk) {
+      const p = down.data;
+      p.last = clock;
+      const up = p.up;
+      if (up === undefined) {
+        if (p.dead) return;
+        p.toUp.push(chunk);
+        p.preconnectBytes += chunk.length;
+        if (p.preconnectBytes >= PRECONNECT_BUFFER_BYTES && !p.downPaused) {
+          p.downPaused = true;
+          down.pause();
+        }
+        return;
+      }
+      if (p.toUp.length !== 0) {
+        // Delivered after we paused: queue behind the remainder.
+        p.toUp.push(chunk);
+        return;
+      }
+      const n = up.write(chunk);
+      if (n === chunk.length) return;
+      if (n < 0) return abort(p);
+      p.toUp.push(n === 0 ? chunk : chunk.subarray(n));
+      if (!p.downPaused) {
+        p.downPaused = true;
+        down.pause();
+      }
+    },
+
+    drain(down) {
+      const p = down.data;
+      if (p.toDown.length === 0 || p.dead) return;
+      p.last = clock;
+      const r = flush(p.toDown, down);
+      if (r < 0) return abort(p);
+      if (r === 0) return;
+      if (p.upFin) shutDown(p);
+      else if (p.upPaused) {
+        p.upPaused = false;
+        p.up!.resume();
+      }
+    },
+
+    end(down) {
+      downstreamFin(down.data);
+    },
+
+    close(down, error) {
+      const p = down.data;
+      p.downClosed = true;
+      // Bun reports a FIN that arrives after our own FIN as a clean close without `end`.
+      if (error === undefined) downstreamFin(p);
+      // Nothing more can reach the downstream: bytes still queued for it, or an error, end the upstream too.
+      if (p.up !== undefined && !p.upClosed && (error !== undefined || p.toDown.length !== 0)) abort(p);
+      release(p);
+    },
+  };
+
+  const upstreamHandlers: TcpHandlers<Pipe> = {
+    data(up, chunk) {
+      const p = up.data;
+      if (up !== p.up) return;
+      p.last = clock;
+      if (p.toDown.length !== 0) {
+        p.toDown.push(chunk);
+        return;
+      }
+      const n = p.down.write(chunk);
+      if (n === chunk.length) return;
+      if (n < 0) return abort(p);
+      p.toDown.push(n === 0 ? chunk : chunk.subarray(n));
+      if (!p.upPaused) {
+        p.upPaused = true;
+        up.pause();
+      }
+    },
+
+    drain(up) {
+      const p = up.data;
+      if (up !== p.up || p.toUp.length === 0 || p.dead) return;
+      p.last = clock;
+      const r = flush(p.toUp, up);
+      if (r < 0) return abort(p);
+      if (r === 0) return;
+      if (p.downFin) shutUp(p);
+      else if (p.downPaused) {
+        p.downPaused = false;
+        p.down.resume();
+      }
+    },
+
+    end(up) {
+      if (up === up.data.up) upstreamFin(up.data);
+    },
+
+    close(up, error) {
+      const p = up.data;
+      if (up !== p.up) return; // an abandoned connect attempt
+      p.upClosed = true;
+      if (error === undefined) upstreamFin(p);
+      if (!p.downClosed && (error !== undefined || p.toUp.length !== 0)) abort(p);
+      release(p);
+    },
+  };
+
+  return {
+    handlers: downstreamHandlers as TcpHandlers<unknown>,
+    active: () => pipes.size,
+    drain() {
+      if (pipes.size === 0) return Promise.resolve();
+      drained ??= Promise.withResolvers<void>();
+      return drained.promise;
+    },
+    closeAll() {
+      for (const p of [...pipes]) abort(p);
+    },
+  };
+}

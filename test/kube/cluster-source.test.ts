@@ -1,0 +1,53 @@
+import { describe, expect, test } from "bun:test";
+import { ClusterSource } from "../../src/kube/cluster-source.ts";
+import { startApiServer } from "../support/apiserver.ts";
+import { waitFor } from "../support/wait.ts";
+import { BOOKMARK_MS, RecordingSink, clientFor, fastTuning, service, slice } from "./helpers.ts";
+
+const node = (name: string, zone: string) => ({
+  apiVersion: "v1",
+  kind: "Node",
+  metadata: { name, labels: { "topology.kubernetes.io/zone": zone } },
+  status: { addresses: [{ type: "InternalIP", address: `192.168.0.${name.length}` }] },
+});
+
+describe("ClusterSource", () => {
+  test("syncs Services, EndpointSlices and only this node's Node", async () => {
+    await using server = await startApiServer({ bookmarkIntervalMs: BOOKMARK_MS });
+    server.create(node("node-a", "z1"));
+    server.create(node("node-bb", "z2"));
+    server.create(service("web"));
+    server.create(slice("web-1", "web", ["10.0.0.1"]));
+    using client = await clientFor(server);
+    const sink = new RecordingSink();
+    await using source = new ClusterSource({ client, nodeName: "node-a", ...fastTuning });
+    source.start(sink);
+    await waitFor(() => source.status().every((s) => s.synced), { what: "all kinds synced" });
+    expect(source.status().map((s) => [s.kind, s.objects, s.phase])).toEqual([
+      ["Service", 1, "watching"],
+      ["EndpointSlice", 1, "watching"],
+      ["Node", 1, "watching"],
+    ]);
+    expect([...sink.state.Node.keys()]).toEqual(["node-a"]);
+    const nodeList = server.requests.find((r) => r.path === "/api/v1/nodes" && !r.watch);
+    expect(nodeList?.query["fieldSelector"]).toBe("metadata.name=node-a");
+
+    server.patch("nodes", undefined, "node-bb", { metadata: { labels: { changed: "1" } } });
+    server.patch("nodes", undefined, "node-a", { metadata: { labels: { "topology.kubernetes.io/zone": "z9" } } });
+    await waitFor(() => sink.keys("Node", "upsert").length === 2, { what: "the node change" });
+    expect(sink.keys("Node", "upsert")).toEqual(["node-a", "node-a"]);
+  });
+
+  test("without a node name no Node is watched; dispose stops every reflector", async () => {
+    await using server = await startApiServer({ bookmarkIntervalMs: BOOKMARK_MS });
+    using client = await clientFor(server);
+    const sink = new RecordingSink();
+    const source = new ClusterSource({ client, ...fastTuning });
+    source.start(sink);
+    await server.waitForWatches(2);
+    expect(source.status().map((s) => s.kind)).toEqual(["Service", "EndpointSlice"]);
+    await source[Symbol.asyncDispose]();
+    expect(source.status().map((s) => s.phase)).toEqual(["stopped", "stopped"]);
+    await waitFor(() => server.watchCount() === 0, { what: "all watches closed" });
+  });
+});
