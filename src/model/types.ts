@@ -71,7 +71,10 @@ export interface NodeInfo {
 export interface Snapshot {
   /** Increases by one per published snapshot. */
   readonly version: number;
-  /** Entrypoints sorted by key; includes ones with `error` set (not bound). */
+  /**
+   * Entrypoints sorted by key; includes ones with `error` set (not bound). Every entrypoint is frozen; this
+   * array itself is not (freezing 10k+ elements costs ~6 ms per publish in Bun) but is never changed after publish.
+   */
   readonly entrypoints: readonly Entrypoint[];
   readonly errors: readonly ModelError[];
   readonly node: NodeInfo;

@@ -123,6 +123,8 @@ times.sort((a, b) => a - b);
 console.log(
   `incremental slice update: p50 ${ms(percentile(times, 50))}, p99 ${ms(percentile(times, 99))}, max ${ms(times.at(-1) ?? 0)} wall; ${ms(cpuPerUpdate)} CPU on average`,
 );
+full = undefined;
+(globalThis as { Bun?: { gc(force: boolean): void } }).Bun?.gc(true); // retained memory only
 const mem = process.memoryUsage();
-console.log(`memory:                   heapUsed ${mib(mem.heapUsed)} (+${mib(mem.heapUsed - heapBefore)} since start), rss ${mib(mem.rss)}`);
+console.log(`memory:                   heapUsed after GC ${mib(mem.heapUsed)} (+${mib(mem.heapUsed - heapBefore)} for the objects and the store), rss ${mib(mem.rss)}`);
 console.log(`store stats:              ${JSON.stringify(store.stats)}`);

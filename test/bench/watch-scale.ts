@@ -135,12 +135,14 @@ async function parallel(n: number, limit: number, task: (i: number) => Promise<u
   }));
 }
 
+const progress = (m: string) => process.stderr.write(`watch-scale: ${m}\n`);
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 const round = (n: number, d = 2) => Math.round(n * 10 ** d) / 10 ** d;
 
 /** Run the benchmark once. */
 export async function runWatchBench(options: BenchOptions): Promise<BenchResult> {
   await using api = await startServerProcess();
+  progress("test API server started");
   const seedStart = performance.now();
   await parallel(options.services, 32, async (i) => {
     await api.control("create", {
@@ -152,6 +154,7 @@ export async function runWatchBench(options: BenchOptions): Promise<BenchResult>
     await api.control("create", sliceOf(i, options.endpointsPerSlice));
   });
   const seedMs = performance.now() - seedStart;
+  progress(`seeded ${options.services} services and slices in ${round(seedMs)} ms`);
 
   const sink = options.sink ?? eventSink();
   const kube = await loadKubeConfig({ path: api.kubeconfig, env: () => undefined });
@@ -160,6 +163,7 @@ export async function runWatchBench(options: BenchOptions): Promise<BenchResult>
   source.start(sink);
   await sink.ready();
   const syncMs = performance.now() - syncStart;
+  progress(`synced in ${round(syncMs)} ms`);
   (globalThis as { Bun?: { gc(force: boolean): void } }).Bun?.gc(true);
   const mem = process.memoryUsage();
 

@@ -122,12 +122,12 @@ describe("categorize", () => {
 
 describe("resolveConditions", () => {
   test.each([
-    [{}, { ready: true, serving: true, terminating: false }],
-    [{ ready: null, serving: null, terminating: null }, { ready: true, serving: true, terminating: false }],
-    [{ ready: false }, { ready: false, serving: false, terminating: false }], // serving nil defers to ready
-    [{ ready: false, serving: true, terminating: true }, { ready: false, serving: true, terminating: true }],
-    [{ ready: true, serving: false }, { ready: true, serving: false, terminating: false }],
-  ])("%p -> %p", (input, expected) => {
+    ["all nil", {}, { ready: true, serving: true, terminating: false }],
+    ["all null", { ready: null, serving: null, terminating: null }, { ready: true, serving: true, terminating: false }],
+    ["serving nil defers to ready", { ready: false }, { ready: false, serving: false, terminating: false }],
+    ["terminating and serving", { ready: false, serving: true, terminating: true }, { ready: false, serving: true, terminating: true }],
+    ["ready but not serving", { ready: true, serving: false }, { ready: true, serving: false, terminating: false }],
+  ])("%s", (_name, input, expected) => {
     expect(resolveConditions(input)).toEqual(expected);
   });
 });

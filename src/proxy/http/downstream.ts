@@ -570,7 +570,10 @@ export class Downstream implements UpstreamOwner {
         const d = (this.resDecoder ??= new ChunkedDecoder(this.proxy.options.maxHeaderBytes));
         d.reset();
         const r = d.feed(buf, end, buf.length);
-        if (r < 0) return this.badGateway(`invalid chunked response body: ${d.error}`);
+        if (r < 0) {
+          this.pstate = P_HEAD; // nothing sent yet: a 502 can still be the answer
+          return this.badGateway(`invalid chunked response body: ${d.error}`);
+        }
         n = r - end;
         done = d.done;
       }

@@ -1,0 +1,52 @@
+/**
+ * Start the backends on the load core: two nginx HTTP backends and one iperf3 server. The direct
+ * path is wrk (or iperf3) straight to the first of them.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { freePort } from "../../support/ports.ts";
+import type { Daemon, ProcessGroup } from "../lib/procs.ts";
+import { waitForHttp, waitForPort } from "../lib/probe.ts";
+import { largeBytes, largePath, nginxBackendConf } from "./nginx-backend.ts";
+
+/** The running backends. */
+export interface Backends {
+  /** Ports of the HTTP backends. */
+  readonly http: readonly number[];
+  /** Port of the iperf3 server. */
+  readonly iperf: number;
+  readonly daemons: readonly Daemon[];
+}
+
+/**
+ * Start `count` nginx backends and an iperf3 server pinned to `core`, and wait until they serve.
+ * @throws {Error} when one does not come up.
+ */
+export async function startBackends(group: ProcessGroup, dir: string, core: number, count = 2): Promise<Backends> {
+  const www = join(dir, "www");
+  mkdirSync(www, { recursive: true });
+  const body = Buffer.alloc(largeBytes);
+  for (let i = 0; i < body.length; i++) body[i] = 97 + (i % 26);
+  writeFileSync(join(www, largePath.slice(1)), body);
+  const runAsRoot = process.getuid?.() === 0;
+
+  const ports: number[] = [];
+  const daemons: Daemon[] = [];
+  for (let i = 1; i <= count; i++) {
+    const port = await freePort();
+    const bdir = join(dir, `backend-${i}`);
+    mkdirSync(bdir, { recursive: true });
+    const conf = join(bdir, "nginx.conf");
+    writeFileSync(conf, nginxBackendConf({ port, dir: bdir, wwwDir: www, runAsRoot }));
+    const d = group.start(`backend-${i}`, ["nginx", "-p", bdir, "-e", "stderr", "-c", conf], { core });
+    ports.push(port);
+    daemons.push(d);
+  }
+  const iperfPort = await freePort();
+  const iperf = group.start("iperf3-server", ["iperf3", "-s", "-p", String(iperfPort)], { core });
+  daemons.push(iperf);
+
+  await Promise.all(ports.map((p, i) => waitForHttp(`http://127.0.0.1:${p}/`, daemons[i]!)));
+  await waitForPort(iperfPort, iperf);
+  return { http: ports, iperf: iperfPort, daemons };
+}

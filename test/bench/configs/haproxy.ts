@@ -1,0 +1,61 @@
+/**
+ * haproxy (1 thread) in both modes: an HTTP frontend with connection reuse to the backends, a TCP
+ * frontend to the same backends, and a TCP frontend to the iperf3 server.
+ */
+
+/** Ports of the haproxy frontends and of what they forward to. */
+export interface HaproxyConfig {
+  readonly httpPort: number;
+  readonly tcpPort: number;
+  readonly iperfPort: number;
+  readonly backends: readonly number[];
+  readonly iperfBackend: number;
+}
+
+/** haproxy.cfg for the proxy under test. */
+export function haproxyConf(c: HaproxyConfig): string {
+  const servers = c.backends.map((p, i) => `  server b${i + 1} 127.0.0.1:${p}`).join("\n");
+  return `# kubegate benchmark: haproxy, 1 thread, http and tcp mode
+global
+  nbthread 1
+  maxconn 20000
+  log stderr format raw local0 err
+
+defaults
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  maxconn 20000
+
+frontend http_in
+  mode http
+  bind 127.0.0.1:${c.httpPort}
+  default_backend http_be
+
+backend http_be
+  mode http
+  balance roundrobin
+  http-reuse always
+${servers}
+
+frontend tcp_in
+  mode tcp
+  bind 127.0.0.1:${c.tcpPort}
+  default_backend tcp_be
+
+backend tcp_be
+  mode tcp
+  balance roundrobin
+${servers}
+
+frontend iperf_in
+  mode tcp
+  bind 127.0.0.1:${c.iperfPort}
+  default_backend iperf_be
+
+backend iperf_be
+  mode tcp
+  server iperf 127.0.0.1:${c.iperfBackend}
+`;
+}

@@ -1,0 +1,31 @@
+/** The benchmark's cases: what load, through which kind of entrypoint, measured in what unit. */
+
+export const caseNames = ["http-keepalive", "http-close", "http-64k", "tcp-wrk", "tcp-iperf3", "http-fixed-rate"] as const;
+export type CaseName = (typeof caseNames)[number];
+
+/** Which entrypoint of a proxy a case uses: HTTP, TCP (L4) to the HTTP backends, or TCP to iperf3. */
+export type EndpointKind = "http" | "tcp" | "iperf";
+
+/** One case. */
+export interface CaseDef {
+  readonly name: CaseName;
+  readonly title: string;
+  readonly endpoint: EndpointKind;
+  readonly load: "wrk" | "iperf3" | "h2load";
+  readonly path: string;
+  readonly headers: readonly string[];
+}
+
+export const cases: readonly CaseDef[] = [
+  { name: "http-keepalive", title: "HTTP keep-alive, 2-byte body", endpoint: "http", load: "wrk", path: "/", headers: [] },
+  { name: "http-close", title: "HTTP Connection: close", endpoint: "http", load: "wrk", path: "/", headers: ["Connection: close"] },
+  { name: "http-64k", title: "HTTP keep-alive, 64 KiB body", endpoint: "http", load: "wrk", path: "/64k", headers: [] },
+  { name: "tcp-wrk", title: "TCP entrypoint (L4), wrk keep-alive", endpoint: "tcp", load: "wrk", path: "/", headers: [] },
+  { name: "tcp-iperf3", title: "TCP entrypoint, iperf3 1 stream", endpoint: "iperf", load: "iperf3", path: "", headers: [] },
+  { name: "http-fixed-rate", title: "HTTP at half nginx's peak (open loop)", endpoint: "http", load: "h2load", path: "/", headers: [] },
+];
+
+/** The definition of `name`. */
+export function caseDef(name: CaseName): CaseDef {
+  return cases.find((c) => c.name === name)!;
+}

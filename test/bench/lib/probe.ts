@@ -1,0 +1,77 @@
+/** Readiness probes for the benchmark's servers. */
+import { connect } from "node:net";
+import { waitFor } from "../../support/wait.ts";
+import type { Daemon } from "./procs.ts";
+
+/** GET `url` once; the status, or undefined on a connection error or after 1 s. */
+export async function httpStatus(url: string): Promise<number | undefined> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
+    await res.arrayBuffer();
+    return res.status;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when a TCP connection to `port` on 127.0.0.1 is accepted within 1 s (closed right away). */
+export function tcpAccepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: "127.0.0.1", port });
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.setTimeout(1_000, () => done(false));
+    s.once("connect", () => done(true));
+    s.once("error", () => done(false));
+  });
+}
+
+/**
+ * Wait until `url` answers `status` (default 200), failing early if `daemon` exits.
+ * @throws {Error} with the daemon's log tail when it exits or the deadline passes.
+ */
+export async function waitForHttp(url: string, daemon: Daemon, { status = 200, timeoutMs = 15_000 } = {}): Promise<void> {
+  try {
+    await waitFor(
+      async () => {
+        if (daemon.hasExited()) throw new Error(`"${daemon.name}" exited`);
+        return (await httpStatus(url)) === status;
+      },
+      { timeoutMs, intervalMs: 50, what: `${url} to answer ${status}` },
+    );
+  } catch (err) {
+    throw new Error(`"${daemon.name}" is not serving ${url}: ${(err as Error).message}\n${daemon.logTail()}`, { cause: err });
+  }
+}
+
+/** Wait until `port` accepts TCP connections, failing early if `daemon` exits. */
+export async function waitForPort(port: number, daemon: Daemon, timeoutMs = 15_000): Promise<void> {
+  try {
+    await waitFor(
+      async () => {
+        if (daemon.hasExited()) throw new Error(`"${daemon.name}" exited`);
+        return tcpAccepts(port);
+      },
+      { timeoutMs, intervalMs: 50, what: `port ${port} to accept connections` },
+    );
+  } catch (err) {
+    throw new Error(`"${daemon.name}" is not listening on ${port}: ${(err as Error).message}\n${daemon.logTail()}`, { cause: err });
+  }
+}
+
+/** Wait until `daemon`'s log matches `pattern` (for servers that must not be probed by connecting). */
+export async function waitForLog(daemon: Daemon, pattern: RegExp, timeoutMs = 15_000): Promise<void> {
+  try {
+    await waitFor(
+      () => {
+        if (daemon.hasExited()) throw new Error(`"${daemon.name}" exited`);
+        return pattern.test(daemon.logTail(50));
+      },
+      { timeoutMs, intervalMs: 50, what: `"${daemon.name}" to log ${pattern}` },
+    );
+  } catch (err) {
+    throw new Error(`"${daemon.name}" did not start: ${(err as Error).message}\n${daemon.logTail()}`, { cause: err });
+  }
+}

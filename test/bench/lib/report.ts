@@ -1,0 +1,176 @@
+/**
+ * From raw samples to the report: medians per case and proxy, ratios to nginx, haproxy and the
+ * direct path, the markdown table, and the issue's targets checked against the same run.
+ */
+import { type CaseName, caseDef } from "./cases.ts";
+import type { CpuUsage } from "./cpu.ts";
+import { median, ratio } from "./stats.ts";
+
+/** The kind of thing a target is; ratios compare against the nginx, haproxy and direct targets. */
+export type TargetKind = "kubegate" | "nginx" | "haproxy" | "direct";
+
+/** One measured run of one case through one proxy. */
+export interface Sample {
+  readonly case: CaseName;
+  readonly target: string;
+  readonly kind: TargetKind;
+  readonly repeat: number;
+  /** req/s, or Gbit/s for iperf3. */
+  readonly throughput: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  /** Requests served, or bytes moved for iperf3. */
+  readonly ops: number;
+  readonly errors: number;
+  /** Proxy CPU (absent for the direct path). */
+  readonly cpu: CpuUsage | undefined;
+  /** µs of proxy CPU per request, or ms per GB for iperf3; NaN for the direct path. */
+  readonly cpuPerOp: number;
+}
+
+/** One row of the table: the medians of a case's samples through one proxy. */
+export interface Row {
+  readonly case: CaseName;
+  readonly target: string;
+  readonly kind: TargetKind;
+  readonly label: string;
+  readonly runs: number;
+  readonly throughput: number;
+  readonly throughputMin: number;
+  readonly throughputMax: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly cpuPerOp: number;
+  readonly errors: number;
+  readonly vsNginx: number;
+  readonly vsHaproxy: number;
+  readonly vsDirect: number;
+  readonly p99VsNginx: number;
+  readonly cpuVsNginx: number;
+  readonly cpuVsHaproxy: number;
+}
+
+/** The label of `target` in a case: L4 rows of the proxies say so. */
+export function rowLabel(c: CaseName, target: string, kind: TargetKind): string {
+  if (caseDef(c).endpoint === "http" || kind === "direct") return target;
+  return kind === "haproxy" ? `${target} (tcp mode)` : `${target} (tcp)`;
+}
+
+/** Medians per (case, target), in the order first seen, with ratios to the reference targets. */
+export function aggregate(samples: readonly Sample[]): Row[] {
+  const groups = new Map<string, Sample[]>();
+  for (const s of samples) {
+    const k = `${s.case}\u0000${s.target}`;
+    groups.set(k, [...(groups.get(k) ?? []), s]);
+  }
+  const base = [...groups.values()].map((g) => {
+    const first = g[0]!;
+    const tp = g.map((s) => s.throughput);
+    return {
+      case: first.case,
+      target: first.target,
+      kind: first.kind,
+      label: rowLabel(first.case, first.target, first.kind),
+      runs: g.length,
+      throughput: median(tp),
+      throughputMin: Math.min(...tp),
+      throughputMax: Math.max(...tp),
+      p50Ms: median(g.map((s) => s.p50Ms)),
+      p99Ms: median(g.map((s) => s.p99Ms)),
+      cpuPerOp: median(g.map((s) => s.cpuPerOp)),
+      errors: g.reduce((a, s) => a + s.errors, 0),
+    };
+  });
+  return base.map((r) => {
+    const ref = (kind: TargetKind) => base.find((b) => b.case === r.case && b.kind === kind);
+    const nginx = ref("nginx");
+    const haproxy = ref("haproxy");
+    const direct = ref("direct");
+    return {
+      ...r,
+      vsNginx: ratio(r.throughput, nginx?.throughput),
+      vsHaproxy: ratio(r.throughput, haproxy?.throughput),
+      vsDirect: ratio(r.throughput, direct?.throughput),
+      p99VsNginx: ratio(r.p99Ms, nginx?.p99Ms),
+      cpuVsNginx: ratio(r.cpuPerOp, nginx?.cpuPerOp),
+      cpuVsHaproxy: ratio(r.cpuPerOp, haproxy?.cpuPerOp),
+    };
+  });
+}
+
+const dash = "—";
+const fx = (v: number) => (Number.isFinite(v) ? `${v.toFixed(2)}×` : dash);
+const ms = (v: number) => (Number.isFinite(v) ? (v >= 10 ? v.toFixed(1) : v.toFixed(2)) : dash);
+
+function throughputText(r: Row): string {
+  if (!Number.isFinite(r.throughput)) return dash;
+  if (r.case === "tcp-iperf3") return `${r.throughput.toFixed(1)} Gbit/s`;
+  return `${Math.round(r.throughput).toLocaleString("en-US")} req/s`;
+}
+
+function cpuText(r: Row): string {
+  if (!Number.isFinite(r.cpuPerOp)) return dash;
+  return r.case === "tcp-iperf3" ? `${Math.round(r.cpuPerOp)} ms/GB` : `${r.cpuPerOp.toFixed(1)} µs/req`;
+}
+
+/** The table, one row per (case, proxy). */
+export function renderTable(rows: readonly Row[]): string {
+  const head = ["Case", "Proxy", "Throughput", "× nginx", "× haproxy", "× direct", "p50 ms", "p99 ms", "p99 × nginx", "CPU/op", "CPU × nginx", "CPU × haproxy", "Errors"];
+  const lines = [`| ${head.join(" | ")} |`, `|${head.map((_, i) => (i < 2 ? "---" : "---:")).join("|")}|`];
+  for (const r of rows) {
+    const cells = [
+      r.case,
+      r.label,
+      throughputText(r),
+      fx(r.vsNginx),
+      fx(r.vsHaproxy),
+      fx(r.vsDirect),
+      ms(r.p50Ms),
+      ms(r.p99Ms),
+      fx(r.p99VsNginx),
+      cpuText(r),
+      fx(r.cpuVsNginx),
+      fx(r.cpuVsHaproxy),
+      String(r.errors),
+    ];
+    lines.push(`| ${cells.join(" | ")} |`);
+  }
+  return lines.join("\n");
+}
+
+/** One of the issue's targets, checked in this run. */
+export interface TargetCheck {
+  readonly target: string;
+  readonly goal: string;
+  readonly measured: string;
+  /** undefined when the run lacks the rows to decide. */
+  readonly met: boolean | undefined;
+}
+
+/** The issue's data-plane targets for the kubegate target named `kubegate`. */
+export function checkTargets(rows: readonly Row[], kubegate = "kubegate"): TargetCheck[] {
+  const row = (c: CaseName) => rows.find((r) => r.case === c && r.target === kubegate);
+  const keep = row("http-keepalive");
+  const fixed = row("http-fixed-rate");
+  const tcp = row("tcp-wrk");
+  const iperf = row("tcp-iperf3");
+  const decide = (v: number | undefined, ok: (v: number) => boolean) => (v === undefined || !Number.isFinite(v) ? undefined : ok(v));
+  return [
+    { target: "HTTP keep-alive req/s", goal: ">= 1.10× nginx (1 worker)", measured: fx(keep?.vsNginx ?? Number.NaN), met: decide(keep?.vsNginx, (v) => v >= 1.1) },
+    {
+      target: "p99 at half nginx's peak rate",
+      goal: "<= nginx's p99",
+      measured: fixed ? `${ms(fixed.p99Ms)} ms vs ${ms(fixed.p99Ms / fixed.p99VsNginx)} ms (${fx(fixed.p99VsNginx)})` : dash,
+      met: decide(fixed?.p99VsNginx, (v) => v <= 1),
+    },
+    { target: "TCP (wrk over L4) req/s", goal: ">= 1.00× haproxy tcp mode", measured: fx(tcp?.vsHaproxy ?? Number.NaN), met: decide(tcp?.vsHaproxy, (v) => v >= 1) },
+    { target: "TCP (iperf3) Gbit/s", goal: ">= 1.00× haproxy tcp mode", measured: fx(iperf?.vsHaproxy ?? Number.NaN), met: decide(iperf?.vsHaproxy, (v) => v >= 1) },
+  ];
+}
+
+/** The target checks as a markdown table. */
+export function renderTargets(checks: readonly TargetCheck[]): string {
+  const lines = ["| Target | Goal | Measured | Met |", "|---|---|---|---|"];
+  for (const c of checks) lines.push(`| ${c.target} | ${c.goal} | ${c.measured} | ${c.met === undefined ? "not measured" : c.met ? "yes" : "**no**"} |`);
+  return lines.join("\n");
+}
