@@ -122,6 +122,8 @@ export class ListenerManager implements AsyncDisposable {
   #routes = new Map<string, Route>();
   /** Listener-level conflicts the model let through (should not happen), by entrypoint key. */
   #conflicts = new Map<string, ListenerState[]>();
+  /** What was reported as not served on the last apply (reported again only when it changes). */
+  #reported = new Set<string>();
   readonly #draining = new Set<Draining>();
   #retryTimer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
@@ -165,17 +167,22 @@ export class ListenerManager implements AsyncDisposable {
     this.#slots = slots;
 
     this.#conflicts = new Map();
+    const reported = new Set<string>();
     for (const s of desired.skipped) {
+      const id = `${s.entrypoint.key}|${s.address ?? ""}|${s.reason}`;
+      const isNew = !this.#reported.has(id);
+      reported.add(id);
       if (s.address === undefined) {
-        this.#log.info("Entrypoint not served", { entrypoint: s.entrypoint.key, reason: s.reason });
+        if (isNew) this.#log.info("Entrypoint not served", { entrypoint: s.entrypoint.key, reason: s.reason });
         continue;
       }
       const error = `Cannot bind listener "${s.entrypoint.name}" on ${hostPort(s.address, s.entrypoint.port)}: ${s.reason}`;
       const list = this.#conflicts.get(s.entrypoint.key) ?? [];
       list.push({ address: s.address, port: s.entrypoint.port, bound: false, error });
       this.#conflicts.set(s.entrypoint.key, list);
-      this.#log.error("Listener not bound", { entrypoint: s.entrypoint.key, error });
+      if (isNew) this.#log.error("Listener not bound", { entrypoint: s.entrypoint.key, error });
     }
+    this.#reported = reported;
     this.#scheduleRetry();
   }
 

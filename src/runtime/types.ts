@@ -40,7 +40,11 @@ export interface TcpSocket<T = unknown> {
   readonly remotePort: number;
   readonly localAddress: string;
   readonly localPort: number;
-  /** Write as much as possible now; returns bytes accepted (0..len), or -1 when the socket is closed or ending. Never throws. */
+  /**
+   * Write as much as possible now; returns bytes accepted (0..len), or -1 when the socket is closed or ending.
+   * Never throws. The accepted bytes may still be referenced until sent (Deno queues the chunk without
+   * copying): never reuse a buffer after writing it.
+   */
   write(chunk: Uint8Array): number;
   /** Half-close: send FIN after pending bytes are flushed. Reading continues (allowHalfOpen). */
   end(): void;
@@ -62,7 +66,10 @@ export interface TcpHandlers<T = unknown> {
   data(socket: TcpSocket<T>, chunk: Uint8Array): void;
   /** The socket can accept writes again after `write` returned less than asked. */
   drain?(socket: TcpSocket<T>): void;
-  /** The peer sent FIN (half-close). The socket stays writable. */
+  /**
+   * The peer sent FIN (half-close). The socket stays writable. On Bun, a FIN that arrives after our own
+   * FIN may surface only as a clean `close` (no `end` first): treat a clean close as end of stream.
+   */
   end?(socket: TcpSocket<T>): void;
   /** The socket is fully closed. Called exactly once. */
   close?(socket: TcpSocket<T>, error?: Error): void;

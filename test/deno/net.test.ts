@@ -15,7 +15,13 @@ import { connectClient, echoServer } from "../support/tcp-peers.ts";
 import { patternSha256, randomPattern, transferClient, transferUpstream } from "../support/tcp-transfer.ts";
 import { waitFor } from "../support/wait.ts";
 
-const Deno = (globalThis as unknown as { Deno: { test(name: string, fn: () => Promise<void>): void } }).Deno;
+const Deno = (globalThis as unknown as {
+  Deno: {
+    test(name: string, fn: () => Promise<void>): void;
+    test(options: { name: string; ignore: boolean; fn: () => Promise<void> }): void;
+    listenDatagram?: unknown;
+  };
+}).Deno;
 const net = denoNet;
 const createTcpProxy = makeTcpProxyFactory(denoNet.connectTcp);
 
@@ -130,4 +136,26 @@ Deno.test("backpressure: a paused client stalls the upstream; resuming delivers 
   await c.receivedAtLeast(total);
   await c.ended;
   assert.equal(c.received, total);
+});
+
+Deno.test({
+  // Deno.listenDatagram is unstable: run with --unstable-net to include this test.
+  name: "UDP: a datagram round trip (needs --unstable-net)",
+  ignore: Deno.listenDatagram === undefined,
+  fn: async () => {
+    const got = Promise.withResolvers<string>();
+    const server = await net.bindUdp({
+      hostname: "127.0.0.1",
+      port: 0,
+      onMessage: (data, port, address) => void server.send(new TextEncoder().encode(`echo:${new TextDecoder().decode(data)}`), port, address),
+    });
+    const client = await net.bindUdp({ hostname: "127.0.0.1", port: 0, onMessage: (data) => got.resolve(new TextDecoder().decode(data)) });
+    try {
+      assert.equal(client.send(new TextEncoder().encode("ping"), server.port, "127.0.0.1"), true);
+      assert.equal(await got.promise, "echo:ping");
+    } finally {
+      client.close();
+      server.close();
+    }
+  },
 });

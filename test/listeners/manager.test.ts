@@ -64,8 +64,8 @@ async function canConnect(port: number): Promise<boolean> {
 }
 
 /** One exchange on a new connection: the tag of the upstream that answered. */
-async function tagOf(port: number): Promise<string> {
-  await using c = await connectClient(rt, port);
+async function tagOf(port: number, hostname = "127.0.0.1"): Promise<string> {
+  await using c = await connectClient(rt, port, { hostname });
   return (await c.exchange("x", 3)).split(":")[0]!;
 }
 
@@ -240,28 +240,42 @@ describe("ListenerManager", () => {
     expect(m.status()).toEqual([]);
     expect(m.counts()).toEqual({ bound: 0, failed: 0, draining: 0, connections: 0 });
     expect(await canConnect(p1)).toBe(false);
-    expect(m.log.lines).toContainEqual({
-      level: "info",
-      msg: "Entrypoint not served",
-      fields: { entrypoint: "NodePort/test/dns:udp", reason: "UDP entrypoints are not served yet" },
-    });
+    const notServed = { level: "info", msg: "Entrypoint not served", fields: { entrypoint: "NodePort/test/dns:udp", reason: "UDP entrypoints are not served yet" } };
+    expect(m.log.lines).toContainEqual(notServed);
+    // Said once, not on every snapshot.
+    m.apply(snapshot(entrypoint({ name: "test/dns:udp", protocol: "udp", port: p2, endpoints: [1] })));
+    expect(m.log.lines.filter((l) => l.msg === notServed.msg)).toHaveLength(1);
   });
 
-  test("an entrypoint on several addresses gets one listener per address", async () => {
+  test("an entrypoint on several addresses (IPv4 and IPv6) gets one listener per address", async () => {
     await using echo = echoServer(rt, { tag: "e" });
     const port = await freePort();
     await using m = manager();
-    m.apply(snapshot(tcp("web", port, [echo.port], { addresses: ["127.0.0.1", "127.0.0.2"] })));
+    m.apply(snapshot(tcp("web", port, [echo.port], { addresses: ["127.0.0.1", "::1"] })));
     expect(m.status()).toEqual([
       {
         key: "NodePort/test/web:tcp",
         listeners: [
           { address: "127.0.0.1", port, bound: true },
-          { address: "127.0.0.2", port, bound: true },
+          { address: "::1", port, bound: true },
         ],
       },
     ]);
-    expect(await tagOf(port)).toBe("e");
+    expect([await tagOf(port), await tagOf(port, "::1")]).toEqual(["e", "e"]);
+  });
+
+  test("a bind error on an IPv6 address names it in brackets", async () => {
+    const port = await freePort("::1");
+    const squatter = rt.listenTcp({ hostname: "::1", port, handlers: { data() {} } });
+    await using _s = { [Symbol.asyncDispose]: async () => squatter.stop(true) };
+    await using m = manager();
+    m.apply(snapshot(tcp("web", port, [1], { addresses: ["::1"] })));
+    expect(m.status()).toEqual([
+      {
+        key: "NodePort/test/web:tcp",
+        listeners: [{ address: "::1", port, bound: false, error: `Cannot bind listener "test/web:tcp" on [::1]:${port}: address already in use` }],
+      },
+    ]);
   });
 
   test("close stops every listener and closes connections after the grace period", async () => {

@@ -2,6 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { rt } from "../../src/runtime/index.ts";
 import { bytes, endpoint, header, RawClient, RawUpstream, startProxy, text, waitFor } from "./support/http-harness.ts";
+import { Pump } from "./support/http-stream.ts";
 
 /** Send `request` in one write; return the response and check the connection closes and the upstream saw nothing. */
 async function rejected(request: string, options: Parameters<typeof startProxy>[1] = {}) {
@@ -221,5 +222,48 @@ describe("client timeouts", () => {
     const t0 = Date.now();
     await c.whenClosed;
     expect(Date.now() - t0).toBeGreaterThanOrEqual(100);
+  });
+});
+
+describe("closing without losing the answer", () => {
+  test("a 400 reaches a client that is still sending", async () => {
+    await using up = new RawUpstream();
+    await using px = startProxy([up.endpoint]);
+    await using c = await RawClient.connect(px.port);
+    let left = 8;
+    const junk = new Uint8Array(512 * 1024).fill(120);
+    const pump = new Pump(c.socket, { next: () => (left-- === 8 ? bytes(`POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n`) : left >= 0 ? junk : null) });
+    c.ondrain = () => pump.onDrain();
+    pump.start();
+    const r = await c.readResponse();
+    expect({ status: r.status, body: r.body }).toEqual({ status: 400, body: "Bad request: duplicate Content-Length field\n" });
+    await c.whenClosed;
+    expect(up.received.length).toBe(0);
+  });
+
+  test("an early upstream answer reaches curl while it is still uploading", async () => {
+    await using up = new RawUpstream("up", () => {}, (_head, s) => {
+      s.write(bytes("HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\n\r\ntoo big!"));
+    });
+    await using px = startProxy([up.endpoint]);
+    const proc = Bun.spawn(["curl", "-sS", "-H", "Expect:", "--data-binary", "@-", `${px.url}/upload`], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    proc.stdin.write(new Uint8Array(8 * 1024 * 1024));
+    void proc.stdin.end();
+    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    expect({ out, err, code }).toEqual({ out: "too big!", err: "", code: 0 });
+  });
+
+  test("after an error the gateway shuts its side, discards input until the client closes, then gives up", async () => {
+    await using up = new RawUpstream();
+    await using px = startProxy([up.endpoint], { idleTimeoutMs: 300 });
+    await using c = await RawClient.connect(px.port, "127.0.0.1", false);
+    c.send(`POST / HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\nmore body bytes`);
+    expect((await c.readResponse()).status).toBe(400);
+    await waitFor(() => c.eof, "the gateway's FIN");
+    // Still open for reading: more bytes are taken (and dropped) without a reset.
+    c.send("still sending");
+    expect({ closed: c.closed, active: px.proxy.active() }).toEqual({ closed: false, active: 1 });
+    await c.whenClosed;
+    expect({ unread: c.unread, upstreamBytes: up.received.length }).toEqual({ unread: "", upstreamBytes: 0 });
   });
 });

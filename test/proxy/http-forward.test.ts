@@ -1,5 +1,6 @@
 /** The HTTP/1.1 forwarder against raw-socket upstreams and raw or real clients: what goes through, byte for byte. */
 import { describe, expect, test } from "bun:test";
+import { idleUpstreams, poolSettings } from "../../src/proxy/http/index.ts";
 import { bytes, header, RawClient, RawUpstream, startProxy, text, waitFor } from "./support/http-harness.ts";
 
 describe("routing and connection reuse", () => {
@@ -392,6 +393,73 @@ describe("upstream connection pool", () => {
     expect(r.status).toBe(502);
     await c.whenClosed;
     expect(up.accepts).toBe(1);
+  });
+});
+
+describe("upstream connection pool limits", () => {
+  test("an upstream that closes an idle pooled connection is noticed, and the next request opens a new one", async () => {
+    await using up = new RawUpstream("up", (req, s) => {
+      s.write(bytes(`HTTP/1.1 200 OK\r\nContent-Length: ${req.target.length}\r\n\r\n${req.target}`));
+      setTimeout(() => s.end(), 5); // the upstream's own keep-alive timeout
+    });
+    await using px = startProxy([up.endpoint]);
+    expect((await fetch(`${px.url}/a`).then((r) => r.text()))).toBe("/a");
+    await waitFor(() => up.sockets.size === 0 && idleUpstreams() === 0, "the pooled connection to be dropped");
+    expect((await fetch(`${px.url}/b`).then((r) => r.text()))).toBe("/b");
+    expect({ accepts: up.accepts, requests: up.requests.length }).toEqual({ accepts: 2, requests: 2 });
+  });
+
+  test("Connection: close from the upstream keeps its connection out of the pool", async () => {
+    await using up = new RawUpstream("up", (_req, s) => void s.write(bytes("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")));
+    await using px = startProxy([up.endpoint]);
+    await using c = await RawClient.connect(px.port);
+    for (let i = 0; i < 3; i++) {
+      c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+      const r = await c.readResponse();
+      expect({ body: r.body, conn: header(r, "connection") }).toEqual({ body: "ok", conn: undefined });
+    }
+    expect(up.accepts).toBe(3);
+  });
+
+  test("idle pooled connections are closed after the pool's idle timeout, and at most maxIdlePerEndpoint are kept", async () => {
+    const saved = { ...poolSettings };
+    poolSettings.idleTimeoutMs = 150;
+    poolSettings.maxIdlePerEndpoint = 2;
+    try {
+      const release: (() => void)[] = [];
+      await using up = new RawUpstream("up", (_req, s) => {
+        release.push(() => s.write(bytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")));
+      });
+      await using px = startProxy([up.endpoint]);
+      const clients = await Promise.all([0, 1, 2, 3].map(() => RawClient.connect(px.port)));
+      for (const c of clients) c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+      await waitFor(() => release.length === 4, "four concurrent upstream requests");
+      for (const r of release) r();
+      for (const c of clients) expect((await c.readResponse()).body).toBe("ok");
+      expect(up.accepts).toBe(4);
+      await waitFor(() => up.sockets.size === 2, "two of four connections to be pooled");
+      expect(idleUpstreams()).toBe(2);
+      await waitFor(() => up.sockets.size === 0 && idleUpstreams() === 0, "the idle timeout");
+      for (const c of clients) await c[Symbol.asyncDispose]();
+    } finally {
+      Object.assign(poolSettings, saved);
+    }
+  });
+});
+
+describe("interim responses", () => {
+  test("103 Early Hints goes to HTTP/1.1 clients, not to HTTP/1.0 ones", async () => {
+    await using up = new RawUpstream("up", (_req, s) => {
+      s.write(bytes("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    });
+    await using px = startProxy([up.endpoint]);
+    await using c = await RawClient.connect(px.port);
+    c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    expect((await c.readResponse()).head).toBe("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n");
+    expect((await c.readResponse()).body).toBe("ok");
+    c.send("GET / HTTP/1.0\r\nHost: h\r\n\r\n");
+    const r = await c.readResponse();
+    expect({ status: r.status, body: r.body }).toEqual({ status: 200, body: "ok" });
   });
 });
 

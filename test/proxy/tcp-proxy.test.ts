@@ -3,13 +3,14 @@
  * backpressure, resets and drain.
  */
 import { describe, expect, test } from "bun:test";
-import { createTcpProxy } from "../../src/proxy/tcp/index.ts";
+import { createTcpProxy, makeTcpProxyFactory } from "../../src/proxy/tcp/index.ts";
 import { defaultProxyOptions, type ProxyOptions, type RouteRef } from "../../src/proxy/types.ts";
 import { rt } from "../../src/runtime/index.ts";
 import type { TcpHandlers, TcpSocket } from "../../src/runtime/types.ts";
 import { entrypoint, route } from "../support/entrypoints.ts";
 import { freePort } from "../support/ports.ts";
 import { connectClient, echoServer } from "../support/tcp-peers.ts";
+import { patternSender, patternSha256, randomPattern, transferUpstream } from "../support/tcp-transfer.ts";
 import { waitFor } from "../support/wait.ts";
 
 /** A proxy listening on 127.0.0.1:0 in front of `upstreams` (round robin from the first). */
@@ -173,6 +174,34 @@ describe("TCP proxy", () => {
     await c.receivedAtLeast(total);
     await c.ended;
     expect(c.received).toBe(total);
+  });
+
+  test("bytes sent before the upstream connects are held up to a bound (the client is paused), then delivered in order", async () => {
+    const total = 64 * 1024 * 1024;
+    const pattern = randomPattern();
+    await using upstream = transferUpstream(rt, pattern, 0);
+    // The real connect, held until the gate opens.
+    const gate = Promise.withResolvers<void>();
+    const factory = makeTcpProxyFactory(async (o) => (await gate.promise, rt.connectTcp(o)));
+    const proxy = factory({ current: route(entrypoint({ endpoints: [upstream.port] })) }, defaultProxyOptions);
+    const listener = rt.listenTcp({ hostname: "127.0.0.1", port: 0, handlers: proxy.handlers });
+    await using _p = { [Symbol.asyncDispose]: async () => (listener.stop(true), proxy.closeAll()) };
+    const sender = patternSender(pattern, total);
+    const client = await rt.connectTcp({ hostname: "127.0.0.1", port: listener.port, data: undefined, handlers: { open: sender.pump, drain: sender.pump, data() {} } });
+    await using _c = { [Symbol.asyncDispose]: async () => client.terminate() };
+    let last = -1;
+    let stableSince = performance.now();
+    await waitFor(
+      () => {
+        if (sender.sent !== last) [last, stableSince] = [sender.sent, performance.now()];
+        return sender.sent > 0 && performance.now() - stableSince > 300;
+      },
+      { what: "the client's writes to stall", timeoutMs: 10_000, intervalMs: 20 },
+    );
+    expect(sender.sent).toBeLessThan(16 * 1024 * 1024);
+    gate.resolve();
+    await sender.done;
+    expect(await upstream.received).toEqual({ bytes: total, sent: 0, sha256: patternSha256(pattern, total) });
   });
 
   test("an upstream reset terminates the client; a client reset terminates the upstream", async () => {

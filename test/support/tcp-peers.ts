@@ -142,8 +142,12 @@ export interface TestClient extends AsyncDisposable {
   readonly isClosed: boolean;
 }
 
-/** Connect to 127.0.0.1:`port` and keep what arrives (or count only, with `keep: false`). */
-export async function connectClient(net: Net, port: number, { keep = true }: { keep?: boolean } = {}): Promise<TestClient> {
+/** Connect to `hostname` (default 127.0.0.1):`port` and keep what arrives (or count only, with `keep: false`). */
+export async function connectClient(
+  net: Net,
+  port: number,
+  { keep = true, hostname = "127.0.0.1" }: { keep?: boolean; hostname?: string } = {},
+): Promise<TestClient> {
   const chunks: Uint8Array[] = [];
   let received = 0;
   let isClosed = false;
@@ -175,7 +179,7 @@ export async function connectClient(net: Net, port: number, { keep = true }: { k
       watchers = [];
     },
   };
-  const socket = await net.connectTcp({ hostname: "127.0.0.1", port, handlers, data: undefined });
+  const socket = await net.connectTcp({ hostname, port, handlers, data: undefined });
   out = new Outbox(socket);
   const enc = new TextEncoder();
   const decoded = () => new TextDecoder().decode(concat(chunks));

@@ -39,6 +39,8 @@ export interface ProxyHost {
   readonly ref: { readonly current: Route };
   readonly options: HttpProxyOptions;
   readonly draining: boolean;
+  /** Coarse clock for deadlines, ms since the epoch: never behind real time (it runs up to one sweep tick ahead). */
+  readonly clock: number;
   /** Called once when the connection has closed. */
   remove(c: Downstream): void;
 }
@@ -68,6 +70,9 @@ const D_LINGER = 5; // closing connection that does not drain (terminate)
 const REQ = new RequestInfo();
 const RES = new ResponseInfo();
 
+/** How long a lingering close waits for the client to close after our FIN, ms. */
+const LINGER_MS = 2_000;
+
 /** Largest first body slice copied into the head's write (bigger ones go in a second write, uncopied). */
 const COALESCE_BYTES = 16 * 1024;
 
@@ -96,6 +101,7 @@ export class Downstream implements UpstreamOwner {
   clientEof = false;
   closed = false;
   endWhenFlushed = false;
+  lingering = false;
 
   // The current request.
   route: Route | null = null;
@@ -110,8 +116,10 @@ export class Downstream implements UpstreamOwner {
   reqRemaining = 0;
   reqDone = true;
   reqDecoder: ChunkedDecoder | null = null;
-  /** The first write (head + first body bytes), kept for one retry on a stale pooled connection. */
+  /** The first write (head, plus the first body bytes when small), kept for one retry on a stale pooled connection. */
   first: Uint8Array | null = null;
+  /** The first body bytes when too big to copy into {@link first} (sent right after it). */
+  firstBody: Uint8Array | null = null;
   streamed = false;
   retried = false;
 
@@ -144,7 +152,7 @@ export class Downstream implements UpstreamOwner {
 
   setDeadline(kind: number, ms: number): void {
     this.dkind = kind;
-    this.deadline = kind === D_NONE ? 0 : Date.now() + ms;
+    this.deadline = kind === D_NONE ? 0 : this.proxy.clock + ms;
   }
 
   // ---- client socket events ------------------------------------------------------------------
@@ -160,7 +168,7 @@ export class Downstream implements UpstreamOwner {
         return;
       case R_TUNNEL:
         this.dkind = D_STREAM;
-        this.deadline = Date.now() + this.proxy.options.idleTimeoutMs;
+        this.deadline = this.proxy.clock + this.proxy.options.idleTimeoutMs;
         if (!this.up!.write(chunk)) this.updateReading();
         return;
       case R_CLOSING:
@@ -190,21 +198,21 @@ export class Downstream implements UpstreamOwner {
     }
     this.out = null;
     if (this.endWhenFlushed) {
-      this.sock.end();
+      this.endWhenFlushed = false;
+      this.finishClose();
       return;
     }
     if (this.rstate === R_TUNNEL) this.maybeShutdown();
     this.updateUpstreamReading();
-    if (this.rstate === R_IDLE && this.buf) this.readHead();
-    this.updateReading();
+    if (this.rstate === R_IDLE && (this.buf || this.clientEof)) this.readHead();
+    else this.updateReading();
   }
 
   onEnd(): void {
     this.clientEof = true;
     switch (this.rstate) {
       case R_IDLE:
-        if (this.buf) this.readHead();
-        else this.closeClient();
+        this.readHead();
         return;
       case R_BODY:
         // The client stopped sending before the body was complete.
@@ -214,6 +222,9 @@ export class Downstream implements UpstreamOwner {
       case R_TUNNEL:
         this.downEof = true;
         this.maybeShutdown();
+        return;
+      case R_CLOSING:
+        if (this.lingering && !this.endWhenFlushed) this.sock.end();
         return;
       default:
       // Connecting or waiting: the response is still delivered, then the connection closes.
@@ -288,8 +299,9 @@ export class Downstream implements UpstreamOwner {
       }
       if (buf[0] === LF) return this.fail(400, "Bad request: bare LF line ending");
       if (!this.headStarted) {
+        // The head timer runs from the first byte of a request (from accept for the first request).
         this.headStarted = true;
-        this.setDeadline(D_HEADER, o.requestHeaderTimeoutMs);
+        if (this.dkind !== D_HEADER) this.setDeadline(D_HEADER, o.requestHeaderTimeoutMs);
       }
       const end = findHeadEnd(buf, 0, this.scanned, buf.length);
       if (end === 0) {
@@ -304,6 +316,8 @@ export class Downstream implements UpstreamOwner {
       if (status !== 0) return this.fail(status, `${statusText(status)}: ${REQ.error}`);
       this.startRequest(buf, end);
     }
+    // A client that half-closed between requests is done once everything it sent is answered.
+    if (this.rstate === R_IDLE && this.clientEof && !this.buf && !this.out) return this.closeClient();
     this.updateReading();
   }
 
@@ -352,7 +366,9 @@ export class Downstream implements UpstreamOwner {
       }
       return this.fail(503, body);
     }
-    this.first = buildRequestHead(buf, req, this.ctx, this.upgradeReq, n ? buf.subarray(headEnd, rest) : null);
+    const small = n <= COALESCE_BYTES;
+    this.first = buildRequestHead(buf, req, this.ctx, this.upgradeReq, n && small ? buf.subarray(headEnd, rest) : null);
+    this.firstBody = small ? null : buf.subarray(headEnd, rest);
     this.buf = rest < buf.length ? buf.subarray(rest) : null;
     this.streamed = false;
     this.retried = false;
@@ -401,6 +417,7 @@ export class Downstream implements UpstreamOwner {
     this.resBytes = 0;
     this.setDeadline(D_RESPONSE, this.proxy.options.upstreamResponseTimeoutMs);
     u.write(this.first!);
+    if (this.firstBody) u.write(this.firstBody);
     this.rstate = this.reqDone ? R_DONE : R_BODY;
     if (this.rstate === R_BODY && this.buf) {
       const b = this.buf;
@@ -428,9 +445,9 @@ export class Downstream implements UpstreamOwner {
     const u = this.up!;
     if (n > 0) {
       this.streamed = true;
-      this.first = null;
+      this.first = this.firstBody = null;
       u.write(n === chunk.length ? chunk : chunk.subarray(0, n));
-      if (this.pstate === P_HEAD) this.deadline = Date.now() + this.proxy.options.upstreamResponseTimeoutMs;
+      if (this.pstate === P_HEAD) this.deadline = this.proxy.clock + this.proxy.options.upstreamResponseTimeoutMs;
     }
     if (done) {
       this.reqDone = true;
@@ -446,12 +463,12 @@ export class Downstream implements UpstreamOwner {
     if (u !== this.up) return;
     this.resBytes += chunk.length;
     if (this.rstate === R_TUNNEL) {
-      this.deadline = Date.now() + this.proxy.options.idleTimeoutMs;
+      this.deadline = this.proxy.clock + this.proxy.options.idleTimeoutMs;
       this.clientWrite(chunk);
       if (this.out) u.setReading(false);
       return;
     }
-    this.first = null;
+    this.first = this.firstBody = null;
     if (this.pstate === P_HEAD) this.responseHead(chunk);
     else if (this.pstate === P_BODY) this.responseBody(chunk, 0);
   }
@@ -522,7 +539,7 @@ export class Downstream implements UpstreamOwner {
       if (status < 200 && status !== 101) {
         // Interim response: relay to HTTP/1.1 clients, then keep waiting for the final one.
         if (this.minor === 1) this.clientWrite(buildResponseHead(buf, 0, RES, CONN_AS_IS, false) ?? buf.subarray(0, end));
-        this.deadline = Date.now() + this.proxy.options.upstreamResponseTimeoutMs;
+        this.deadline = this.proxy.clock + this.proxy.options.upstreamResponseTimeoutMs;
         this.resScanned = 0;
         if (end === buf.length) {
           this.resBuf = null;
@@ -626,7 +643,7 @@ export class Downstream implements UpstreamOwner {
       default:
         this.clientWrite(start === 0 ? chunk : chunk.subarray(start));
     }
-    this.deadline = Date.now() + this.proxy.options.idleTimeoutMs;
+    this.deadline = this.proxy.clock + this.proxy.options.idleTimeoutMs;
     this.updateUpstreamReading();
   }
 
@@ -639,7 +656,7 @@ export class Downstream implements UpstreamOwner {
       if (this.reqDone && this.upReusable && !u.eof && !u.out) u.pool.release(u);
       else u.destroy();
     }
-    if (this.closeAfter || this.proxy.draining || (this.clientEof && !this.buf) || !this.reqDone) return this.closeClient();
+    if (this.closeAfter || this.proxy.draining || (this.clientEof && !this.buf) || !this.reqDone) return this.closeClient(!this.reqDone);
     this.rstate = R_IDLE;
     this.route = null;
     this.setDeadline(D_IDLE, this.proxy.options.idleTimeoutMs);
@@ -652,7 +669,7 @@ export class Downstream implements UpstreamOwner {
     const head = buildResponseHead(buf, 0, RES, CONN_UPGRADE, false);
     this.rstate = R_TUNNEL;
     this.pstate = P_NONE;
-    this.first = null;
+    this.first = this.firstBody = null;
     this.setDeadline(D_STREAM, this.proxy.options.idleTimeoutMs);
     this.clientWrite(head ?? buf.subarray(0, end));
     if (end < buf.length) this.clientWrite(buf.subarray(end));
@@ -739,7 +756,7 @@ export class Downstream implements UpstreamOwner {
     if (this.pstate === P_BODY || this.rstate === R_TUNNEL) return this.abort(); // a response is already under way
     this.dropUpstream();
     this.clientWrite(errorResponse(status, body.endsWith("\n") ? body : body + "\n", true));
-    this.closeClient();
+    this.closeClient(true);
   }
 
   dropUpstream(): void {
@@ -751,16 +768,28 @@ export class Downstream implements UpstreamOwner {
     this.pstate = P_NONE;
   }
 
-  /** Close gracefully: stop reading requests, flush what is queued, then close. */
-  closeClient(): void {
+  /**
+   * Close gracefully: stop reading requests, flush what is queued, then close. With `linger` (the client
+   * may still be sending: an error, or a request body not read), only our side is shut first and input is
+   * read and discarded until the client closes, so its unread bytes cannot turn the close into a reset
+   * that destroys the response (nginx's lingering close).
+   */
+  closeClient(linger = false): void {
     if (this.closed) return;
     this.dropUpstream();
     this.rstate = R_CLOSING;
     this.buf = null;
+    this.lingering = linger && !this.clientEof;
     this.setDeadline(D_LINGER, this.proxy.options.idleTimeoutMs);
     if (this.out) this.endWhenFlushed = true;
-    else this.sock.end();
+    else this.finishClose();
     this.updateReading();
+  }
+
+  finishClose(): void {
+    if (!this.lingering) return this.sock.end();
+    halfClose(this.sock);
+    this.setDeadline(D_LINGER, Math.min(LINGER_MS, this.proxy.options.idleTimeoutMs));
   }
 
   /** Close both sides now (a response cannot be completed). */

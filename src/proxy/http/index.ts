@@ -24,6 +24,8 @@ export class HttpProxy implements ListenerProxy<Downstream>, ProxyHost {
   #drained: PromiseWithResolvers<void> | null = null;
   #timer: ReturnType<typeof setInterval> | undefined;
   readonly #tickMs: number;
+  /** See {@link ProxyHost.clock}: the last sweep's time plus one tick. */
+  clock = 0;
 
   constructor(readonly ref: RouteRef, readonly options: HttpProxyOptions) {
     const shortest = Math.min(options.requestHeaderTimeoutMs, options.upstreamResponseTimeoutMs, options.idleTimeoutMs);
@@ -32,10 +34,10 @@ export class HttpProxy implements ListenerProxy<Downstream>, ProxyHost {
     this.handlers = {
       open: (s: TcpSocket<Downstream>) => {
         s.setNoDelay(true);
+        if (this.#timer === undefined) this.#startSweep();
         const c = new Downstream(this, s);
         s.data = c;
         conns.add(c);
-        if (this.#timer === undefined) this.#startSweep();
         if (this.#draining) c.drainNow();
       },
       data: (s, chunk) => s.data.onData(chunk),
@@ -78,6 +80,7 @@ export class HttpProxy implements ListenerProxy<Downstream>, ProxyHost {
   }
 
   #startSweep(): void {
+    this.clock = Date.now() + this.#tickMs;
     this.#timer = setInterval(() => this.#sweep(), this.#tickMs);
     (this.#timer as { unref?: () => void }).unref?.();
   }
@@ -89,6 +92,7 @@ export class HttpProxy implements ListenerProxy<Downstream>, ProxyHost {
 
   #sweep(): void {
     const now = Date.now();
+    this.clock = now + this.#tickMs;
     for (const c of this.#conns) {
       if (c.deadline !== 0 && c.deadline <= now) c.onTimeout();
     }

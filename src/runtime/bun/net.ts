@@ -14,12 +14,24 @@ import type {
 
 type BunHandlers = Bun.SocketHandler<unknown, "buffer">;
 
+/**
+ * The port's `end()`: send FIN and keep reading. Bun 1.4's own `end()` closes both directions even
+ * with `allowHalfOpen`, so each socket's `end` is replaced by `shutdown()` when it opens. Bun
+ * sockets are unbuffered (`write` returns what the kernel took), so nothing is pending at that point.
+ */
+function halfClose(this: Bun.Socket<unknown>): void {
+  this.shutdown();
+}
+
 /** Adapt port handlers to Bun's handler object (same callback names; `error` folds into `close`). */
 function toBunHandlers<T>(h: TcpHandlers<T>): BunHandlers {
   const errors = new WeakMap<object, Error>();
   return {
     binaryType: "buffer",
-    open: h.open as BunHandlers["open"],
+    open: (s) => {
+      (s as { end: unknown }).end = halfClose;
+      h.open?.(s as unknown as TcpSocket<T>);
+    },
     data: h.data as unknown as BunHandlers["data"],
     drain: h.drain as BunHandlers["drain"],
     end: (s) => h.end?.(s as unknown as TcpSocket<T>),

@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort } from "../../support/ports.ts";
 import type { Daemon, ProcessGroup } from "../lib/procs.ts";
-import { waitForHttp, waitForPort } from "../lib/probe.ts";
+import { waitForHttp, waitForLog } from "../lib/probe.ts";
 import { largeBytes, largePath, nginxBackendConf } from "./nginx-backend.ts";
 
 /** The running backends. */
@@ -43,10 +43,11 @@ export async function startBackends(group: ProcessGroup, dir: string, core: numb
     daemons.push(d);
   }
   const iperfPort = await freePort();
-  const iperf = group.start("iperf3-server", ["iperf3", "-s", "-p", String(iperfPort)], { core });
+  const iperf = group.start("iperf3-server", ["iperf3", "-s", "-p", String(iperfPort), "--forceflush"], { core });
   daemons.push(iperf);
 
   await Promise.all(ports.map((p, i) => waitForHttp(`http://127.0.0.1:${p}/`, daemons[i]!)));
-  await waitForPort(iperfPort, iperf);
+  // iperf3 is not probed by connecting: a probe would be a failed test for it.
+  await waitForLog(iperf, /Server listening on/);
   return { http: ports, iperf: iperfPort, daemons };
 }

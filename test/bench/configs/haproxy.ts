@@ -18,7 +18,7 @@ export function haproxyConf(c: HaproxyConfig): string {
   return `# kubegate benchmark: haproxy, 1 thread, http and tcp mode
 global
   nbthread 1
-  maxconn 20000
+  maxconn 8000
   log stderr format raw local0 err
 
 defaults
@@ -26,7 +26,7 @@ defaults
   timeout client 300s
   timeout server 300s
   timeout http-keep-alive 300s
-  maxconn 20000
+  maxconn 8000
 
 frontend http_in
   mode http

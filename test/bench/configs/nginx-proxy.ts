@@ -20,8 +20,8 @@ daemon off;
 master_process on;
 pid ${c.dir}/nginx.pid;
 error_log stderr warn;
-worker_rlimit_nofile 65536;
-events { worker_connections 16384; }
+worker_rlimit_nofile 16384;
+events { worker_connections 8000; }
 http {
   access_log off;
   keepalive_requests 100000000;

@@ -2,9 +2,18 @@
  * CPU accounting from /proc: the busy time of a process tree (utime + stime of every process in
  * it; a process's /proc/<pid>/stat already sums all its threads, live and exited) and the per-core
  * counters of /proc/stat, whose softirq column is where loopback network work lands.
+ *
+ * Softirq time is counted once. With CONFIG_IRQ_TIME_ACCOUNTING the kernel keeps it out of task
+ * times, so the proxy's figure is its process time plus its core's softirq time. Without it
+ * (tick-based accounting), a tick that lands in a softirq is charged both to the interrupted
+ * task's stime and to the core's softirq column; loopback softirqs run in the sending task's
+ * context, so the proxy's stime already holds the softirq work it caused, and adding the column
+ * would count it twice.
  */
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { release } from "node:os";
+import { gunzipSync } from "node:zlib";
 import { descendants } from "./procs.ts";
 
 /** The per-core counters of one `cpuN` line of /proc/stat, in clock ticks. */
@@ -23,7 +32,10 @@ export interface CoreTicks {
 export interface CpuSample {
   /** utime + stime of the process tree, in clock ticks (0 without a process). */
   readonly procTicks: number;
+  /** The proxy's core. */
   readonly core: CoreTicks;
+  /** The load generator's core. */
+  readonly loadCore: CoreTicks;
 }
 
 /** What a run cost, in seconds. */
@@ -32,15 +44,45 @@ export interface CpuUsage {
   readonly procS: number;
   /** Softirq time of the proxy's core (loopback packet processing). */
   readonly softirqS: number;
-  /** The figure the table reports: `procS + softirqS`. */
+  /**
+   * The figure the table reports: `procS + softirqS` when the kernel accounts irq time apart from
+   * tasks, else `procS` (which then already holds the softirq work done in the proxy's context).
+   */
   readonly totalS: number;
   /** Everything the proxy's core did (user+nice+system+irq+softirq), whoever did it: a cross-check. */
   readonly coreBusyS: number;
   /** Time the hypervisor took from the proxy's core. */
   readonly stealS: number;
+  /** Busy time of the proxy's core not charged to the proxy: other processes (noise) and softirqs run elsewhere. */
+  readonly foreignS: number;
+  /** Busy time of the load generator's core (wrk and the backends): near the wall time means the load side was the limit. */
+  readonly loadCoreBusyS: number;
 }
 
 let hz: number | undefined;
+let irqAccounting: boolean | undefined;
+
+/**
+ * Whether the kernel accounts irq/softirq time apart from task times (CONFIG_IRQ_TIME_ACCOUNTING),
+ * from /proc/config.gz or /boot/config-<release>; true when neither can be read (the common
+ * default of distribution kernels).
+ */
+export function irqTimeAccounting(): boolean {
+  if (irqAccounting === undefined) {
+    let config: string | undefined;
+    try {
+      config = gunzipSync(readFileSync("/proc/config.gz")).toString("utf8");
+    } catch {
+      try {
+        config = readFileSync(`/boot/config-${release()}`, "utf8");
+      } catch {
+        config = undefined;
+      }
+    }
+    irqAccounting = config === undefined ? true : /^CONFIG_IRQ_TIME_ACCOUNTING=y$/m.test(config);
+  }
+  return irqAccounting;
+}
 
 /** Clock ticks per second (`getconf CLK_TCK`, 100 when that fails). */
 export function clockTicksPerSecond(): number {
@@ -94,21 +136,29 @@ export function treeTicks(pid: number): number {
   return total;
 }
 
-/** Read the proxy tree's ticks (when `pid` is given) and core `core`'s counters now. */
-export function sampleCpu(pid: number | undefined, core: number): CpuSample {
-  return { procTicks: pid === undefined ? 0 : treeTicks(pid), core: parseCoreTicks(readFileSync("/proc/stat", "utf8"), core) };
+/** Read the proxy tree's ticks (when `pid` is given) and the counters of the proxy's and the load generator's cores now. */
+export function sampleCpu(pid: number | undefined, core: number, loadCore: number): CpuSample {
+  const stat = readFileSync("/proc/stat", "utf8");
+  return { procTicks: pid === undefined ? 0 : treeTicks(pid), core: parseCoreTicks(stat, core), loadCore: parseCoreTicks(stat, loadCore) };
+}
+
+function busy(a: CoreTicks, b: CoreTicks): number {
+  return b.user - a.user + (b.nice - a.nice) + (b.system - a.system) + (b.irq - a.irq) + (b.softirq - a.softirq);
 }
 
 /** The usage between two samples, in seconds. */
-export function cpuUsage(before: CpuSample, after: CpuSample, ticksPerSecond = clockTicksPerSecond()): CpuUsage {
-  const d = (k: keyof CoreTicks) => (after.core[k] - before.core[k]) / ticksPerSecond;
+export function cpuUsage(before: CpuSample, after: CpuSample, ticksPerSecond = clockTicksPerSecond(), separateIrqTime = irqTimeAccounting()): CpuUsage {
   const procS = (after.procTicks - before.procTicks) / ticksPerSecond;
-  const softirqS = d("softirq");
+  const softirqS = (after.core.softirq - before.core.softirq) / ticksPerSecond;
+  const coreBusyS = busy(before.core, after.core) / ticksPerSecond;
+  const totalS = separateIrqTime ? procS + softirqS : procS;
   return {
     procS,
     softirqS,
-    totalS: procS + softirqS,
-    coreBusyS: d("user") + d("nice") + d("system") + d("irq") + d("softirq"),
-    stealS: d("steal"),
+    totalS,
+    coreBusyS,
+    stealS: (after.core.steal - before.core.steal) / ticksPerSecond,
+    foreignS: Math.max(0, coreBusyS - totalS),
+    loadCoreBusyS: busy(before.loadCore, after.loadCore) / ticksPerSecond,
   };
 }

@@ -16,6 +16,9 @@ export interface RateLoad {
 
 /** What one fixed-rate run measured (after the warm-up window). */
 export interface RateResult {
+  /** Requests in the log, warm-up included (for CPU per request over the whole run). */
+  readonly totalRequests: number;
+  /** Requests after the warm-up window. */
   readonly requests: number;
   readonly achievedRps: number;
   readonly p50Ms: number;
@@ -57,6 +60,7 @@ export function parseH2loadLog(text: string, warmupS: number, windowS: number, f
   const durs = kept.map((r) => r.dur / 1000).sort((a, b) => a - b);
   const bad = kept.filter((r) => r.status < 200 || r.status >= 400).length;
   return {
+    totalRequests: rows.length,
     requests: kept.length,
     achievedRps: windowS > 0 ? kept.length / windowS : 0,
     p50Ms: percentileSorted(durs, 50),

@@ -1,7 +1,20 @@
 /** Readiness probes for the benchmark's servers. */
 import { connect } from "node:net";
-import { waitFor } from "../../support/wait.ts";
 import type { Daemon } from "./procs.ts";
+
+/**
+ * Poll `probe` every `intervalMs` until it returns true; stop early when `daemon` exits.
+ * @throws {Error} naming `what` on timeout or exit.
+ */
+async function pollUntil(daemon: Daemon, probe: () => boolean | Promise<boolean>, what: string, timeoutMs: number, intervalMs = 50): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    if (daemon.hasExited()) throw new Error(`"${daemon.name}" exited before ${what}`);
+    if (await probe()) return;
+    if (performance.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
 
 /** GET `url` once; the status, or undefined on a connection error or after 1 s. */
 export async function httpStatus(url: string): Promise<number | undefined> {
@@ -34,13 +47,7 @@ export function tcpAccepts(port: number): Promise<boolean> {
  */
 export async function waitForHttp(url: string, daemon: Daemon, { status = 200, timeoutMs = 15_000 } = {}): Promise<void> {
   try {
-    await waitFor(
-      async () => {
-        if (daemon.hasExited()) throw new Error(`"${daemon.name}" exited`);
-        return (await httpStatus(url)) === status;
-      },
-      { timeoutMs, intervalMs: 50, what: `${url} to answer ${status}` },
-    );
+    await pollUntil(daemon, async () => (await httpStatus(url)) === status, `${url} to answer ${status}`, timeoutMs);
   } catch (err) {
     throw new Error(`"${daemon.name}" is not serving ${url}: ${(err as Error).message}\n${daemon.logTail()}`, { cause: err });
   }
@@ -49,13 +56,7 @@ export async function waitForHttp(url: string, daemon: Daemon, { status = 200, t
 /** Wait until `port` accepts TCP connections, failing early if `daemon` exits. */
 export async function waitForPort(port: number, daemon: Daemon, timeoutMs = 15_000): Promise<void> {
   try {
-    await waitFor(
-      async () => {
-        if (daemon.hasExited()) throw new Error(`"${daemon.name}" exited`);
-        return tcpAccepts(port);
-      },
-      { timeoutMs, intervalMs: 50, what: `port ${port} to accept connections` },
-    );
+    await pollUntil(daemon, () => tcpAccepts(port), `port ${port} to accept connections`, timeoutMs);
   } catch (err) {
     throw new Error(`"${daemon.name}" is not listening on ${port}: ${(err as Error).message}\n${daemon.logTail()}`, { cause: err });
   }
@@ -64,13 +65,7 @@ export async function waitForPort(port: number, daemon: Daemon, timeoutMs = 15_0
 /** Wait until `daemon`'s log matches `pattern` (for servers that must not be probed by connecting). */
 export async function waitForLog(daemon: Daemon, pattern: RegExp, timeoutMs = 15_000): Promise<void> {
   try {
-    await waitFor(
-      () => {
-        if (daemon.hasExited()) throw new Error(`"${daemon.name}" exited`);
-        return pattern.test(daemon.logTail(50));
-      },
-      { timeoutMs, intervalMs: 50, what: `"${daemon.name}" to log ${pattern}` },
-    );
+    await pollUntil(daemon, () => pattern.test(daemon.logTail(50)), `"${daemon.name}" to log ${pattern}`, timeoutMs);
   } catch (err) {
     throw new Error(`"${daemon.name}" did not start: ${(err as Error).message}\n${daemon.logTail()}`, { cause: err });
   }

@@ -26,6 +26,12 @@ export interface Sample {
   readonly cpu: CpuUsage | undefined;
   /** µs of proxy CPU per request, or ms per GB for iperf3; NaN for the direct path. */
   readonly cpuPerOp: number;
+  /** Proxy CPU (process + core softirq) as a percentage of the run's wall time; NaN for direct. */
+  readonly busyPct: number;
+  /** The load generator core's busy time as a percentage of wall time. */
+  readonly loadCorePct: number;
+  /** Busy time on the proxy's core not charged to the proxy, as a percentage of wall time (noise). */
+  readonly foreignPct: number;
 }
 
 /** One row of the table: the medians of a case's samples through one proxy. */
@@ -41,6 +47,7 @@ export interface Row {
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly cpuPerOp: number;
+  readonly busyPct: number;
   readonly errors: number;
   readonly vsNginx: number;
   readonly vsHaproxy: number;
@@ -78,6 +85,7 @@ export function aggregate(samples: readonly Sample[]): Row[] {
       p50Ms: median(g.map((s) => s.p50Ms)),
       p99Ms: median(g.map((s) => s.p99Ms)),
       cpuPerOp: median(g.map((s) => s.cpuPerOp)),
+      busyPct: median(g.map((s) => s.busyPct)),
       errors: g.reduce((a, s) => a + s.errors, 0),
     };
   });
@@ -115,7 +123,7 @@ function cpuText(r: Row): string {
 
 /** The table, one row per (case, proxy). */
 export function renderTable(rows: readonly Row[]): string {
-  const head = ["Case", "Proxy", "Throughput", "× nginx", "× haproxy", "× direct", "p50 ms", "p99 ms", "p99 × nginx", "CPU/op", "CPU × nginx", "CPU × haproxy", "Errors"];
+  const head = ["Case", "Proxy", "Throughput", "× nginx", "× haproxy", "× direct", "p50 ms", "p99 ms", "p99 × nginx", "CPU/op", "CPU × nginx", "CPU × haproxy", "Proxy CPU %", "Errors"];
   const lines = [`| ${head.join(" | ")} |`, `|${head.map((_, i) => (i < 2 ? "---" : "---:")).join("|")}|`];
   for (const r of rows) {
     const cells = [
@@ -131,6 +139,7 @@ export function renderTable(rows: readonly Row[]): string {
       cpuText(r),
       fx(r.cpuVsNginx),
       fx(r.cpuVsHaproxy),
+      Number.isFinite(r.busyPct) ? `${Math.round(r.busyPct)}%` : dash,
       String(r.errors),
     ];
     lines.push(`| ${cells.join(" | ")} |`);

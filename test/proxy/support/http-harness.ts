@@ -261,10 +261,16 @@ export class RawClient implements AsyncDisposable {
   data: Uint8Array = new Uint8Array(0);
   #offset = 0;
   closed = false;
+  /** Called when the socket can take more bytes after a short write. */
+  ondrain: (() => void) | undefined;
   readonly #closed = Promise.withResolvers<void>();
   #sock!: TcpSocket<null>;
 
-  static async connect(port: number, hostname = "127.0.0.1"): Promise<RawClient> {
+  /** The peer sent FIN. */
+  eof = false;
+
+  /** @param autoEnd close our side when the peer sends FIN (default); false keeps the socket half-open. */
+  static async connect(port: number, hostname = "127.0.0.1", autoEnd = true): Promise<RawClient> {
     const c = new RawClient();
     c.#sock = await rt.connectTcp<null>({
       hostname,
@@ -272,7 +278,11 @@ export class RawClient implements AsyncDisposable {
       data: null,
       handlers: {
         data: (_s, chunk) => void (c.data = concatBytes(c.data, chunk)),
-        end: (s) => s.end(),
+        drain: () => c.ondrain?.(),
+        end: (s) => {
+          c.eof = true;
+          if (autoEnd) s.end();
+        },
         close: () => {
           c.closed = true;
           c.#closed.resolve();

@@ -2,6 +2,7 @@
  * Streaming helpers for the HTTP forwarder's large-body tests: a seeded block generator, a pump that
  * honours backpressure (write what the socket takes, continue on drain), and RSS sampling.
  */
+import { readFileSync } from "node:fs";
 import type { TcpSocket } from "../../../src/runtime/types.ts";
 
 export const MiB = 1024 * 1024;
@@ -109,4 +110,51 @@ export class RssSampler {
     this.max = Math.max(this.max, process.memoryUsage().rss);
     return this.max;
   }
+}
+
+/** The HTTP forwarder in a child process (see http-proxy-child.ts), with its memory readable from /proc. */
+export interface ProxyChild extends AsyncDisposable {
+  readonly port: number;
+  readonly pid: number;
+  /** Resident set size now, bytes. */
+  rss(): number;
+  /** Peak resident set size so far (VmHWM), bytes. */
+  peakRss(): number;
+}
+
+function procStatusKiB(pid: number, field: string): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status);
+  if (!m) throw new Error(`No ${field} in /proc/${pid}/status`);
+  return Number(m[1]);
+}
+
+/** Start the forwarder in a child process in front of 127.0.0.1:`upstreamPort`. */
+export async function startProxyChild(upstreamPort: number): Promise<ProxyChild> {
+  const proc = Bun.spawn([process.execPath, `${import.meta.dir}/http-proxy-child.ts`, String(upstreamPort)], {
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  const reader = proc.stdout.getReader();
+  let line = "";
+  while (!line.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`Proxy child exited before listening (code ${await proc.exited})`);
+    line += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  const { port } = JSON.parse(line) as { port: number };
+  return {
+    port,
+    pid: proc.pid,
+    rss: () => procStatusKiB(proc.pid, "VmRSS") * 1024,
+    peakRss: () => procStatusKiB(proc.pid, "VmHWM") * 1024,
+    async [Symbol.asyncDispose]() {
+      await proc.stdin.end();
+      const timer = setTimeout(() => proc.kill(), 2000);
+      await proc.exited;
+      clearTimeout(timer);
+    },
+  };
 }

@@ -1,0 +1,96 @@
+/**
+ * The things under test, started on the proxy core in front of the same backends: kubegate (from a
+ * generated manifest directory), nginx (1 worker), haproxy (1 thread, http and tcp mode), and the
+ * direct path (no proxy).
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { freePort } from "../../support/ports.ts";
+import type { Backends } from "../backends/start.ts";
+import { haproxyConf } from "../configs/haproxy.ts";
+import { kubegateManifests } from "../configs/kubegate-manifests.ts";
+import { nginxProxyConf } from "../configs/nginx-proxy.ts";
+import type { EndpointKind } from "./cases.ts";
+import type { Daemon, ProcessGroup } from "./procs.ts";
+import { waitForHttp, waitForPort } from "./probe.ts";
+import type { TargetKind } from "./report.ts";
+
+/** A proxy under test (or the direct path): where its entrypoints are and whose CPU to count. */
+export interface Target {
+  readonly name: string;
+  readonly kind: TargetKind;
+  /** Root of the process tree whose CPU is counted (undefined for the direct path). */
+  readonly pid: number | undefined;
+  readonly ports: Readonly<Partial<Record<EndpointKind, number>>>;
+  readonly daemon: Daemon | undefined;
+}
+
+/** The repository root (for `src/main.ts`). */
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+
+/** The direct path: the load generator straight to the first backend. */
+export function directTarget(b: Backends): Target {
+  return { name: "direct", kind: "direct", pid: undefined, ports: { http: b.http[0]!, tcp: b.http[0]!, iperf: b.iperf }, daemon: undefined };
+}
+
+/** Start nginx as a reverse proxy (1 worker, upstream keepalive 64) on `core`. */
+export async function startNginxProxy(group: ProcessGroup, dir: string, core: number, b: Backends): Promise<Target> {
+  const ndir = join(dir, "nginx-proxy");
+  mkdirSync(ndir, { recursive: true });
+  const port = await freePort();
+  const conf = join(ndir, "nginx.conf");
+  writeFileSync(conf, nginxProxyConf({ port, backends: b.http, dir: ndir, runAsRoot: process.getuid?.() === 0 }));
+  const daemon = group.start("nginx-proxy", ["nginx", "-p", ndir, "-e", "stderr", "-c", conf], { core });
+  await waitForHttp(`http://127.0.0.1:${port}/`, daemon);
+  return { name: "nginx", kind: "nginx", pid: daemon.pid, ports: { http: port }, daemon };
+}
+
+/** Start haproxy (1 thread; an http, a tcp and an iperf3 tcp frontend) on `core`. */
+export async function startHaproxy(group: ProcessGroup, dir: string, core: number, b: Backends): Promise<Target> {
+  const hdir = join(dir, "haproxy");
+  mkdirSync(hdir, { recursive: true });
+  const [http, tcp, iperf] = [await freePort(), await freePort(), await freePort()];
+  const conf = join(hdir, "haproxy.cfg");
+  writeFileSync(conf, haproxyConf({ httpPort: http, tcpPort: tcp, iperfPort: iperf, backends: b.http, iperfBackend: b.iperf }));
+  const daemon = group.start("haproxy", ["haproxy", "-db", "-f", conf], { core });
+  await waitForHttp(`http://127.0.0.1:${http}/`, daemon);
+  await waitForHttp(`http://127.0.0.1:${tcp}/`, daemon);
+  await waitForPort(iperf, daemon);
+  return { name: "haproxy", kind: "haproxy", pid: daemon.pid, ports: { http, tcp, iperf }, daemon };
+}
+
+/**
+ * Start kubegate (`bun src/main.ts --manifests DIR ...` plus `extraArgs`) on `core`, and wait for
+ * /readyz and for its HTTP and TCP entrypoints to answer through to the backends.
+ */
+export async function startKubegate(group: ProcessGroup, dir: string, core: number, b: Backends, name: string, extraArgs: readonly string[]): Promise<Target> {
+  const kdir = join(dir, name);
+  const mdir = join(kdir, "manifests");
+  mkdirSync(mdir, { recursive: true });
+  const [http, tcp, iperf, healthz, metrics] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const nodeName = "bench-node";
+  writeFileSync(
+    join(mdir, "bench.yaml"),
+    kubegateManifests({ nodeName, httpNodePort: http, tcpNodePort: tcp, iperfNodePort: iperf, backends: b.http, iperfBackend: b.iperf }),
+  );
+  const bun = process.versions.bun ? process.execPath : "bun";
+  const cmd = [
+    bun,
+    join(repoRoot, "src", "main.ts"),
+    "--manifests", mdir,
+    "--hostname-override", nodeName,
+    "--nodeport-addresses", "127.0.0.0/8",
+    "--host-addresses", "127.0.0.1",
+    "--healthz-bind-address", `127.0.0.1:${healthz}`,
+    "--metrics-bind-address", `127.0.0.1:${metrics}`,
+    "--log-level", "warn",
+    ...extraArgs,
+  ];
+  const daemon = group.start(name, cmd, { core, cwd: repoRoot });
+  await waitForHttp(`http://127.0.0.1:${healthz}/readyz`, daemon, { timeoutMs: 30_000 });
+  await waitForHttp(`http://127.0.0.1:${http}/`, daemon);
+  await waitForHttp(`http://127.0.0.1:${tcp}/`, daemon);
+  await waitForPort(iperf, daemon);
+  return { name, kind: "kubegate", pid: daemon.pid, ports: { http, tcp, iperf }, daemon };
+}

@@ -1,0 +1,347 @@
+/**
+ * Data-plane benchmark (not a test): kubegate beside nginx (1 worker), haproxy (1 thread; http and
+ * tcp mode) and the direct path, in front of the same backends, in one run on one machine.
+ *
+ *   bun test/bench/run.ts [--quick] [--cases a,b] [--duration 10s] [--repeat 3] [--kubegate-args "..."]
+ *
+ * The proxy under test runs on core 1; the load generator, the backends and this script on core 0.
+ * Loads run interleaved across proxies (A B C D, A B C D, ...) and the table reports medians. CPU
+ * per request is the proxy's process-tree busy time plus its core's softirq time (loopback network
+ * work), divided by the requests it served. See BENCHMARKS.md for the method and its limits.
+ */
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Backends, startBackends } from "./backends/start.ts";
+import { parseBenchArgs, type BenchOptions } from "./lib/args.ts";
+import { type CaseDef, type CaseName, caseDef } from "./lib/cases.ts";
+import { type CpuUsage, cpuUsage, irqTimeAccounting, sampleCpu } from "./lib/cpu.ts";
+import { h2loadArgs, h2loadFailed, parseH2loadLog } from "./lib/h2load.ts";
+import { iperfClientArgs, parseIperfJson } from "./lib/iperf.ts";
+import { ProcessGroup } from "./lib/procs.ts";
+import { aggregate, checkTargets, renderTable, renderTargets, type Sample } from "./lib/report.ts";
+import { median } from "./lib/stats.ts";
+import { directTarget, startHaproxy, startKubegate, startNginxProxy, type Target } from "./lib/targets.ts";
+import { ensureTools, machineInfo, toolVersions } from "./lib/tools.ts";
+import { parseWrkOutput, wrkArgs } from "./lib/wrk.ts";
+
+const parsed = parseBenchArgs(process.argv.slice(2));
+if (parsed.kind === "help") {
+  console.log(parsed.text);
+  process.exit(0);
+}
+if (parsed.kind === "error") {
+  console.error(parsed.message);
+  process.exit(2);
+}
+const opts: BenchOptions = parsed.options;
+const log = (line: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`);
+
+const nproc = cpus().length;
+const loadCore = 0;
+const proxyCore = nproc >= 2 ? 1 : 0;
+if (proxyCore === loadCore) log("Only one core: proxy and load generator share it, so the figures mean little");
+
+try {
+  ensureTools(undefined, log);
+} catch (err) {
+  console.error((err as Error).message);
+  process.exit(1);
+}
+
+const tmp = mkdtempSync(join(tmpdir(), "kubegate-bench-"));
+const group = new ProcessGroup(tmp);
+let cleaned = false;
+/** Kill every child by PID and remove the temp dir (sync: also runs from the exit handler). */
+function cleanupSync(): void {
+  if (cleaned) return;
+  cleaned = true;
+  group.killAllSync();
+  rmSync(tmp, { recursive: true, force: true });
+}
+process.on("exit", cleanupSync);
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(sig, () => {
+    log(`${sig}: stopping`);
+    cleanupSync();
+    process.exit(130);
+  });
+}
+
+// This script and everything it starts run on the load core unless pinned elsewhere.
+spawnSync("taskset", ["-a", "-p", "-c", String(loadCore), String(process.pid)], { stdio: "ignore" });
+
+const selected: CaseDef[] = opts.cases.map(caseDef);
+const targetCount = 4 + opts.variants.length;
+const perRunS = (c: CaseDef) => (c.load === "iperf3" ? opts.iperfS + 1 : c.load === "h2load" ? opts.durationS + opts.warmupS : opts.durationS);
+const budgetS = 180 + selected.reduce((a, c) => a + targetCount * (opts.warmupS + opts.repeat * (perRunS(c) + 15)), 0);
+const watchdog = setTimeout(() => {
+  log(`Benchmark exceeded its time budget of ${Math.round(budgetS)} s: stopping`);
+  cleanupSync();
+  process.exit(1);
+}, budgetS * 1000);
+watchdog.unref();
+
+/** A run that failed, reported beside the table. */
+interface Failure {
+  readonly case: CaseName | "setup";
+  readonly target: string;
+  readonly message: string;
+}
+const failures: Failure[] = [];
+const samples: Sample[] = [];
+const startedAt = new Date();
+const loadBefore = machineInfo().loadavg;
+
+/** Load-core busy and proxy-core noise, as percentages of wall time. */
+function shares(cpu: CpuUsage, wallS: number): { loadCorePct: number; foreignPct: number } {
+  return { loadCorePct: (cpu.loadCoreBusyS / wallS) * 100, foreignPct: (cpu.foreignS / wallS) * 100 };
+}
+
+function alive(t: Target): boolean {
+  return t.daemon === undefined || !t.daemon.hasExited();
+}
+
+function url(t: Target, c: CaseDef): string {
+  return `http://127.0.0.1:${t.ports[c.endpoint]}${c.path}`;
+}
+
+async function wrkOnce(t: Target, c: CaseDef, durationS: number) {
+  const load = { url: url(t, c), connections: opts.connections, threads: 1, durationS, headers: c.headers };
+  const before = sampleCpu(t.pid, proxyCore, loadCore);
+  const r = await group.runOk(`wrk-${t.name}`, wrkArgs(load), { core: loadCore, timeoutMs: (durationS + 30) * 1000 });
+  const after = sampleCpu(t.pid, proxyCore, loadCore);
+  return { wrk: parseWrkOutput(r.stdout), cpu: cpuUsage(before, after), wallS: r.elapsedMs / 1000 };
+}
+
+async function measureWrk(t: Target, c: CaseDef, repeat: number): Promise<Sample> {
+  const { wrk, cpu, wallS } = await wrkOnce(t, c, opts.durationS);
+  const proxied = t.pid !== undefined;
+  return {
+    case: c.name,
+    target: t.name,
+    kind: t.kind,
+    repeat,
+    throughput: wrk.rps,
+    p50Ms: wrk.p50Ms,
+    p99Ms: wrk.p99Ms,
+    ops: wrk.requests,
+    errors: wrk.errors,
+    cpu: proxied ? cpu : undefined,
+    cpuPerOp: proxied && wrk.requests > 0 ? (cpu.totalS * 1e6) / wrk.requests : Number.NaN,
+    busyPct: proxied ? (cpu.totalS / wallS) * 100 : Number.NaN,
+    ...shares(cpu, wallS),
+  };
+}
+
+async function measureRate(t: Target, c: CaseDef, repeat: number, rate: number): Promise<Sample> {
+  const logFile = join(tmp, `h2load-${t.name}-${repeat}.log`);
+  const total = opts.warmupS + opts.durationS;
+  const load = { url: url(t, c), rate, clients: opts.rateClients, durationS: Math.ceil(total), logFile };
+  const before = sampleCpu(t.pid, proxyCore, loadCore);
+  const r = await group.runOk(`h2load-${t.name}`, h2loadArgs(load), { core: loadCore, timeoutMs: (total + 30) * 1000 });
+  const after = sampleCpu(t.pid, proxyCore, loadCore);
+  const res = parseH2loadLog(readFileSync(logFile, "utf8"), opts.warmupS, load.durationS - opts.warmupS, h2loadFailed(r.stdout));
+  rmSync(logFile, { force: true });
+  const cpu = cpuUsage(before, after);
+  const proxied = t.pid !== undefined;
+  return {
+    case: c.name,
+    target: t.name,
+    kind: t.kind,
+    repeat,
+    throughput: res.achievedRps,
+    p50Ms: res.p50Ms,
+    p99Ms: res.p99Ms,
+    ops: res.requests,
+    errors: res.errors,
+    cpu: proxied ? cpu : undefined,
+    cpuPerOp: proxied && res.totalRequests > 0 ? (cpu.totalS * 1e6) / res.totalRequests : Number.NaN,
+    busyPct: proxied ? (cpu.totalS / (r.elapsedMs / 1000)) * 100 : Number.NaN,
+    ...shares(cpu, r.elapsedMs / 1000),
+  };
+}
+
+async function measureIperf(t: Target, c: CaseDef, repeat: number): Promise<Sample> {
+  const port = t.ports[c.endpoint]!;
+  // The iperf3 server takes one test at a time and needs a moment to reset after one: retry "busy".
+  for (let attempt = 1; ; attempt++) {
+    const before = sampleCpu(t.pid, proxyCore, loadCore);
+    const r = await group.run(`iperf3-${t.name}`, [...iperfClientArgs("127.0.0.1", port, opts.iperfS), "-O", "1"], {
+      core: loadCore,
+      timeoutMs: (opts.iperfS + 30) * 1000,
+    });
+    const after = sampleCpu(t.pid, proxyCore, loadCore);
+    let res;
+    try {
+      res = parseIperfJson(r.stdout);
+    } catch (err) {
+      if (attempt < 5 && /busy|unable to|control/i.test((err as Error).message)) {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        continue;
+      }
+      throw err;
+    }
+    const cpu = cpuUsage(before, after);
+    const proxied = t.pid !== undefined;
+    return {
+      case: c.name,
+      target: t.name,
+      kind: t.kind,
+      repeat,
+      throughput: res.gbitPerS,
+      p50Ms: Number.NaN,
+      p99Ms: Number.NaN,
+      ops: res.bytes,
+      errors: 0,
+      cpu: proxied ? cpu : undefined,
+      // CPU counted over the whole run (the omitted first second too), per GB received after it.
+      cpuPerOp: proxied && res.bytes > 0 ? (cpu.totalS * 1000) / (res.bytes / 1e9) : Number.NaN,
+      busyPct: proxied ? (cpu.totalS / (r.elapsedMs / 1000)) * 100 : Number.NaN,
+      ...shares(cpu, r.elapsedMs / 1000),
+    };
+  }
+}
+
+/** nginx's keep-alive peak (median req/s) from this run, measuring it if that case was not run. */
+async function nginxPeak(nginx: Target): Promise<number> {
+  const keep = samples.filter((s) => s.case === "http-keepalive" && s.kind === "nginx").map((s) => s.throughput);
+  if (keep.length) return median(keep);
+  log("Measuring nginx's keep-alive peak for the fixed-rate case");
+  const c = caseDef("http-keepalive");
+  await wrkOnce(nginx, c, opts.warmupS);
+  return (await wrkOnce(nginx, c, opts.durationS)).wrk.rps;
+}
+
+async function runCase(c: CaseDef, targets: readonly Target[]): Promise<void> {
+  const here = targets.filter((t) => t.ports[c.endpoint] !== undefined);
+  let rate = 0;
+  if (c.load === "h2load") {
+    const nginx = targets.find((t) => t.kind === "nginx");
+    if (!nginx || !alive(nginx)) {
+      failures.push({ case: c.name, target: "nginx", message: "No nginx to set the rate: case skipped" });
+      return;
+    }
+    rate = Math.round((await nginxPeak(nginx)) / 2);
+    log(`${c.name}: ${rate} req/s over ${opts.rateClients} connections (half of nginx's keep-alive peak)`);
+  }
+  if (c.load === "wrk") {
+    for (const t of here) {
+      if (!alive(t)) continue;
+      try {
+        await wrkOnce(t, c, opts.warmupS);
+      } catch (err) {
+        failures.push({ case: c.name, target: t.name, message: `Warm-up failed: ${(err as Error).message}` });
+      }
+    }
+  }
+  for (let repeat = 1; repeat <= opts.repeat; repeat++) {
+    for (const t of here) {
+      if (!alive(t)) {
+        failures.push({ case: c.name, target: t.name, message: `Process exited: ${t.daemon?.logTail(5) ?? ""}` });
+        continue;
+      }
+      try {
+        const s = c.load === "wrk" ? await measureWrk(t, c, repeat) : c.load === "h2load" ? await measureRate(t, c, repeat, rate) : await measureIperf(t, c, repeat);
+        samples.push(s);
+        const tp = c.load === "iperf3" ? `${s.throughput.toFixed(2)} Gbit/s` : `${Math.round(s.throughput)} req/s, p99 ${s.p99Ms.toFixed(2)} ms`;
+        log(`${c.name} #${repeat} ${t.name}: ${tp}, proxy CPU ${Number.isFinite(s.busyPct) ? Math.round(s.busyPct) : "-"}%, load core ${Math.round(s.loadCorePct)}%, other on proxy core ${Math.round(s.foreignPct)}%, errors ${s.errors}`);
+      } catch (err) {
+        failures.push({ case: c.name, target: t.name, message: (err as Error).message });
+        log(`${c.name} #${repeat} ${t.name} failed: ${(err as Error).message}`);
+      }
+    }
+  }
+}
+
+async function startTargets(b: Backends): Promise<Target[]> {
+  const targets: Target[] = [];
+  const kubegates: { name: string; args: readonly string[] }[] = opts.noKubegate ? [] : [{ name: "kubegate", args: opts.kubegateArgs }, ...opts.variants];
+  for (const k of kubegates) {
+    try {
+      targets.push(await startKubegate(group, tmp, proxyCore, b, k.name, k.args));
+      log(`${k.name} is serving`);
+    } catch (err) {
+      failures.push({ case: "setup", target: k.name, message: (err as Error).message });
+      log(`${k.name} did not start; continuing without it: ${(err as Error).message}`);
+    }
+  }
+  targets.push(await startNginxProxy(group, tmp, proxyCore, b));
+  targets.push(await startHaproxy(group, tmp, proxyCore, b));
+  targets.push(directTarget(b));
+  return targets;
+}
+
+function noiseText(): string {
+  const foreign = samples.filter((s) => s.cpu !== undefined).map((s) => s.foreignPct);
+  const load = samples.map((s) => s.loadCorePct);
+  if (!foreign.length) return "";
+  return `Noise: CPU on the proxy core not charged to the proxy (other processes on this shared machine) was ${Math.round(median(foreign))}% of wall time (median; max ${Math.round(Math.max(...foreign))}%). The load core was ${Math.round(median(load))}% busy (median).`;
+}
+
+function methodText(versions: Record<string, string>): string {
+  const m = machineInfo();
+  return [
+    `Machine: ${m.nproc} cores (${m.cpuModel}), ${m.memGiB} GiB, ${m.os}, kernel ${m.kernel}; load average ${loadBefore.join(" ")} at start, ${m.loadavg.join(" ")} at end.`,
+    `Versions: bun ${versions.bun}, ${versions.nginx}, haproxy ${versions.haproxy}, ${versions.wrk}, h2load ${versions.h2load}, ${versions.iperf3}.`,
+    `Pinning (taskset): proxy under test on core ${proxyCore}; wrk/h2load/iperf3, the backends (2 nginx, 1 worker each; an iperf3 server) and the harness on core ${loadCore}.`,
+    `Load: wrk -t1 -c${opts.connections}, ${opts.durationS} s per run after ${opts.warmupS} s of warm-up per proxy and case; ${opts.repeat} run(s) per proxy, interleaved; medians shown.` +
+      ` Fixed rate: h2load --h1 -c${opts.rateClients} --rps, ${opts.durationS} s measured after ${opts.warmupS} s. iperf3: 1 stream, ${opts.iperfS} s (first second omitted).`,
+    (irqTimeAccounting()
+      ? `CPU/op: proxy process tree utime+stime plus core ${proxyCore} softirq time (loopback work), per request (µs) or per GB (ms).`
+      : `CPU/op: proxy process tree utime+stime, per request (µs) or per GB (ms); this kernel has no CONFIG_IRQ_TIME_ACCOUNTING, so that stime already holds the softirq (loopback) work run in the proxy's context, and core ${proxyCore}'s softirq column is not added again.`) +
+      " Proxy CPU %: the same time over wall time (100% = the proxy's core is saturated).",
+    opts.kubegateArgs.length || opts.variants.length
+      ? `kubegate flags: ${opts.kubegateArgs.join(" ") || "(none)"}${opts.variants.map((v) => `; ${v.name}: ${v.args.join(" ")}`).join("")}.`
+      : "kubegate flags: defaults (tracing does not exist yet; pass tracing flags with --kubegate-args or --kubegate-variant once it does).",
+    noiseText(),
+  ]
+    .filter(Boolean)
+    .map((line) => `- ${line}`)
+    .join("\n");
+}
+
+async function main(): Promise<number> {
+  log(`Temp dir ${tmp}; proxy core ${proxyCore}, load core ${loadCore}`);
+  const versions = toolVersions();
+  const backends = await startBackends(group, tmp, loadCore);
+  log(`Backends on ${backends.http.join(", ")} (HTTP) and ${backends.iperf} (iperf3)`);
+  const targets = await startTargets(backends);
+  log(`Targets: ${targets.map((t) => t.name).join(", ")}`);
+  for (const c of selected) {
+    log(`Case ${c.name}: ${c.title}`);
+    await runCase(c, targets);
+  }
+
+  const rows = aggregate(samples);
+  const kubegateNames = targets.filter((t) => t.kind === "kubegate").map((t) => t.name);
+  const sections = [
+    `## Data-plane benchmark (${startedAt.toISOString()}${opts.quick ? ", --quick" : ""})`,
+    methodText(versions),
+    renderTable(rows),
+    ...(kubegateNames.length ? kubegateNames : ["kubegate"]).map((k) => `Targets for ${k}:\n\n${renderTargets(checkTargets(rows, k))}`),
+  ];
+  if (failures.length) sections.push(`Failures:\n${failures.map((f) => `- ${f.case} / ${f.target}: ${f.message.split("\n")[0]}`).join("\n")}`);
+  const md = sections.join("\n\n");
+  console.log(md);
+
+  const jsonPath = opts.jsonPath ?? join(tmpdir(), `kubegate-bench-${startedAt.toISOString().replace(/[:.]/g, "-")}.json`);
+  const raw = { startedAt, options: opts, cores: { proxy: proxyCore, load: loadCore }, irqTimeAccounting: irqTimeAccounting(), machine: machineInfo(), loadBefore, versions, samples, rows, failures };
+  writeFileSync(jsonPath, JSON.stringify(raw, null, 2));
+  if (opts.mdPath) writeFileSync(opts.mdPath, `${md}\n`);
+  log(`Raw numbers: ${jsonPath}`);
+  return failures.some((f) => f.case !== "setup") || rows.length === 0 ? 1 : 0;
+}
+
+let code = 1;
+try {
+  code = await main();
+} catch (err) {
+  console.error(`Benchmark failed: ${(err as Error).message}`);
+} finally {
+  clearTimeout(watchdog);
+  await group.stopAll();
+  cleanupSync();
+}
+process.exit(code);
