@@ -10,5 +10,5 @@ tsc --noEmit -p . || status=1
 echo "== bun test"
 bun test "$@" || status=1
 echo "== deno test"
-deno test -A --no-check --unstable-net test/deno/ || status=1
+NO_COLOR=1 deno test -A --no-check --unstable-net test/deno/ || status=1
 exit $status

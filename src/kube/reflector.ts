@@ -83,6 +83,8 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
   #watches = 0;
   #lastError: string | undefined;
   #lastErrorAt: string | undefined;
+  /** Whether the last watch delivered any event (then a following 410 is not "in a row"). */
+  #watchDelivered = false;
 
   constructor(options: ReflectorOptions<K>) {
     this.#o = options;
@@ -152,6 +154,7 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
         expiredInARow = 0;
       } catch (err) {
         if (signal.aborted) break;
+        if (this.#watchDelivered) expiredInARow = 0;
         if (err instanceof KubeApiError && err.expired) {
           // Routine: the resourceVersion fell out of the server's window. Relist now; back off only if it repeats.
           needList = true;
@@ -248,6 +251,7 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
     };
     const startedAt = this.#now();
     let received = 0;
+    this.#watchDelivered = false;
     this.#watches++;
     arm();
     try {
@@ -270,6 +274,7 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
       if (abort.signal.reason instanceof WatchStalledError) throw abort.signal.reason;
       throw err;
     } finally {
+      this.#watchDelivered = received > 0;
       clearTimeout(timer);
       this.#stop.signal.removeEventListener("abort", onStop);
     }

@@ -51,7 +51,9 @@ try {
 }
 
 const tmp = mkdtempSync(join(tmpdir(), "kubegate-bench-"));
-const group = new ProcessGroup(tmp);
+// At nice -10 (as root) the benchmark's processes win most of the CPU from other work on a shared machine.
+const nice = process.getuid?.() === 0 ? -10 : undefined;
+const group = new ProcessGroup(tmp, nice === undefined ? {} : { nice });
 let cleaned = false;
 /** Kill every child by PID and remove the temp dir (sync: also runs from the exit handler). */
 function cleanupSync(): void {
@@ -75,7 +77,7 @@ spawnSync("taskset", ["-a", "-p", "-c", String(loadCore), String(process.pid)], 
 const selected: CaseDef[] = opts.cases.map(caseDef);
 const targetCount = 4 + opts.variants.length;
 const perRunS = (c: CaseDef) => (c.load === "iperf3" ? opts.iperfS + 1 : c.load === "h2load" ? opts.durationS + opts.warmupS : opts.durationS);
-const budgetS = 180 + selected.reduce((a, c) => a + targetCount * (opts.warmupS + opts.repeat * (perRunS(c) + 15)), 0);
+const budgetS = 180 + selected.reduce((a, c) => a + targetCount * (opts.warmupS + 5 + opts.repeat * (1 + opts.noiseRetries) * (perRunS(c) + 15)), 0);
 const watchdog = setTimeout(() => {
   log(`Benchmark exceeded its time budget of ${Math.round(budgetS)} s: stopping`);
   cleanupSync();
@@ -94,10 +96,13 @@ const samples: Sample[] = [];
 const startedAt = new Date();
 const loadBefore = machineInfo().loadavg;
 
-/** Load-core busy and proxy-core noise, as percentages of wall time. */
-function shares(cpu: CpuUsage, wallS: number): { loadCorePct: number; foreignPct: number } {
-  return { loadCorePct: (cpu.loadCoreBusyS / wallS) * 100, foreignPct: (cpu.foreignS / wallS) * 100 };
+/** Load-core busy and other processes' CPU on both cores, as percentages of wall time. */
+function shares(cpu: CpuUsage, wallS: number): { loadCorePct: number; noisePct: number; attempts: number } {
+  return { loadCorePct: (cpu.loadCoreBusyS / wallS) * 100, noisePct: ((cpu.foreignS + cpu.foreignLoadS) / wallS) * 100, attempts: 1 };
 }
+
+/** Pids whose CPU is ours on the load core (the backends). */
+let loadPids: number[] = [];
 
 function alive(t: Target): boolean {
   return t.daemon === undefined || !t.daemon.hasExited();
@@ -109,9 +114,9 @@ function url(t: Target, c: CaseDef): string {
 
 async function wrkOnce(t: Target, c: CaseDef, durationS: number) {
   const load = { url: url(t, c), connections: opts.connections, threads: 1, durationS, headers: c.headers };
-  const before = sampleCpu(t.pid, proxyCore, loadCore);
+  const before = sampleCpu(t.pid, proxyCore, loadCore, loadPids);
   const r = await group.runOk(`wrk-${t.name}`, wrkArgs(load), { core: loadCore, timeoutMs: (durationS + 30) * 1000 });
-  const after = sampleCpu(t.pid, proxyCore, loadCore);
+  const after = sampleCpu(t.pid, proxyCore, loadCore, loadPids);
   return { wrk: parseWrkOutput(r.stdout), cpu: cpuUsage(before, after), wallS: r.elapsedMs / 1000 };
 }
 
@@ -139,9 +144,9 @@ async function measureRate(t: Target, c: CaseDef, repeat: number, rate: number):
   const logFile = join(tmp, `h2load-${t.name}-${repeat}.log`);
   const total = opts.warmupS + opts.durationS;
   const load = { url: url(t, c), rate, clients: opts.rateClients, durationS: Math.ceil(total), logFile };
-  const before = sampleCpu(t.pid, proxyCore, loadCore);
+  const before = sampleCpu(t.pid, proxyCore, loadCore, loadPids);
   const r = await group.runOk(`h2load-${t.name}`, h2loadArgs(load), { core: loadCore, timeoutMs: (total + 30) * 1000 });
-  const after = sampleCpu(t.pid, proxyCore, loadCore);
+  const after = sampleCpu(t.pid, proxyCore, loadCore, loadPids);
   const res = parseH2loadLog(readFileSync(logFile, "utf8"), opts.warmupS, load.durationS - opts.warmupS, h2loadFailed(r.stdout));
   rmSync(logFile, { force: true });
   const cpu = cpuUsage(before, after);
@@ -167,12 +172,12 @@ async function measureIperf(t: Target, c: CaseDef, repeat: number): Promise<Samp
   const port = t.ports[c.endpoint]!;
   // The iperf3 server takes one test at a time and needs a moment to reset after one: retry "busy".
   for (let attempt = 1; ; attempt++) {
-    const before = sampleCpu(t.pid, proxyCore, loadCore);
+    const before = sampleCpu(t.pid, proxyCore, loadCore, loadPids);
     const r = await group.run(`iperf3-${t.name}`, [...iperfClientArgs("127.0.0.1", port, opts.iperfS), "-O", "1"], {
       core: loadCore,
       timeoutMs: (opts.iperfS + 30) * 1000,
     });
-    const after = sampleCpu(t.pid, proxyCore, loadCore);
+    const after = sampleCpu(t.pid, proxyCore, loadCore, loadPids);
     let res;
     try {
       res = parseIperfJson(r.stdout);
@@ -202,6 +207,21 @@ async function measureIperf(t: Target, c: CaseDef, repeat: number): Promise<Samp
       ...shares(cpu, r.elapsedMs / 1000),
     };
   }
+}
+
+/**
+ * Run `measure` until other processes took at most `opts.maxNoisePct` of a core during the run
+ * (at most `1 + opts.noiseRetries` runs); keep the quietest run.
+ */
+async function measureQuietly(measure: () => Promise<Sample>): Promise<Sample> {
+  let best: Sample | undefined;
+  for (let attempt = 1; attempt <= 1 + opts.noiseRetries; attempt++) {
+    const s = { ...(await measure()), attempts: attempt };
+    if (best === undefined || s.noisePct < best.noisePct) best = s;
+    if (s.noisePct <= opts.maxNoisePct) break;
+    if (attempt <= opts.noiseRetries) log(`Other processes took ${Math.round(s.noisePct)}% of a core during ${s.case} / ${s.target}: running it again`);
+  }
+  return best!;
 }
 
 /** nginx's keep-alive peak (median req/s) from this run, measuring it if that case was not run. */
@@ -243,10 +263,12 @@ async function runCase(c: CaseDef, targets: readonly Target[]): Promise<void> {
         continue;
       }
       try {
-        const s = c.load === "wrk" ? await measureWrk(t, c, repeat) : c.load === "h2load" ? await measureRate(t, c, repeat, rate) : await measureIperf(t, c, repeat);
+        const s = await measureQuietly(() =>
+          c.load === "wrk" ? measureWrk(t, c, repeat) : c.load === "h2load" ? measureRate(t, c, repeat, rate) : measureIperf(t, c, repeat),
+        );
         samples.push(s);
         const tp = c.load === "iperf3" ? `${s.throughput.toFixed(2)} Gbit/s` : `${Math.round(s.throughput)} req/s, p99 ${s.p99Ms.toFixed(2)} ms`;
-        log(`${c.name} #${repeat} ${t.name}: ${tp}, proxy CPU ${Number.isFinite(s.busyPct) ? Math.round(s.busyPct) : "-"}%, load core ${Math.round(s.loadCorePct)}%, other on proxy core ${Math.round(s.foreignPct)}%, errors ${s.errors}`);
+        log(`${c.name} #${repeat} ${t.name}: ${tp}, proxy CPU ${Number.isFinite(s.busyPct) ? Math.round(s.busyPct) : "-"}%, load core ${Math.round(s.loadCorePct)}%, other processes ${Math.round(s.noisePct)}%${s.attempts > 1 ? ` (attempt ${s.attempts})` : ""}, errors ${s.errors}`);
       } catch (err) {
         failures.push({ case: c.name, target: t.name, message: (err as Error).message });
         log(`${c.name} #${repeat} ${t.name} failed: ${(err as Error).message}`);
@@ -274,10 +296,15 @@ async function startTargets(b: Backends): Promise<Target[]> {
 }
 
 function noiseText(): string {
-  const foreign = samples.filter((s) => s.cpu !== undefined).map((s) => s.foreignPct);
+  if (!samples.length) return "";
+  const noise = samples.map((s) => s.noisePct);
   const load = samples.map((s) => s.loadCorePct);
-  if (!foreign.length) return "";
-  return `Noise: CPU on the proxy core not charged to the proxy (other processes on this shared machine) was ${Math.round(median(foreign))}% of wall time (median; max ${Math.round(Math.max(...foreign))}%). The load core was ${Math.round(median(load))}% busy (median).`;
+  const reruns = samples.reduce((a, s) => a + s.attempts - 1, 0);
+  const noisy = samples.filter((s) => s.noisePct > opts.maxNoisePct).length;
+  return (
+    `Noise: other processes on this machine took ${Math.round(median(noise))}% of a core during a run (median; max ${Math.round(Math.max(...noise))}%);` +
+    ` runs above ${opts.maxNoisePct}% were repeated up to ${opts.noiseRetries} times (${reruns} re-runs; ${noisy} kept above the limit). The load core was ${Math.round(median(load))}% busy (median).`
+  );
 }
 
 function methodText(versions: Record<string, string>): string {
@@ -285,7 +312,8 @@ function methodText(versions: Record<string, string>): string {
   return [
     `Machine: ${m.nproc} cores (${m.cpuModel}), ${m.memGiB} GiB, ${m.os}, kernel ${m.kernel}; load average ${loadBefore.join(" ")} at start, ${m.loadavg.join(" ")} at end.`,
     `Versions: bun ${versions.bun}, ${versions.nginx}, haproxy ${versions.haproxy}, ${versions.wrk}, h2load ${versions.h2load}, ${versions.iperf3}.`,
-    `Pinning (taskset): proxy under test on core ${proxyCore}; wrk/h2load/iperf3, the backends (2 nginx, 1 worker each; an iperf3 server) and the harness on core ${loadCore}.`,
+    `Pinning (taskset): proxy under test on core ${proxyCore}; wrk/h2load/iperf3, the backends (2 nginx, 1 worker each; an iperf3 server) and the harness on core ${loadCore}.` +
+      (nice === undefined ? "" : ` All benchmark processes run at nice ${nice}.`),
     `Load: wrk -t1 -c${opts.connections}, ${opts.durationS} s per run after ${opts.warmupS} s of warm-up per proxy and case; ${opts.repeat} run(s) per proxy, interleaved; medians shown.` +
       ` Fixed rate: h2load --h1 -c${opts.rateClients} --rps, ${opts.durationS} s measured after ${opts.warmupS} s. iperf3: 1 stream, ${opts.iperfS} s (first second omitted).`,
     (irqTimeAccounting()
@@ -306,6 +334,7 @@ async function main(): Promise<number> {
   log(`Temp dir ${tmp}; proxy core ${proxyCore}, load core ${loadCore}`);
   const versions = toolVersions();
   const backends = await startBackends(group, tmp, loadCore);
+  loadPids = backends.daemons.map((d) => d.pid);
   log(`Backends on ${backends.http.join(", ")} (HTTP) and ${backends.iperf} (iperf3)`);
   const targets = await startTargets(backends);
   log(`Targets: ${targets.map((t) => t.name).join(", ")}`);

@@ -99,10 +99,13 @@ async function startServerProcess() {
     if (!res.ok) throw new Error(`Control "${name}" failed: ${JSON.stringify(json)}`);
     return json;
   };
+  const killOnExit = () => child.kill("SIGTERM");
+  process.once("exit", killOnExit);
   return {
     ...info,
     control,
     [Symbol.asyncDispose]: async () => {
+      process.off("exit", killOnExit);
       const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGTERM");
       await exited;
@@ -177,9 +180,19 @@ export async function runWatchBench(options: BenchOptions): Promise<BenchResult>
       resource: "endpointslices",
       namespace: `ns-${i % 50}`,
       name: `svc-${i}-abcde`,
-      patch: { endpoints: sliceOf(i, options.endpointsPerSlice, c + 1).endpoints },
+      // The annotation makes every patch a real change (a no-op patch sends no event).
+      patch: {
+        metadata: { annotations: { "kubegate.bench/change": String(c) } },
+        endpoints: sliceOf(i, options.endpointsPerSlice, c + 1).endpoints,
+      },
     });
-    latencies.push((await arrived) - t0);
+    const at = await Promise.race([
+      arrived,
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error(`Change ${c} of EndpointSlice "${key}" did not arrive within 10 s`)), 10_000).unref?.(),
+      ),
+    ]);
+    latencies.push(at - t0);
   }
   latencies.sort((a, b) => a - b);
   return {

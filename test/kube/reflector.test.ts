@@ -195,12 +195,12 @@ describe("Reflector", () => {
     await using server = await startApiServer({ bookmarkIntervalMs: 100 });
     using client = await clientFor(server);
     const sink = new RecordingSink();
-    await using r = reflect(client, "Node", sink, { inactivityTimeoutMs: 400 });
+    await using r = reflect(client, "Node", sink, { inactivityTimeoutMs: 600 });
     await waitFor(() => sink.syncs.includes("Node"));
     const rvAfterList = r.status().resourceVersion;
     server.create(service("unrelated")); // moves the global resourceVersion; only a bookmark tells the Node watch
     await waitFor(() => r.status().resourceVersion !== rvAfterList, { what: "a bookmark" });
-    await Bun.sleep(900); // > 2 watchdog periods of nothing but bookmarks: asserting that nothing happens
+    await Bun.sleep(1300); // > 2 watchdog periods of nothing but bookmarks: asserting that nothing happens
     expect(r.status()).toMatchObject({ watches: 1, lists: 1, lastError: undefined });
   });
 

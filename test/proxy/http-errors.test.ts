@@ -112,6 +112,17 @@ describe("upstream failures", () => {
     }
   });
 
+  test("503 closes HTTP/1.0 and body-carrying requests' connections", async () => {
+    await using px = startProxy([]);
+    for (const request of ["GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"]) {
+      await using c = await RawClient.connect(px.port);
+      c.send(request);
+      const r = await c.readResponse();
+      expect({ status: r.status, conn: header(r, "connection") }).toEqual({ status: 503, conn: "close" });
+      await c.whenClosed;
+    }
+  });
+
   test("502 when every connect attempt is refused, after trying distinct endpoints", async () => {
     // Ports that were bound and released: connecting to them is refused.
     const ports = [0, 0, 0].map(() => {

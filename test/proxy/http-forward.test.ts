@@ -71,6 +71,22 @@ describe("heads as forwarded", () => {
     );
   });
 
+  test("a head and a pipelined request arriving in many small pieces are reassembled exactly", async () => {
+    await using up = new RawUpstream();
+    await using px = startProxy([up.endpoint]);
+    await using c = await RawClient.connect(px.port);
+    const first = `POST /pieces HTTP/1.1\r\nHost: h\r\n${"X-Pad: 0123456789abcdef\r\n".repeat(20)}Content-Length: 5\r\n\r\nhello`;
+    const all = first + "GET /second HTTP/1.1\r\nHost: h\r\n\r\n";
+    for (let i = 0; i < all.length; i += 23) {
+      c.send(all.slice(i, i + 23));
+      await Bun.sleep(1);
+    }
+    expect([(await c.readResponse()).body, (await c.readResponse()).body]).toEqual(["up POST /pieces", "up GET /second"]);
+    const forwarded = up.requests[0]!;
+    expect(forwarded.head.startsWith(first.slice(0, first.indexOf("\r\n\r\n") + 2))).toBe(true);
+    expect(text(forwarded.body)).toBe("hello");
+  });
+
   test("an unchanged response head is forwarded byte for byte", async () => {
     const head = "HTTP/1.1 201 Created\r\nx-odd-Case:  v \r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 3\r\n\r\n";
     await using up = new RawUpstream("up", (_req, s) => void s.write(bytes(head + "abc")));
@@ -359,6 +375,24 @@ describe("pipelining", () => {
   });
 });
 
+describe("client half-close", () => {
+  test("a client that half-closes after an answered request, or after blank lines only, is closed", async () => {
+    await using up = new RawUpstream();
+    await using px = startProxy([up.endpoint]);
+    await using a = await RawClient.connect(px.port);
+    a.send("\r\n\r\n");
+    (a.socket as unknown as { shutdown(): void }).shutdown();
+    await a.whenClosed;
+    expect(a.unread).toBe("");
+    await using b = await RawClient.connect(px.port);
+    b.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    await b.readResponse();
+    (b.socket as unknown as { shutdown(): void }).shutdown();
+    await b.whenClosed;
+    await waitFor(() => px.proxy.active() === 0, "both connections to be gone");
+  });
+});
+
 describe("upstream connection pool", () => {
   test("a request on a pooled connection the upstream has dropped is retried once on a new one", async () => {
     await using up = new RawUpstream("up", (req, s) => {
@@ -476,7 +510,8 @@ describe("drain and close", () => {
     await waitFor(() => release !== undefined && px.proxy.active() === 2, "the busy request upstream");
     const drained = px.proxy.drain();
     await idle.whenClosed;
-    expect(px.proxy.active()).toBe(1);
+    await waitFor(() => px.proxy.active() === 1, "the idle connection to be gone");
+    expect(busy.closed).toBe(false);
     release!();
     const r = await busy.readResponse();
     expect({ body: r.body, conn: header(r, "connection") }).toEqual({ body: "slow", conn: "close" });

@@ -88,6 +88,8 @@ export class Downstream implements UpstreamOwner {
   readonly ctx: ClientContext;
   /** Received bytes not yet consumed (a partial head, or pipelined requests). */
   buf: Uint8Array | null = null;
+  /** Growable backing store {@link buf} may be a view of. */
+  store: Uint8Array | null = null;
   scanned = 0;
   headStarted = false;
   rstate = R_IDLE;
@@ -160,7 +162,7 @@ export class Downstream implements UpstreamOwner {
   onData(chunk: Uint8Array): void {
     switch (this.rstate) {
       case R_IDLE:
-        this.buf = this.buf ? concat(this.buf, chunk) : chunk;
+        this.append(chunk);
         this.readHead();
         return;
       case R_BODY:
@@ -175,8 +177,8 @@ export class Downstream implements UpstreamOwner {
         return;
       default:
         // Connecting, or waiting for the response: keep (bounded) what comes, for later.
-        this.buf = this.buf ? concat(this.buf, chunk) : chunk;
-        if (this.buf.length >= this.proxy.options.maxHeaderBytes) this.updateReading();
+        this.append(chunk);
+        if (this.buf!.length >= this.proxy.options.maxHeaderBytes) this.updateReading();
     }
   }
 
@@ -358,7 +360,7 @@ export class Downstream implements UpstreamOwner {
     const rest = headEnd + n;
     if (!ep) {
       const body = `no endpoints available for service "${route.entrypoint.name}"\n`;
-      if (this.reqBody === B_NONE && this.keepAlive && !this.proxy.draining) {
+      if (this.reqBody === B_NONE && this.keepAlive && this.minor === 1 && !this.proxy.draining) {
         this.buf = rest < buf.length ? buf.subarray(rest) : null;
         this.clientWrite(errorResponse(503, body, false));
         this.setDeadline(D_IDLE, this.proxy.options.idleTimeoutMs);
@@ -660,8 +662,9 @@ export class Downstream implements UpstreamOwner {
     this.rstate = R_IDLE;
     this.route = null;
     this.setDeadline(D_IDLE, this.proxy.options.idleTimeoutMs);
-    if (this.buf) this.readHead();
-    else this.updateReading();
+    if (this.buf) return this.readHead();
+    this.store = null;
+    this.updateReading();
   }
 
   switchProtocols(buf: Uint8Array, end: number): void {
@@ -705,6 +708,33 @@ export class Downstream implements UpstreamOwner {
   }
 
   // ---- helpers -------------------------------------------------------------------------------
+
+  /**
+   * Add received bytes to {@link buf}. A head arriving in many small pieces grows one buffer by doubling
+   * (amortised linear), rather than being copied whole on every piece. Bytes already handed to a socket
+   * all lie before `buf`, so writing after its end never touches them.
+   */
+  append(chunk: Uint8Array): void {
+    const b = this.buf;
+    if (!b) {
+      this.buf = chunk;
+      this.store = null;
+      return;
+    }
+    const need = b.length + chunk.length;
+    const store = this.store;
+    if (store && b.buffer === store.buffer && b.byteOffset + need <= store.byteOffset + store.length) {
+      const at = b.byteOffset - store.byteOffset;
+      store.set(chunk, at + b.length);
+      this.buf = store.subarray(at, at + need);
+      return;
+    }
+    const grown = new Uint8Array(Math.max(need * 2, 4096));
+    grown.set(b, 0);
+    grown.set(chunk, b.length);
+    this.store = grown;
+    this.buf = grown.subarray(0, need);
+  }
 
   clientWrite(chunk: Uint8Array): void {
     if (this.out) {

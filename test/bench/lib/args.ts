@@ -18,6 +18,10 @@ export interface BenchOptions {
   readonly iperfS: number;
   readonly connections: number;
   readonly rateClients: number;
+  /** A run during which other processes took more than this % of a core is run again. */
+  readonly maxNoisePct: number;
+  /** How many times a noisy run is repeated at most. */
+  readonly noiseRetries: number;
   /** Extra flags for the default kubegate target (e.g. tracing flags once tracing exists). */
   readonly kubegateArgs: readonly string[];
   readonly variants: readonly KubegateVariant[];
@@ -45,6 +49,8 @@ Flags:
   --iperf-duration 5s     Length of each iperf3 run.
   --connections 50        wrk connections.
   --rate-clients 64       h2load connections in the fixed-rate case.
+  --max-noise 15          Run again when other processes took more than this % of a core.
+  --noise-retries 2       At most this many re-runs of a noisy run (the quietest is kept).
   --kubegate-args "..."   Extra flags for kubegate (space-separated), e.g. tracing flags.
   --kubegate-variant N=ARGS  Also benchmark kubegate with ARGS as row N (repeatable).
   --no-kubegate           Benchmark nginx, haproxy and the direct path only.
@@ -84,6 +90,8 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
         "iperf-duration": { type: "string" },
         connections: { type: "string" },
         "rate-clients": { type: "string" },
+        "max-noise": { type: "string" },
+        "noise-retries": { type: "string" },
         "kubegate-args": { type: "string" },
         "kubegate-variant": { type: "string", multiple: true },
         "no-kubegate": { type: "boolean" },
@@ -114,7 +122,10 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
   const repeat = count(str("repeat") ?? (quick ? "1" : "3"), "--repeat", 20);
   const connections = count(str("connections") ?? "50", "--connections", 10_000);
   const rateClients = count(str("rate-clients") ?? "64", "--rate-clients", 10_000);
-  for (const v of [durationS, warmupS, iperfS, repeat, connections, rateClients]) if (typeof v === "string") return { kind: "error", message: v };
+  const maxNoisePct = count(str("max-noise") ?? "15", "--max-noise", 200);
+  const noiseRetries = Number(str("noise-retries") ?? (quick ? "0" : "2"));
+  if (!Number.isInteger(noiseRetries) || noiseRetries < 0 || noiseRetries > 5) return { kind: "error", message: `Invalid --noise-retries "${str("noise-retries")}": expected an integer from 0 to 5` };
+  for (const v of [durationS, warmupS, iperfS, repeat, connections, rateClients, maxNoisePct]) if (typeof v === "string") return { kind: "error", message: v };
   if ((durationS as number) > 600 || (iperfS as number) > 600) return { kind: "error", message: "Durations above 600 s are not allowed" };
 
   const variants: KubegateVariant[] = [];
@@ -139,6 +150,8 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
       iperfS: iperfS as number,
       connections: connections as number,
       rateClients: rateClients as number,
+      maxNoisePct: maxNoisePct as number,
+      noiseRetries,
       kubegateArgs: (str("kubegate-args") ?? "").split(/\s+/).filter(Boolean),
       variants,
       noKubegate: values["no-kubegate"] === true,

@@ -32,6 +32,8 @@ export interface CoreTicks {
 export interface CpuSample {
   /** utime + stime of the process tree, in clock ticks (0 without a process). */
   readonly procTicks: number;
+  /** Ticks of our own processes on the load core: the backends, this script, and its reaped children (the load generators). */
+  readonly ownLoadTicks: number;
   /** The proxy's core. */
   readonly core: CoreTicks;
   /** The load generator's core. */
@@ -53,8 +55,10 @@ export interface CpuUsage {
   readonly coreBusyS: number;
   /** Time the hypervisor took from the proxy's core. */
   readonly stealS: number;
-  /** Busy time of the proxy's core not charged to the proxy: other processes (noise) and softirqs run elsewhere. */
+  /** Busy time of the proxy's core not charged to the proxy: other processes (noise). */
   readonly foreignS: number;
+  /** Busy time of the load core not charged to the backends, this script or the load generator: other processes (noise). */
+  readonly foreignLoadS: number;
   /** Busy time of the load generator's core (wrk and the backends): near the wall time means the load side was the limit. */
   readonly loadCoreBusyS: number;
 }
@@ -136,10 +140,25 @@ export function treeTicks(pid: number): number {
   return total;
 }
 
-/** Read the proxy tree's ticks (when `pid` is given) and the counters of the proxy's and the load generator's cores now. */
-export function sampleCpu(pid: number | undefined, core: number, loadCore: number): CpuSample {
+/** utime + stime + cutime + cstime from the text of /proc/<pid>/stat (the process and its reaped children). */
+export function procStatTicksWithChildren(text: string): number {
+  const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return procStatTicks(text) + Number(rest[13]) + Number(rest[14]);
+}
+
+/**
+ * Read the proxy tree's ticks (when `pid` is given), our own load-side ticks (`loadPids`' trees
+ * plus this process with its reaped children) and the counters of both cores, now.
+ */
+export function sampleCpu(pid: number | undefined, core: number, loadCore: number, loadPids: readonly number[] = []): CpuSample {
   const stat = readFileSync("/proc/stat", "utf8");
-  return { procTicks: pid === undefined ? 0 : treeTicks(pid), core: parseCoreTicks(stat, core), loadCore: parseCoreTicks(stat, loadCore) };
+  const self = procStatTicksWithChildren(readFileSync("/proc/self/stat", "utf8"));
+  return {
+    procTicks: pid === undefined ? 0 : treeTicks(pid),
+    ownLoadTicks: self + loadPids.reduce((a, p) => a + treeTicks(p), 0),
+    core: parseCoreTicks(stat, core),
+    loadCore: parseCoreTicks(stat, loadCore),
+  };
 }
 
 function busy(a: CoreTicks, b: CoreTicks): number {
@@ -152,6 +171,7 @@ export function cpuUsage(before: CpuSample, after: CpuSample, ticksPerSecond = c
   const softirqS = (after.core.softirq - before.core.softirq) / ticksPerSecond;
   const coreBusyS = busy(before.core, after.core) / ticksPerSecond;
   const totalS = separateIrqTime ? procS + softirqS : procS;
+  const loadCoreBusyS = busy(before.loadCore, after.loadCore) / ticksPerSecond;
   return {
     procS,
     softirqS,
@@ -159,6 +179,10 @@ export function cpuUsage(before: CpuSample, after: CpuSample, ticksPerSecond = c
     coreBusyS,
     stealS: (after.core.steal - before.core.steal) / ticksPerSecond,
     foreignS: Math.max(0, coreBusyS - totalS),
-    loadCoreBusyS: busy(before.loadCore, after.loadCore) / ticksPerSecond,
+    loadCoreBusyS,
+    foreignLoadS: Math.max(
+      0,
+      loadCoreBusyS - (after.ownLoadTicks - before.ownLoadTicks) / ticksPerSecond - (separateIrqTime ? (after.loadCore.softirq - before.loadCore.softirq) / ticksPerSecond : 0),
+    ),
   };
 }

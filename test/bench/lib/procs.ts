@@ -7,9 +7,14 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
-/** `cmd` prefixed with `taskset -c <core>` (unchanged when `core` is undefined). */
-export function pinned(core: number | undefined, cmd: readonly string[]): string[] {
-  return core === undefined ? [...cmd] : ["taskset", "-c", String(core), ...cmd];
+/**
+ * `cmd` prefixed with `nice -n <nice>` and `taskset -c <core>` (each only when given). Both exec
+ * the command, so the child's PID is the command's.
+ * @example pinned(1, ["nginx"], -10) // ["nice", "-n", "-10", "taskset", "-c", "1", "nginx"]
+ */
+export function pinned(core: number | undefined, cmd: readonly string[], nice?: number): string[] {
+  const withCore = core === undefined ? [...cmd] : ["taskset", "-c", String(core), ...cmd];
+  return nice === undefined ? withCore : ["nice", "-n", String(nice), ...withCore];
 }
 
 /** PIDs of every descendant of `pid` (from /proc/<pid>/task/<tid>/children), children first. */
@@ -110,9 +115,12 @@ export class RunError extends Error {
 export class ProcessGroup implements AsyncDisposable {
   readonly #live = new Map<number, string>();
   readonly #logDir: string;
+  readonly #nice: number | undefined;
 
-  constructor(logDir: string) {
+  /** Children log to `logDir`; with `nice`, every child runs at that niceness (negative needs root). */
+  constructor(logDir: string, { nice }: { readonly nice?: number } = {}) {
     this.#logDir = logDir;
+    this.#nice = nice;
   }
 
   /** PIDs of the children still running (not their descendants). */
@@ -124,7 +132,7 @@ export class ProcessGroup implements AsyncDisposable {
   start(name: string, cmd: readonly string[], options: SpawnOptions = {}): Daemon {
     const logPath = join(this.#logDir, `${name}.log`);
     const fd = openSync(logPath, "a");
-    const argv = pinned(options.core, cmd);
+    const argv = pinned(options.core, cmd, this.#nice);
     let child: ChildProcess;
     try {
       child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", fd, fd], ...(options.cwd ? { cwd: options.cwd } : {}) });
@@ -168,7 +176,7 @@ export class ProcessGroup implements AsyncDisposable {
    * Resolves even on a non-zero exit: check `code` and `timedOut`.
    */
   run(name: string, cmd: readonly string[], options: SpawnOptions & { readonly timeoutMs: number }): Promise<RunResult> {
-    const argv = pinned(options.core, cmd);
+    const argv = pinned(options.core, cmd, this.#nice);
     const started = performance.now();
     return new Promise((resolve) => {
       const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], ...(options.cwd ? { cwd: options.cwd } : {}) });

@@ -30,8 +30,10 @@ export interface Sample {
   readonly busyPct: number;
   /** The load generator core's busy time as a percentage of wall time. */
   readonly loadCorePct: number;
-  /** Busy time on the proxy's core not charged to the proxy, as a percentage of wall time (noise). */
-  readonly foreignPct: number;
+  /** CPU that other processes took on both cores during the run, as a percentage of wall time (noise). */
+  readonly noisePct: number;
+  /** Runs made to get this one (more than 1 when earlier ones were too noisy). */
+  readonly attempts: number;
 }
 
 /** One row of the table: the medians of a case's samples through one proxy. */
