@@ -78,6 +78,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   const ready = Promise.withResolvers<void>();
   const waiters = new Set<{ version: number; resolve: (s: Snapshot) => void }>();
   let ownNode: Node | undefined;
+  let reported = new Set<string>();
 
   const store = new ModelStore(modelOptions(config), {
     onSnapshot(snapshot) {
@@ -90,7 +91,14 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
         errors: snapshot.errors.length,
         applyMs: Math.round((performance.now() - started) * 1000) / 1000,
       });
-      for (const e of snapshot.errors) log.warn("Object skipped", { ...e });
+      // Log each problem once, when it appears (not on every snapshot while it lasts).
+      const now = new Set<string>();
+      for (const e of snapshot.errors) {
+        const id = `${e.kind}|${e.object}|${e.message}`;
+        now.add(id);
+        if (!reported.has(id)) log.warn("Object skipped", { ...e });
+      }
+      reported = now;
       ready.resolve();
       for (const w of waiters) if (snapshot.version > w.version) (waiters.delete(w), w.resolve(snapshot));
     },

@@ -19,7 +19,7 @@ import { type CaseDef, type CaseName, caseDef } from "./lib/cases.ts";
 import { type CpuUsage, cpuUsage, irqTimeAccounting, sampleCpu } from "./lib/cpu.ts";
 import { h2loadArgs, h2loadFailed, parseH2loadLog } from "./lib/h2load.ts";
 import { iperfClientArgs, parseIperfJson } from "./lib/iperf.ts";
-import { ProcessGroup } from "./lib/procs.ts";
+import { type Daemon, ProcessGroup } from "./lib/procs.ts";
 import { aggregate, checkTargets, renderTable, renderTargets, type Sample } from "./lib/report.ts";
 import { median } from "./lib/stats.ts";
 import { directTarget, startHaproxy, startKubegate, startNginxProxy, type Target } from "./lib/targets.ts";
@@ -100,6 +100,9 @@ const loadBefore = machineInfo().loadavg;
 function shares(cpu: CpuUsage, wallS: number): { loadCorePct: number; noisePct: number; attempts: number } {
   return { loadCorePct: (cpu.loadCoreBusyS / wallS) * 100, noisePct: ((cpu.foreignS + cpu.foreignLoadS) / wallS) * 100, attempts: 1 };
 }
+
+/** kubegate processes, stopped first at the end. */
+const kubegateDaemons: Daemon[] = [];
 
 /** Pids whose CPU is ours on the load core (the backends). */
 let loadPids: number[] = [];
@@ -282,7 +285,9 @@ async function startTargets(b: Backends): Promise<Target[]> {
   const kubegates: { name: string; args: readonly string[] }[] = opts.noKubegate ? [] : [{ name: "kubegate", args: opts.kubegateArgs }, ...opts.variants];
   for (const k of kubegates) {
     try {
-      targets.push(await startKubegate(group, tmp, proxyCore, b, k.name, k.args));
+      const t = await startKubegate(group, tmp, proxyCore, b, k.name, k.args, opts.bunArgs);
+      if (t.daemon) kubegateDaemons.push(t.daemon);
+      targets.push(t);
       log(`${k.name} is serving`);
     } catch (err) {
       failures.push({ case: "setup", target: k.name, message: (err as Error).message });
@@ -370,6 +375,8 @@ try {
   console.error(`Benchmark failed: ${(err as Error).message}`);
 } finally {
   clearTimeout(watchdog);
+  // kubegate first and with time to drain, so that a profile asked for with --bun-args gets written.
+  await Promise.all(kubegateDaemons.map((d) => group.stop(d, 10_000)));
   await group.stopAll();
   cleanupSync();
 }

@@ -24,6 +24,8 @@ export interface BenchOptions {
   readonly noiseRetries: number;
   /** Extra flags for the default kubegate target (e.g. tracing flags once tracing exists). */
   readonly kubegateArgs: readonly string[];
+  /** Flags for bun itself before kubegate's script (e.g. `--cpu-prof-md --cpu-prof-dir=/tmp/prof`). */
+  readonly bunArgs: readonly string[];
   readonly variants: readonly KubegateVariant[];
   /** Skip kubegate (benchmark the others only). */
   readonly noKubegate: boolean;
@@ -51,8 +53,9 @@ Flags:
   --rate-clients 64       h2load connections in the fixed-rate case.
   --max-noise 15          Run again when other processes took more than this % of a core.
   --noise-retries 2       At most this many re-runs of a noisy run (the quietest is kept).
-  --kubegate-args "..."   Extra flags for kubegate (space-separated), e.g. tracing flags.
-  --kubegate-variant N=ARGS  Also benchmark kubegate with ARGS as row N (repeatable).
+  --kubegate-args="..."   Extra flags for kubegate (space-separated; use the = form), e.g. tracing flags.
+  --bun-args="..."        Flags for bun before kubegate's script, e.g. "--cpu-prof-md --cpu-prof-dir=/tmp/prof".
+  --kubegate-variant="N=ARGS"  Also benchmark kubegate with ARGS as row N (repeatable).
   --no-kubegate           Benchmark nginx, haproxy and the direct path only.
   --json PATH             Write raw numbers here (default: $TMPDIR/kubegate-bench-<time>.json).
   --md PATH               Also write the markdown report here.
@@ -93,6 +96,7 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
         "max-noise": { type: "string" },
         "noise-retries": { type: "string" },
         "kubegate-args": { type: "string" },
+        "bun-args": { type: "string" },
         "kubegate-variant": { type: "string", multiple: true },
         "no-kubegate": { type: "boolean" },
         json: { type: "string" },
@@ -153,6 +157,7 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
       maxNoisePct: maxNoisePct as number,
       noiseRetries,
       kubegateArgs: (str("kubegate-args") ?? "").split(/\s+/).filter(Boolean),
+      bunArgs: (str("bun-args") ?? "").split(/\s+/).filter(Boolean),
       variants,
       noKubegate: values["no-kubegate"] === true,
       jsonPath: str("json"),

@@ -126,7 +126,7 @@ describe("args", () => {
     expect([quick.options.durationS, quick.options.repeat, quick.options.noiseRetries]).toEqual([3, 1, 0]);
   });
   test("cases, durations, passthrough flags and variants", () => {
-    const r = parseBenchArgs(["--cases", "tcp-wrk,http-keepalive", "--duration", "500ms", "--kubegate-args", "--a 1  --b", "--kubegate-variant", "trace0=--sampling 0"]);
+    const r = parseBenchArgs(["--cases", "tcp-wrk,http-keepalive", "--duration", "500ms", "--kubegate-args=--a 1  --b", "--kubegate-variant=trace0=--sampling 0"]);
     if (r.kind !== "run") throw new Error(JSON.stringify(r));
     expect(r.options.cases).toEqual(["http-keepalive", "tcp-wrk"]);
     expect(r.options.durationS).toBe(0.5);

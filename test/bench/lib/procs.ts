@@ -47,10 +47,11 @@ export function descendants(pid: number): number[] {
   return out;
 }
 
+/** True while `pid` runs (a zombie, dead but not yet reaped, counts as gone). */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
   } catch {
     return false;
   }

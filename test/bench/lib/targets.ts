@@ -61,10 +61,18 @@ export async function startHaproxy(group: ProcessGroup, dir: string, core: numbe
 }
 
 /**
- * Start kubegate (`bun src/main.ts --manifests DIR ...` plus `extraArgs`) on `core`, and wait for
+ * Start kubegate (`bun [bunArgs] src/main.ts --manifests DIR ...` plus `extraArgs`) on `core`, and wait for
  * /readyz and for its HTTP and TCP entrypoints to answer through to the backends.
  */
-export async function startKubegate(group: ProcessGroup, dir: string, core: number, b: Backends, name: string, extraArgs: readonly string[]): Promise<Target> {
+export async function startKubegate(
+  group: ProcessGroup,
+  dir: string,
+  core: number,
+  b: Backends,
+  name: string,
+  extraArgs: readonly string[],
+  bunArgs: readonly string[] = [],
+): Promise<Target> {
   const kdir = join(dir, name);
   const mdir = join(kdir, "manifests");
   mkdirSync(mdir, { recursive: true });
@@ -77,6 +85,7 @@ export async function startKubegate(group: ProcessGroup, dir: string, core: numb
   const bun = process.versions.bun ? process.execPath : "bun";
   const cmd = [
     bun,
+    ...bunArgs,
     join(repoRoot, "src", "main.ts"),
     "--manifests", mdir,
     "--hostname-override", nodeName,
