@@ -376,7 +376,14 @@ try {
 } finally {
   clearTimeout(watchdog);
   // kubegate first and with time to drain, so that a profile asked for with --bun-args gets written.
-  await Promise.all(kubegateDaemons.map((d) => group.stop(d, 10_000)));
+  await Promise.all(
+    kubegateDaemons.map(async (d) => {
+      const t0 = performance.now();
+      await group.stop(d, 10_000);
+      const code = d.hasExited() ? await d.exited : "none";
+      log(`${d.name} stopped in ${Math.round(performance.now() - t0)} ms (exit code ${code})`);
+    }),
+  );
   await group.stopAll();
   cleanupSync();
 }

@@ -76,8 +76,10 @@ describe("credentials", () => {
     const sink = new RecordingSink();
     await using r = new Reflector({ client, kind: "Service", sink, ...fastTuning, log: log.log });
     r.start();
-    await waitFor(() => unauthorized(server) >= 6, { what: "several retries" });
-    const status = r.status();
+    // Between retries the reflector is in backoff; a retry in flight shows "listing". Await the former.
+    const status = await waitFor(() => unauthorized(server) >= 6 && r.status().phase === "backoff" && r.status(), {
+      what: "several retries, then backoff",
+    });
     expect(status).toMatchObject({ phase: "backoff", synced: false, lists: 0 });
     const source = client.connection.origin.source;
     expect(source).toStartWith("kubeconfig ");

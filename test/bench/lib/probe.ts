@@ -19,7 +19,8 @@ async function pollUntil(daemon: Daemon, probe: () => boolean | Promise<boolean>
 /** GET `url` once; the status, or undefined on a connection error or after 1 s. */
 export async function httpStatus(url: string): Promise<number | undefined> {
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(1_000) });
+    // Connection: close, so that no idle probe connection stays open to hold up a proxy's drain.
+    const res = await fetch(url, { signal: AbortSignal.timeout(1_000), headers: { connection: "close" } });
     await res.arrayBuffer();
     return res.status;
   } catch {
