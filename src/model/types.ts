@@ -30,6 +30,49 @@ export interface Cluster {
   readonly endpoints: readonly Endpoint[];
   /** The endpoints that should receive new traffic (kube-proxy rules: ready, else serving+terminating). */
   readonly serving: readonly Endpoint[];
+  /** Why `serving` is what it is (shown on the admin API). */
+  readonly selection?: EndpointSelection | undefined;
+}
+
+/** How `Cluster.serving` was chosen, per kube-proxy's CategorizeEndpoints. */
+export interface EndpointSelection {
+  readonly policy: "Cluster" | "Local";
+  /** Topology used: none, or zone/node hints that matched this node. */
+  readonly topology: "none" | "zone" | "node";
+  /** When hints exist but were ignored: why (e.g. "not every endpoint has a hint", "no hint matches zone z1"). */
+  readonly topologyIgnored?: string | undefined;
+  /** `serving-terminating` when no endpoint was ready and the KEP-1669 fallback applied. */
+  readonly fallback: "none" | "serving-terminating";
+}
+
+/** sessionAffinity of a Service port, plus kubegate's opt-in HTTP cookie affinity. */
+export interface SessionAffinity {
+  /** `ClientIP`: a client IP sticks to one endpoint for `timeoutSeconds` (sliding). */
+  readonly mode: "None" | "ClientIP";
+  /** sessionAffinityConfig.clientIP.timeoutSeconds (default 10800, max 86400). */
+  readonly timeoutSeconds: number;
+  /** HTTP only, annotation `kubegate.io/affinity-cookie: NAME`: stick by a cookie the gateway sets. */
+  readonly cookie?: { readonly name: string; readonly ttlSeconds: number } | undefined;
+}
+
+/** An ExternalName Service exposed through the annotation `kubegate.io/expose-external-name: "true"`. */
+export interface ExternalTarget {
+  /** The DNS name to dial (spec.externalName). */
+  readonly hostname: string;
+  /** The port to dial (the Service port's targetPort when numeric, else its port). */
+  readonly port: number;
+}
+
+/** A healthCheckNodePort server (externalTrafficPolicy: Local), kube-proxy's contract. */
+export interface HealthCheckService {
+  readonly namespace: string;
+  readonly name: string;
+  /** spec.healthCheckNodePort. */
+  readonly port: number;
+  /** Listen addresses (the nodeport addresses). */
+  readonly addresses: readonly string[];
+  /** This node's *ready* endpoints of the Service (terminating ones do not count). */
+  readonly localEndpoints: number;
 }
 
 /** One listener-facing exposure of a Service port. */
@@ -52,6 +95,14 @@ export interface Entrypoint {
   readonly annotations: Readonly<Record<string, string>>;
   /** Set when this entrypoint cannot be served (e.g. a listener conflict); it is then not bound. */
   readonly error?: string | undefined;
+  /** sessionAffinity (default None). */
+  readonly sessionAffinity?: SessionAffinity | undefined;
+  /** LoadBalancer entrypoints: spec.loadBalancerSourceRanges as CIDRs; connections from elsewhere are refused. */
+  readonly sourceRanges?: readonly string[] | undefined;
+  /** TCP: send a PROXY protocol v2 header to the backend (annotation `kubegate.io/proxy-protocol: v2`). */
+  readonly proxyProtocol?: "v2" | undefined;
+  /** ExternalName Services: the DNS target instead of EndpointSlices (the cluster then has no endpoints). */
+  readonly externalName?: ExternalTarget | undefined;
 }
 
 /** A problem with one object; that object (or the part of it) is skipped, the rest is served. */
@@ -78,6 +129,8 @@ export interface Snapshot {
   readonly entrypoints: readonly Entrypoint[];
   readonly errors: readonly ModelError[];
   readonly node: NodeInfo;
+  /** healthCheckNodePort servers to run (externalTrafficPolicy: Local Services), sorted by port. */
+  readonly healthChecks?: readonly HealthCheckService[] | undefined;
 }
 
 /** Options of the model: who we are and what we serve. */

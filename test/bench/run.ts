@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { type Backends, startBackends } from "./backends/start.ts";
 import { parseBenchArgs, type BenchOptions } from "./lib/args.ts";
 import { type CaseDef, type CaseName, caseDef } from "./lib/cases.ts";
-import { type CpuUsage, cpuUsage, irqTimeAccounting, sampleCpu } from "./lib/cpu.ts";
+import { type CpuUsage, cpuUsage, irqTimeAccounting, othersBusyPct, sampleCpu } from "./lib/cpu.ts";
 import { h2loadArgs, h2loadFailed, parseH2loadLog } from "./lib/h2load.ts";
 import { iperfClientArgs, parseIperfJson } from "./lib/iperf.ts";
 import { type Daemon, ProcessGroup } from "./lib/procs.ts";
@@ -77,7 +77,8 @@ spawnSync("taskset", ["-a", "-p", "-c", String(loadCore), String(process.pid)], 
 const selected: CaseDef[] = opts.cases.map(caseDef);
 const targetCount = 4 + opts.variants.length;
 const perRunS = (c: CaseDef) => (c.load === "iperf3" ? opts.iperfS + 1 : c.load === "h2load" ? opts.durationS + opts.warmupS : opts.durationS);
-const budgetS = 180 + selected.reduce((a, c) => a + targetCount * (opts.warmupS + 5 + opts.repeat * (1 + opts.noiseRetries) * (perRunS(c) + 15)), 0);
+const budgetS =
+  180 + selected.reduce((a, c) => a + targetCount * (opts.warmupS + 5 + opts.repeat * (1 + opts.noiseRetries) * (perRunS(c) + 15 + opts.quietWaitS + 1)), 0);
 const watchdog = setTimeout(() => {
   log(`Benchmark exceeded its time budget of ${Math.round(budgetS)} s: stopping`);
   cleanupSync();
@@ -212,6 +213,28 @@ async function measureIperf(t: Target, c: CaseDef, repeat: number): Promise<Samp
   }
 }
 
+let quietWaitedS = 0;
+
+/**
+ * Before a measured run, wait (at most `opts.quietWaitS`) until other processes take at most
+ * `opts.maxNoisePct` of a core, measured over 1 s windows.
+ */
+async function waitForQuiet(): Promise<void> {
+  if (opts.quietWaitS <= 0) return;
+  const started = performance.now();
+  const deadline = started + opts.quietWaitS * 1000;
+  for (let i = 0; i < 600; i++) {
+    const pct = await othersBusyPct(group.pids(), [loadCore, proxyCore], 1_000);
+    if (pct <= opts.maxNoisePct) break;
+    if (performance.now() >= deadline) {
+      log(`Still ${Math.round(pct)}% of a core taken by other processes after ${opts.quietWaitS} s: measuring anyway`);
+      break;
+    }
+    if (i === 0) log(`Other processes take ${Math.round(pct)}% of a core: waiting for quiet (up to ${opts.quietWaitS} s)`);
+  }
+  quietWaitedS += (performance.now() - started) / 1000;
+}
+
 /**
  * Run `measure` until other processes took at most `opts.maxNoisePct` of a core during the run
  * (at most `1 + opts.noiseRetries` runs); keep the quietest run.
@@ -219,6 +242,7 @@ async function measureIperf(t: Target, c: CaseDef, repeat: number): Promise<Samp
 async function measureQuietly(measure: () => Promise<Sample>): Promise<Sample> {
   let best: Sample | undefined;
   for (let attempt = 1; attempt <= 1 + opts.noiseRetries; attempt++) {
+    await waitForQuiet();
     const s = { ...(await measure()), attempts: attempt };
     if (best === undefined || s.noisePct < best.noisePct) best = s;
     if (s.noisePct <= opts.maxNoisePct) break;
@@ -308,7 +332,8 @@ function noiseText(): string {
   const noisy = samples.filter((s) => s.noisePct > opts.maxNoisePct).length;
   return (
     `Noise: other processes on this machine took ${Math.round(median(noise))}% of a core during a run (median; max ${Math.round(Math.max(...noise))}%);` +
-    ` runs above ${opts.maxNoisePct}% were repeated up to ${opts.noiseRetries} times (${reruns} re-runs; ${noisy} kept above the limit). The load core was ${Math.round(median(load))}% busy (median).`
+    ` before each run the harness waited up to ${opts.quietWaitS} s for them to drop below ${opts.maxNoisePct}% (${Math.round(quietWaitedS)} s in all), and runs above it were repeated up to ${opts.noiseRetries} times (${reruns} re-runs; ${noisy} kept above the limit).` +
+    ` The load core was ${Math.round(median(load))}% busy (median).`
   );
 }
 

@@ -22,6 +22,8 @@ export interface BenchOptions {
   readonly maxNoisePct: number;
   /** How many times a noisy run is repeated at most. */
   readonly noiseRetries: number;
+  /** Before each run, wait at most this long (s) for other processes to quiet down. */
+  readonly quietWaitS: number;
   /** Extra flags for the default kubegate target (e.g. tracing flags once tracing exists). */
   readonly kubegateArgs: readonly string[];
   /** Flags for bun itself before kubegate's script (e.g. `--cpu-prof-md --cpu-prof-dir=/tmp/prof`). */
@@ -53,6 +55,7 @@ Flags:
   --rate-clients 64       h2load connections in the fixed-rate case.
   --max-noise 15          Run again when other processes took more than this % of a core.
   --noise-retries 2       At most this many re-runs of a noisy run (the quietest is kept).
+  --quiet-wait 30s        Before each run, wait up to this long for other processes to go below --max-noise (0 to skip).
   --kubegate-args="..."   Extra flags for kubegate (space-separated; use the = form), e.g. tracing flags.
   --bun-args="..."        Flags for bun before kubegate's script, e.g. "--cpu-prof-md --cpu-prof-dir=/tmp/prof".
   --kubegate-variant="N=ARGS"  Also benchmark kubegate with ARGS as row N (repeatable).
@@ -95,6 +98,7 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
         "rate-clients": { type: "string" },
         "max-noise": { type: "string" },
         "noise-retries": { type: "string" },
+        "quiet-wait": { type: "string" },
         "kubegate-args": { type: "string" },
         "bun-args": { type: "string" },
         "kubegate-variant": { type: "string", multiple: true },
@@ -126,6 +130,9 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
   const repeat = count(str("repeat") ?? (quick ? "1" : "3"), "--repeat", 20);
   const connections = count(str("connections") ?? "50", "--connections", 10_000);
   const rateClients = count(str("rate-clients") ?? "64", "--rate-clients", 10_000);
+  const quietWait = str("quiet-wait") ?? (quick ? "0" : "30s");
+  const quietWaitS = quietWait === "0" ? 0 : seconds(quietWait, "--quiet-wait");
+  if (typeof quietWaitS === "string") return { kind: "error", message: quietWaitS };
   const maxNoisePct = count(str("max-noise") ?? "15", "--max-noise", 200);
   const noiseRetries = Number(str("noise-retries") ?? (quick ? "0" : "2"));
   if (!Number.isInteger(noiseRetries) || noiseRetries < 0 || noiseRetries > 5) return { kind: "error", message: `Invalid --noise-retries "${str("noise-retries")}": expected an integer from 0 to 5` };
@@ -156,6 +163,7 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
       rateClients: rateClients as number,
       maxNoisePct: maxNoisePct as number,
       noiseRetries,
+      quietWaitS,
       kubegateArgs: (str("kubegate-args") ?? "").split(/\s+/).filter(Boolean),
       bunArgs: (str("bun-args") ?? "").split(/\s+/).filter(Boolean),
       variants,

@@ -186,3 +186,25 @@ export function cpuUsage(before: CpuSample, after: CpuSample, ticksPerSecond = c
     ),
   };
 }
+
+/**
+ * How busy other processes kept `cores` over the next `windowMs`: the cores' busy time minus the
+ * time of `ownPids`' trees and of this process, as a percentage of one core.
+ */
+export async function othersBusyPct(ownPids: readonly number[], cores: readonly number[], windowMs: number): Promise<number> {
+  const read = () => {
+    const stat = readFileSync("/proc/stat", "utf8");
+    const busyTicks = cores.reduce((a, c) => {
+      const t = parseCoreTicks(stat, c);
+      return a + t.user + t.nice + t.system + t.irq + t.softirq;
+    }, 0);
+    const own = procStatTicksWithChildren(readFileSync("/proc/self/stat", "utf8")) + ownPids.reduce((a, p) => a + treeTicks(p), 0);
+    return { busyTicks, own, at: performance.now() };
+  };
+  const a = read();
+  await new Promise((r) => setTimeout(r, windowMs));
+  const b = read();
+  const seconds = (b.at - a.at) / 1000;
+  const otherS = (b.busyTicks - a.busyTicks - (b.own - a.own)) / clockTicksPerSecond();
+  return Math.max(0, (otherS / seconds) * 100);
+}
