@@ -410,6 +410,21 @@ describe("upstream connection pool", () => {
     expect(up.requests.map((r) => r.target)).toEqual(["/one", "/two", "/two"]);
   });
 
+  test("a POST on a pooled connection the upstream dropped is not resent (it may have acted on it): 502", async () => {
+    await using up = new RawUpstream("up", (req, s) => {
+      if (s.data.served === 2) return void s.terminate();
+      s.write(bytes(`HTTP/1.1 200 OK\r\nContent-Length: ${req.target.length}\r\n\r\n${req.target}`));
+    });
+    await using px = startProxy([up.endpoint]);
+    await using c = await RawClient.connect(px.port);
+    c.send("GET /one HTTP/1.1\r\nHost: h\r\n\r\n");
+    expect((await c.readResponse()).body).toBe("/one");
+    c.send("POST /pay HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok");
+    expect((await c.readResponse()).status).toBe(502);
+    expect(up.requests.map((r) => r.target)).toEqual(["/one", "/pay"]);
+    expect(up.accepts).toBe(1);
+  });
+
   test("a streamed request body is not retried: the client gets 502", async () => {
     await using up = new RawUpstream("up", (_req, s) => {
       // The second request arrives complete only after its body was streamed: drop it unanswered.

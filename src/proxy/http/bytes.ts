@@ -29,3 +29,16 @@ export function rangeEquals(buf: Uint8Array, s: number, e: number, b: Uint8Array
   for (let i = 0; i < b.length; i++) if (buf[s + i] !== b[i]) return false;
   return true;
 }
+
+/**
+ * Copy src[s..e) into dst at `pos`; returns the position after it. Short ranges are copied by a loop,
+ * which is cheaper than creating a subarray view for `set`.
+ */
+export function copyRange(dst: Uint8Array, pos: number, src: Uint8Array, s: number, e: number): number {
+  if (e - s <= 64) {
+    while (s < e) dst[pos++] = src[s++]!;
+    return pos;
+  }
+  dst.set(src.subarray(s, e), pos);
+  return pos + (e - s);
+}

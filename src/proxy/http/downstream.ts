@@ -23,7 +23,10 @@ import {
   CR,
   findHeadEnd,
   LF,
+  M_CONNECT,
   M_HEAD,
+  M_OTHER,
+  M_POST,
   parseRequestHead,
   parseResponseHead,
   RequestInfo,
@@ -76,13 +79,6 @@ const LINGER_MS = 2_000;
 /** Largest first body slice copied into the head's write (bigger ones go in a second write, uncopied). */
 const COALESCE_BYTES = 16 * 1024;
 
-/** Half-close a socket when the runtime can (Bun: `shutdown()`), else close it gracefully. */
-function halfClose(s: TcpSocket<unknown>): void {
-  const shutdown = (s as TcpSocket<unknown> & { shutdown?: () => void }).shutdown;
-  if (typeof shutdown === "function") shutdown.call(s);
-  else s.end();
-}
-
 /** The `socket.data` of a downstream connection. */
 export class Downstream implements UpstreamOwner {
   readonly ctx: ClientContext;
@@ -124,6 +120,8 @@ export class Downstream implements UpstreamOwner {
   firstBody: Uint8Array | null = null;
   streamed = false;
   retried = false;
+  /** GET, HEAD, OPTIONS, PUT, DELETE, TRACE: safe to send twice (RFC 9110 §9.2.2). */
+  idempotent = false;
 
   // The current response.
   up: Upstream | null = null;
@@ -226,7 +224,7 @@ export class Downstream implements UpstreamOwner {
         this.maybeShutdown();
         return;
       case R_CLOSING:
-        if (this.lingering && !this.endWhenFlushed) this.sock.end();
+        // Our FIN is out (or follows the queued bytes): the socket closes now that both sides are done.
         return;
       default:
       // Connecting or waiting: the response is still delivered, then the connection closes.
@@ -243,8 +241,7 @@ export class Downstream implements UpstreamOwner {
     const u = this.up;
     if (u) {
       this.up = null;
-      if (this.downEof && this.upShut && !u.out) u.sock?.end();
-      else u.destroy();
+      u.destroy();
     }
     this.proxy.remove(this);
   }
@@ -328,6 +325,7 @@ export class Downstream implements UpstreamOwner {
     const req = REQ;
     const conn = req.conn;
     this.isHead = req.method === M_HEAD;
+    this.idempotent = req.method !== M_POST && req.method !== M_OTHER && req.method !== M_CONNECT;
     this.minor = req.minor;
     this.keepAlive = (conn & C_CLOSE) === 0 && (req.minor === 1 || (conn & C_KEEP_ALIVE) !== 0);
     this.upgradeReq = (conn & C_UPGRADE) !== 0 && req.upgrade >= 0;
@@ -506,8 +504,9 @@ export class Downstream implements UpstreamOwner {
     this.up = null;
     u.destroy();
     if (this.pstate === P_HEAD) {
-      if (this.resBytes === 0 && this.reused && !this.streamed && !this.retried && this.first && this.rstate !== R_CLOSING) {
-        // A pooled connection the upstream had already closed: resend once on a fresh one.
+      if (this.resBytes === 0 && this.reused && this.idempotent && !this.streamed && !this.retried && this.first && this.rstate !== R_CLOSING) {
+        // A pooled connection the upstream had already closed: resend an idempotent request once on a fresh one.
+        // A POST is never resent: the upstream may have acted on it before closing.
         this.retried = true;
         this.rstate = R_CONNECTING;
         this.setDeadline(D_NONE, 0);
@@ -693,17 +692,18 @@ export class Downstream implements UpstreamOwner {
     if (!u) return;
     if (this.downEof && !this.upShut && !u.out) {
       this.upShut = true;
-      if (u.sock) halfClose(u.sock);
+      u.sock?.end();
     }
     if (this.upEof && !this.downShut && !this.out) {
       this.downShut = true;
-      halfClose(this.sock);
+      this.sock.end();
     }
     if (this.upShut && this.downShut) {
+      // Both directions are finished: each socket closes once its FINs are through.
       this.up = null;
       u.owner = null;
-      u.sock?.end();
-      this.closeClient();
+      this.rstate = R_CLOSING;
+      this.setDeadline(D_LINGER, Math.min(LINGER_MS, this.proxy.options.idleTimeoutMs));
     }
   }
 
@@ -799,10 +799,11 @@ export class Downstream implements UpstreamOwner {
   }
 
   /**
-   * Close gracefully: stop reading requests, flush what is queued, then close. With `linger` (the client
-   * may still be sending: an error, or a request body not read), only our side is shut first and input is
-   * read and discarded until the client closes, so its unread bytes cannot turn the close into a reset
-   * that destroys the response (nginx's lingering close).
+   * Close gracefully: stop reading requests, flush what is queued, then send FIN (`end()` is a
+   * half-close) and discard input until the client closes its side, so bytes it is still sending cannot
+   * turn the close into a reset that destroys the response (nginx's lingering close). `linger` says the
+   * client probably is still sending (an error, or a body not read): it then gets {@link LINGER_MS} to
+   * close; otherwise the idle timeout applies.
    */
   closeClient(linger = false): void {
     if (this.closed) return;
@@ -817,9 +818,8 @@ export class Downstream implements UpstreamOwner {
   }
 
   finishClose(): void {
-    if (!this.lingering) return this.sock.end();
-    halfClose(this.sock);
-    this.setDeadline(D_LINGER, Math.min(LINGER_MS, this.proxy.options.idleTimeoutMs));
+    this.sock.end();
+    if (this.lingering) this.setDeadline(D_LINGER, Math.min(LINGER_MS, this.proxy.options.idleTimeoutMs));
   }
 
   /** Close both sides now (a response cannot be completed). */

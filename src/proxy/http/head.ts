@@ -5,7 +5,7 @@
  * from the received head, in runs, using the positions {@link parseRequestHead}/{@link parseResponseHead}
  * left in the scratch table, so this must run in the same turn as the parse.
  */
-import { latin1Bytes, putLatin1, rangeEquals } from "./bytes.ts";
+import { copyRange, latin1Bytes, putLatin1, rangeEquals } from "./bytes.ts";
 import {
   F_FORWARDED,
   F_HOST,
@@ -72,7 +72,6 @@ const CONNECTION_CLOSE = latin1Bytes("Connection: close\r\n");
 const CONNECTION_KEEP_ALIVE = latin1Bytes("Connection: keep-alive\r\n");
 const HTTP11_EOL = latin1Bytes(" HTTP/1.1\r\n");
 const HOST_PREFIX = latin1Bytes("Host: ");
-const CRLF = latin1Bytes("\r\n");
 
 /** Whether field `k` of a request is dropped (not copied) when forwarding upstream. */
 function dropRequestField(k: number, upgrade: boolean, absolute: boolean, trusted: boolean): boolean {
@@ -135,8 +134,7 @@ export function buildRequestHead(buf: Uint8Array, info: RequestInfo, ctx: Client
     // Fast path: origin-form HTTP/1.1 with nothing to drop: copy the head, append the forwarding fields.
     const headLen = last - start;
     const out = new Uint8Array(headLen + suffix.length + bodyLen);
-    out.set(buf.subarray(start, last), 0);
-    out.set(suffix, headLen);
+    copyRange(out, copyRange(out, 0, buf, start, last), suffix, 0, suffix.length);
     if (body) out.set(body, headLen + suffix.length);
     return out;
   }
@@ -146,53 +144,38 @@ export function buildRequestHead(buf: Uint8Array, info: RequestInfo, ctx: Client
   const out = new Uint8Array(max);
   let pos = 0;
   if (info.minor === 1 && !absolute) {
-    out.set(buf.subarray(start, info.lineEnd), 0);
-    pos = info.lineEnd - start;
+    pos = copyRange(out, 0, buf, start, info.lineEnd);
   } else {
-    out.set(buf.subarray(start, info.methodEnd + 1), 0); // method SP
-    pos = info.methodEnd + 1 - start;
+    pos = copyRange(out, 0, buf, start, info.methodEnd + 1); // method SP
     if (absolute) {
       const ps = info.pathStart;
       if (ps === info.targetEnd || buf[ps] !== 47) out[pos++] = 47; // "/" before an empty path or a query
-      out.set(buf.subarray(ps, info.targetEnd), pos);
-      pos += info.targetEnd - ps;
+      pos = copyRange(out, pos, buf, ps, info.targetEnd);
     } else {
-      out.set(buf.subarray(info.targetStart, info.targetEnd), pos);
-      pos += info.targetEnd - info.targetStart;
+      pos = copyRange(out, pos, buf, info.targetStart, info.targetEnd);
     }
-    out.set(HTTP11_EOL, pos);
-    pos += HTTP11_EOL.length;
+    pos = copyRange(out, pos, HTTP11_EOL, 0, HTTP11_EOL.length);
   }
   let run = info.lineEnd;
   for (let i = 0; i < info.fieldCount; i++) {
     if (!dropRequestField(kinds[i]!, upgrade, absolute, ctx.trusted)) continue;
     const ls = fields[i * 5]!;
-    if (ls > run) {
-      out.set(buf.subarray(run, ls), pos);
-      pos += ls - run;
-    }
+    if (ls > run) pos = copyRange(out, pos, buf, run, ls);
     run = fields[i * 5 + 4]!;
   }
-  if (last > run) {
-    out.set(buf.subarray(run, last), pos);
-    pos += last - run;
-  }
+  if (last > run) pos = copyRange(out, pos, buf, run, last);
   if (absolute || synthHost) {
-    out.set(HOST_PREFIX, pos);
-    pos += HOST_PREFIX.length;
+    pos = copyRange(out, pos, HOST_PREFIX, 0, HOST_PREFIX.length);
     if (absolute) {
-      out.set(buf.subarray(hs, he), pos);
-      pos += he - hs;
+      pos = copyRange(out, pos, buf, hs, he);
     } else pos = putLatin1(out, pos, synthHost);
-    out.set(CRLF, pos);
-    pos += 2;
+    out[pos++] = 13;
+    out[pos++] = 10;
   }
   if (upgrade) {
-    out.set(CONNECTION_UPGRADE, pos);
-    pos += CONNECTION_UPGRADE.length;
+    pos = copyRange(out, pos, CONNECTION_UPGRADE, 0, CONNECTION_UPGRADE.length);
   }
-  out.set(suffix, pos);
-  pos += suffix.length;
+  pos = copyRange(out, pos, suffix, 0, suffix.length);
   if (body) {
     out.set(body, pos);
     pos += bodyLen;
@@ -223,19 +206,12 @@ export function buildResponseHead(buf: Uint8Array, start: number, info: Response
     const drop = HOP_BY_HOP[k] === 1 ? !(k === F_UPGRADE && conn === CONN_UPGRADE) : dropFraming && k === F_TRANSFER_ENCODING;
     if (!drop) continue;
     const ls = fields[i * 5]!;
-    if (ls > run) {
-      out.set(buf.subarray(run, ls), pos);
-      pos += ls - run;
-    }
+    if (ls > run) pos = copyRange(out, pos, buf, run, ls);
     run = fields[i * 5 + 4]!;
   }
-  if (last > run) {
-    out.set(buf.subarray(run, last), pos);
-    pos += last - run;
-  }
+  if (last > run) pos = copyRange(out, pos, buf, run, last);
   if (extra) {
-    out.set(extra, pos);
-    pos += extra.length;
+    pos = copyRange(out, pos, extra, 0, extra.length);
   }
   out[pos++] = 13;
   out[pos++] = 10;

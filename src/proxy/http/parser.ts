@@ -130,14 +130,13 @@ export function latin1(buf: Uint8Array, s: number, e: number): string {
  * Returns 0 while incomplete and -1 on a bare LF (a line ending that is not CRLF).
  */
 export function findHeadEnd(buf: Uint8Array, start: number, from: number, end: number): number {
-  let i = from - 3 > start ? from - 3 : start;
-  for (;;) {
-    i = buf.indexOf(LF, i);
-    if (i < 0 || i >= end) return 0;
+  // A plain loop: faster than (Buffer's) indexOf for heads of typical size.
+  for (let i = from - 3 > start ? from - 3 : start; i < end; i++) {
+    if (buf[i] !== LF) continue;
     if (i === start || buf[i - 1] !== CR) return -1;
     if (i - 3 >= start && buf[i - 2] === LF) return i + 1;
-    i++;
   }
+  return 0;
 }
 
 /**
