@@ -138,7 +138,8 @@ export function parseFlags(argv: readonly string[], defaults: { readonly hostnam
       .map((i) => {
         const key = i.path?.[0]?.key as string | undefined;
         const flag = key ? (flagOf[key] ?? key) : "flags";
-        return `Invalid --${flag} ${JSON.stringify(i.input)}: ${i.message}`;
+        const given = key && key in raw ? raw[key as keyof typeof raw] : i.input;
+        return `Invalid --${flag} ${JSON.stringify(given)}: ${i.message}`;
       })
       .join("\n");
     return { kind: "error", message };

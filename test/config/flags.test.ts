@@ -1,0 +1,82 @@
+import { describe, expect, test } from "bun:test";
+import { flagSpecs, helpText, parseFlags } from "../../src/config/flags.ts";
+
+const run = (argv: string[]) => {
+  const r = parseFlags(argv, { hostname: "host-1" });
+  if (r.kind !== "run") throw new Error(`Expected a config, got ${JSON.stringify(r)}`);
+  return r.config;
+};
+
+describe("parseFlags", () => {
+  test("defaults match kube-proxy's conventions, shifted beside kube-proxy's ports", () => {
+    expect(run([])).toEqual({
+      nodeName: "host-1",
+      nodePortAddresses: [],
+      serviceProxyName: "kubegate",
+      allServices: false,
+      healthzBindAddress: { host: "0.0.0.0", port: 10356 },
+      metricsBindAddress: { host: "127.0.0.1", port: 10349 },
+      hostAddresses: [],
+      drainGracePeriodMs: 30_000,
+      connectTimeoutMs: 2_000,
+      idleTimeoutMs: 300_000,
+      logLevel: "info",
+    });
+  });
+
+  test("every flag is parsed", () => {
+    expect(
+      run([
+        "--manifests", "deploy/demo",
+        "--hostname-override", "node-a",
+        "--nodeport-addresses", "127.0.0.0/8, ::1/128",
+        "--service-proxy-name", "edge",
+        "--all-services",
+        "--healthz-bind-address", "[::1]:0",
+        "--metrics-bind-address", "127.0.0.1:9999",
+        "--host-addresses", "127.0.0.1,::1",
+        "--drain-grace-period", "500ms",
+        "--connect-timeout", "1.5s",
+        "--idle-timeout", "2m",
+        "--log-level", "debug",
+      ]),
+    ).toEqual({
+      manifests: "deploy/demo",
+      nodeName: "node-a",
+      nodePortAddresses: ["127.0.0.0/8", "::1/128"],
+      serviceProxyName: "edge",
+      allServices: true,
+      healthzBindAddress: { host: "::1", port: 0 },
+      metricsBindAddress: { host: "127.0.0.1", port: 9999 },
+      hostAddresses: ["127.0.0.1", "::1"],
+      drainGracePeriodMs: 500,
+      connectTimeoutMs: 1500,
+      idleTimeoutMs: 120_000,
+      logLevel: "debug",
+    });
+  });
+
+  test.each([
+    [["--nodeport-addresses", "10.0.0.0/33"], 'Invalid --nodeport-addresses "10.0.0.0/33"'],
+    [["--healthz-bind-address", "10356"], 'Invalid --healthz-bind-address "10356"'],
+    [["--drain-grace-period", "soon"], 'Invalid --drain-grace-period "soon"'],
+    [["--log-level", "loud"], 'Invalid --log-level "loud"'],
+    [["--metrics-bind-address", "127.0.0.1:70000"], "Port must be 0..65535"],
+    [["--bogus"], "Unknown option '--bogus'"],
+    [["--kubeconfig", "a", "--manifests", "b"], "exclusive"],
+  ])("%p is a clear error", (argv, message) => {
+    const r = parseFlags(argv, { hostname: "h" });
+    expect(r.kind).toBe("error");
+    expect(r.kind === "error" && r.message).toContain(message);
+  });
+
+  test("--help documents every flag with its default; --version is recognised", () => {
+    const r = parseFlags(["--help"], { hostname: "h" });
+    expect(r.kind).toBe("help");
+    const text = r.kind === "help" ? r.text : "";
+    for (const name of Object.keys(flagSpecs)) expect(text).toContain(`--${name}`);
+    expect(text).toContain('(default "0.0.0.0:10356")');
+    expect(helpText()).toBe(text);
+    expect(parseFlags(["--version"], { hostname: "h" }).kind).toBe("version");
+  });
+});
