@@ -10,6 +10,8 @@ import { adminApp, type AdminView } from "./admin/app.ts";
 import { HealthState, healthApp } from "./admin/health.ts";
 import type { Config } from "./config/flags.ts";
 import { hostAddresses } from "./config/host.ts";
+import { EventRecorder, type LbController, startLbController } from "./controller/index.ts";
+import { KubeClient } from "./kube/client.ts";
 import { ClusterSource } from "./kube/cluster-source.ts";
 import { loadKubeConfig } from "./kube/kubeconfig.ts";
 import { ManifestSource } from "./kube/manifests.ts";
@@ -21,6 +23,8 @@ import { ModelStore } from "./model/store.ts";
 import type { ModelOptions, Snapshot } from "./model/types.ts";
 import { createHttpProxy } from "./proxy/http/index.ts";
 import { createTcpProxy } from "./proxy/tcp/index.ts";
+import { udpProxyFactory } from "./proxy/udp/index.ts";
+import { HealthCheckServers } from "./health-check/servers.ts";
 import { defaultProxyOptions, type ProxyOptions } from "./proxy/types.ts";
 import { rt } from "./runtime/index.ts";
 import type { HttpServer } from "./runtime/types.ts";
@@ -57,13 +61,42 @@ function proxyOptions(config: Config): ProxyOptions {
   return { ...defaultProxyOptions, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs };
 }
 
-async function createSource(config: Config, log: Logger): Promise<Source> {
+/** The object source, plus (on a cluster) the client that Events and the LB controller share. */
+async function createSource(config: Config, log: Logger): Promise<{ source: Source; client?: KubeClient }> {
   if (config.manifests) {
     const warn = rateLimited(log.warn, 10_000);
-    return new ManifestSource(config.manifests, { onError: (message) => warn("manifests", "Manifest problem", { error: message }) });
+    return {
+      source: new ManifestSource(config.manifests, { onError: (message) => warn("manifests", "Manifest problem", { error: message }) }),
+    };
   }
-  const kube = await loadKubeConfig(config.kubeconfig);
-  return new ClusterSource({ kube, nodeName: config.nodeName, log });
+  const client = new KubeClient(await loadKubeConfig(config.kubeconfig));
+  return { source: new ClusterSource({ client, nodeName: config.nodeName, log }), client };
+}
+
+/**
+ * Emits a Warning Event once per new bind failure (the recorder counts repeats): listeners
+ * (`FailedToBindListener`) and healthCheckNodePort servers (kube-proxy's `FailedToStartServiceHealthcheck`).
+ */
+function bindFailureEvents(events: EventRecorder, listeners: ListenerManager, healthChecks: HealthCheckServers): (snapshot: Snapshot) => void {
+  let known = new Set<string>();
+  return (snapshot) => {
+    const byKey = new Map(snapshot.entrypoints.map((e) => [e.key, e]));
+    const now = new Set<string>();
+    for (const entry of listeners.status()) {
+      const ep = byKey.get(entry.key);
+      for (const l of entry.listeners) {
+        if (!l.error || !ep) continue;
+        now.add(l.error);
+        if (!known.has(l.error)) void events.warning({ kind: "Service", namespace: ep.namespace, name: ep.service }, "FailedToBindListener", l.error);
+      }
+    }
+    for (const hc of healthChecks.status()) {
+      if (!hc.error) continue;
+      now.add(hc.error);
+      if (!known.has(hc.error)) void events.warning({ kind: "Service", namespace: hc.namespace, name: hc.name }, "FailedToStartServiceHealthcheck", hc.error);
+    }
+    known = now;
+  };
 }
 
 /** Start a gateway. Throws when the health or admin address cannot be bound. */
@@ -72,18 +105,23 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   const health = new HealthState();
   const proxy = proxyOptions(config);
   const listeners = new ListenerManager(
-    { http: createHttpProxy, tcp: createTcpProxy },
+    { http: createHttpProxy, tcp: createTcpProxy, udp: udpProxyFactory({ log }) },
     { proxyOptions: proxy, drainGraceMs: config.drainGracePeriodMs, log },
   );
+  // healthCheckNodePort servers answer with the proxy's health, not the node's eligibility (kube-proxy's IsHealthy).
+  const healthChecks = new HealthCheckServers({ proxyHealthy: () => health.healthy().healthy, log });
   const ready = Promise.withResolvers<void>();
   const waiters = new Set<{ version: number; resolve: (s: Snapshot) => void }>();
   let ownNode: Node | undefined;
   let reported = new Set<string>();
+  let afterApply: (snapshot: Snapshot) => void = () => {};
 
   const store = new ModelStore(modelOptions(config), {
     onSnapshot(snapshot) {
       const started = performance.now();
       listeners.apply(snapshot);
+      healthChecks.apply(snapshot);
+      afterApply(snapshot);
       health.updated();
       log.info("Snapshot applied", {
         version: snapshot.version,
@@ -118,7 +156,22 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     },
   };
 
-  const source = deps.source ?? (await createSource(config, log));
+  const created = deps.source ? { source: deps.source } : await createSource(config, log);
+  const { source, client } = created;
+  const events = client ? new EventRecorder({ client, nodeName: config.nodeName, log }) : undefined;
+  const reportBindFailures = events ? bindFailureEvents(events, listeners, healthChecks) : () => {};
+  afterApply = reportBindFailures;
+  let controller: LbController | undefined;
+  if (config.lbController && client) {
+    controller = startLbController({
+      client,
+      nodeName: config.nodeName,
+      pool: config.lbPool,
+      claimUnclassed: config.lbClaimUnclassed,
+      ...(events ? { events } : {}),
+      log,
+    });
+  }
   const servers: HttpServer[] = [];
   try {
     const hApp = healthApp(health);
@@ -127,6 +180,8 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
       snapshot: () => store.current(),
       listeners: () => listeners.status(),
       sources: () => source.status(),
+      healthChecks: () => healthChecks.status(),
+      ...(controller ? { controller: () => controller.status() } : {}),
     };
     const aApp = adminApp(view);
     servers.push(rt.serveHttp({ hostname: config.metricsBindAddress.host, port: config.metricsBindAddress.port, fetch: (r) => aApp.fetch(r) }));
@@ -155,9 +210,12 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     listeners,
     async [Symbol.asyncDispose]() {
       log.info("kubegate stopping: draining listeners", { graceMs: config.drainGracePeriodMs });
+      await controller?.[Symbol.asyncDispose]();
       await source[Symbol.asyncDispose]();
+      await events?.[Symbol.asyncDispose]();
+      client?.close();
       store[Symbol.dispose]?.();
-      await listeners.close(config.drainGracePeriodMs);
+      await Promise.all([listeners.close(config.drainGracePeriodMs), healthChecks.close()]);
       await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
       log.info("kubegate stopped");
     },

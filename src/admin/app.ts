@@ -17,6 +17,10 @@ export interface AdminView {
   snapshot(): Snapshot | undefined;
   listeners(): readonly ListenerView[];
   sources(): readonly SyncStatus[];
+  /** healthCheckNodePort servers (externalTrafficPolicy: Local). */
+  healthChecks?(): unknown;
+  /** The LB controller's state, when it runs. */
+  controller?(): unknown;
 }
 
 /** The JSON shape of one entrypoint on `/api/snapshot`. */
@@ -66,7 +70,9 @@ export function snapshotJson(view: AdminView) {
 export function adminApp(view: AdminView): Hono {
   const app = new Hono();
   app.get("/api/snapshot", (c) => c.json(snapshotJson(view)));
-  app.get("/api/status", (c) => c.json({ sources: view.sources(), listeners: view.listeners() }));
+  app.get("/api/status", (c) =>
+    c.json({ sources: view.sources(), listeners: view.listeners(), ...(view.healthChecks ? { healthChecks: view.healthChecks() } : {}), ...(view.controller ? { controller: view.controller() } : {}) }),
+  );
   app.get("/", (c) => c.text("kubegate admin: see /api/snapshot and /api/status\n"));
   return app;
 }

@@ -26,6 +26,9 @@ export const flagSpecs = {
   "drain-grace-period": { type: "string", default: "30s", help: "How long removed listeners and shutdown wait for open connections (e.g. 500ms, 30s, 1m)." },
   "connect-timeout": { type: "string", default: "2s", help: "Upstream connect timeout per attempt." },
   "idle-timeout": { type: "string", default: "5m", help: "Close TCP connections and idle keep-alive HTTP connections after this long without traffic." },
+  "lb-controller": { type: "boolean", default: false, help: "Write status.loadBalancer.ingress (ipMode: Proxy) for LoadBalancer Services, one writer per cluster through a Lease." },
+  "lb-pool": { type: "string", default: "", help: "Comma-separated CIDRs or IPs: with --lb-controller, allocate one address per Service from this pool (MetalLB style) instead of writing node addresses (ServiceLB style)." },
+  "lb-claim-unclassed": { type: "boolean", default: true, help: "With --lb-controller, also manage LoadBalancer Services without spec.loadBalancerClass (kubegate's class is kubegate.io/lb)." },
   "log-level": { type: "string", default: "info", help: "debug, info, warn or error." },
   help: { type: "boolean", default: false, help: "Print this help and exit." },
   version: { type: "boolean", default: false, help: "Print the version and exit." },
@@ -76,6 +79,9 @@ export const Config = v.object({
   connectTimeoutMs: Duration,
   idleTimeoutMs: Duration,
   logLevel: v.picklist(["debug", "info", "warn", "error"]),
+  lbController: v.boolean(),
+  lbPool: AddressList,
+  lbClaimUnclassed: v.boolean(),
 });
 export type Config = v.InferOutput<typeof Config>;
 
@@ -90,7 +96,8 @@ export function helpText(): string {
   const lines = ["Usage: kubegate [flags]", "", "Flags:"];
   for (const [name, spec] of Object.entries(flagSpecs) as [string, FlagSpec][]) {
     const def = spec.default === undefined || spec.default === "" ? "" : ` (default ${JSON.stringify(spec.default)})`;
-    lines.push(`  --${name}${spec.type === "string" ? " VALUE" : ""}`, `      ${spec.help}${def}`);
+    const flag = spec.type === "boolean" && spec.default === true ? `--[no-]${name}` : `--${name}`;
+    lines.push(`  ${flag}${spec.type === "string" ? " VALUE" : ""}`, `      ${spec.help}${def}`);
   }
   return lines.join("\n");
 }
@@ -102,7 +109,8 @@ export function helpText(): string {
 export function parseFlags(argv: readonly string[], defaults: { readonly hostname: string }): ParsedArgs {
   let values: Record<string, string | boolean | undefined>;
   try {
-    values = parseArgs({ args: [...argv], options: flagSpecs as never, strict: true, allowPositionals: false }).values;
+    const opts = { args: [...argv], options: flagSpecs, strict: true, allowPositionals: false, allowNegative: true };
+    values = parseArgs(opts as Parameters<typeof parseArgs>[0]).values as typeof values;
   } catch (err) {
     return { kind: "error", message: `${(err as Error).message}\nRun with --help for the list of flags.` };
   }
@@ -124,6 +132,9 @@ export function parseFlags(argv: readonly string[], defaults: { readonly hostnam
     connectTimeoutMs: get("connect-timeout"),
     idleTimeoutMs: get("idle-timeout"),
     logLevel: get("log-level"),
+    lbController: get("lb-controller"),
+    lbPool: get("lb-pool"),
+    lbClaimUnclassed: get("lb-claim-unclassed"),
   };
   for (const k of ["kubeconfig", "manifests"] as const) if (raw[k] === undefined) delete raw[k];
   const result = v.safeParse(Config, raw);
@@ -132,7 +143,8 @@ export function parseFlags(argv: readonly string[], defaults: { readonly hostnam
       nodeName: "hostname-override", nodePortAddresses: "nodeport-addresses", serviceProxyName: "service-proxy-name",
       allServices: "all-services", healthzBindAddress: "healthz-bind-address", metricsBindAddress: "metrics-bind-address",
       hostAddresses: "host-addresses", drainGracePeriodMs: "drain-grace-period", connectTimeoutMs: "connect-timeout",
-      idleTimeoutMs: "idle-timeout", logLevel: "log-level",
+      idleTimeoutMs: "idle-timeout", logLevel: "log-level", lbController: "lb-controller", lbPool: "lb-pool",
+      lbClaimUnclassed: "lb-claim-unclassed",
     };
     const message = result.issues
       .map((i) => {
@@ -146,6 +158,9 @@ export function parseFlags(argv: readonly string[], defaults: { readonly hostnam
   }
   if (result.output.kubeconfig && result.output.manifests) {
     return { kind: "error", message: "Flags --kubeconfig and --manifests are exclusive: pick one source" };
+  }
+  if (result.output.lbController && result.output.manifests) {
+    return { kind: "error", message: "Flag --lb-controller needs a cluster: it cannot be used with --manifests" };
   }
   return { kind: "run", config: result.output };
 }

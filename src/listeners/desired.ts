@@ -4,12 +4,15 @@
  */
 import type { Entrypoint, Snapshot } from "../model/types.ts";
 
-/** The data planes a TCP listener can run. */
-export type ListenerProtocol = "http" | "tcp";
+/** The data plane a listener runs: HTTP or TCP on a TCP socket, or UDP. */
+export type ListenerProtocol = "http" | "tcp" | "udp";
 
 /** One socket a snapshot asks for. */
 export interface ListenerSpec {
-  /** `${address}|${port}|tcp`: protocol (http/tcp) is not part of it, so a protocol change is a rebind of the same key. */
+  /**
+   * `${address}|${port}|${transport}` (transport `tcp` for http and tcp, `udp` for udp): http/tcp is not
+   * part of it, so a change between them is a rebind of the same key; TCP and UDP on one port coexist.
+   */
   readonly key: string;
   readonly address: string;
   readonly port: number;
@@ -41,26 +44,32 @@ export function hostPort(address: string, port: number): string {
   return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
+export interface DesiredOptions {
+  /** Whether UDP entrypoints get listeners (default true); false skips them with a reason. */
+  readonly udp?: boolean | undefined;
+}
+
 /**
  * The listeners `snapshot` asks for. Entrypoints with `error` are not served (the model already
- * reports them); UDP entrypoints are skipped until the UDP proxy exists. Two entrypoints claiming
- * one address:port should not happen (the model resolves conflicts); if it does, the first by key wins.
+ * reports them). Two entrypoints claiming one address:port:transport should not happen (the model
+ * resolves conflicts); if it does, the first by key wins.
  *
  * @example
  * desiredListeners(snapshot).listeners.get("127.0.0.1|30080|tcp")?.entrypoint.name // "ns/web:http"
  */
-export function desiredListeners(snapshot: Snapshot): DesiredListeners {
+export function desiredListeners(snapshot: Snapshot, options: DesiredOptions = {}): DesiredListeners {
   const listeners = new Map<string, ListenerSpec>();
   const skipped: SkippedListener[] = [];
+  const udp = options.udp ?? true;
   for (const entrypoint of snapshot.entrypoints) {
     if (entrypoint.error !== undefined) continue;
     const { protocol } = entrypoint;
-    if (protocol === "udp") {
-      skipped.push({ entrypoint, reason: "UDP entrypoints are not served yet" });
+    if (protocol === "udp" && !udp) {
+      skipped.push({ entrypoint, reason: "UDP entrypoints are not served: no UDP proxy is configured" });
       continue;
     }
     for (const address of entrypoint.addresses) {
-      const key = listenerKey(address, entrypoint.port);
+      const key = listenerKey(address, entrypoint.port, protocol === "udp" ? "udp" : "tcp");
       const taken = listeners.get(key);
       if (taken !== undefined) {
         skipped.push({

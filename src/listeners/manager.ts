@@ -8,20 +8,30 @@
  * - Protocol change (tcp <-> http) on the same address:port -> the old one is closed, a new one bound.
  * - A port that cannot be bound is an error on that entrypoint only (see {@link ListenerManager.status});
  *   it is retried on the next apply and on a timer.
+ * - UDP entrypoints get a UDP socket (`bindUdp`, asynchronous: see {@link ListenerManager.settled}) and
+ *   the UDP proxy's flow table; a removed UDP listener closes at once (there is nothing to drain).
+ * - loadBalancerSourceRanges: a connection from outside the entrypoint's CIDRs is terminated in `open`,
+ *   before the proxy sees it (so before any upstream connect); a UDP datagram from outside is dropped
+ *   before a flow is made. Refusals are counted per entrypoint and logged at a rate limit. Only `open`
+ *   (and `close`, to hide refused sockets from the proxy) is wrapped: the data path pays nothing.
  */
 import { RoundRobin } from "../balancer/round-robin.ts";
-import { type Logger, silentLogger } from "../log.ts";
+import { type Logger, rateLimited, silentLogger } from "../log.ts";
 import type { Entrypoint, Snapshot } from "../model/types.ts";
 import { defaultProxyOptions } from "../proxy/types.ts";
 import type { ListenerProxy, ListenerProxyFactory, ProxyOptions, Route, RouteRef } from "../proxy/types.ts";
+import type { UdpListenerProxy, UdpProxyFactory } from "../proxy/udp/types.ts";
 import { rt } from "../runtime/index.ts";
-import type { Runtime, TcpListener } from "../runtime/types.ts";
+import type { Runtime, TcpHandlers } from "../runtime/types.ts";
 import { desiredListeners, hostPort, type ListenerProtocol, type ListenerSpec } from "./desired.ts";
+import { type SourceGuard, sourceAllowed, sourceGuard } from "./source-ranges.ts";
 
 /** The data plane to run per protocol. */
 export interface ListenerProxyFactories {
   readonly http: ListenerProxyFactory;
   readonly tcp: ListenerProxyFactory;
+  /** Without it, UDP entrypoints are reported as not served. */
+  readonly udp?: UdpProxyFactory | undefined;
 }
 
 export interface ListenerManagerOptions {
@@ -34,6 +44,10 @@ export interface ListenerManagerOptions {
   readonly log?: Logger | undefined;
   /** The bind function (default: the current runtime's). */
   readonly listenTcp?: Runtime["listenTcp"] | undefined;
+  /** The UDP bind function (default: the current runtime's). */
+  readonly bindUdp?: Runtime["bindUdp"] | undefined;
+  /** At most one log line per entrypoint per this interval about refused sources, ms (default 10 s). */
+  readonly refusedLogIntervalMs?: number | undefined;
 }
 
 /** Bind state of one listener of an entrypoint. */
@@ -43,12 +57,19 @@ export interface ListenerState {
   readonly bound: boolean;
   /** Why it is not bound, e.g. `Cannot bind listener "ns/web:http" on 127.0.0.1:30080: address already in use`. */
   readonly error?: string | undefined;
+  /** UDP listeners: open flows. */
+  readonly flows?: number | undefined;
 }
 
 /** Bind state of one entrypoint's listeners, keyed by the entrypoint key (`NodePort/ns/web:http`). */
 export interface EntrypointListeners {
   readonly key: string;
   readonly listeners: readonly ListenerState[];
+  /**
+   * Entrypoints with loadBalancerSourceRanges: connections (TCP) and datagrams (UDP) refused because
+   * their source is outside the ranges, since the entrypoint got its listeners.
+   */
+  readonly refused?: number | undefined;
 }
 
 /** Totals for the admin API. */
@@ -61,24 +82,40 @@ export interface ListenerCounts {
   readonly draining: number;
   /** Open downstream connections, on bound and draining listeners. */
   readonly connections: number;
+  /** Open UDP flows. */
+  readonly flows: number;
+  /** Connections and datagrams refused by loadBalancerSourceRanges (entrypoints served now). */
+  readonly refused: number;
 }
 
-/** One wanted listener: bound (listener + proxy) or failed (error). */
+/** What the manager needs of a TCP or UDP data plane once its socket is bound. */
+type Proxy = Pick<ListenerProxy, "active" | "drain" | "closeAll">;
+
+/** One wanted listener: bound (listener + proxy), binding (UDP, in flight) or failed (error). */
 interface Slot {
   readonly key: string;
   readonly address: string;
   readonly port: number;
   readonly protocol: ListenerProtocol;
   entrypoint: Entrypoint;
+  /** The entrypoint's source-range check, when it has loadBalancerSourceRanges. */
+  guard: SourceGuard | undefined;
   ref: RouteRef | undefined;
-  proxy: ListenerProxy | undefined;
-  listener: TcpListener | undefined;
+  proxy: Proxy | undefined;
+  udp: UdpListenerProxy | undefined;
+  /** Stops accepting (TCP) or closes the socket (UDP). Set while bound. */
+  listener: { stop(): void } | undefined;
+  /** A UDP bind is in flight. */
+  binding: boolean;
   error: string | undefined;
 }
 
+/** `socket.data` of a connection refused by source ranges: its `close` is not passed to the proxy. */
+const REFUSED: unique symbol = Symbol("refused");
+
 /** A removed listener waiting for its connections. */
 interface Draining {
-  readonly proxy: ListenerProxy;
+  readonly proxy: Proxy;
   readonly done: Promise<void>;
   /** End the grace period now. */
   readonly expire: () => void;
@@ -86,6 +123,7 @@ interface Draining {
 
 const DEFAULT_DRAIN_GRACE_MS = 30_000;
 const DEFAULT_RETRY_INTERVAL_MS = 5_000;
+const DEFAULT_REFUSED_LOG_INTERVAL_MS = 10_000;
 
 const bindReasons: Readonly<Record<string, string>> = {
   EADDRINUSE: "address already in use",
@@ -94,19 +132,24 @@ const bindReasons: Readonly<Record<string, string>> = {
   EPERM: "permission denied",
 };
 
+/** Why a bind failed, for people: `address already in use` for EADDRINUSE, else the error's message. */
+export function bindReason(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return (typeof code === "string" ? bindReasons[code] : undefined) ?? (err instanceof Error ? err.message : String(err));
+}
+
 /** The message for a failed bind: `Cannot bind listener "ns/web:http" on 127.0.0.1:30080: address already in use`. */
 export function bindErrorMessage(entrypoint: Entrypoint, address: string, port: number, err: unknown): string {
-  const code = (err as { code?: unknown } | null)?.code;
-  const reason = (typeof code === "string" ? bindReasons[code] : undefined) ?? (err instanceof Error ? err.message : String(err));
-  return `Cannot bind listener "${entrypoint.name}" on ${hostPort(address, port)}: ${reason}`;
+  return `Cannot bind listener "${entrypoint.name}" on ${hostPort(address, port)}: ${bindReason(err)}`;
 }
 
 /**
  * Owns every data-plane listener. Call {@link apply} with each new snapshot; dispose to drain and close.
  *
  * @example
- * await using listeners = new ListenerManager({ http: createHttpProxy, tcp: createTcpProxy }, { drainGraceMs: 5_000, log });
+ * await using listeners = new ListenerManager({ http: createHttpProxy, tcp: createTcpProxy, udp: createUdpProxy }, { drainGraceMs: 5_000, log });
  * listeners.apply(snapshot);
+ * await listeners.settled(); // UDP binds are asynchronous
  * listeners.status(); // [{ key: "NodePort/ns/web:http", listeners: [{ address: "127.0.0.1", port: 30080, bound: true }] }]
  */
 export class ListenerManager implements AsyncDisposable {
@@ -116,15 +159,21 @@ export class ListenerManager implements AsyncDisposable {
   readonly #retryIntervalMs: number;
   readonly #log: Logger;
   readonly #listenTcp: Runtime["listenTcp"];
+  readonly #bindUdp: Runtime["bindUdp"];
+  readonly #logRefused: (key: string, msg: string, fields?: Readonly<Record<string, unknown>>) => void;
   /** Wanted listeners by listener key, in snapshot order. */
   #slots = new Map<string, Slot>();
   /** Routes by entrypoint key: the listeners of one entrypoint share one balancer. */
   #routes = new Map<string, Route>();
+  /** Source-range checks by entrypoint key (entrypoints with loadBalancerSourceRanges only). */
+  #guards = new Map<string, SourceGuard>();
   /** Listener-level conflicts the model let through (should not happen), by entrypoint key. */
   #conflicts = new Map<string, ListenerState[]>();
   /** What was reported as not served on the last apply (reported again only when it changes). */
   #reported = new Set<string>();
   readonly #draining = new Set<Draining>();
+  /** UDP binds in flight. */
+  readonly #binding = new Set<Promise<void>>();
   #retryTimer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
@@ -135,16 +184,22 @@ export class ListenerManager implements AsyncDisposable {
     this.#retryIntervalMs = options.retryIntervalMs ?? DEFAULT_RETRY_INTERVAL_MS;
     this.#log = options.log ?? silentLogger;
     this.#listenTcp = options.listenTcp ?? rt.listenTcp;
+    this.#bindUdp = options.bindUdp ?? rt.bindUdp;
+    this.#logRefused = rateLimited(this.#log.warn, options.refusedLogIntervalMs ?? DEFAULT_REFUSED_LOG_INTERVAL_MS);
   }
 
-  /** Reconcile the listeners with `snapshot`. Never throws: a listener that cannot be bound is reported in {@link status}. */
+  /**
+   * Reconcile the listeners with `snapshot`. Never throws: a listener that cannot be bound is reported in
+   * {@link status}. TCP listeners are bound when this returns; UDP binds finish later (see {@link settled}).
+   */
   apply(snapshot: Snapshot): void {
     if (this.#closed) {
       this.#log.warn("Snapshot ignored: the listener manager is closed", { version: snapshot.version });
       return;
     }
-    const desired = desiredListeners(snapshot);
+    const desired = desiredListeners(snapshot, { udp: this.#factories.udp !== undefined });
     this.#routes = this.#nextRoutes(desired.listeners.values());
+    this.#guards = this.#nextGuards(desired.listeners.values());
 
     // Removed and protocol-changed listeners first, so their ports are free for what replaces them.
     for (const [key, slot] of this.#slots) {
@@ -160,9 +215,11 @@ export class ListenerManager implements AsyncDisposable {
       const route = this.#routes.get(spec.entrypoint.key)!;
       const slot = this.#slots.get(spec.key) ?? this.#newSlot(spec);
       slot.entrypoint = spec.entrypoint;
-      if (slot.listener === undefined) this.#bind(slot, route);
-      else if (slot.ref!.current !== route) slot.ref!.current = route;
+      slot.guard = this.#guards.get(spec.entrypoint.key);
       slots.set(spec.key, slot);
+      if (slot.listener !== undefined) {
+        if (slot.ref!.current !== route) slot.ref!.current = route;
+      } else if (!slot.binding) this.#bind(slot, route);
     }
     this.#slots = slots;
 
@@ -182,8 +239,23 @@ export class ListenerManager implements AsyncDisposable {
       this.#conflicts.set(s.entrypoint.key, list);
       if (isNew) this.#log.error("Listener not bound", { entrypoint: s.entrypoint.key, error });
     }
+    for (const guard of this.#guards.values()) {
+      const id = `${guard.entrypointKey}|invalid|${guard.source}`;
+      reported.add(id);
+      if (guard.invalid.length !== 0 && !this.#reported.has(id)) {
+        this.#log.error("Invalid loadBalancerSourceRanges entries ignored: they allow no source", {
+          entrypoint: guard.entrypointKey,
+          invalid: guard.invalid,
+        });
+      }
+    }
     this.#reported = reported;
     this.#scheduleRetry();
+  }
+
+  /** Resolves once no UDP bind is in flight (TCP binds are synchronous in {@link apply}). */
+  async settled(): Promise<void> {
+    while (this.#binding.size !== 0) await Promise.all(this.#binding);
   }
 
   /** Bind state per entrypoint key, sorted by key; only entrypoints that asked for listeners. */
@@ -191,39 +263,44 @@ export class ListenerManager implements AsyncDisposable {
     const byKey = new Map<string, ListenerState[]>();
     for (const slot of this.#slots.values()) {
       const list = byKey.get(slot.entrypoint.key) ?? [];
-      list.push(
-        slot.listener !== undefined
-          ? { address: slot.address, port: slot.port, bound: true }
-          : { address: slot.address, port: slot.port, bound: false, error: slot.error },
-      );
+      const { address, port } = slot;
+      if (slot.listener === undefined) list.push({ address, port, bound: false, error: slot.error });
+      else if (slot.udp !== undefined) list.push({ address, port, bound: true, flows: slot.udp.active() });
+      else list.push({ address, port, bound: true });
       byKey.set(slot.entrypoint.key, list);
     }
     for (const [key, states] of this.#conflicts) byKey.set(key, [...(byKey.get(key) ?? []), ...states]);
     return [...byKey]
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([key, listeners]) => ({ key, listeners }));
+      .map(([key, listeners]) => {
+        const guard = this.#guards.get(key);
+        return guard === undefined ? { key, listeners } : { key, listeners, refused: guard.refused };
+      });
   }
 
-  /** Listener and connection totals. */
+  /** Listener, connection and flow totals. */
   counts(): ListenerCounts {
     let bound = 0;
     let failed = 0;
     let connections = 0;
+    let flows = 0;
+    let refused = 0;
     for (const slot of this.#slots.values()) {
-      if (slot.listener === undefined) failed++;
-      else {
+      if (slot.listener !== undefined) {
         bound++;
-        connections += slot.proxy!.active();
-      }
+        if (slot.udp !== undefined) flows += slot.udp.active();
+        else connections += slot.proxy!.active();
+      } else if (!slot.binding) failed++;
     }
     for (const d of this.#draining) connections += d.proxy.active();
-    return { bound, failed, draining: this.#draining.size, connections };
+    for (const guard of this.#guards.values()) refused += guard.refused;
+    return { bound, failed, draining: this.#draining.size, connections, flows, refused };
   }
 
   /** Retry binding the listeners that failed (also runs on a timer while any have failed). */
   retryFailed(): void {
     for (const slot of this.#slots.values()) {
-      if (slot.listener === undefined) this.#bind(slot, this.#routes.get(slot.entrypoint.key)!);
+      if (slot.listener === undefined && !slot.binding) this.#bind(slot, this.#routes.get(slot.entrypoint.key)!);
     }
     this.#scheduleRetry();
   }
@@ -238,6 +315,8 @@ export class ListenerManager implements AsyncDisposable {
     for (const slot of this.#slots.values()) this.#retire(slot, graceMs, "shutting down");
     this.#slots.clear();
     this.#conflicts.clear();
+    // A UDP bind still in flight closes its socket as it completes (its slot is no longer wanted).
+    await this.settled();
     const pending = [...this.#draining];
     const timer = setTimeout(() => {
       for (const d of pending) d.expire();
@@ -266,38 +345,155 @@ export class ListenerManager implements AsyncDisposable {
     return next;
   }
 
+  /** Source-range checks for this snapshot: parsed again only when an entrypoint's ranges changed. */
+  #nextGuards(specs: Iterable<ListenerSpec>): Map<string, SourceGuard> {
+    const next = new Map<string, SourceGuard>();
+    for (const { entrypoint } of specs) {
+      if (next.has(entrypoint.key)) continue;
+      const guard = sourceGuard(entrypoint, this.#guards.get(entrypoint.key));
+      if (guard !== undefined) next.set(entrypoint.key, guard);
+    }
+    return next;
+  }
+
   #newSlot(spec: ListenerSpec): Slot {
     const { key, address, port, protocol, entrypoint } = spec;
-    return { key, address, port, protocol, entrypoint, ref: undefined, proxy: undefined, listener: undefined, error: undefined };
+    return {
+      key,
+      address,
+      port,
+      protocol,
+      entrypoint,
+      guard: undefined,
+      ref: undefined,
+      proxy: undefined,
+      udp: undefined,
+      listener: undefined,
+      binding: false,
+      error: undefined,
+    };
+  }
+
+  /** Whether `slot`'s entrypoint admits `address`; a refusal is counted and logged (rate-limited). */
+  #admit(slot: Slot, address: string): boolean {
+    const guard = slot.guard;
+    if (guard === undefined || sourceAllowed(guard, address)) return true;
+    guard.refused++;
+    this.#logRefused(guard.entrypointKey, slot.protocol === "udp" ? "Datagram dropped: source not in loadBalancerSourceRanges" : "Connection refused: source not in loadBalancerSourceRanges", {
+      entrypoint: guard.entrypointKey,
+      source: address,
+      listener: hostPort(slot.address, slot.port),
+      refused: guard.refused,
+    });
+    return false;
+  }
+
+  /**
+   * The proxy's handlers with a source-range check in `open`: a refused socket is terminated there and
+   * never reaches the proxy (its `close` is swallowed too). The other handlers are the proxy's own.
+   */
+  #guarded<T>(slot: Slot, h: TcpHandlers<T>): TcpHandlers<T> {
+    const { open, close } = h;
+    const guarded: TcpHandlers<T> = {
+      data: h.data,
+      open: (socket) => {
+        if (slot.guard !== undefined && !this.#admit(slot, socket.remoteAddress)) {
+          socket.data = REFUSED as T;
+          socket.terminate();
+          return;
+        }
+        open?.(socket);
+      },
+      close: (socket, error) => {
+        if ((socket.data as unknown) !== REFUSED) close?.(socket, error);
+      },
+    };
+    if (h.drain !== undefined) guarded.drain = h.drain;
+    if (h.end !== undefined) guarded.end = h.end;
+    return guarded;
   }
 
   #bind(slot: Slot, route: Route): void {
+    if (slot.protocol === "udp") return this.#bindUdpSlot(slot, route);
     const ref: RouteRef = { current: route };
     const proxy = this.#factories[slot.protocol](ref, this.#proxyOptions);
-    const fields = { entrypoint: slot.entrypoint.key, address: slot.address, port: slot.port, protocol: slot.protocol };
     try {
-      slot.listener = this.#listenTcp({ hostname: slot.address, port: slot.port, handlers: proxy.handlers });
+      const listener = this.#listenTcp({ hostname: slot.address, port: slot.port, handlers: this.#guarded(slot, proxy.handlers) });
+      slot.listener = { stop: () => listener.stop(false) };
     } catch (err) {
-      const error = bindErrorMessage(slot.entrypoint, slot.address, slot.port, err);
-      // Log a failure once, not on every retry.
-      if (error !== slot.error) this.#log.error("Listener not bound", { ...fields, error });
-      slot.error = error;
-      return;
+      return this.#bindFailed(slot, err);
     }
+    this.#bound(slot, ref, proxy, undefined);
+  }
+
+  #bindUdpSlot(slot: Slot, route: Route): void {
+    const ref: RouteRef = { current: route };
+    const proxy = this.#factories.udp!(ref, { admit: (address) => this.#admit(slot, address) });
+    slot.binding = true;
+    const done: Promise<void> = this.#bindUdp({ hostname: slot.address, port: slot.port, onMessage: proxy.onMessage }).then(
+      (socket) => {
+        slot.binding = false;
+        if (this.#closed || this.#slots.get(slot.key) !== slot) {
+          // No longer wanted (removed, or the manager closed) while binding.
+          socket.close();
+          proxy.closeAll();
+          return;
+        }
+        proxy.attach(socket);
+        slot.listener = { stop: () => socket.close() };
+        // Snapshots applied while binding changed the route.
+        ref.current = this.#routes.get(slot.entrypoint.key) ?? ref.current;
+        this.#bound(slot, ref, proxy, proxy);
+      },
+      (err: unknown) => {
+        slot.binding = false;
+        proxy.closeAll();
+        if (this.#closed || this.#slots.get(slot.key) !== slot) return;
+        this.#bindFailed(slot, err);
+        this.#scheduleRetry();
+      },
+    );
+    this.#binding.add(done);
+    void done.finally(() => this.#binding.delete(done));
+  }
+
+  #bound(slot: Slot, ref: RouteRef, proxy: Proxy, udp: UdpListenerProxy | undefined): void {
+    const fields = { entrypoint: slot.entrypoint.key, address: slot.address, port: slot.port, protocol: slot.protocol };
     if (slot.error !== undefined) this.#log.info("Listener bound after earlier failure", fields);
     else this.#log.info("Listener bound", fields);
     slot.ref = ref;
     slot.proxy = proxy;
+    slot.udp = udp;
     slot.error = undefined;
   }
 
-  /** Stop accepting now; drain in the background up to `graceMs`, then close what is left. */
+  #bindFailed(slot: Slot, err: unknown): void {
+    const error = bindErrorMessage(slot.entrypoint, slot.address, slot.port, err);
+    // Log a failure once, not on every retry.
+    if (error !== slot.error) {
+      this.#log.error("Listener not bound", { entrypoint: slot.entrypoint.key, address: slot.address, port: slot.port, protocol: slot.protocol, error });
+    }
+    slot.error = error;
+  }
+
+  /** Stop accepting now; drain in the background up to `graceMs`, then close what is left. UDP closes at once. */
   #retire(slot: Slot, graceMs: number, why: string): void {
     const { listener, proxy } = slot;
     if (listener === undefined || proxy === undefined) return;
     slot.listener = undefined;
-    listener.stop(false);
-    this.#log.info("Listener closed", { entrypoint: slot.entrypoint.key, address: slot.address, port: slot.port, reason: why, connections: proxy.active() });
+    listener.stop();
+    this.#log.info("Listener closed", {
+      entrypoint: slot.entrypoint.key,
+      address: slot.address,
+      port: slot.port,
+      reason: why,
+      ...(slot.udp !== undefined ? { flows: slot.udp.active() } : { connections: proxy.active() }),
+    });
+    if (slot.udp !== undefined) {
+      // Replies can only leave through the listener socket, which is gone: nothing to drain.
+      slot.udp.closeAll();
+      return;
+    }
     const expired = Promise.withResolvers<void>();
     const timer = setTimeout(expired.resolve, graceMs);
     const draining: Draining = {
@@ -315,7 +511,7 @@ export class ListenerManager implements AsyncDisposable {
   }
 
   #scheduleRetry(): void {
-    const failed = [...this.#slots.values()].some((s) => s.listener === undefined);
+    const failed = [...this.#slots.values()].some((s) => s.listener === undefined && !s.binding);
     if (!failed || this.#closed) return this.#stopRetry();
     if (this.#retryTimer !== undefined || this.#retryIntervalMs <= 0) return;
     this.#retryTimer = setInterval(() => this.retryFailed(), this.#retryIntervalMs);

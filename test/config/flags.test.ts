@@ -21,6 +21,9 @@ describe("parseFlags", () => {
       connectTimeoutMs: 2_000,
       idleTimeoutMs: 300_000,
       logLevel: "info",
+      lbController: false,
+      lbPool: [],
+      lbClaimUnclassed: true,
     });
   });
 
@@ -39,6 +42,7 @@ describe("parseFlags", () => {
         "--connect-timeout", "1.5s",
         "--idle-timeout", "2m",
         "--log-level", "debug",
+        "--lb-pool", "192.0.2.0/28,198.51.100.7",
       ]),
     ).toEqual({
       manifests: "deploy/demo",
@@ -53,6 +57,9 @@ describe("parseFlags", () => {
       connectTimeoutMs: 1500,
       idleTimeoutMs: 120_000,
       logLevel: "debug",
+      lbController: false,
+      lbPool: ["192.0.2.0/28", "198.51.100.7"],
+      lbClaimUnclassed: true,
     });
   });
 
@@ -74,7 +81,8 @@ describe("parseFlags", () => {
     const r = parseFlags(["--help"], { hostname: "h" });
     expect(r.kind).toBe("help");
     const text = r.kind === "help" ? r.text : "";
-    for (const name of Object.keys(flagSpecs)) expect(text).toContain(`--${name}`);
+    for (const name of Object.keys(flagSpecs)) expect(text).toMatch(new RegExp(`--(\\[no-\\])?${name}`));
+    expect(text).toContain("--[no-]lb-claim-unclassed");
     expect(text).toContain('(default "0.0.0.0:10356")');
     expect(helpText()).toBe(text);
     expect(parseFlags(["--version"], { hostname: "h" }).kind).toBe("version");

@@ -16,12 +16,23 @@ describe("desiredListeners", () => {
     expect(skipped).toEqual([]);
   });
 
-  test("entrypoints with errors are left out; UDP ones are skipped with a reason", () => {
+  test("entrypoints with errors are left out; UDP ones are skipped with a reason when UDP is off", () => {
     const bad = entrypoint({ name: "ns/bad:tcp", port: 30001, error: "Port 30001 on 127.0.0.1 is already used by \"ns/x:tcp\"" });
     const dns = entrypoint({ name: "ns/dns:udp", protocol: "udp", port: 30053 });
-    const { listeners, skipped } = desiredListeners(snapshot(bad, dns));
+    const { listeners, skipped } = desiredListeners(snapshot(bad, dns), { udp: false });
     expect(listeners.size).toBe(0);
-    expect(skipped).toEqual([{ entrypoint: dns, reason: "UDP entrypoints are not served yet" }]);
+    expect(skipped).toEqual([{ entrypoint: dns, reason: "UDP entrypoints are not served: no UDP proxy is configured" }]);
+  });
+
+  test("UDP entrypoints get udp-keyed listeners that coexist with TCP on the same port", () => {
+    const dnsUdp = entrypoint({ name: "ns/dns:dns", protocol: "udp", port: 30053 });
+    const dnsTcp = entrypoint({ name: "ns/dns:dns-tcp", protocol: "tcp", port: 30053 });
+    const { listeners, skipped } = desiredListeners(snapshot(dnsUdp, dnsTcp));
+    expect([...listeners.values()]).toEqual([
+      { key: "127.0.0.1|30053|udp", address: "127.0.0.1", port: 30053, protocol: "udp", entrypoint: dnsUdp },
+      { key: "127.0.0.1|30053|tcp", address: "127.0.0.1", port: 30053, protocol: "tcp", entrypoint: dnsTcp },
+    ]);
+    expect(skipped).toEqual([]);
   });
 
   test("a second claim on the same address and port loses to the first (by key)", () => {

@@ -86,7 +86,7 @@ describe("ListenerManager", () => {
       { key: "NodePort/test/two:tcp", listeners: [{ address: "127.0.0.1", port: pb, bound: true }] },
     ]);
     await waitFor(() => m.counts().connections === 0, { what: "the clients' connections to close" });
-    expect(m.counts()).toEqual({ bound: 2, failed: 0, draining: 0, connections: 0 });
+    expect(m.counts()).toEqual({ bound: 2, failed: 0, draining: 0, connections: 0, flows: 0, refused: 0 });
   });
 
   test("an endpoint change reaches new connections; an established one keeps its endpoint", async () => {
@@ -135,7 +135,7 @@ describe("ListenerManager", () => {
     await c.exchange("a", 1);
     m.apply(snapshot());
     expect(await canConnect(port)).toBe(false);
-    expect(m.counts()).toEqual({ bound: 0, failed: 0, draining: 1, connections: 1 });
+    expect(m.counts()).toEqual({ bound: 0, failed: 0, draining: 1, connections: 1, flows: 0, refused: 0 });
     expect(m.status()).toEqual([]);
     // Still served while draining; once it ends, the drain is over.
     expect(await c.exchange("b", 1)).toBe("b");
@@ -228,7 +228,7 @@ describe("ListenerManager", () => {
     expect(m.log.lines.some((l) => l.msg === "Listener bound after earlier failure")).toBe(true);
   });
 
-  test("entrypoints with a model error and UDP entrypoints are not bound", async () => {
+  test("entrypoints with a model error, and UDP entrypoints without a UDP proxy, are not bound", async () => {
     const [p1, p2] = [await freePort(), await freePort()];
     await using m = manager();
     m.apply(
@@ -238,9 +238,9 @@ describe("ListenerManager", () => {
       ),
     );
     expect(m.status()).toEqual([]);
-    expect(m.counts()).toEqual({ bound: 0, failed: 0, draining: 0, connections: 0 });
+    expect(m.counts()).toEqual({ bound: 0, failed: 0, draining: 0, connections: 0, flows: 0, refused: 0 });
     expect(await canConnect(p1)).toBe(false);
-    const notServed = { level: "info", msg: "Entrypoint not served", fields: { entrypoint: "NodePort/test/dns:udp", reason: "UDP entrypoints are not served yet" } };
+    const notServed = { level: "info", msg: "Entrypoint not served", fields: { entrypoint: "NodePort/test/dns:udp", reason: "UDP entrypoints are not served: no UDP proxy is configured" } };
     expect(m.log.lines).toContainEqual(notServed);
     // Said once, not on every snapshot.
     m.apply(snapshot(entrypoint({ name: "test/dns:udp", protocol: "udp", port: p2, endpoints: [1] })));
@@ -289,7 +289,7 @@ describe("ListenerManager", () => {
     expect(await canConnect(port)).toBe(false);
     await c.closed;
     await closing;
-    expect(m.counts()).toEqual({ bound: 0, failed: 0, draining: 0, connections: 0 });
+    expect(m.counts()).toEqual({ bound: 0, failed: 0, draining: 0, connections: 0, flows: 0, refused: 0 });
     m.apply(snapshot(tcp("web", port, [echo.port])));
     expect(await canConnect(port)).toBe(false);
   });

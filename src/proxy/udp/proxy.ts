@@ -1,0 +1,253 @@
+/**
+ * The UDP data plane: a flow table keyed by client `address|port`. The first datagram of a client
+ * creates a flow: an endpoint picked by the route's balancer and an upstream socket bound to an
+ * ephemeral port, which talks to that endpoint only. Datagrams from the client go out of the
+ * flow's upstream socket; the endpoint's replies come back on it and leave through the listener
+ * socket, so the client sees them from the address it sent to (kube-proxy's userspace proxier did
+ * the same).
+ *
+ * - Idle flows are closed by one sweep timer per proxy (no per-datagram timers). The table is kept
+ *   in approximate least-recently-active order (a flow moves to the end at most once per sweep
+ *   tick), so the sweep stops at the first live flow and eviction takes the first one.
+ * - The table is bounded: a new flow beyond `maxFlows` evicts the least recently active one.
+ * - Endpoint changes: new flows read `ref.current`; an existing flow checks its endpoint only when
+ *   the route changed since its last datagram, and is re-created towards a current endpoint when
+ *   its own left the route.
+ *
+ * Takes `bindUdp` as a parameter (no runtime import), like the TCP proxy; `index.ts` binds it.
+ */
+import type { Endpoint } from "../../model/types.ts";
+import { canonicalIP, ipFamily } from "../../model/net.ts";
+import { rateLimited, silentLogger } from "../../log.ts";
+import type { UdpSocket } from "../../runtime/types.ts";
+import type { Route, RouteRef } from "../types.ts";
+import {
+  defaultUdpIdleTimeoutMs,
+  defaultUdpMaxFlows,
+  defaultUdpMaxPendingDatagrams,
+  type UdpListenerProxy,
+  type UdpProxyFactory,
+  type UdpProxyHooks,
+  type UdpProxySettings,
+} from "./types.ts";
+
+/** Coarsest resolution of the idle sweep. */
+const MAX_SWEEP_INTERVAL_MS = 1_000;
+
+interface Flow {
+  /** `${clientAddress}|${clientPort}`. */
+  readonly key: string;
+  readonly clientAddress: string;
+  readonly clientPort: number;
+  /** The route last seen by this flow (a different `ref.current` means: check the endpoint again). */
+  route: Route;
+  readonly endpoint: Endpoint;
+  /** The endpoint address in canonical form, to recognise replies. */
+  readonly upstreamAddress: string;
+  /** Unset while binding. */
+  socket: UdpSocket | undefined;
+  /** Datagrams from the client waiting for the upstream socket. */
+  readonly pending: Uint8Array[];
+  closed: boolean;
+  /** Coarse time of the last datagram either way. */
+  last: number;
+}
+
+/**
+ * Build a {@link UdpProxyFactory} whose flows bind their upstream sockets with `settings.bindUdp`.
+ *
+ * @example
+ * const factory = makeUdpProxyFactory({ bindUdp: rt.bindUdp, idleTimeoutMs: 30_000 });
+ * const proxy = factory({ current: route });
+ * proxy.attach(await rt.bindUdp({ hostname: "127.0.0.1", port: 30053, onMessage: proxy.onMessage }));
+ */
+export function makeUdpProxyFactory(settings: UdpProxySettings): UdpProxyFactory {
+  return (ref, hooks = {}) => createProxy(ref, hooks, settings);
+}
+
+function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySettings): UdpListenerProxy {
+  const idleMs = settings.idleTimeoutMs ?? defaultUdpIdleTimeoutMs;
+  const maxFlows = Math.max(1, settings.maxFlows ?? defaultUdpMaxFlows);
+  const maxPending = Math.max(1, settings.maxPendingDatagrams ?? defaultUdpMaxPendingDatagrams);
+  const sweepMs = Math.max(10, Math.min(MAX_SWEEP_INTERVAL_MS, Math.floor(idleMs / 4)));
+  const warn = rateLimited((settings.log ?? silentLogger).warn, 10_000);
+  const { bindUdp } = settings;
+  const admit = hooks.admit;
+
+  /** In approximate least-recently-active order (see `touch`). */
+  const flows = new Map<string, Flow>();
+  /** Endpoint keys per route, built on the first check against that route. */
+  const endpointKeys = new WeakMap<Route, Set<string>>();
+  let listener: UdpSocket | undefined;
+  let closed = false;
+  let clock = performance.now();
+  let sweeper: ReturnType<typeof setInterval> | undefined;
+  let created = 0;
+  let expired = 0;
+  let evicted = 0;
+  let repointed = 0;
+  let refused = 0;
+  let dropped = 0;
+
+  function sweep(): void {
+    clock = performance.now();
+    // `last` lags real activity by up to one interval, so wait one more before calling it idle.
+    const limit = clock - idleMs - sweepMs;
+    for (const f of flows.values()) {
+      if (f.last > limit) break;
+      expired++;
+      close(f);
+    }
+  }
+
+  function stopSweep(): void {
+    if (sweeper !== undefined) clearInterval(sweeper);
+    sweeper = undefined;
+  }
+
+  function close(f: Flow): void {
+    if (f.closed) return;
+    f.closed = true;
+    f.pending.length = 0;
+    if (flows.get(f.key) === f) flows.delete(f.key);
+    f.socket?.close();
+    if (flows.size === 0) stopSweep();
+  }
+
+  /** Mark activity; moves the flow to the end of the table once per clock tick. */
+  function touch(f: Flow): void {
+    if (f.last === clock) return;
+    f.last = clock;
+    flows.delete(f.key);
+    flows.set(f.key, f);
+  }
+
+  function serves(route: Route, ep: Endpoint): boolean {
+    let keys = endpointKeys.get(route);
+    if (keys === undefined) {
+      keys = new Set(route.balancer.endpoints.map((e) => `${e.address}|${e.port}`));
+      endpointKeys.set(route, keys);
+    }
+    return keys.has(`${ep.address}|${ep.port}`);
+  }
+
+  function open(key: string, clientAddress: string, clientPort: number, route: Route): Flow | undefined {
+    const endpoint = route.balancer.pick({ clientAddress });
+    if (endpoint === undefined) return undefined;
+    if (flows.size >= maxFlows) {
+      const oldest = flows.values().next().value;
+      if (oldest !== undefined) {
+        evicted++;
+        close(oldest);
+      }
+    }
+    if (flows.size === 0) {
+      // The clock only ticks while flows exist.
+      clock = performance.now();
+      if (idleMs > 0) sweeper ??= setInterval(sweep, sweepMs);
+    }
+    const f: Flow = {
+      key,
+      clientAddress,
+      clientPort,
+      route,
+      endpoint,
+      upstreamAddress: canonicalIP(endpoint.address) ?? endpoint.address,
+      socket: undefined,
+      pending: [],
+      closed: false,
+      last: clock,
+    };
+    flows.set(key, f);
+    created++;
+    bindUdp({
+      hostname: ipFamily(endpoint.address) === 6 ? "::" : "0.0.0.0",
+      port: 0,
+      onMessage: (data, port, address) => reply(f, data, port, address),
+    }).then(
+      (socket) => {
+        if (f.closed) return socket.close();
+        f.socket = socket;
+        for (const d of f.pending) if (!socket.send(d, endpoint.port, endpoint.address)) dropped++;
+        f.pending.length = 0;
+      },
+      (err: unknown) => {
+        if (f.closed) return;
+        dropped += f.pending.length;
+        warn("bind", "Cannot bind an upstream UDP socket: datagrams dropped", {
+          endpoint: `${endpoint.address}:${endpoint.port}`,
+          error: err instanceof Error ? err.message : String(err),
+        });
+        close(f);
+      },
+    );
+    return f;
+  }
+
+  /** A datagram from the endpoint: back to the client, from the listener socket. */
+  function reply(f: Flow, data: Uint8Array, port: number, address: string): void {
+    if (f.closed) return;
+    if (port !== f.endpoint.port || (address !== f.upstreamAddress && canonicalIP(address) !== f.upstreamAddress)) {
+      // Not from our endpoint (the ephemeral port is reachable by anyone): ignore.
+      dropped++;
+      return;
+    }
+    touch(f);
+    if (listener === undefined || !listener.send(data, f.clientPort, f.clientAddress)) dropped++;
+  }
+
+  const onMessage = (data: Uint8Array, port: number, address: string): void => {
+    if (closed) return;
+    const key = `${address}|${port}`;
+    const route = ref.current;
+    let f = flows.get(key);
+    let admitted = false;
+    if (f !== undefined && f.route !== route) {
+      if (admit !== undefined && !admit(address)) {
+        refused++;
+        close(f);
+        return;
+      }
+      admitted = true;
+      if (serves(route, f.endpoint)) f.route = route;
+      else {
+        repointed++;
+        close(f);
+        f = undefined;
+      }
+    }
+    if (f === undefined) {
+      if (!admitted && admit !== undefined && !admit(address)) {
+        refused++;
+        return;
+      }
+      f = open(key, address, port, route);
+      if (f === undefined) {
+        dropped++;
+        return;
+      }
+    } else touch(f);
+    const socket = f.socket;
+    if (socket === undefined) {
+      if (f.pending.length < maxPending) f.pending.push(data);
+      else dropped++;
+      return;
+    }
+    if (!socket.send(data, f.endpoint.port, f.endpoint.address)) dropped++;
+  };
+
+  return {
+    onMessage,
+    attach(socket) {
+      listener = socket;
+    },
+    active: () => flows.size,
+    stats: () => ({ flows: flows.size, created, expired, evicted, repointed, refused, dropped }),
+    drain: () => Promise.resolve(),
+    closeAll() {
+      closed = true;
+      for (const f of [...flows.values()]) close(f);
+      stopSweep();
+    },
+  };
+}
