@@ -15,18 +15,23 @@
 import type { EndpointSlice, KindName, Node, Service } from "../kube/objects.ts";
 import { ClaimIndex, withError } from "./conflicts.ts";
 import { sliceServiceKey } from "./endpoints.ts";
+import { compareHealthChecks, healthCheckConflict, healthCheckError } from "./health.ts";
 import {
   type BuildContext,
   computeService,
   type Exposure,
+  type HealthCandidate,
   nodeZone,
   type PreparedOptions,
   prepareOptions,
   serviceKey,
 } from "./service.ts";
-import type { Entrypoint, ModelError, ModelOptions, NodeInfo, Snapshot } from "./types.ts";
+import type { Entrypoint, HealthCheckService, ModelError, ModelOptions, NodeInfo, Snapshot } from "./types.ts";
 
 export { LOAD_BALANCER_CLASS, ModelOptionsError, PROTOCOL_ANNOTATION, SERVICE_PROXY_NAME_LABEL } from "./service.ts";
+
+/** The empty health check list, shared. */
+export const NO_HEALTH_CHECKS: readonly HealthCheckService[] = Object.freeze([]);
 
 /** An object a source reported as invalid (CacheEvent `invalid`): reported, and treated as absent. */
 export interface InvalidObject {
@@ -89,10 +94,17 @@ export function buildFromPrepared(input: ModelInput, prepared: PreparedOptions, 
   const errors: ModelError[] = [];
   for (const invalid of input.invalid ?? []) errors.push(invalidError(invalid));
   const exposures: Exposure[] = [];
+  const candidates = new Map<number, HealthCandidate[]>();
   for (const [key, service] of services) {
     const result = computeService(service, slicesByService.get(key) ?? [], ctx);
     exposures.push(...result.exposures);
     errors.push(...result.errors);
+    const candidate = result.healthCheck;
+    if (candidate) {
+      const list = candidates.get(candidate.check.port);
+      if (list) list.push(candidate);
+      else candidates.set(candidate.check.port, [candidate]);
+    }
   }
 
   const claims = new ClaimIndex();
@@ -103,6 +115,15 @@ export function buildFromPrepared(input: ModelInput, prepared: PreparedOptions, 
     if (error !== undefined) errors.push(entrypointError(entrypoint));
     return entrypoint;
   });
+  const healthChecks: HealthCheckService[] = [];
+  for (const list of candidates.values()) {
+    for (const candidate of list) {
+      const error = healthCheckConflict(candidate, claims, list);
+      if (error === undefined) healthChecks.push(candidate.check);
+      else errors.push(healthCheckError(candidate.check, error));
+    }
+  }
+  healthChecks.sort(compareHealthChecks);
   entrypoints.sort((a, b) => compareKeys(a.key, b.key));
   errors.sort(compareErrors);
   return Object.freeze({
@@ -110,6 +131,7 @@ export function buildFromPrepared(input: ModelInput, prepared: PreparedOptions, 
     entrypoints, // not frozen: see below
     errors: Object.freeze(errors),
     node: nodeInfo(nodeName, ctx.zone),
+    healthChecks: healthChecks.length === 0 ? NO_HEALTH_CHECKS : Object.freeze(healthChecks),
   });
 }
 

@@ -15,7 +15,7 @@
  */
 import type { EndpointSlice, ServicePort } from "../kube/objects.ts";
 import { formatIP, type IPFamily, ipSortKey, parseIP, parseIPv4Number } from "./net.ts";
-import type { Endpoint, ModelError } from "./types.ts";
+import type { Endpoint, EndpointSelection, ModelError } from "./types.ts";
 
 /** The label joining an EndpointSlice to its Service. */
 export const SERVICE_NAME_LABEL = "kubernetes.io/service-name";
@@ -289,6 +289,28 @@ export function mergeEndpoints(
   return Object.freeze(result);
 }
 
+/**
+ * This node's *ready* endpoints of a Service, as kube-proxy counts them for its healthCheckNodePort
+ * (`EndpointsMap.LocalReadyEndpoints`): distinct addresses over all the Service's slices that list a port, on this
+ * node, ready (terminating and not-ready ones do not count). kube-proxy counts per IP family (one proxier per family,
+ * each serving the health port on its family's addresses); a dual-stack Pod would be counted twice over both
+ * families, so this is the larger of the two per-family counts.
+ */
+export function countLocalReady(slices: readonly SliceInfo[], nodeName: string): number {
+  if (nodeName === "") return 0;
+  let v4: Set<string> | undefined;
+  let v6: Set<string> | undefined;
+  for (const slice of slices) {
+    if (slice.ports.length === 0) continue;
+    for (const ep of slice.endpoints) {
+      if (!ep.ready || ep.nodeName !== nodeName) continue;
+      if (slice.family === 4) (v4 ??= new Set()).add(ep.address);
+      else (v6 ??= new Set()).add(ep.address);
+    }
+  }
+  return Math.max(v4?.size ?? 0, v6?.size ?? 0);
+}
+
 /** Who is asking, for {@link categorize}. */
 export interface CategorizeOptions {
   /** This node's name (endpoints with this `nodeName` are local; node hints match it). */
@@ -297,36 +319,46 @@ export interface CategorizeOptions {
   readonly zone?: string | undefined;
   /** The traffic policy that applies (`externalTrafficPolicy` for NodePort/LoadBalancer entrypoints). */
   readonly policy: "Cluster" | "Local";
+  /**
+   * The Service's `spec.trafficDistribution`, only to explain a missing effect: kube-proxy (and kubegate) read the
+   * hints the EndpointSlice controller derives from it, never the field itself.
+   */
+  readonly trafficDistribution?: string | undefined;
 }
 
-type TopologyMode = "" | "PreferSameNode" | "PreferSameZone";
+/** The endpoints that receive new traffic and why (see {@link selectEndpoints}). */
+export interface Selected {
+  readonly serving: readonly Endpoint[];
+  readonly selection: EndpointSelection;
+}
 
-/**
- * kube-proxy's topologyModeFromHints. The EndpointSlice controller writes `trafficDistribution`
- * (PreferSameNode -> `hints.forNodes`, PreferClose/PreferSameZone -> `hints.forZones`) and topology-aware
- * routing into the hints, so, like kube-proxy, only the hints are read. Node hints win over zone hints;
- * a kind of hint applies only when every ready endpoint carries it and one matches this node (zone).
- */
-function topologyMode(endpoints: readonly Endpoint[], nodeName: string, zone: string | undefined): TopologyMode {
-  let hasReady = false;
-  let allNodeHints = true;
-  let nodeMatch = false;
-  let allZoneHints = true;
-  let zoneMatch = false;
-  for (const ep of endpoints) {
-    if (!ep.ready) continue;
-    hasReady = true;
-    const forNodes = ep.hints?.forNodes;
-    if (!forNodes || forNodes.length === 0) allNodeHints = false;
-    else if (forNodes.includes(nodeName)) nodeMatch = true;
-    const forZones = ep.hints?.forZones;
-    if (!forZones || forZones.length === 0) allZoneHints = false;
-    else if (zone !== undefined && forZones.includes(zone)) zoneMatch = true;
+type Policy = EndpointSelection["policy"];
+type Topology = EndpointSelection["topology"];
+type Fallback = EndpointSelection["fallback"];
+
+/** The selections without a reason, interned (policy -> topology -> fallback): most clusters share these objects. */
+const PLAIN_SELECTIONS = {} as Record<Policy, Record<Topology, Record<Fallback, EndpointSelection>>>;
+for (const policy of ["Cluster", "Local"] as const) {
+  const byTopology = {} as Record<Topology, Record<Fallback, EndpointSelection>>;
+  for (const topology of ["none", "zone", "node"] as const) {
+    byTopology[topology] = {
+      none: Object.freeze({ policy, topology, fallback: "none" }),
+      "serving-terminating": Object.freeze({ policy, topology, fallback: "serving-terminating" }),
+    };
   }
-  if (!hasReady) return "";
-  if (allNodeHints && nodeMatch) return "PreferSameNode";
-  if (allZoneHints && zoneMatch) return "PreferSameZone";
-  return "";
+  PLAIN_SELECTIONS[policy] = byTopology;
+}
+
+function makeSelection(policy: Policy, topology: Topology, fallback: Fallback, topologyIgnored: string | undefined): EndpointSelection {
+  if (topologyIgnored === undefined) return PLAIN_SELECTIONS[policy][topology][fallback];
+  return Object.freeze({ policy, topology, topologyIgnored, fallback });
+}
+
+/** Two selections that say the same. */
+export function sameSelection(a: EndpointSelection | undefined, b: EndpointSelection | undefined): boolean {
+  if (a === b) return true;
+  if (!a || !b) return false;
+  return a.policy === b.policy && a.topology === b.topology && a.fallback === b.fallback && a.topologyIgnored === b.topologyIgnored;
 }
 
 function filterOrSame(endpoints: readonly Endpoint[], keep: (ep: Endpoint) => boolean): readonly Endpoint[] {
@@ -339,40 +371,127 @@ function filterOrSame(endpoints: readonly Endpoint[], keep: (ep: Endpoint) => bo
   return all ? endpoints : Object.freeze(out);
 }
 
+const EMPTY: readonly Endpoint[] = Object.freeze([]);
+
+function plural(n: number, one: string, many: string): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 /**
- * The endpoints that receive new traffic, as kube-proxy's CategorizeEndpoints chooses them:
- * - Cluster: the ready endpoints, narrowed by topology hints when every ready endpoint is hinted and one
- *   matches this node (node hints) or zone (zone hints); if none is ready anywhere, the serving+terminating ones.
- * - Local: only endpoints on this node: the ready ones, else the serving+terminating ones (no topology).
+ * The endpoints that receive new traffic, as kube-proxy's CategorizeEndpoints (pkg/proxy/topology.go) chooses
+ * them for external (NodePort/LoadBalancer) traffic, with the reasons shown on the admin API:
+ * - Cluster: the ready endpoints. Topology (kube-proxy's topologyModeFromHints): node hints (trafficDistribution
+ *   PreferSameNode) apply when every ready endpoint has one and one names this node; else zone hints
+ *   (PreferClose/PreferSameZone, topology-aware routing) when every ready endpoint has one and one names this node's
+ *   zone; then only the matching ready endpoints serve. Otherwise hints are ignored, and `topologyIgnored` says why.
+ *   If no endpoint is ready anywhere: the serving+terminating ones (KEP-1669), without topology.
+ * - Local: only endpoints on this node (`nodeName` equal to ours): the ready ones, else the serving+terminating ones.
+ *   Topology never applies.
  *
- * Returns `endpoints` itself when every endpoint is chosen.
+ * `serving` is `endpoints` itself when every endpoint is chosen.
  *
- * @example categorize(eps, { nodeName: "node-a", zone: "zone-a", policy: "Cluster" })
+ * @example selectEndpoints(eps, { nodeName: "node-a", zone: "zone-a", policy: "Cluster" }).selection
+ * // { policy: "Cluster", topology: "zone", fallback: "none" }
  */
-export function categorize(endpoints: readonly Endpoint[], options: CategorizeOptions): readonly Endpoint[] {
+export function selectEndpoints(endpoints: readonly Endpoint[], options: CategorizeOptions): Selected {
   const { nodeName, zone, policy } = options;
-  if (endpoints.length === 0) return endpoints;
+  if (endpoints.length === 0) return { serving: endpoints, selection: makeSelection(policy, "none", "none", undefined) };
   if (policy === "Local") {
     let localReady = false;
     let localServingTerminating = false;
+    let hinted = false;
     for (const ep of endpoints) {
+      if (ep.hints !== undefined) hinted = true;
       if (ep.nodeName !== nodeName || nodeName === "") continue;
       if (ep.ready) localReady = true;
       else if (ep.serving && ep.terminating) localServingTerminating = true;
     }
-    if (localReady) return filterOrSame(endpoints, (ep) => ep.nodeName === nodeName && ep.ready);
-    if (localServingTerminating) {
-      return filterOrSame(endpoints, (ep) => ep.nodeName === nodeName && ep.serving && ep.terminating);
+    const ignored = hinted ? "topology hints do not apply with externalTrafficPolicy Local" : undefined;
+    if (localReady) {
+      return { serving: filterOrSame(endpoints, (ep) => ep.nodeName === nodeName && ep.ready), selection: makeSelection("Local", "none", "none", ignored) };
     }
-    return Object.freeze([]);
+    if (localServingTerminating) {
+      return {
+        serving: filterOrSame(endpoints, (ep) => ep.nodeName === nodeName && ep.serving && ep.terminating),
+        selection: makeSelection("Local", "none", "serving-terminating", ignored),
+      };
+    }
+    return { serving: EMPTY, selection: makeSelection("Local", "none", "none", ignored) };
   }
-  const mode = topologyMode(endpoints, nodeName, zone);
-  const ready = filterOrSame(endpoints, (ep) => {
-    if (!ep.ready) return false;
-    if (mode === "PreferSameNode") return ep.hints?.forNodes?.includes(nodeName) ?? false;
-    if (mode === "PreferSameZone") return zone !== undefined && (ep.hints?.forZones?.includes(zone) ?? false);
-    return true;
-  });
-  if (ready.length > 0) return ready;
-  return filterOrSame(endpoints, (ep) => ep.serving && ep.terminating);
+
+  /* topologyModeFromHints, counting what is needed to explain an ignored hint */
+  let ready = 0;
+  let hinted = false;
+  let withNodeHint = 0;
+  let nodeMatch = false;
+  let withZoneHint = 0;
+  let zoneMatch = false;
+  for (const ep of endpoints) {
+    const hints = ep.hints;
+    if (hints !== undefined) hinted = true;
+    if (!ep.ready) continue;
+    ready++;
+    if (hints === undefined) continue;
+    const forNodes = hints.forNodes;
+    if (forNodes && forNodes.length > 0) {
+      withNodeHint++;
+      if (forNodes.includes(nodeName)) nodeMatch = true;
+    }
+    const forZones = hints.forZones;
+    if (forZones && forZones.length > 0) {
+      withZoneHint++;
+      if (zone !== undefined && forZones.includes(zone)) zoneMatch = true;
+    }
+  }
+
+  let topology: Topology = "none";
+  const reasons: string[] = [];
+  if (ready === 0) {
+    if (hinted) reasons.push("no endpoint is ready, so hints do not apply");
+  } else {
+    if (withNodeHint === ready && nodeMatch) topology = "node";
+    else if (withNodeHint === ready) reasons.push(`node hints ignored: no ready endpoint is hinted for node "${nodeName}"`);
+    else if (withNodeHint > 0) reasons.push(`node hints ignored: ${plural(ready - withNodeHint, "ready endpoint has", "ready endpoints have")} no node hint`);
+    if (topology === "none") {
+      if (withZoneHint === ready && zoneMatch) topology = "zone";
+      else if (withZoneHint === ready) {
+        reasons.push(
+          zone === undefined || zone === ""
+            ? `zone hints ignored: this node has no "${ZONE_LABEL}" label`
+            : `zone hints ignored: no ready endpoint is hinted for zone "${zone}"`,
+        );
+      } else if (withZoneHint > 0) {
+        reasons.push(`zone hints ignored: ${plural(ready - withZoneHint, "ready endpoint has", "ready endpoints have")} no zone hint`);
+      }
+    }
+    const td = options.trafficDistribution;
+    if (td !== undefined && td !== "" && withNodeHint === 0 && withZoneHint === 0) {
+      reasons.push(`trafficDistribution "${td}" is set but no ready endpoint has a hint`);
+    }
+  }
+  const ignored = reasons.length > 0 ? reasons.join("; ") : undefined;
+
+  if (ready > 0) {
+    const chosen = filterOrSame(endpoints, (ep) => {
+      if (!ep.ready) return false;
+      if (topology === "node") return ep.hints?.forNodes?.includes(nodeName) ?? false;
+      if (topology === "zone") return zone !== undefined && (ep.hints?.forZones?.includes(zone) ?? false);
+      return true;
+    });
+    return { serving: chosen, selection: makeSelection("Cluster", topology, "none", ignored) };
+  }
+  const fallback = filterOrSame(endpoints, (ep) => ep.serving && ep.terminating);
+  return {
+    serving: fallback,
+    selection: makeSelection("Cluster", "none", fallback.length > 0 ? "serving-terminating" : "none", ignored),
+  };
+}
+
+/**
+ * The endpoints that receive new traffic (see {@link selectEndpoints}, which also says why).
+ *
+ * @example categorize(eps, { nodeName: "node-a", zone: "zone-a", policy: "Cluster" })
+ */
+export function categorize(endpoints: readonly Endpoint[], options: CategorizeOptions): readonly Endpoint[] {
+  return selectEndpoints(endpoints, options).serving;
 }

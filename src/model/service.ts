@@ -4,28 +4,77 @@
  *
  * Scope, exposures and protocol selection:
  * - Served: Services labelled `service.kubernetes.io/service-proxy-name: <serviceProxyName>`; with
- *   `allServices`, every Service except those labelled with another proxy name. Never: ClusterIP,
- *   ExternalName and headless (`clusterIP: None`) Services.
+ *   `allServices`, every Service except those labelled with another proxy name. Never: ClusterIP and headless
+ *   (`clusterIP: None`) Services, nor ExternalName Services unless annotated `kubegate.io/expose-external-name: "true"`.
  * - NodePort entrypoint per port with a `nodePort` (types NodePort and LoadBalancer), on the host addresses
  *   selected by `nodePortAddresses` (and limited to the Service's `ipFamilies` when set).
  * - LoadBalancer entrypoint per port of a LoadBalancer Service whose `loadBalancerClass` is unset or
  *   {@link LOAD_BALANCER_CLASS}, on the Service `port` (ServiceLB style): the NodePort addresses plus every
- *   `status.loadBalancer.ingress[].ip` and `spec.externalIPs` entry that is an address of this host.
- *   A Service of another load-balancer class keeps its NodePort entrypoints (that balancer sends traffic to them).
+ *   `status.loadBalancer.ingress[].ip` and `spec.externalIPs` entry that is an address of this host (of the
+ *   Service's `ipFamilies`, when set). A Service of another load-balancer class keeps its NodePort entrypoints
+ *   (that balancer sends traffic to them).
+ * - ExternalName (exposed): a NodePort-typed entrypoint per `kubegate.io/external-name-ports` entry, on the node
+ *   addresses, with `externalName` set and a cluster without endpoints (see annotations.ts).
  * - Protocol: `udp` for UDP ports; else the `kubegate.io/protocol` annotation (`http` | `tcp`) when set;
  *   else `http` for appProtocol `http` / `kubernetes.io/ws`, `tcp` for anything else. SCTP ports are skipped.
+ *
+ * Service semantics on every entrypoint:
+ * - `externalTrafficPolicy` picks the endpoints (`Cluster.serving`, with `Cluster.selection` saying why: see
+ *   endpoints.ts `selectEndpoints`).
+ * - `sessionAffinity`: `ClientIP` with `sessionAffinityConfig.clientIP.timeoutSeconds` (default 10800; outside
+ *   1..86400 is an error and the default applies); HTTP entrypoints add the cookie of `kubegate.io/affinity-cookie`.
+ *   Undefined when neither applies.
+ * - `sourceRanges`: LoadBalancer entrypoints only (kube-proxy filters load-balancer traffic, not node ports), from
+ *   `spec.loadBalancerSourceRanges`, canonical CIDRs (a bare IP is taken as /32 or /128). Like kube-proxy, entries
+ *   are trimmed and an invalid one is skipped (and reported here); when none is valid, or the list is empty, it is
+ *   undefined and nothing is filtered.
+ * - `proxyProtocol`: `kubegate.io/proxy-protocol: v2` on TCP entrypoints.
+ *
+ * Health check (kube-proxy's `NeedsHealthCheck`): a LoadBalancer Service (of any class) with externalTrafficPolicy
+ * Local and a `healthCheckNodePort` gets a {@link HealthCandidate}; listener conflicts decide if it is served
+ * (health.ts).
  */
 import type { EndpointSlice, Node, Service, ServicePort } from "../kube/objects.ts";
-import { categorize, mergeEndpoints, sameEndpoints, type SliceInfo, sliceInfo, ZONE_LABEL } from "./endpoints.ts";
-import { cidrContains, formatIP, type IPFamily, ipSortKey, type ParsedCidr, parseCidr, parseIP } from "./net.ts";
-import type { Cluster, Entrypoint, EntrypointProtocol, EntrypointType, ModelError, ModelOptions } from "./types.ts";
+import {
+  ANNOTATIONS,
+  EXPOSE_EXTERNAL_NAME_ANNOTATION,
+  type ExternalNamePort,
+  parseServiceAnnotations,
+  type ServiceAnnotations,
+} from "./annotations.ts";
+import {
+  countLocalReady,
+  mergeEndpoints,
+  sameEndpoints,
+  sameSelection,
+  selectEndpoints,
+  type SliceInfo,
+  sliceInfo,
+  ZONE_LABEL,
+} from "./endpoints.ts";
+import { cidrContains, formatCidr, formatIP, type IPFamily, ipSortKey, type ParsedCidr, parseCidr, parseIP } from "./net.ts";
+import type {
+  Cluster,
+  Entrypoint,
+  EntrypointProtocol,
+  EntrypointType,
+  ExternalTarget,
+  HealthCheckService,
+  ModelError,
+  ModelOptions,
+  SessionAffinity,
+} from "./types.ts";
+
+export { PROTOCOL_ANNOTATION } from "./annotations.ts";
 
 /** The `spec.loadBalancerClass` kubegate implements (besides an unset class). */
 export const LOAD_BALANCER_CLASS = "kubegate.io/lb";
 /** The label that assigns a Service to an alternative service proxy. */
 export const SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name";
-/** Service annotation forcing the protocol of its TCP ports: `http` or `tcp`. */
-export const PROTOCOL_ANNOTATION = "kubegate.io/protocol";
+/** sessionAffinityConfig.clientIP.timeoutSeconds when unset (Kubernetes' default). */
+export const DEFAULT_AFFINITY_TIMEOUT_SECONDS = 10_800;
+/** The largest valid sessionAffinityConfig.clientIP.timeoutSeconds (one day). */
+export const MAX_AFFINITY_TIMEOUT_SECONDS = 86_400;
 
 /** Options that cannot be used (not an IP, not a CIDR). */
 export class ModelOptionsError extends Error {
@@ -106,13 +155,17 @@ export function serviceKey(service: Service): string {
   return `${service.metadata.namespace}/${service.metadata.name}`;
 }
 
-/** Whether kubegate serves this Service at all (scope by proxy name label and type). */
+/**
+ * Whether kubegate serves this Service at all (scope by proxy name label and type). An ExternalName Service is in
+ * scope when it carries the `kubegate.io/expose-external-name` annotation (its value is checked by computeService).
+ */
 export function inScope(service: Service, options: Pick<ModelOptions, "serviceProxyName" | "allServices">): boolean {
   const label = service.metadata.labels?.[SERVICE_PROXY_NAME_LABEL];
   if (options.allServices ? label !== undefined && label !== options.serviceProxyName : label !== options.serviceProxyName) {
     return false;
   }
   const { type, clusterIP } = service.spec;
+  if (type === "ExternalName") return service.metadata.annotations?.[EXPOSE_EXTERNAL_NAME_ANNOTATION] !== undefined;
   if (type !== "NodePort" && type !== "LoadBalancer") return false;
   return clusterIP !== "None";
 }
@@ -154,12 +207,21 @@ export interface Exposure {
   readonly claimPort: number;
 }
 
+/** A healthCheckNodePort server a Service asks for, before conflicts with listeners are resolved (health.ts). */
+export interface HealthCandidate {
+  readonly check: HealthCheckService;
+  /** Who wins when two health checks want the same port (older Service first). */
+  readonly rank: Rank;
+}
+
 /** What one Service contributes to the snapshot. */
 export interface ServiceResult {
   /** Sorted by entrypoint key. */
   readonly exposures: readonly Exposure[];
   /** Problems with the Service and its slices. */
   readonly errors: readonly ModelError[];
+  /** Its healthCheckNodePort server, when it needs one. */
+  readonly healthCheck?: HealthCandidate | undefined;
 }
 
 /** A Service that contributes nothing. */
@@ -182,9 +244,29 @@ function sameRecord(a: Readonly<Record<string, string>>, b: Readonly<Record<stri
   return true;
 }
 
+function sameOptionalStrings(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
+  if (a === b) return true;
+  return a !== undefined && b !== undefined && sameStrings(a, b);
+}
+
+function sameAffinity(a: SessionAffinity | undefined, b: SessionAffinity | undefined): boolean {
+  if (a === b) return true;
+  if (!a || !b || a.mode !== b.mode || a.timeoutSeconds !== b.timeoutSeconds) return false;
+  return a.cookie === b.cookie || (!!a.cookie && !!b.cookie && a.cookie.name === b.cookie.name && a.cookie.ttlSeconds === b.cookie.ttlSeconds);
+}
+
+function sameTarget(a: ExternalTarget | undefined, b: ExternalTarget | undefined): boolean {
+  if (a === b) return true;
+  return !!a && !!b && a.hostname === b.hostname && a.port === b.port;
+}
+
 function sameEntrypoint(a: Entrypoint, b: Entrypoint): boolean {
   return (
     a.key === b.key &&
+    a.proxyProtocol === b.proxyProtocol &&
+    sameAffinity(a.sessionAffinity, b.sessionAffinity) &&
+    sameOptionalStrings(a.sourceRanges, b.sourceRanges) &&
+    sameTarget(a.externalName, b.externalName) &&
     a.name === b.name &&
     a.protocol === b.protocol &&
     a.port === b.port &&
@@ -206,11 +288,19 @@ function protocolFor(sp: ServicePort, forced: "http" | "tcp" | undefined): Entry
   return app === "http" || app === "kubernetes.io/ws" ? "http" : "tcp";
 }
 
-/** Parses `spec.externalIPs` / ingress IPs and keeps the local ones. */
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+const EMPTY_ENDPOINTS: readonly Cluster["endpoints"][number][] = Object.freeze([]);
+
+/** `spec.externalName` as the API server validates it: an RFC 1123 subdomain, optionally with a trailing dot. */
+const DNS_NAME = /^(?=.{1,253}\.?$)[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)*\.?$/;
+
+/** Parses `spec.externalIPs` / ingress IPs and keeps the local ones (of `families`, when given). */
 function localAddresses(
   texts: readonly string[],
   what: string,
   hosts: ReadonlySet<string>,
+  families: ReadonlySet<IPFamily> | undefined,
   report: (message: string) => void,
 ): { address: string; sortKey: string }[] {
   const out: { address: string; sortKey: string }[] = [];
@@ -220,10 +310,82 @@ function localAddresses(
       report(`${what} "${text}" is not an IP address: ignored`);
       continue;
     }
+    if (families && !families.has(ip.family)) continue;
     const address = formatIP(ip);
     if (hosts.has(address)) out.push({ address, sortKey: ipSortKey(ip) });
   }
   return out;
+}
+
+/** sessionAffinityConfig.clientIP.timeoutSeconds, validated (1..86400), else the default. */
+function affinityTimeout(service: Service, report: (message: string) => void): number {
+  const seconds = service.spec.sessionAffinityConfig?.clientIP?.timeoutSeconds;
+  if (seconds === undefined) return DEFAULT_AFFINITY_TIMEOUT_SECONDS;
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > MAX_AFFINITY_TIMEOUT_SECONDS) {
+    report(
+      `sessionAffinityConfig.clientIP.timeoutSeconds ${seconds} is out of range: expected 1 to ${MAX_AFFINITY_TIMEOUT_SECONDS}; using ${DEFAULT_AFFINITY_TIMEOUT_SECONDS}`,
+    );
+    return DEFAULT_AFFINITY_TIMEOUT_SECONDS;
+  }
+  return seconds;
+}
+
+/**
+ * `spec.loadBalancerSourceRanges` as canonical CIDRs (deduplicated, in order), or undefined when there is none to
+ * enforce. Like kube-proxy: each entry is trimmed, an invalid one is skipped; kubegate also takes a bare IP as a
+ * /32 or /128 and reports what it skipped.
+ */
+function sourceRangesOf(texts: readonly string[] | undefined, report: (message: string) => void): readonly string[] | undefined {
+  if (!texts || texts.length === 0) return undefined;
+  const out: string[] = [];
+  for (const raw of texts) {
+    const text = raw.trim();
+    let cidr: ParsedCidr | undefined;
+    if (text.includes("/")) cidr = parseCidr(text);
+    else {
+      const ip = parseIP(text);
+      if (ip && ip.zone === undefined) cidr = { family: ip.family, bytes: ip.bytes, prefix: ip.family === 4 ? 32 : 128 };
+    }
+    if (!cidr) {
+      report(`loadBalancerSourceRanges entry "${raw}" is not a CIDR: ignored`);
+      continue;
+    }
+    const canonical = formatCidr(cidr);
+    if (!out.includes(canonical)) out.push(canonical);
+  }
+  if (out.length === 0) {
+    report("loadBalancerSourceRanges has no valid entry: LoadBalancer traffic is not filtered (as kube-proxy does)");
+    return undefined;
+  }
+  return Object.freeze(out);
+}
+
+function sameCheck(a: HealthCheckService, b: HealthCheckService): boolean {
+  return (
+    a.namespace === b.namespace &&
+    a.name === b.name &&
+    a.port === b.port &&
+    a.localEndpoints === b.localEndpoints &&
+    sameStrings(a.addresses, b.addresses)
+  );
+}
+
+/** The entrypoint to publish: `previous` when it equals `fresh`, else `fresh` frozen. */
+function reuseEntrypoint(fresh: Entrypoint, previous: Entrypoint | undefined): Entrypoint {
+  return previous && sameEntrypoint(previous, fresh) ? previous : Object.freeze(fresh);
+}
+
+/** The per-Service values every entrypoint of it shares. */
+interface ServiceScope {
+  readonly key: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly annotations: Readonly<Record<string, string>>;
+  readonly parsed: ServiceAnnotations;
+  readonly created: number;
+  readonly prevByKey: ReadonlyMap<string, Entrypoint>;
+  readonly prevClusters: ReadonlyMap<string, Cluster>;
+  readonly report: (message: string) => void;
 }
 
 /**
@@ -255,12 +417,7 @@ export function computeService(
   for (const info of infos) errors.push(...info.errors);
 
   const annotationsIn = service.metadata.annotations ?? {};
-  let forced: "http" | "tcp" | undefined;
-  const forcedText = annotationsIn[PROTOCOL_ANNOTATION];
-  if (forcedText === "http" || forcedText === "tcp") forced = forcedText;
-  else if (forcedText !== undefined) {
-    report(`Annotation "${PROTOCOL_ANNOTATION}" has invalid value "${forcedText}": expected "http" or "tcp"; using the default`);
-  }
+  const parsed = parseServiceAnnotations(annotationsIn, key, report);
 
   const prevByKey = new Map<string, Entrypoint>();
   const prevClusters = new Map<string, Cluster>();
@@ -271,24 +428,70 @@ export function computeService(
   const prevAnnotations = previous?.exposures[0]?.entrypoint.annotations;
   const annotations =
     prevAnnotations && sameRecord(prevAnnotations, annotationsIn) ? prevAnnotations : Object.freeze({ ...annotationsIn });
+  const created = service.metadata.creationTimestamp ? Date.parse(service.metadata.creationTimestamp) : Number.NaN;
+  const scope: ServiceScope = {
+    key,
+    namespace,
+    name,
+    annotations,
+    parsed,
+    created: Number.isNaN(created) ? Infinity : created,
+    prevByKey,
+    prevClusters,
+    report,
+  };
+
+  const exposures: Exposure[] = [];
+  let healthCheck: HealthCandidate | undefined;
+  if (spec.type === "ExternalName") {
+    exposeExternalName(service, scope, ctx, annotationsIn, exposures);
+  } else {
+    for (const field of ["exposeExternalName", "externalNamePorts"] as const) {
+      const annotation = ANNOTATIONS[field].key;
+      if (annotationsIn[annotation] !== undefined) {
+        report(`Annotation "${annotation}" on Service "${key}" applies to ExternalName Services only: ignored`);
+      }
+    }
+    healthCheck = exposePorts(service, scope, ctx, infos, annotationsIn, exposures, previous?.healthCheck);
+  }
+  exposures.sort((a, b) => (a.entrypoint.key < b.entrypoint.key ? -1 : a.entrypoint.key > b.entrypoint.key ? 1 : 0));
+  if (exposures.length === 0 && errors.length === 0 && healthCheck === undefined) return EMPTY_RESULT;
+  return healthCheck === undefined ? { exposures, errors } : { exposures, errors, healthCheck };
+}
+
+/** The NodePort and LoadBalancer entrypoints of a NodePort/LoadBalancer Service; returns its health check. */
+function exposePorts(
+  service: Service,
+  scope: ServiceScope,
+  ctx: BuildContext,
+  infos: readonly SliceInfo[],
+  annotationsIn: Readonly<Record<string, string>>,
+  exposures: Exposure[],
+  previousHealth: HealthCandidate | undefined,
+): HealthCandidate | undefined {
+  const { key, namespace, name, annotations, parsed, report } = scope;
+  const spec = service.spec;
 
   const families = spec.ipFamilies && spec.ipFamilies.length > 0 ? spec.ipFamilies : undefined;
   const familyKey = families ? `${families.includes("IPv4") ? "4" : ""}${families.includes("IPv6") ? "6" : ""}` : "46";
+  const familySet = families ? new Set<IPFamily>(families.map((f) => (f === "IPv4" ? 4 : 6))) : undefined;
   const nodePortList = ctx.prepared.nodePortLists.get(familyKey) ?? Object.freeze([]);
 
   const isLoadBalancer = spec.type === "LoadBalancer";
   const lbClass = spec.loadBalancerClass;
   const ourLoadBalancer = isLoadBalancer && (lbClass === undefined || lbClass === "" || lbClass === LOAD_BALANCER_CLASS);
   let lbList: readonly string[] = nodePortList;
+  let sourceRanges: readonly string[] | undefined;
   if (ourLoadBalancer) {
     const extra = [
       ...localAddresses(
         (service.status?.loadBalancer?.ingress ?? []).flatMap((i) => (i.ip === undefined || i.ip === "" ? [] : [i.ip])),
         "Load balancer ingress IP",
         ctx.prepared.hostAddresses,
+        familySet,
         report,
       ),
-      ...localAddresses(spec.externalIPs ?? [], "External IP", ctx.prepared.hostAddresses, report),
+      ...localAddresses(spec.externalIPs ?? [], "External IP", ctx.prepared.hostAddresses, familySet, report),
     ];
     if (extra.length > 0) {
       const merged = new Map<string, string>();
@@ -298,11 +501,24 @@ export function computeService(
         [...merged.entries()].sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0)).map(([address]) => address),
       );
     }
+    sourceRanges = sourceRangesOf(spec.loadBalancerSourceRanges, report);
+  }
+
+  /* session affinity: ClientIP from the spec; HTTP entrypoints add the cookie annotation */
+  const clientIP = spec.sessionAffinity === "ClientIP";
+  const timeoutSeconds = clientIP ? affinityTimeout(service, report) : DEFAULT_AFFINITY_TIMEOUT_SECONDS;
+  const affinity: SessionAffinity | undefined = clientIP ? Object.freeze({ mode: "ClientIP", timeoutSeconds }) : undefined;
+  let httpAffinity = affinity;
+  if (parsed.affinityCookie !== undefined) {
+    const cookie = Object.freeze({ name: parsed.affinityCookie, ttlSeconds: parsed.affinityCookieTtl ?? timeoutSeconds });
+    httpAffinity = Object.freeze({ mode: clientIP ? "ClientIP" : "None", timeoutSeconds, cookie });
+  } else if (parsed.affinityCookieTtl !== undefined && annotationsIn[ANNOTATIONS.affinityCookie.key] === undefined) {
+    report(
+      `Annotation "${ANNOTATIONS.affinityCookieTtl.key}" on Service "${key}" has no effect without "${ANNOTATIONS.affinityCookie.key}": ignored`,
+    );
   }
 
   const policy = spec.externalTrafficPolicy ?? "Cluster";
-  const created = service.metadata.creationTimestamp ? Date.parse(service.metadata.creationTimestamp) : Number.NaN;
-  const exposures: Exposure[] = [];
   const seenNames = new Set<string>();
   spec.ports.forEach((sp, index) => {
     const portLabel = sp.name ? sp.name : String(sp.port);
@@ -316,23 +532,30 @@ export function computeService(
       return;
     }
     seenNames.add(epName);
-    const protocol = protocolFor(sp, forced);
+    const protocol = protocolFor(sp, parsed.protocol);
+    if (parsed.affinityCookie !== undefined && protocol !== "http") {
+      report(`Annotation "${ANNOTATIONS.affinityCookie.key}" on Service "${key}" applies to HTTP ports only: ignored on ${protocol} port "${portLabel}"`);
+    }
+    if (parsed.proxyProtocol !== undefined && protocol !== "tcp") {
+      report(`Annotation "${ANNOTATIONS.proxyProtocol.key}" on Service "${key}" applies to TCP ports only: ignored on ${protocol} port "${portLabel}"`);
+    }
     let cluster: Cluster | undefined;
     const clusterFor = (): Cluster => {
       if (cluster) return cluster;
-      const old = prevClusters.get(epName);
+      const old = scope.prevClusters.get(epName);
       const endpoints = mergeEndpoints(sp, infos, ctx.nodeName, old?.endpoints);
-      let serving = categorize(endpoints, { nodeName: ctx.nodeName, zone: ctx.zone, policy });
-      if (old && sameEndpoints(old.serving, serving)) serving = old.serving;
+      const chosen = selectEndpoints(endpoints, { nodeName: ctx.nodeName, zone: ctx.zone, policy, trafficDistribution: spec.trafficDistribution });
+      const serving = old && sameEndpoints(old.serving, chosen.serving) ? old.serving : chosen.serving;
+      const selection = old && sameSelection(old.selection, chosen.selection) ? old.selection : chosen.selection;
       cluster =
-        old && old.endpoints === endpoints && old.serving === serving
+        old && old.endpoints === endpoints && old.serving === serving && old.selection === selection
           ? old
-          : Object.freeze({ name: epName, endpoints, serving });
+          : Object.freeze({ name: epName, endpoints, serving, selection });
       return cluster;
     };
     const add = (type: EntrypointType, addresses: readonly string[], port: number) => {
       const epKey = `${type}/${epName}`;
-      const fresh: Entrypoint = {
+      const fresh: Mutable<Entrypoint> = {
         name: epName,
         key: epKey,
         type,
@@ -345,11 +568,13 @@ export function computeService(
         externalTrafficPolicy: policy,
         annotations,
       };
-      const old = prevByKey.get(epKey);
-      const entrypoint = old && sameEntrypoint(old, fresh) ? old : Object.freeze(fresh);
+      const stick = protocol === "http" ? httpAffinity : affinity;
+      if (stick !== undefined) fresh.sessionAffinity = stick;
+      if (type === "LoadBalancer" && sourceRanges !== undefined) fresh.sourceRanges = sourceRanges;
+      if (protocol === "tcp" && parsed.proxyProtocol !== undefined) fresh.proxyProtocol = parsed.proxyProtocol;
       exposures.push({
-        entrypoint,
-        rank: { created: Number.isNaN(created) ? Infinity : created, service: key, type: TYPE_RANK[type], index },
+        entrypoint: reuseEntrypoint(fresh, scope.prevByKey.get(epKey)),
+        rank: { created: scope.created, service: key, type: TYPE_RANK[type], index },
         claimPort: claimPort(port, protocol),
       });
     };
@@ -357,7 +582,104 @@ export function computeService(
     else if (spec.type === "NodePort") report(`Port "${portLabel}" has no nodePort: skipped`);
     if (ourLoadBalancer) add("LoadBalancer", lbList, sp.port);
   });
-  exposures.sort((a, b) => (a.entrypoint.key < b.entrypoint.key ? -1 : a.entrypoint.key > b.entrypoint.key ? 1 : 0));
-  if (exposures.length === 0 && errors.length === 0) return EMPTY_RESULT;
-  return { exposures, errors };
+
+  /* kube-proxy's NeedsHealthCheck: type LoadBalancer (any class) with externalTrafficPolicy Local */
+  if (!isLoadBalancer || policy !== "Local") return undefined;
+  const port = spec.healthCheckNodePort;
+  if (port === undefined || port === 0) {
+    report("externalTrafficPolicy is Local but healthCheckNodePort is not set: no health check is served");
+    return undefined;
+  }
+  const check: HealthCheckService = { namespace, name, port, addresses: nodePortList, localEndpoints: countLocalReady(infos, ctx.nodeName) };
+  const rank: Rank = { created: scope.created, service: key, type: 0, index: 0 };
+  if (previousHealth && sameCheck(previousHealth.check, check) && compareRank(previousHealth.rank, rank) === 0) return previousHealth;
+  return Object.freeze({ check: Object.freeze(check), rank: Object.freeze(rank) });
+}
+
+/** The entrypoints of an ExternalName Service exposed with `kubegate.io/expose-external-name: "true"`. */
+function exposeExternalName(
+  service: Service,
+  scope: ServiceScope,
+  ctx: BuildContext,
+  annotationsIn: Readonly<Record<string, string>>,
+  exposures: Exposure[],
+): void {
+  const { key, namespace, name, annotations, parsed, report } = scope;
+  if (parsed.exposeExternalName !== true) return;
+  const spec = service.spec;
+  const hostname = spec.externalName ?? "";
+  const portsKey = ANNOTATIONS.externalNamePorts.key;
+  if (!DNS_NAME.test(hostname)) {
+    report(`spec.externalName "${hostname}" is not a DNS name: not served`);
+    return;
+  }
+  if (annotationsIn[portsKey] === undefined) {
+    report(`ExternalName Service "${key}" is exposed but has no "${portsKey}" annotation to say where to listen: not served`);
+    return;
+  }
+  const entries: readonly ExternalNamePort[] = parsed.externalNamePorts ?? [];
+  const addresses = ctx.prepared.nodePortLists.get("46") ?? Object.freeze([]);
+  const seen = new Set<string>();
+  for (const entry of entries) {
+    const ref = entry.servicePort;
+    let index: number;
+    if (ref === undefined) {
+      if (spec.ports.length !== 1) {
+        report(
+          `Annotation "${portsKey}" on Service "${key}" gives listen port ${entry.listen} without a Service port, but the Service has ${spec.ports.length} ports: ignored`,
+        );
+        continue;
+      }
+      index = 0;
+    } else {
+      index = spec.ports.findIndex((p) => (typeof ref === "number" ? p.port === ref : p.name === ref));
+      if (index === -1) {
+        report(`Annotation "${portsKey}" on Service "${key}" names Service port "${ref}", which the Service does not have: ignored`);
+        continue;
+      }
+    }
+    const sp = spec.ports[index] as ServicePort;
+    const portLabel = sp.name ? sp.name : String(sp.port);
+    if (sp.protocol === "SCTP") {
+      report(`Port "${portLabel}" uses protocol "SCTP", which kubegate does not support: skipped`);
+      continue;
+    }
+    const epName = `${key}:${portLabel}`;
+    if (seen.has(epName)) {
+      report(`Annotation "${portsKey}" on Service "${key}" lists Service port "${portLabel}" twice: skipped the second one`);
+      continue;
+    }
+    seen.add(epName);
+    const protocol = protocolFor(sp, parsed.protocol);
+    if (parsed.proxyProtocol !== undefined && protocol !== "tcp") {
+      report(`Annotation "${ANNOTATIONS.proxyProtocol.key}" on Service "${key}" applies to TCP ports only: ignored on ${protocol} port "${portLabel}"`);
+    }
+    const old = scope.prevClusters.get(epName);
+    const cluster: Cluster =
+      old && old.endpoints.length === 0 && old.serving.length === 0 && old.selection === undefined
+        ? old
+        : Object.freeze({ name: epName, endpoints: EMPTY_ENDPOINTS, serving: EMPTY_ENDPOINTS });
+    const externalName: ExternalTarget = Object.freeze({ hostname, port: typeof sp.targetPort === "number" ? sp.targetPort : sp.port });
+    const epKey = `NodePort/${epName}`;
+    const fresh: Mutable<Entrypoint> = {
+      name: epName,
+      key: epKey,
+      type: "NodePort",
+      protocol,
+      namespace,
+      service: name,
+      addresses,
+      port: entry.listen,
+      cluster,
+      externalTrafficPolicy: "Cluster",
+      annotations,
+      externalName,
+    };
+    if (protocol === "tcp" && parsed.proxyProtocol !== undefined) fresh.proxyProtocol = parsed.proxyProtocol;
+    exposures.push({
+      entrypoint: reuseEntrypoint(fresh, scope.prevByKey.get(epKey)),
+      rank: { created: scope.created, service: key, type: 0, index },
+      claimPort: claimPort(entry.listen, protocol),
+    });
+  }
 }

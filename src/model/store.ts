@@ -16,22 +16,24 @@
  */
 import type { EndpointSlice, KindName, Node, Service } from "../kube/objects.ts";
 import type { CacheEvent, SourceSink } from "../kube/source.ts";
-import { compareErrors, compareKeys, entrypointError, invalidError, nodeInfo } from "./build.ts";
+import { compareErrors, compareKeys, entrypointError, invalidError, NO_HEALTH_CHECKS, nodeInfo } from "./build.ts";
 import { ClaimIndex, withError } from "./conflicts.ts";
 import { sliceServiceKey } from "./endpoints.ts";
+import { compareHealthChecks, healthCheckConflict, healthCheckError } from "./health.ts";
 import {
   type BuildContext,
   compareRank,
   computeService,
   EMPTY_RESULT,
   type Exposure,
+  type HealthCandidate,
   nodeZone,
   type PreparedOptions,
   prepareOptions,
   type Rank,
   type ServiceResult,
 } from "./service.ts";
-import type { Entrypoint, ModelError, ModelOptions, Snapshot } from "./types.ts";
+import type { Entrypoint, HealthCheckService, ModelError, ModelOptions, Snapshot } from "./types.ts";
 
 /** The slice annotation holding when the change that produced it happened. */
 export const LAST_CHANGE_TRIGGER_TIME_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time";
@@ -105,6 +107,20 @@ function sameErrors(a: readonly ModelError[], b: readonly ModelError[]): boolean
   return true;
 }
 
+/** Index of `check` (by port and Service) in health checks sorted by {@link compareHealthChecks}, or -1. */
+function indexOfCheck(checks: readonly HealthCheckService[], check: HealthCheckService): number {
+  let lo = 0;
+  let hi = checks.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const order = compareHealthChecks(checks[mid] as HealthCheckService, check);
+    if (order === 0) return mid;
+    if (order < 0) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+
 /** Index of `key` in entrypoints sorted by key, or -1. */
 function indexOfKey(entrypoints: readonly Entrypoint[], key: string): number {
   let lo = 0;
@@ -156,6 +172,12 @@ export class ModelStore implements SourceSink, Disposable {
   readonly #claims = new ClaimIndex();
   readonly #serviceErrors = new Map<string, readonly ModelError[]>();
   readonly #conflicted = new Set<string>();
+  /** Health check candidates by Service key, and the Service keys per health check port. */
+  readonly #healthCandidates = new Map<string, HealthCandidate>();
+  readonly #healthByPort = new Map<number, Set<string>>();
+  /** Served health checks, and the errors of skipped ones, by Service key. */
+  readonly #healthFinals = new Map<string, HealthCheckService>();
+  readonly #healthErrors = new Map<string, ModelError>();
 
   readonly #dirty = new Set<string>();
   readonly #serviceEvents = new Set<string>();
@@ -332,6 +354,8 @@ export class ModelStore implements SourceSink, Disposable {
     const changedServices = new Set<string>();
     let errorsChanged = this.#invalidDirty;
     this.#invalidDirty = false;
+    const healthPorts = new Set<number>();
+    const healthServices = new Set<string>();
 
     for (const key of this.#dirty) {
       const previous = this.#results.get(key) ?? EMPTY_RESULT;
@@ -382,6 +406,11 @@ export class ModelStore implements SourceSink, Disposable {
         }
         affected.add(epKey);
       }
+      if (previous.healthCheck !== next.healthCheck) {
+        this.#setHealthCandidate(key, previous.healthCheck, next.healthCheck, healthPorts);
+        healthServices.add(key);
+        serviceChanged = true;
+      }
       if (serviceChanged) changedServices.add(key);
     }
 
@@ -404,7 +433,39 @@ export class ModelStore implements SourceSink, Disposable {
       }
     }
 
+    /* health checks: re-evaluate the changed ones and every one on a port whose claims changed */
+    for (const [port] of touched) if (port % 2 === 0 && this.#healthByPort.has(port / 2)) healthPorts.add(port / 2);
+    for (const port of healthPorts) for (const key of this.#healthByPort.get(port) ?? []) healthServices.add(key);
+    const healthChanged: { key: string; old: HealthCheckService | undefined; next: HealthCheckService | undefined }[] = [];
+    for (const key of healthServices) {
+      const candidate = this.#healthCandidates.get(key);
+      const old = this.#healthFinals.get(key);
+      const oldError = this.#healthErrors.get(key);
+      let error: string | undefined;
+      if (candidate) {
+        const rivals: HealthCandidate[] = [];
+        for (const k of this.#healthByPort.get(candidate.check.port) ?? []) rivals.push(this.#healthCandidates.get(k) as HealthCandidate);
+        error = healthCheckConflict(candidate, this.#claims, rivals);
+      }
+      const next = candidate && error === undefined ? candidate.check : undefined;
+      if (next !== old) {
+        if (next) this.#healthFinals.set(key, next);
+        else this.#healthFinals.delete(key);
+        healthChanged.push({ key, old, next });
+      }
+      if (candidate && error !== undefined) {
+        if (oldError?.message !== error) {
+          this.#healthErrors.set(key, healthCheckError(candidate.check, error));
+          errorsChanged = true;
+        }
+      } else if (oldError) {
+        this.#healthErrors.delete(key);
+        errorsChanged = true;
+      }
+    }
+
     const prev = this.#current;
+    const healthChecks = this.#mergeHealthChecks(prev?.healthChecks ?? NO_HEALTH_CHECKS, healthChanged);
     const entrypoints = this.#mergeEntrypoints(prev?.entrypoints ?? [], changed);
     const errors = errorsChanged ? this.#collectErrors(prev?.errors ?? []) : (prev?.errors ?? Object.freeze([]));
     const node = nodeChanged ? nodeInfo(this.#ctx.nodeName, this.#ctx.zone) : (prev as Snapshot).node;
@@ -427,14 +488,55 @@ export class ModelStore implements SourceSink, Disposable {
 
     const buildMs = this.#now() - started;
     this.#lastBuildMs = buildMs;
-    if (prev && entrypoints === prev.entrypoints && errors === prev.errors && node === prev.node) return prev;
-    const snapshot: Snapshot = Object.freeze({ version: (prev?.version ?? 0) + 1, entrypoints, errors, node });
+    if (prev && entrypoints === prev.entrypoints && errors === prev.errors && node === prev.node && healthChecks === prev.healthChecks) {
+      return prev;
+    }
+    const snapshot: Snapshot = Object.freeze({ version: (prev?.version ?? 0) + 1, entrypoints, errors, node, healthChecks });
     this.#current = snapshot;
     this.#publishes++;
     this.#lastPublishAt = this.#now();
     triggerTimes.sort((a, b) => a - b);
     this.#onSnapshot(snapshot, Object.freeze({ serviceChanges, endpointChanges, triggerTimes: Object.freeze(triggerTimes), buildMs }));
     return snapshot;
+  }
+
+  /** Record Service `key`'s health check candidate changing from `old` to `next`; marks the ports involved. */
+  #setHealthCandidate(key: string, old: HealthCandidate | undefined, next: HealthCandidate | undefined, ports: Set<number>): void {
+    if (old) {
+      const keys = this.#healthByPort.get(old.check.port);
+      keys?.delete(key);
+      if (keys?.size === 0) this.#healthByPort.delete(old.check.port);
+      this.#healthCandidates.delete(key);
+      ports.add(old.check.port);
+    }
+    if (next) {
+      let keys = this.#healthByPort.get(next.check.port);
+      if (!keys) this.#healthByPort.set(next.check.port, (keys = new Set()));
+      keys.add(key);
+      this.#healthCandidates.set(key, next);
+      ports.add(next.check.port);
+    }
+  }
+
+  /**
+   * The previous health checks with the changes applied, sorted; `prev` when unchanged. A change of content only
+   * (same port) is patched in place of a copy; anything else rebuilds the list from the served ones.
+   */
+  #mergeHealthChecks(
+    prev: readonly HealthCheckService[],
+    changes: readonly { old: HealthCheckService | undefined; next: HealthCheckService | undefined }[],
+  ): readonly HealthCheckService[] {
+    if (changes.length === 0) return prev;
+    if (changes.every((c) => c.old && c.next && c.old.port === c.next.port)) {
+      const at = changes.map((c) => indexOfCheck(prev, c.old as HealthCheckService));
+      if (!at.includes(-1)) {
+        const out = prev.slice();
+        changes.forEach((c, i) => (out[at[i] as number] = c.next as HealthCheckService));
+        return Object.freeze(out);
+      }
+    }
+    if (this.#healthFinals.size === 0) return NO_HEALTH_CHECKS;
+    return Object.freeze([...this.#healthFinals.values()].sort(compareHealthChecks));
   }
 
   /** The previous entrypoints with `changed` applied (null = removed), sorted by key; `prev` when unchanged. */
@@ -478,6 +580,7 @@ export class ModelStore implements SourceSink, Disposable {
       const final = this.#finals.get(epKey);
       if (final) errors.push(entrypointError(final));
     }
+    for (const error of this.#healthErrors.values()) errors.push(error);
     errors.sort(compareErrors);
     return sameErrors(prev, errors) ? prev : Object.freeze(errors);
   }

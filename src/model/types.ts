@@ -71,7 +71,10 @@ export interface HealthCheckService {
   readonly port: number;
   /** Listen addresses (the nodeport addresses). */
   readonly addresses: readonly string[];
-  /** This node's *ready* endpoints of the Service (terminating ones do not count). */
+  /**
+   * This node's *ready* endpoints of the Service (terminating ones do not count); for dual-stack pods, the
+   * larger of the per-family counts so a pod counts once.
+   */
   readonly localEndpoints: number;
 }
 
@@ -97,7 +100,10 @@ export interface Entrypoint {
   readonly error?: string | undefined;
   /** sessionAffinity (default None). */
   readonly sessionAffinity?: SessionAffinity | undefined;
-  /** LoadBalancer entrypoints: spec.loadBalancerSourceRanges as CIDRs; connections from elsewhere are refused. */
+  /**
+   * LoadBalancer entrypoints: spec.loadBalancerSourceRanges as canonical CIDRs; connections from elsewhere are
+   * refused. Undefined means no filtering — also when every entry was invalid (reported), as in kube-proxy.
+   */
   readonly sourceRanges?: readonly string[] | undefined;
   /** TCP: send a PROXY protocol v2 header to the backend (annotation `kubegate.io/proxy-protocol: v2`). */
   readonly proxyProtocol?: "v2" | undefined;
@@ -129,7 +135,7 @@ export interface Snapshot {
   readonly entrypoints: readonly Entrypoint[];
   readonly errors: readonly ModelError[];
   readonly node: NodeInfo;
-  /** healthCheckNodePort servers to run (externalTrafficPolicy: Local Services), sorted by port. */
+  /** healthCheckNodePort servers to run (externalTrafficPolicy: Local LoadBalancer Services), sorted by port; always set by the model. */
   readonly healthChecks?: readonly HealthCheckService[] | undefined;
 }
 

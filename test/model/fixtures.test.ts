@@ -1,12 +1,13 @@
 /**
  * Fixture cases: test/fixtures/model/<case>/input.yaml (Services, EndpointSlices, Nodes; parsed with the
  * same schemas as the sources, so malformed ones become errors), optional options.yaml (over the defaults
- * below) and expected.yaml: the whole resulting snapshot (entrypoints, errors, node) as plain data.
+ * below) and expected.yaml: the whole resulting snapshot (entrypoints, errors, node, healthChecks) as plain data.
+ * `UPDATE_FIXTURES=1 bun test test/model/fixtures.test.ts` rewrites expected.yaml from the build: review the diff.
  */
 import { describe, expect, test } from "bun:test";
-import { readdirSync, readFileSync, existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { parse, parseAllDocuments } from "yaml";
+import { parse, parseAllDocuments, stringify } from "yaml";
 import { type KindName, Kinds, parseObject } from "../../src/kube/objects.ts";
 import { buildSnapshot, type InvalidObject, type ModelInput } from "../../src/model/build.ts";
 import type { EndpointSlice, Node, Service } from "../../src/kube/objects.ts";
@@ -64,11 +65,16 @@ test("there are fixture cases", () => {
 describe.each(cases)("%s", (name) => {
   const dir = `${root}${name}`;
   const { input, options } = load(dir);
-  const expected = parse(readFileSync(`${dir}/expected.yaml`, "utf8")) as unknown;
-
   test("builds the expected snapshot", () => {
     const snapshot = buildSnapshot(input, options, 1);
-    expect({ entrypoints: snapshot.entrypoints, errors: snapshot.errors, node: snapshot.node }).toEqual(expected as never);
+    if (process.env.UPDATE_FIXTURES === "1") {
+      const { entrypoints, errors, node, healthChecks } = snapshot;
+      writeFileSync(`${dir}/expected.yaml`, stringify({ entrypoints, errors, node, healthChecks }));
+    }
+    const expected = parse(readFileSync(`${dir}/expected.yaml`, "utf8")) as unknown;
+    expect({ entrypoints: snapshot.entrypoints, errors: snapshot.errors, node: snapshot.node, healthChecks: snapshot.healthChecks }).toEqual(
+      expected as never,
+    );
     expect(snapshot.version).toBe(1);
   });
 
@@ -87,6 +93,6 @@ describe.each(cases)("%s", (name) => {
     // Everything is frozen except the top-level entrypoints array (see build.ts for why).
     expect(Object.isFrozen(forward)).toBe(true);
     expect(forward.entrypoints.every((e) => isDeepFrozen(e))).toBe(true);
-    expect(isDeepFrozen(forward.errors) && isDeepFrozen(forward.node)).toBe(true);
+    expect(isDeepFrozen(forward.errors) && isDeepFrozen(forward.node) && isDeepFrozen(forward.healthChecks)).toBe(true);
   });
 });

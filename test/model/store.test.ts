@@ -121,7 +121,7 @@ describe("ModelStore publishing", () => {
     const { time, published, syncAll } = newStore();
     syncAll();
     time.runDue();
-    expect(published.map((p) => p.snapshot)).toEqual([{ version: 1, entrypoints: [], errors: [], node: { name: "node-a" } }]);
+    expect(published.map((p) => p.snapshot)).toEqual([{ version: 1, entrypoints: [], errors: [], node: { name: "node-a" }, healthChecks: [] }]);
   });
 
   test("synced again (relist) is idempotent", () => {
@@ -339,6 +339,99 @@ describe("ModelStore incremental updates", () => {
   });
 });
 
+describe("ModelStore health checks", () => {
+  function localLb(name: string, extra: { hc?: number; port?: number; nodePort?: number; created?: string } = {}): Service {
+    return parsed("Service", {
+      metadata: { name, namespace: "default", creationTimestamp: extra.created ?? "2024-01-01T00:00:00Z" },
+      spec: {
+        type: "LoadBalancer",
+        clusterIP: "10.96.0.1",
+        externalTrafficPolicy: "Local",
+        healthCheckNodePort: extra.hc ?? 32000,
+        ports: [{ name: "http", port: extra.port ?? 80, nodePort: extra.nodePort ?? 30080 }],
+      },
+    }) as Service;
+  }
+  function localSlice(name: string, svc: string, endpoints: { ip: string; node: string; ready?: boolean }[]): EndpointSlice {
+    return parsed("EndpointSlice", {
+      metadata: { name, namespace: "default", labels: { "kubernetes.io/service-name": svc } },
+      addressType: "IPv4",
+      ports: [{ name: "http", protocol: "TCP", port: 8080 }],
+      endpoints: endpoints.map((e) => ({
+        addresses: [e.ip],
+        nodeName: e.node,
+        conditions: e.ready === false ? { ready: false, serving: true, terminating: true } : { ready: true },
+      })),
+    }) as EndpointSlice;
+  }
+
+  test("localEndpoints follows this node's ready endpoints; untouched health checks keep their identity", () => {
+    const { store, syncAll } = newStore();
+    syncAll();
+    store.apply(up("Service", "default/a", localLb("a", { hc: 32001, port: 81, nodePort: 30081 })));
+    store.apply(up("Service", "default/b", localLb("b", { hc: 32002, port: 82, nodePort: 30082 })));
+    store.apply(up("EndpointSlice", "default/a-1", localSlice("a-1", "a", [{ ip: "10.0.0.1", node: "node-a" }, { ip: "10.0.0.2", node: "node-b" }])));
+    let snapshot = store.flush()!;
+    expect(snapshot.healthChecks).toEqual([
+      { namespace: "default", name: "a", port: 32001, addresses: ["127.0.0.1", "::1"], localEndpoints: 1 },
+      { namespace: "default", name: "b", port: 32002, addresses: ["127.0.0.1", "::1"], localEndpoints: 0 },
+    ]);
+    const [, b] = snapshot.healthChecks!;
+
+    // The only local endpoint starts terminating: it still serves (fallback), but the health check counts 0.
+    store.apply(up("EndpointSlice", "default/a-1", localSlice("a-1", "a", [{ ip: "10.0.0.1", node: "node-a", ready: false }, { ip: "10.0.0.2", node: "node-b" }])));
+    snapshot = store.flush()!;
+    expect(snapshot.healthChecks!.map((h) => h.localEndpoints)).toEqual([0, 0]);
+    expect(snapshot.healthChecks![1]).toBe(b!);
+    expect(byKey(snapshot, "LoadBalancer/default/a:http").cluster.serving.map((e) => e.address)).toEqual(["10.0.0.1"]);
+
+    // A slice of an unrelated Service changes nothing in the health checks.
+    const before = snapshot.healthChecks;
+    store.apply(up("Service", "default/c", service("c", { port: 83, nodePort: 30083 })));
+    snapshot = store.flush()!;
+    expect(snapshot.healthChecks).toBe(before!);
+    expect(Object.isFrozen(snapshot.healthChecks) && Object.isFrozen(snapshot.healthChecks![0])).toBe(true);
+  });
+
+  test("a health check blocked by a listener recovers when the listener goes away, and moves with its port", () => {
+    const { store, syncAll } = newStore();
+    syncAll();
+    store.apply(up("Service", "default/local", localLb("local", { hc: 32100 })));
+    store.apply(up("Service", "default/blocker", service("blocker", { port: 32100, nodePort: 30090 })));
+    let snapshot = store.flush()!;
+    expect(snapshot.healthChecks).toEqual([]);
+    expect(snapshot.errors).toEqual([
+      {
+        kind: "Service",
+        object: "default/local",
+        message: 'Health check port 32100 on 127.0.0.1 is already used by LoadBalancer "default/blocker:http": health check not served',
+      },
+    ]);
+
+    store.apply(del("Service", "default/blocker"));
+    snapshot = store.flush()!;
+    expect(snapshot.healthChecks!.map((h) => `${h.name}:${h.port}`)).toEqual(["local:32100"]);
+    expect(snapshot.errors).toEqual([]);
+
+    store.apply(up("Service", "default/other", localLb("other", { hc: 32050, port: 85, nodePort: 30085, created: "2023-01-01T00:00:00Z" })));
+    snapshot = store.flush()!;
+    expect(snapshot.healthChecks!.map((h) => `${h.name}:${h.port}`)).toEqual(["other:32050", "local:32100"]);
+
+    // The older Service's health check takes the port: the newer one is skipped until it moves away.
+    store.apply(up("Service", "default/other", localLb("other", { hc: 32100, port: 85, nodePort: 30085, created: "2023-01-01T00:00:00Z" })));
+    snapshot = store.flush()!;
+    expect(snapshot.healthChecks!.map((h) => `${h.name}:${h.port}`)).toEqual(["other:32100"]);
+    expect(snapshot.errors.map((e) => e.message)).toEqual([
+      'Health check port 32100 on 127.0.0.1 is already used by the health check of Service "default/other": health check not served',
+    ]);
+    store.apply(up("Service", "default/other", localLb("other", { hc: 32000, port: 85, nodePort: 30085, created: "2023-01-01T00:00:00Z" })));
+    snapshot = store.flush()!;
+    expect(snapshot.healthChecks!.map((h) => `${h.name}:${h.port}`)).toEqual(["other:32000", "local:32100"]);
+    expect(snapshot.errors).toEqual([]);
+    expect(strip(snapshot)).toEqual(strip(buildSnapshot(store.objects(), options)));
+  });
+});
+
 /** mulberry32: a small seeded PRNG, so a failing sequence can be replayed from its seed. */
 function rng(seed: number) {
   let a = seed >>> 0;
@@ -370,6 +463,16 @@ function randomService(r: Rng, ns: string, name: string): unknown {
       ...(r.chance(0.3) ? { appProtocol: "http" } : {}),
     });
   }
+  const type = r.pick(["NodePort", "LoadBalancer", "LoadBalancer", "ClusterIP", "ExternalName"]);
+  const externalName = type === "ExternalName";
+  const annotations: Record<string, string> = {
+    ...r.pick([{}, {}, { "kubegate.io/protocol": "http" }, { "kubegate.io/protocol": "grpc" }]),
+    ...(r.chance(0.2) ? { "kubegate.io/affinity-cookie": r.pick(["kg", "kg", "bad name"]) } : {}),
+    ...(r.chance(0.1) ? { "kubegate.io/affinity-cookie-ttl": r.pick(["60", "0"]) } : {}),
+    ...(r.chance(0.2) ? { "kubegate.io/proxy-protocol": r.pick(["v2", "v2", "v3"]) } : {}),
+    ...(externalName ? { "kubegate.io/expose-external-name": r.pick(["true", "true", "true", "false", "yes"]) } : {}),
+    ...(externalName && r.chance(0.9) ? { "kubegate.io/external-name-ports": r.pick(["8080", "http=30080", "http=9000,dns=53", "53=9053", "x=1", "0"]) } : {}),
+  };
   return {
     kind: "Service",
     metadata: {
@@ -377,12 +480,19 @@ function randomService(r: Rng, ns: string, name: string): unknown {
       namespace: ns,
       ...(r.chance(0.8) ? { creationTimestamp: r.pick(["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"]) } : {}),
       labels: r.pick([{}, {}, { "service.kubernetes.io/service-proxy-name": "kubegate" }, { "service.kubernetes.io/service-proxy-name": "other" }]),
-      annotations: r.pick([{}, {}, { "kubegate.io/protocol": "http" }, { "kubegate.io/protocol": "grpc" }]),
+      annotations,
     },
     spec: {
-      type: r.pick(["NodePort", "LoadBalancer", "LoadBalancer", "ClusterIP"]),
+      type,
+      ...(externalName ? { externalName: r.pick(["localhost", "db.example.com", "Bad_Name"]) } : {}),
       clusterIP: r.chance(0.9) ? "10.96.0.1" : "None",
       ...(r.chance(0.3) ? { externalTrafficPolicy: "Local" } : {}),
+      ...(r.chance(0.6) ? { healthCheckNodePort: r.pick([32000, 32000, 30081, 80]) } : {}),
+      ...(r.chance(0.3)
+        ? { sessionAffinity: "ClientIP", ...(r.chance(0.5) ? { sessionAffinityConfig: { clientIP: { timeoutSeconds: r.pick([60, 0, 100000]) } } } : {}) }
+        : {}),
+      ...(r.chance(0.3) ? { loadBalancerSourceRanges: r.pick([["10.0.0.0/8"], ["10.0.0.1", " 192.168.0.0/16 "], ["nope"], ["fd00::/8", "nope"]]) } : {}),
+      ...(r.chance(0.2) ? { trafficDistribution: "PreferClose" } : {}),
       ...(r.chance(0.2) ? { loadBalancerClass: r.pick(["kubegate.io/lb", "other.io/lb"]) } : {}),
       ...(r.chance(0.3) ? { ipFamilies: r.pick([["IPv4"], ["IPv6"], ["IPv4", "IPv6"]]) } : {}),
       ...(r.chance(0.2) ? { externalIPs: r.pick([["10.0.0.9"], ["nope"], ["192.0.2.1"]]) } : {}),
@@ -471,7 +581,7 @@ class Mirror {
   }
 }
 
-const strip = (s: Snapshot | undefined) => s && { entrypoints: s.entrypoints, errors: s.errors, node: s.node };
+const strip = (s: Snapshot | undefined) => s && { entrypoints: s.entrypoints, errors: s.errors, node: s.node, healthChecks: s.healthChecks };
 
 describe("ModelStore equals a full rebuild (randomized, seeded)", () => {
   const modelVariants: [string, ModelOptions][] = [
@@ -515,7 +625,17 @@ describe("ModelStore equals a full rebuild (randomized, seeded)", () => {
         for (const e of snapshot!.errors) seen.add(`error:${e.kind}`);
         if (snapshot!.node.zone) seen.add("zone");
         if (snapshot!.entrypoints.some((e) => e.cluster.serving.length > 0 && e.cluster.serving.length < e.cluster.endpoints.length)) seen.add("partial serving");
-        for (const e of snapshot!.entrypoints) seen.add(`${e.type}/${e.protocol}`);
+        for (const e of snapshot!.entrypoints) {
+          seen.add(`${e.type}/${e.protocol}`);
+          if (e.sessionAffinity) seen.add(e.sessionAffinity.cookie ? "affinity cookie" : "affinity ClientIP");
+          if (e.sourceRanges) seen.add("sourceRanges");
+          if (e.proxyProtocol) seen.add("proxyProtocol");
+          if (e.externalName) seen.add("externalName");
+          if (e.cluster.selection?.topologyIgnored) seen.add("topologyIgnored");
+          if (e.cluster.selection?.fallback === "serving-terminating") seen.add("fallback");
+        }
+        if (snapshot!.healthChecks!.some((h) => h.localEndpoints > 0)) seen.add("healthCheck with local endpoints");
+        if (snapshot!.errors.some((e) => e.message.startsWith("Health check port"))) seen.add("error:health check conflict");
       }
     }
     expect(checks).toBe(60 * 40);
@@ -528,11 +648,20 @@ describe("ModelStore equals a full rebuild (randomized, seeded)", () => {
       "NodePort/http",
       "NodePort/tcp",
       "NodePort/udp",
+      "affinity ClientIP",
+      "affinity cookie",
       "error:EndpointSlice",
       "error:Entrypoint",
       "error:Node",
       "error:Service",
+      "error:health check conflict",
+      "externalName",
+      "fallback",
+      "healthCheck with local endpoints",
       "partial serving",
+      "proxyProtocol",
+      "sourceRanges",
+      "topologyIgnored",
       "zone",
     ]);
   });
