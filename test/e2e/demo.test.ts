@@ -54,7 +54,10 @@ test("npm run demo serves the URLs it prints and stops on SIGTERM", async () => 
     },
   };
 
-  const banner = await readUntil(child.stdout, "to stop.", 30_000);
+  const banner = await readUntil(child.stdout, "to stop.", 30_000).catch(async (err: Error) => {
+    child.kill("SIGKILL");
+    throw new Error(`${err.message}\nstderr: ${await new Response(child.stderr).text()}`);
+  });
   demoPid = Number(/SIGTERM to pid (\d+)/.exec(banner)?.[1]);
   const httpUrls = [...banner.matchAll(/curl (http:\/\/[^\s]+)/g)].map((m) => m[1]!);
   expect(httpUrls).toContain("http://127.0.0.1:30080/");
