@@ -1,15 +1,38 @@
 /**
- * kubegate's command line: `bun run gateway [flags]` or the compiled `kubegate [flags]`.
- * Parses flags, starts the gateway, and drains on SIGINT/SIGTERM.
+ * kubegate's command line: `bun run gateway [flags]` or the compiled `kubegate [flags]`, and
+ * `kubegate check [flags]`. Loads flags and the config file, starts the gateway, reloads the config
+ * file on change, and drains on SIGINT/SIGTERM.
+ *
+ * Exit codes: 0 done, 1 failed to start (or `check` found a problem), 2 bad flags or config file.
  */
 import { hostname } from "node:os";
-import { parseFlags } from "./config/flags.ts";
+import { runCheck } from "./check.ts";
+import type { Config } from "./config/flags.ts";
+import { loadConfig, reloadConfig, watchConfig } from "./config/load.ts";
 import { startGateway } from "./gateway.ts";
-import { createLogger } from "./log.ts";
+import { createLogger, type Logger, type LogLevel } from "./log.ts";
 import { rt } from "./runtime/index.ts";
 import pkg from "../package.json" with { type: "json" };
 
-const parsed = parseFlags(process.argv.slice(2), { hostname: hostname() });
+/** A logger whose level can change while running (config file reloads). */
+function levelledLogger(initial: LogLevel): Logger & { setLevel(level: LogLevel): void } {
+  let inner = createLogger(initial);
+  return {
+    debug: (msg, fields) => inner.debug(msg, fields),
+    info: (msg, fields) => inner.info(msg, fields),
+    warn: (msg, fields) => inner.warn(msg, fields),
+    error: (msg, fields) => inner.error(msg, fields),
+    setLevel(level) {
+      inner = createLogger(level);
+    },
+  };
+}
+
+const args = process.argv.slice(2);
+const isCheck = args[0] === "check";
+const argv = isCheck ? args.slice(1) : args;
+const host = hostname();
+const parsed = await loadConfig(argv, { hostname: host });
 switch (parsed.kind) {
   case "help":
     console.log(parsed.text);
@@ -19,11 +42,17 @@ switch (parsed.kind) {
     rt.exit(0);
   case "error":
     console.error(parsed.message);
-    rt.exit(2);
+    // `check` reports a bad config file as a finding (1); a bad flag is a usage error (2).
+    rt.exit(isCheck && parsed.origin === "file" ? 1 : 2);
 }
 
-const { config } = parsed;
-const log = createLogger(config.logLevel);
+if (isCheck) {
+  const code = await runCheck(parsed.config, { out: (t) => console.log(t), err: (t) => console.error(t) }, { configFile: parsed.configFile });
+  rt.exit(code);
+}
+
+let config: Config = parsed.config;
+const log = levelledLogger(config.logLevel);
 let gateway;
 try {
   gateway = await startGateway(config, { log });
@@ -32,11 +61,30 @@ try {
   rt.exit(1);
 }
 
+let configWatch: Disposable | undefined;
+if (parsed.configFile) {
+  const path = parsed.configFile;
+  let reloading = Promise.resolve();
+  const onReload = (next: Config, changed: readonly (keyof Config)[]) => {
+    if (changed.includes("logLevel")) log.setLevel(next.logLevel);
+  };
+  try {
+    configWatch = watchConfig(path, () => {
+      reloading = reloading.then(async () => {
+        config = await reloadConfig(config, { argv, hostname: host, path, log, onReload });
+      });
+    });
+  } catch (err) {
+    log.warn(`Cannot watch config file "${path}": changes need a restart`, { error: (err as Error).message });
+  }
+}
+
 let stopping = false;
 const stop = (signal: string) => async () => {
   if (stopping) return;
   stopping = true;
   log.info("Signal received", { signal });
+  configWatch?.[Symbol.dispose]();
   await gateway[Symbol.asyncDispose]();
   rt.exit(0);
 };

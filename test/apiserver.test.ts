@@ -125,7 +125,7 @@ function runCurl(args: string[]): Promise<{ code: number | null; stdout: string;
 describe("in-process server", () => {
   let api: TestApiServer;
   beforeAll(async () => {
-    api = await startApiServer({ bookmarkIntervalMs: 100 });
+    api = await startApiServer({ bookmarkIntervalMs: 100, rbac: false }) // this server's own verbs, beyond the gateway's role;
   });
   afterAll(async () => {
     await api[Symbol.asyncDispose]();
@@ -265,7 +265,7 @@ describe("in-process server", () => {
   });
 
   test("an enforced nodePortRange refuses explicit ports outside it", async () => {
-    await using strict = await startApiServer({ tls: false, nodePortRange: [30000, 30001] });
+    await using strict = await startApiServer({ tls: false, nodePortRange: [30000, 30001], rbac: false });
     const res = await fetch(`${strict.url}/api/v1/namespaces/np/services`, {
       method: "POST",
       body: JSON.stringify({ ...svc("np-d", "np"), spec: { type: "NodePort", ports: [{ port: 80, nodePort: 45000 }] } }),

@@ -7,29 +7,32 @@ import * as v from "valibot";
 import { parseCidr } from "../model/net.ts";
 
 /** One flag: its name, type, default and help line. The single source of `--help` and parsing. */
-interface FlagSpec {
+export interface FlagSpec {
   readonly type: "string" | "boolean";
   readonly default?: string | boolean;
   readonly help: string;
+  /** The key of this flag in the config file (`--config`), the camelCase of its name; absent: flag only. */
+  readonly key?: string;
 }
 
 export const flagSpecs = {
-  kubeconfig: { type: "string", help: "Path to a kubeconfig. Default: $KUBECONFIG, ~/.kube/config, then in-cluster." },
-  manifests: { type: "string", help: "Serve the Service/EndpointSlice/Node objects in this YAML/JSON file or directory instead of a cluster (watched for changes)." },
-  "hostname-override": { type: "string", help: "This node's name (matches Node and EndpointSlice nodeName). Default: the hostname." },
-  "nodeport-addresses": { type: "string", default: "", help: "Comma-separated CIDRs; NodePort and LoadBalancer listeners bind only the host addresses inside them. Default: all host addresses." },
-  "service-proxy-name": { type: "string", default: "kubegate", help: "Serve Services labelled service.kubernetes.io/service-proxy-name=<this>." },
-  "all-services": { type: "boolean", default: false, help: "Serve every NodePort/LoadBalancer Service (for clusters without kube-proxy)." },
-  "healthz-bind-address": { type: "string", default: "0.0.0.0:10356", help: "host:port of /healthz, /livez, /readyz (kube-proxy's contract; 10356 to sit beside kube-proxy's 10256)." },
-  "metrics-bind-address": { type: "string", default: "127.0.0.1:10349", help: "host:port of the admin API (/api/snapshot) and metrics." },
-  "host-addresses": { type: "string", default: "", help: "Comma-separated host addresses to consider (default: every interface address of this host)." },
-  "drain-grace-period": { type: "string", default: "30s", help: "How long removed listeners and shutdown wait for open connections (e.g. 500ms, 30s, 1m)." },
-  "connect-timeout": { type: "string", default: "2s", help: "Upstream connect timeout per attempt." },
-  "idle-timeout": { type: "string", default: "5m", help: "Close TCP connections and idle keep-alive HTTP connections after this long without traffic." },
-  "lb-controller": { type: "boolean", default: false, help: "Write status.loadBalancer.ingress (ipMode: Proxy) for LoadBalancer Services, one writer per cluster through a Lease." },
-  "lb-pool": { type: "string", default: "", help: "Comma-separated CIDRs or IPs: with --lb-controller, allocate one address per Service from this pool (MetalLB style) instead of writing node addresses (ServiceLB style)." },
-  "lb-claim-unclassed": { type: "boolean", default: true, help: "With --lb-controller, also manage LoadBalancer Services without spec.loadBalancerClass (kubegate's class is kubegate.io/lb)." },
-  "log-level": { type: "string", default: "info", help: "debug, info, warn or error." },
+  kubeconfig: { key: "kubeconfig", type: "string", help: "Path to a kubeconfig. Default: $KUBECONFIG, ~/.kube/config, then in-cluster." },
+  manifests: { key: "manifests", type: "string", help: "Serve the Service/EndpointSlice/Node objects in this YAML/JSON file or directory instead of a cluster (watched for changes)." },
+  "hostname-override": { key: "hostnameOverride", type: "string", help: "This node's name (matches Node and EndpointSlice nodeName). Default: the hostname." },
+  "nodeport-addresses": { key: "nodePortAddresses", type: "string", default: "", help: "Comma-separated CIDRs; NodePort and LoadBalancer listeners bind only the host addresses inside them. Default: all host addresses." },
+  "service-proxy-name": { key: "serviceProxyName", type: "string", default: "kubegate", help: "Serve Services labelled service.kubernetes.io/service-proxy-name=<this>." },
+  "all-services": { key: "allServices", type: "boolean", default: false, help: "Serve every NodePort/LoadBalancer Service (for clusters without kube-proxy)." },
+  "healthz-bind-address": { key: "healthzBindAddress", type: "string", default: "0.0.0.0:10356", help: "host:port of /healthz, /livez, /readyz (kube-proxy's contract; 10356 to sit beside kube-proxy's 10256)." },
+  "metrics-bind-address": { key: "metricsBindAddress", type: "string", default: "127.0.0.1:10349", help: "host:port of the admin API (/api/snapshot) and metrics." },
+  "host-addresses": { key: "hostAddresses", type: "string", default: "", help: "Comma-separated host addresses to consider (default: every interface address of this host)." },
+  "drain-grace-period": { key: "drainGracePeriod", type: "string", default: "30s", help: "How long removed listeners and shutdown wait for open connections (e.g. 500ms, 30s, 1m)." },
+  "connect-timeout": { key: "connectTimeout", type: "string", default: "2s", help: "Upstream connect timeout per attempt." },
+  "idle-timeout": { key: "idleTimeout", type: "string", default: "5m", help: "Close TCP connections and idle keep-alive HTTP connections after this long without traffic." },
+  "lb-controller": { key: "lbController", type: "boolean", default: false, help: "Write status.loadBalancer.ingress (ipMode: Proxy) for LoadBalancer Services, one writer per cluster through a Lease." },
+  "lb-pool": { key: "lbPool", type: "string", default: "", help: "Comma-separated CIDRs or IPs: with --lb-controller, allocate one address per Service from this pool (MetalLB style) instead of writing node addresses (ServiceLB style)." },
+  "lb-claim-unclassed": { key: "lbClaimUnclassed", type: "boolean", default: true, help: "With --lb-controller, also manage LoadBalancer Services without spec.loadBalancerClass (kubegate's class is kubegate.io/lb)." },
+  "log-level": { key: "logLevel", type: "string", default: "info", help: "debug, info, warn or error." },
+  config: { type: "string", help: "A YAML/JSON config file whose keys are the camelCase of these flags (e.g. nodePortAddresses: [127.0.0.0/8]). Flags override it; it overrides the defaults. Reloaded on change: logLevel applies at once, other keys say that a restart is needed." },
   help: { type: "boolean", default: false, help: "Print this help and exit." },
   version: { type: "boolean", default: false, help: "Print the version and exit." },
 } as const satisfies Record<string, FlagSpec>;
@@ -85,82 +88,103 @@ export const Config = v.object({
 });
 export type Config = v.InferOutput<typeof Config>;
 
+/** A flag's name. */
+export type FlagName = keyof typeof flagSpecs;
+
+/** Values from the config file, keyed by flag name, in the flags' string/boolean form (lists comma-joined). */
+export type FlagValues = Readonly<Partial<Record<FlagName, string | boolean>>>;
+
+/** The Config key each value flag sets (the durations carry `Ms`; `hostname-override` sets `nodeName`). */
+const configKeyOf = {
+  kubeconfig: "kubeconfig", manifests: "manifests", "hostname-override": "nodeName", "nodeport-addresses": "nodePortAddresses",
+  "service-proxy-name": "serviceProxyName", "all-services": "allServices", "healthz-bind-address": "healthzBindAddress",
+  "metrics-bind-address": "metricsBindAddress", "host-addresses": "hostAddresses", "drain-grace-period": "drainGracePeriodMs",
+  "connect-timeout": "connectTimeoutMs", "idle-timeout": "idleTimeoutMs", "log-level": "logLevel", "lb-controller": "lbController",
+  "lb-pool": "lbPool", "lb-claim-unclassed": "lbClaimUnclassed",
+} as const satisfies Partial<Record<FlagName, keyof Config>>;
+
+/** The flag that sets each Config key. */
+export const flagOfConfigKey = Object.fromEntries(Object.entries(configKeyOf).map(([f, k]) => [k, f])) as Record<keyof Config, FlagName>;
+
 export type ParsedArgs =
   | { readonly kind: "help"; readonly text: string }
   | { readonly kind: "version" }
-  | { readonly kind: "run"; readonly config: Config }
+  /** `configFile`: the `--config` path, when given (the caller reads it and parses again with `file`). */
+  | { readonly kind: "run"; readonly config: Config; readonly configFile?: string }
   | { readonly kind: "error"; readonly message: string };
 
 /** `--help` text, generated from {@link flagSpecs}. */
 export function helpText(): string {
-  const lines = ["Usage: kubegate [flags]", "", "Flags:"];
+  const lines = [
+    "Usage: kubegate [flags]          serve the entrypoints of this node",
+    "       kubegate check [flags]    validate the config and print what would be served; exit 1 on any error",
+    "",
+    "Flags:",
+  ];
   for (const [name, spec] of Object.entries(flagSpecs) as [string, FlagSpec][]) {
     const def = spec.default === undefined || spec.default === "" ? "" : ` (default ${JSON.stringify(spec.default)})`;
     const flag = spec.type === "boolean" && spec.default === true ? `--[no-]${name}` : `--${name}`;
-    lines.push(`  ${flag}${spec.type === "string" ? " VALUE" : ""}`, `      ${spec.help}${def}`);
+    const key = spec.key ? `  [config file: ${spec.key}]` : "";
+    lines.push(`  ${flag}${spec.type === "string" ? " VALUE" : ""}${key}`, `      ${spec.help}${def}`);
   }
   return lines.join("\n");
 }
 
+/** Where the values come from besides argv. */
+export interface FlagDefaults {
+  /** The default of `--hostname-override`. */
+  readonly hostname: string;
+  /** Values of the config file (already validated by `parseConfigFile`); flags override them. */
+  readonly file?: { readonly path: string; readonly values: FlagValues } | undefined;
+}
+
 /**
- * Parse argv (without the runtime and script) into a Config.
+ * Parse argv (without the runtime and script) into a Config: flags override `defaults.file`, which
+ * overrides the flags' defaults.
  * @example parseFlags(["--manifests", "deploy/demo"], { hostname: "node-a" })
  */
-export function parseFlags(argv: readonly string[], defaults: { readonly hostname: string }): ParsedArgs {
+export function parseFlags(argv: readonly string[], defaults: FlagDefaults): ParsedArgs {
   let values: Record<string, string | boolean | undefined>;
   try {
-    const opts = { args: [...argv], options: flagSpecs, strict: true, allowPositionals: false, allowNegative: true };
+    // Types only (no defaults): a value present here was given on the command line.
+    const options = Object.fromEntries(Object.entries(flagSpecs).map(([name, spec]) => [name, { type: spec.type }]));
+    const opts = { args: [...argv], options, strict: true, allowPositionals: false, allowNegative: true };
     values = parseArgs(opts as Parameters<typeof parseArgs>[0]).values as typeof values;
   } catch (err) {
     return { kind: "error", message: `${(err as Error).message}\nRun with --help for the list of flags.` };
   }
-  const get = <T extends string | boolean>(name: keyof typeof flagSpecs): T =>
-    (values[name] ?? (flagSpecs[name] as FlagSpec).default) as T;
-  if (get<boolean>("help")) return { kind: "help", text: helpText() };
-  if (get<boolean>("version")) return { kind: "version" };
-  const raw = {
-    kubeconfig: values.kubeconfig,
-    manifests: values.manifests,
-    nodeName: (values["hostname-override"] as string | undefined) ?? defaults.hostname,
-    nodePortAddresses: get("nodeport-addresses"),
-    serviceProxyName: get("service-proxy-name"),
-    allServices: get("all-services"),
-    healthzBindAddress: get("healthz-bind-address"),
-    metricsBindAddress: get("metrics-bind-address"),
-    hostAddresses: get("host-addresses"),
-    drainGracePeriodMs: get("drain-grace-period"),
-    connectTimeoutMs: get("connect-timeout"),
-    idleTimeoutMs: get("idle-timeout"),
-    logLevel: get("log-level"),
-    lbController: get("lb-controller"),
-    lbPool: get("lb-pool"),
-    lbClaimUnclassed: get("lb-claim-unclassed"),
-  };
+  const fileValues: FlagValues = defaults.file?.values ?? {};
+  const fromFile = (name: FlagName) => values[name] === undefined && fileValues[name] !== undefined;
+  const get = (name: FlagName): string | boolean | undefined =>
+    values[name] ?? fileValues[name] ?? (flagSpecs[name] as FlagSpec).default;
+  if (values.help) return { kind: "help", text: helpText() };
+  if (values.version) return { kind: "version" };
+  const raw: Record<string, string | boolean | undefined> = {};
+  for (const [flag, key] of Object.entries(configKeyOf) as [FlagName, keyof Config][]) raw[key] = get(flag);
+  raw.nodeName ??= defaults.hostname;
   for (const k of ["kubeconfig", "manifests"] as const) if (raw[k] === undefined) delete raw[k];
   const result = v.safeParse(Config, raw);
   if (!result.success) {
-    const flagOf: Record<string, string> = {
-      nodeName: "hostname-override", nodePortAddresses: "nodeport-addresses", serviceProxyName: "service-proxy-name",
-      allServices: "all-services", healthzBindAddress: "healthz-bind-address", metricsBindAddress: "metrics-bind-address",
-      hostAddresses: "host-addresses", drainGracePeriodMs: "drain-grace-period", connectTimeoutMs: "connect-timeout",
-      idleTimeoutMs: "idle-timeout", logLevel: "log-level", lbController: "lb-controller", lbPool: "lb-pool",
-      lbClaimUnclassed: "lb-claim-unclassed",
-    };
     const message = result.issues
       .map((i) => {
-        const key = i.path?.[0]?.key as string | undefined;
-        const flag = key ? (flagOf[key] ?? key) : "flags";
-        const given = key && key in raw ? raw[key as keyof typeof raw] : i.input;
-        return `Invalid --${flag} ${JSON.stringify(given)}: ${i.message}`;
+        const key = i.path?.[0]?.key as keyof Config | undefined;
+        const flag = key ? flagOfConfigKey[key] : undefined;
+        const given = key && key in raw ? raw[key] : i.input;
+        if (flag && defaults.file && fromFile(flag)) {
+          return `Invalid config "${defaults.file.path}": at "${(flagSpecs[flag] as FlagSpec).key}": ${i.message}, got ${JSON.stringify(given)}`;
+        }
+        return `Invalid --${flag ?? key ?? "flags"} ${JSON.stringify(given)}: ${i.message}`;
       })
       .join("\n");
     return { kind: "error", message };
   }
+  const origin = (flag: FlagName) => (fromFile(flag) ? `${(flagSpecs[flag] as FlagSpec).key} in "${defaults.file?.path}"` : `--${flag}`);
   if (result.output.kubeconfig && result.output.manifests) {
-    return { kind: "error", message: "Flags --kubeconfig and --manifests are exclusive: pick one source" };
+    return { kind: "error", message: `Options ${origin("kubeconfig")} and ${origin("manifests")} are exclusive: pick one source` };
   }
   if (result.output.lbController && result.output.manifests) {
-    return { kind: "error", message: "Flag --lb-controller needs a cluster: it cannot be used with --manifests" };
+    return { kind: "error", message: `Option ${origin("lb-controller")} needs a cluster: it cannot be used with ${origin("manifests")}` };
   }
-  return { kind: "run", config: result.output };
+  const configFile = values.config as string | undefined;
+  return configFile === undefined ? { kind: "run", config: result.output } : { kind: "run", config: result.output, configFile };
 }

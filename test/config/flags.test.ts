@@ -87,4 +87,24 @@ describe("parseFlags", () => {
     expect(helpText()).toBe(text);
     expect(parseFlags(["--version"], { hostname: "h" }).kind).toBe("version");
   });
+
+  test("--help names each flag's config file key, and --config", () => {
+    const text = helpText();
+    expect(text).toContain("--nodeport-addresses VALUE  [config file: nodePortAddresses]");
+    expect(text).toContain("--config VALUE\n");
+    expect(text).toContain("kubegate check [flags]");
+  });
+
+  test("file values sit between flags and defaults", () => {
+    const file = { path: "k.yaml", values: { "log-level": "warn", "all-services": true, "nodeport-addresses": "127.0.0.0/8" } as const };
+    const r = parseFlags(["--log-level", "error", "--config", "k.yaml"], { hostname: "h", file });
+    expect(r.kind === "run" && [r.config.logLevel, r.config.allServices, r.config.nodePortAddresses, r.configFile]).toEqual([
+      "error", true, ["127.0.0.0/8"], "k.yaml",
+    ]);
+  });
+
+  test("a bad value from the file is reported against the file's key, not a flag", () => {
+    const r = parseFlags([], { hostname: "h", file: { path: "k.yaml", values: { "drain-grace-period": "soon" } } });
+    expect(r.kind === "error" && r.message).toBe('Invalid config "k.yaml": at "drainGracePeriod": Expected a duration like 500ms, 30s, 5m, got "soon"');
+  });
 });

@@ -16,6 +16,13 @@
  * Client certificates are checked by TLS only; the user of a cert-authenticated request is the test client
  * cert's CN, `kubegate-test`.
  *
+ * RBAC: by default every resource request is decided by the gateway's shipped roles (deploy/base plus the
+ * lb-controller overlay, rendered by test/support/rbac.ts), whoever authenticates: every identity of this
+ * server stands for the gateway's ServiceAccount, so the integration suite gets 403 for anything the roles do
+ * not grant. Objects that tests set up through the in-process methods (`create`, `patch`, ...) and the controls
+ * are not requests and are not checked. Tests of this server itself, which write through HTTP, pass
+ * `rbac: false`.
+ *
  * @example
  * await using api = await startApiServer();
  * api.create({ apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default" }, spec: {} });
@@ -27,6 +34,7 @@ import type { Socket } from "node:net";
 import { parse as parseYaml } from "yaml";
 import { testCerts } from "./certs.ts";
 import { kubeconfigYaml, writeKubeconfigFile } from "./kubeconfig.ts";
+import { gatewayPolicy, type RbacPolicy } from "./rbac.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // Public types
@@ -57,8 +65,16 @@ export interface ApiServerOptions {
   port?: number;
   /** Listen address (default 127.0.0.1). */
   hostname?: string;
-  /** Answer false to refuse a request with 403 Forbidden. Not asked for non-resource URLs (discovery). */
+  /**
+   * Answer false to refuse a request with 403 Forbidden. Not asked for non-resource URLs (discovery). Asked for
+   * every resource request, and checked in addition to RBAC (both must allow): it can refuse more, never grant.
+   */
   authorize?: (a: AccessRequest) => boolean;
+  /**
+   * Enforce the gateway's rendered ClusterRole/Role (test/support/rbac.ts) on every resource request (default
+   * true). False only for tests of the server itself that use verbs the gateway never sends.
+   */
+  rbac?: boolean;
   /** Events kept per resource for watch replay and continue tokens (default 100 000); older RVs get 410. */
   historyLimit?: number;
   /** Events a watcher may have queued and unsent before it is closed as unresponsive (default 100 000). */
@@ -155,6 +171,7 @@ export interface TestApiServer extends AsyncDisposable {
   failNext(n: number, status: number, options?: FailNextOptions): void;
   /** Replace the accepted bearer tokens (undefined or [] turns token auth off). */
   setTokens(tokens: string[] | undefined): void;
+  /** Replace the `authorize` option (undefined removes it; RBAC stays as configured). */
   setAuthorizer(authorize: ((a: AccessRequest) => boolean) | undefined): void;
   /** Log of served requests (controls excluded). */
   readonly requests: readonly RequestLogEntry[];
@@ -1428,6 +1445,7 @@ class ApiServerImpl implements TestApiServer {
   private controlServer: Server | undefined;
   private tokens: string[] | undefined;
   private authorizer: ((a: AccessRequest) => boolean) | undefined;
+  private readonly rbac: RbacPolicy | undefined;
   private watchErrorMode: WatchErrorMode = "event";
   private failures: { n: number; status: number; options: FailNextOptions }[] = [];
   private log: RequestLogEntry[] = [];
@@ -1444,7 +1462,9 @@ class ApiServerImpl implements TestApiServer {
     readonly clientKey: string,
     private readonly serverCert: string,
     private readonly serverKey: string,
+    rbac: RbacPolicy | undefined,
   ) {
+    this.rbac = rbac;
     this.tls = options.tls ?? true;
     this.requireClientCert = this.tls && (options.requireClientCert ?? this.tls);
     this.store = new Store(options.historyLimit ?? 100_000, options.nodePortRange, options.uniqueNodePorts ?? true);
@@ -1944,7 +1964,7 @@ class ApiServerImpl implements TestApiServer {
     if (verb === undefined || (sub !== undefined && !["get", "update", "patch"].includes(verb))) {
       throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
     }
-    if (this.authorizer) {
+    if (this.authorizer || this.rbac) {
       const a: AccessRequest = {
         verb,
         resource: t.plural,
@@ -1954,7 +1974,9 @@ class ApiServerImpl implements TestApiServer {
         ...(sub !== undefined ? { subresource: sub } : {}),
         ...(name !== undefined ? { name } : {}),
       };
-      if (!this.authorizer(a)) {
+      // The test's authorizer first, so that it sees every request; then RBAC.
+      const allowed = (this.authorizer?.(a) ?? true) && (this.rbac?.authorize(a) ?? true);
+      if (!allowed) {
         const res = sub ? `${t.plural}/${sub}` : t.plural;
         const scope = namespace !== undefined ? `in the namespace "${namespace}"` : "at the cluster scope";
         const what = name !== undefined ? `${qualified(t)} "${name}" is forbidden` : `${qualified(t)} is forbidden`;
@@ -2092,7 +2114,7 @@ class ApiServerImpl implements TestApiServer {
   }
 }
 
-/** Start a test API server (HTTPS + mTLS by default) on 127.0.0.1. */
+/** Start a test API server (HTTPS + mTLS by default) on 127.0.0.1, enforcing the gateway's RBAC unless `rbac: false`. */
 export async function startApiServer(options: ApiServerOptions = {}): Promise<TestApiServer> {
   const tls = options.tls ?? true;
   const certs = tls ? await testCerts() : undefined;
@@ -2103,6 +2125,7 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Te
     certs?.clientKey ?? "",
     certs?.serverCert ?? "",
     certs?.serverKey ?? "",
+    options.rbac === false ? undefined : await gatewayPolicy(),
   );
   await impl.listen(options.port ?? 0);
   if (options.controlPort !== undefined) await impl.startControl(options.controlPort);

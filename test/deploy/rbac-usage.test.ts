@@ -1,0 +1,108 @@
+/**
+ * The role grants nothing the code never uses: a representative run of the gateway with --lb-controller
+ * (LoadBalancer status from a pool, a port it cannot bind reported as an Event and then counted on a repeat,
+ * the Lease acquired and released) is recorded by the test API server, which enforces the rendered roles.
+ * Every request must be granted, every granted permission must be exercised, and removing any one of them
+ * must refuse at least one request of the run.
+ */
+import { expect, test } from "bun:test";
+import { parseFlags } from "../../src/config/flags.ts";
+import { startGateway } from "../../src/gateway.ts";
+import { startApiServer, type AccessRequest } from "../support/apiserver.ts";
+import { freePort } from "../support/ports.ts";
+import { gatewayPolicy, ruleAllows, type Grant } from "../support/rbac.ts";
+import { waitFor } from "../support/wait.ts";
+
+const grantAllows = (g: Grant, a: AccessRequest): boolean =>
+  (g.namespace === undefined || g.namespace === a.namespace) &&
+  ruleAllows({ apiGroups: [g.group], resources: [g.resource], verbs: [g.verb], resourceNames: g.resourceNames }, a);
+
+const show = (g: Grant) => `${g.verb} ${g.group || "core"}/${g.resource}${g.resourceNames ? ` ${JSON.stringify(g.resourceNames)}` : ""} (${g.role})`;
+
+test("every permission the roles grant is used by a representative run, and each one is needed", async () => {
+  const access: AccessRequest[] = [];
+  await using api = await startApiServer({ bookmarkIntervalMs: 500, authorize: (a) => (access.push(a), true) });
+  const backend = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("ok") });
+  await using _backend = { [Symbol.asyncDispose]: () => backend.stop(true) };
+  // A port somebody else holds: the gateway reports it as an Event.
+  const taken = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  await using _taken = { [Symbol.asyncDispose]: async () => taken.stop(true) };
+  const [lbPort, otherNodePort] = [await freePort(), await freePort()];
+  const ports = (nodePort: number) => [{ name: "http", port: lbPort, targetPort: 8080, nodePort, appProtocol: "http" }];
+
+  api.create({ apiVersion: "v1", kind: "Node", metadata: { name: "node-a" }, status: { addresses: [{ type: "InternalIP", address: "127.0.0.1" }] } });
+  api.create({
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: "shop", namespace: "e2e", labels: { "service.kubernetes.io/service-proxy-name": "kubegate" } },
+    spec: { type: "LoadBalancer", selector: { app: "shop" }, ports: ports(taken.port) },
+  });
+  api.create({
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    metadata: { name: "shop-1", namespace: "e2e", labels: { "kubernetes.io/service-name": "shop" } },
+    addressType: "IPv4",
+    ports: [{ name: "http", port: backend.port, protocol: "TCP" }],
+    endpoints: [{ addresses: ["127.0.0.1"], conditions: { ready: true }, nodeName: "node-a" }],
+  });
+
+  const parsed = parseFlags(
+    [
+      "--kubeconfig", await api.writeKubeconfig(),
+      "--hostname-override", "node-a",
+      "--host-addresses", "127.0.0.1,127.0.0.2",
+      "--healthz-bind-address", "127.0.0.1:0",
+      "--metrics-bind-address", "127.0.0.1:0",
+      "--drain-grace-period", "100ms",
+      "--lb-controller",
+      "--lb-pool", "127.0.0.2/32",
+    ],
+    { hostname: "node-a" },
+  );
+  if (parsed.kind !== "run") throw new Error(JSON.stringify(parsed));
+  {
+    await using gw = await startGateway(parsed.config);
+    await gw.ready();
+    const ingress = () => (api.get("services", "e2e", "shop") as { status?: { loadBalancer?: { ingress?: unknown[] } } }).status?.loadBalancer?.ingress;
+    await waitFor(() => ingress()?.length, { what: "the LoadBalancer status to be written" });
+    type Ev = { reason: string; count?: number };
+    const bindEvent = () => (api.items("events") as Ev[]).find((e) => e.reason === "FailedToBindListener");
+    await waitFor(() => bindEvent(), { what: "the FailedToBindListener Event" });
+    const bindError = () => gw.listeners.status().some((s) => s.listeners.some((l) => l.error?.includes(`:${taken.port}`)));
+    // The failure goes away with another node port, and comes back: the same Event is counted (PATCH).
+    api.patch("services", "e2e", "shop", { spec: { ports: ports(otherNodePort) } });
+    await waitFor(() => !bindError(), { what: "the bind failure to clear" });
+    api.patch("services", "e2e", "shop", { spec: { ports: ports(taken.port) } });
+    await waitFor(() => (bindEvent()?.count ?? 0) >= 2, { what: "the repeated Event to be counted" });
+  } // dispose: the leader releases its Lease (PATCH)
+
+  const lease = api.get("leases", "kube-system", "kubegate-lb-controller") as { spec: { holderIdentity?: string } } | undefined;
+  expect(lease?.spec.holderIdentity ?? "").toBe(""); // released
+  const policy = await gatewayPolicy();
+  const refused = access.filter((a) => !policy.authorize(a));
+  expect(refused).toEqual([]);
+  expect(api.requests.filter((r) => r.status === 403)).toEqual([]);
+
+  const grants = policy.grants();
+  const unused = grants.filter((g) => !access.some((a) => grantAllows(g, a))).map(show);
+  expect(unused).toEqual([]);
+  // Needed, not merely used: without any one grant, some request of the run would be refused.
+  const redundant = grants.filter((g) => access.every((a) => policy.without(g).authorize(a))).map(show);
+  expect(redundant).toEqual([]);
+  // And what the run used, for the record: exactly the documented verbs.
+  const used = [...new Set(access.map((a) => `${a.verb} ${a.group || "core"}/${a.resource}${a.subresource ? `/${a.subresource}` : ""}`))].sort();
+  expect(used).toEqual([
+    "create coordination.k8s.io/leases",
+    "create core/events",
+    "get coordination.k8s.io/leases",
+    "list core/nodes",
+    "list core/services",
+    "list discovery.k8s.io/endpointslices",
+    "patch coordination.k8s.io/leases",
+    "patch core/events",
+    "patch core/services/status",
+    "watch core/nodes",
+    "watch core/services",
+    "watch discovery.k8s.io/endpointslices",
+  ]);
+}, 20_000);

@@ -1,0 +1,187 @@
+/**
+ * Kubernetes RBAC for the test API server: the gateway's rendered roles (deploy/base plus the lb-controller
+ * overlay, since the suite runs the controller too) decide every resource request, so the integration suite
+ * answers 403 to anything the shipped roles do not grant.
+ *
+ * Rule matching is kube-apiserver's (pkg/apis/rbac/v1/evaluation_helpers.go): `*` in apiGroups, resources
+ * and verbs; `resource/subresource` and `*\/subresource`; `resourceNames` only match requests that name an
+ * object (so never list, watch of a collection, or create). A ClusterRole bound by a ClusterRoleBinding
+ * applies everywhere; a Role, or a ClusterRole bound by a RoleBinding, only in the binding's namespace.
+ */
+import { renderKustomization, type Manifest } from "../deploy/render.ts";
+import type { AccessRequest } from "./apiserver.ts";
+
+/** One RBAC `PolicyRule`. */
+export interface PolicyRule {
+  readonly apiGroups: readonly string[];
+  readonly resources: readonly string[];
+  readonly verbs: readonly string[];
+  readonly resourceNames?: readonly string[] | undefined;
+}
+
+/** Rules granted in one scope: `namespace` undefined means cluster-wide. */
+export interface ScopedRules {
+  /** `ClusterRole/name` or `Role/namespace/name`, for messages. */
+  readonly role: string;
+  readonly namespace: string | undefined;
+  readonly rules: readonly PolicyRule[];
+}
+
+/** One grantable permission: a verb on a resource (with its subresource) in a group, where and on what names. */
+export interface Grant {
+  readonly role: string;
+  readonly namespace: string | undefined;
+  readonly group: string;
+  /** `services` or `services/status`. */
+  readonly resource: string;
+  readonly verb: string;
+  readonly resourceNames: readonly string[] | undefined;
+}
+
+/** The ServiceAccount the shipped bindings grant to. */
+export const GATEWAY_SUBJECT = { kind: "ServiceAccount", name: "kubegate", namespace: "kubegate-system" } as const;
+
+/** The kustomizations whose roles the test API server enforces (their union). */
+export const ENFORCED_KUSTOMIZATIONS = ["deploy/base", "deploy/overlays/lb-controller"] as const;
+
+const has = (list: readonly string[], v: string): boolean => list.includes("*") || list.includes(v);
+
+/** Whether one rule allows the request (kube-apiserver's RuleAllows). */
+export function ruleAllows(rule: PolicyRule, a: AccessRequest): boolean {
+  if (!has(rule.verbs, a.verb) || !has(rule.apiGroups, a.group)) return false;
+  const combined = a.subresource ? `${a.resource}/${a.subresource}` : a.resource;
+  const resourceOk = rule.resources.some(
+    (r) => r === "*" || r === combined || (a.subresource !== undefined && r === `*/${a.subresource}`),
+  );
+  if (!resourceOk) return false;
+  if (!rule.resourceNames || rule.resourceNames.length === 0) return true;
+  return a.name !== undefined && rule.resourceNames.includes(a.name);
+}
+
+/** A set of bound rules and the decisions they make. */
+export class RbacPolicy {
+  readonly scopes: readonly ScopedRules[];
+
+  constructor(scopes: readonly ScopedRules[]) {
+    this.scopes = scopes;
+  }
+
+  /** The first scope and rule that allow the request, or undefined (403). */
+  explain(a: AccessRequest): { scope: ScopedRules; rule: PolicyRule } | undefined {
+    for (const scope of this.scopes) {
+      if (scope.namespace !== undefined && a.namespace !== scope.namespace) continue;
+      const rule = scope.rules.find((r) => ruleAllows(r, a));
+      if (rule) return { scope, rule };
+    }
+    return undefined;
+  }
+
+  /** Whether the bound roles allow the request. */
+  authorize(a: AccessRequest): boolean {
+    return this.explain(a) !== undefined;
+  }
+
+  /** Every (group, resource, verb) the rules grant, one entry each. */
+  grants(): Grant[] {
+    const out: Grant[] = [];
+    for (const scope of this.scopes) {
+      for (const rule of scope.rules) {
+        for (const group of rule.apiGroups)
+          for (const resource of rule.resources)
+            for (const verb of rule.verbs) out.push({ role: scope.role, namespace: scope.namespace, group, resource, verb, resourceNames: rule.resourceNames });
+      }
+    }
+    return out;
+  }
+
+  /** The same policy without one grant (for "which request would this removal refuse?"). */
+  without(g: Grant): RbacPolicy {
+    const scopes: ScopedRules[] = [];
+    for (const scope of this.scopes) {
+      const rules: PolicyRule[] = [];
+      for (const rule of scope.rules) {
+        if (scope.role !== g.role || scope.namespace !== g.namespace) {
+          rules.push(rule);
+          continue;
+        }
+        // Split the rule into single-permission rules and leave the one out.
+        for (const group of rule.apiGroups)
+          for (const resource of rule.resources)
+            for (const verb of rule.verbs) {
+              if (group === g.group && resource === g.resource && verb === g.verb && sameNames(rule.resourceNames, g.resourceNames)) continue;
+              rules.push({ apiGroups: [group], resources: [resource], verbs: [verb], resourceNames: rule.resourceNames });
+            }
+      }
+      scopes.push({ ...scope, rules });
+    }
+    return new RbacPolicy(scopes);
+  }
+}
+
+function sameNames(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
+  return JSON.stringify(a ?? []) === JSON.stringify(b ?? []);
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+function rulesOf(role: Manifest): PolicyRule[] {
+  const rules = role["rules"];
+  if (!Array.isArray(rules)) return [];
+  return rules.map((r: unknown, i) => {
+    const strs = (k: string): string[] => {
+      const v = isObj(r) ? r[k] : undefined;
+      if (v === undefined) return [];
+      if (!Array.isArray(v) || !v.every((x) => typeof x === "string")) throw new Error(`Invalid rule ${i} of ${role.kind} "${role.metadata.name}": ${k} must be a list of strings`);
+      return v;
+    };
+    const names = strs("resourceNames");
+    return { apiGroups: strs("apiGroups"), resources: strs("resources"), verbs: strs("verbs"), ...(names.length ? { resourceNames: names } : {}) };
+  });
+}
+
+/**
+ * The rules that `subject` holds through the bindings among `objects` (RBAC's binding semantics).
+ * @example policyFor(await renderKustomization("deploy/base"), GATEWAY_SUBJECT)
+ */
+export function policyFor(objects: readonly Manifest[], subject: { kind: string; name: string; namespace: string } = GATEWAY_SUBJECT): RbacPolicy {
+  const find = (kind: string, name: string, namespace?: string) =>
+    objects.find((o) => o.kind === kind && o.metadata.name === name && (namespace === undefined || o.metadata.namespace === namespace));
+  const scopes: ScopedRules[] = [];
+  for (const b of objects) {
+    if (b.kind !== "ClusterRoleBinding" && b.kind !== "RoleBinding") continue;
+    const subjects = Array.isArray(b["subjects"]) ? (b["subjects"] as unknown[]) : [];
+    const bound = subjects.some((s) => isObj(s) && s["kind"] === subject.kind && s["name"] === subject.name && (s["namespace"] ?? b.metadata.namespace) === subject.namespace);
+    if (!bound) continue;
+    const ref = isObj(b["roleRef"]) ? b["roleRef"] : {};
+    const refKind = String(ref["kind"]);
+    const refName = String(ref["name"]);
+    if (b.kind === "ClusterRoleBinding" && refKind !== "ClusterRole") throw new Error(`ClusterRoleBinding "${b.metadata.name}" must refer to a ClusterRole, not a ${refKind}`);
+    const ns = b.kind === "RoleBinding" ? b.metadata.namespace : undefined;
+    const role = refKind === "ClusterRole" ? find("ClusterRole", refName) : find("Role", refName, ns);
+    if (!role) throw new Error(`${b.kind} "${b.metadata.name}" refers to ${refKind} "${refName}", which is not rendered`);
+    scopes.push({ role: ns ? `${refKind}/${ns}/${refName}` : `${refKind}/${refName}`, namespace: ns, rules: rulesOf(role) });
+  }
+  return new RbacPolicy(scopes);
+}
+
+let cached: Promise<RbacPolicy> | undefined;
+
+/**
+ * The gateway's policy: the roles bound to its ServiceAccount in {@link ENFORCED_KUSTOMIZATIONS}, rendered
+ * once per process.
+ */
+export function gatewayPolicy(): Promise<RbacPolicy> {
+  cached ??= (async () => {
+    const objects: Manifest[] = [];
+    const seen = new Set<string>();
+    for (const dir of ENFORCED_KUSTOMIZATIONS) {
+      for (const o of await renderKustomization(dir)) {
+        const id = `${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`;
+        if (!seen.has(id)) objects.push(o);
+        seen.add(id);
+      }
+    }
+    return policyFor(objects);
+  })();
+  return cached;
+}
