@@ -359,7 +359,7 @@ export class KubeClient implements Disposable {
     if (res.status === 401) {
       message = `${head}: ${who} were rejected; refresh them (kubectl config view) or check the ${this.connection.auth.description}`;
     } else if (res.status === 403) {
-      message = `${head}: ${who} are not allowed to ${operation}; grant the access with RBAC (a ClusterRole with get, list and watch)${status.message ? `. Server said: ${status.message}` : ""}`;
+      message = `${head}: ${who} are not allowed to ${operation}; grant the access with RBAC (the ClusterRole in deploy/base grants what kubegate needs: list and watch on services, endpointslices and nodes)${status.message ? `. Server said: ${status.message}` : ""}`;
     } else {
       message = `${head}${status.message ? `: ${status.message}` : ""}`;
     }
