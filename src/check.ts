@@ -7,13 +7,11 @@
  * @example
  * const code = await runCheck(config, { out: console.log, err: console.error });
  */
-import { readdir, stat } from "node:fs/promises";
-import { join } from "node:path";
 import type { Config } from "./config/flags.ts";
 import { modelOptions } from "./gateway.ts";
 import { KubeClient } from "./kube/client.ts";
 import { loadKubeConfig } from "./kube/kubeconfig.ts";
-import { parseManifests } from "./kube/manifests.ts";
+import { manifestFiles, parseManifests } from "./kube/manifests.ts";
 import { type EndpointSlice, type KindName, Kinds, type Node, objectKey, parseObject, type Service } from "./kube/objects.ts";
 import type { CacheEvent } from "./kube/source.ts";
 import { buildSnapshot, type InvalidObject, type ModelInput } from "./model/build.ts";
@@ -46,18 +44,6 @@ function fromEvents(events: readonly CacheEvent[]): ModelInput {
     }
   }
   return { services, endpointSlices, nodes, invalid };
-}
-
-/** Files under `path` that hold manifests, sorted, as the manifest source reads them. */
-async function manifestFiles(path: string): Promise<string[]> {
-  if (!(await stat(path)).isDirectory()) return [path];
-  const out: string[] = [];
-  for (const entry of (await readdir(path, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
-    const full = join(path, entry.name);
-    if (entry.isDirectory()) out.push(...(await manifestFiles(full)));
-    else if (/\.(ya?ml|json)$/i.test(entry.name)) out.push(full);
-  }
-  return out;
 }
 
 /** Load manifest files once, with the manifest source's parser (`parseManifests`). */

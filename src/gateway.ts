@@ -114,6 +114,8 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   const waiters = new Set<{ version: number; resolve: (s: Snapshot) => void }>();
   let ownNode: Node | undefined;
   let reported = new Set<string>();
+  const adminSubscribers = new Set<() => void>();
+  const closing = new AbortController();
   let afterApply: (snapshot: Snapshot) => void = () => {};
 
   const store = new ModelStore(modelOptions(config), {
@@ -123,6 +125,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
       healthChecks.apply(snapshot);
       afterApply(snapshot);
       health.updated();
+      for (const notify of adminSubscribers) notify();
       log.info("Snapshot applied", {
         version: snapshot.version,
         entrypoints: snapshot.entrypoints.length,
@@ -181,9 +184,14 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
       listeners: () => listeners.status(),
       sources: () => source.status(),
       healthChecks: () => healthChecks.status(),
+      health: () => {
+        const h = health.healthy();
+        return { healthy: h.healthy, nodeEligible: health.nodeEligible, ready: health.ready, lastUpdated: h.lastUpdated };
+      },
+      subscribe: (notify) => (adminSubscribers.add(notify), () => void adminSubscribers.delete(notify)),
       ...(controller ? { controller: () => controller.status() } : {}),
     };
-    const aApp = adminApp(view);
+    const aApp = adminApp(view, { signal: closing.signal });
     servers.push(rt.serveHttp({ hostname: config.metricsBindAddress.host, port: config.metricsBindAddress.port, fetch: (r) => aApp.fetch(r) }));
   } catch (err) {
     await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
@@ -216,6 +224,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
       client?.close();
       store[Symbol.dispose]?.();
       await Promise.all([listeners.close(config.drainGracePeriodMs), healthChecks.close()]);
+      closing.abort(); // ends open admin event streams, or Deno's server shutdown waits for them
       await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
       log.info("kubegate stopped");
     },

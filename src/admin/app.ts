@@ -1,15 +1,27 @@
 /**
- * The admin app (hono), on `--metrics-bind-address`: the current snapshot as JSON, sync status,
- * and (later issues) `/metrics` and the live page. Read-only views of the gateway's state.
+ * The admin app (hono), on `--metrics-bind-address`: the live page at `/` (see `page/`), the current
+ * snapshot as JSON, sync status, and (later) `/metrics`. Read-only views of the gateway's state.
  */
 import { Hono } from "hono";
 import type { SyncStatus } from "../kube/source.ts";
 import type { Entrypoint, Snapshot } from "../model/types.ts";
+import { type AdminHealth, type TrafficSample, pageRoutes } from "./page/index.ts";
+
+export type { AdminHealth, TrafficSample } from "./page/index.ts";
 
 /** Bind state of one entrypoint's listeners, from the listener manager. */
 export interface ListenerView {
   readonly key: string;
-  readonly listeners: readonly { readonly address: string; readonly port: number; readonly bound: boolean; readonly error?: string | undefined }[];
+  readonly listeners: readonly {
+    readonly address: string;
+    readonly port: number;
+    readonly bound: boolean;
+    readonly error?: string | undefined;
+    /** UDP: open flows. */
+    readonly flows?: number | undefined;
+  }[];
+  /** Connections refused by loadBalancerSourceRanges. */
+  readonly refused?: number | undefined;
 }
 
 /** What the admin app reads. */
@@ -21,6 +33,22 @@ export interface AdminView {
   healthChecks?(): unknown;
   /** The LB controller's state, when it runs. */
   controller?(): unknown;
+  /** The proxy's health as `/healthz`, `/livez` and `/readyz` report it (shown on the page). */
+  health?(): AdminHealth;
+  /** Cumulative per-Service-port traffic counters from the metrics (the page shows "—" without it). */
+  traffic?(): readonly TrafficSample[];
+  /** Register for change notifications (call `onChange` after each applied snapshot); returns the unsubscribe function. */
+  subscribe?(onChange: () => void): () => void;
+}
+
+/** Options of {@link adminApp}. */
+export interface AdminAppOptions {
+  /** Interval of the page's SSE state checks and keep-alives (default 1000 ms). */
+  readonly tickMs?: number | undefined;
+  /** Abort to end the page's open event streams (before closing the server: Deno's shutdown waits for them). */
+  readonly signal?: AbortSignal | undefined;
+  /** Wall clock in ms (default `Date.now`). */
+  readonly now?: (() => number) | undefined;
 }
 
 /** The JSON shape of one entrypoint on `/api/snapshot`. */
@@ -67,12 +95,18 @@ export function snapshotJson(view: AdminView) {
   };
 }
 
-export function adminApp(view: AdminView): Hono {
+/**
+ * The admin routes: `/` (live page), `/api/state`, `/api/events`, `/api/snapshot`, `/api/status`.
+ * @example
+ * const app = adminApp(view, { signal: closing.signal });
+ * rt.serveHttp({ hostname: "127.0.0.1", port: 10349, fetch: (r) => app.fetch(r) });
+ */
+export function adminApp(view: AdminView, options: AdminAppOptions = {}): Hono {
   const app = new Hono();
   app.get("/api/snapshot", (c) => c.json(snapshotJson(view)));
   app.get("/api/status", (c) =>
     c.json({ sources: view.sources(), listeners: view.listeners(), ...(view.healthChecks ? { healthChecks: view.healthChecks() } : {}), ...(view.controller ? { controller: view.controller() } : {}) }),
   );
-  app.get("/", (c) => c.text("kubegate admin: see /api/snapshot and /api/status\n"));
+  pageRoutes(app, view, options);
   return app;
 }

@@ -19,7 +19,7 @@ const isKind = (k: unknown): k is KindName => typeof k === "string" && (kindName
 type Loaded = { kind: KindName; key: string; event: CacheEvent };
 
 /** Files under `path` that hold manifests, sorted (a directory is read recursively). */
-async function manifestFiles(path: string): Promise<string[]> {
+export async function manifestFiles(path: string): Promise<string[]> {
   const info = await stat(path);
   if (!info.isDirectory()) return [path];
   const out: string[] = [];
