@@ -7,7 +7,7 @@
  * per request (HTTP).
  */
 import { adminApp, type AdminView } from "./admin/app.ts";
-import { HealthState, healthApp } from "./admin/health.ts";
+import { type HealthCounts, HealthState, healthApp } from "./admin/health.ts";
 import type { Config } from "./config/flags.ts";
 import { hostAddresses } from "./config/host.ts";
 import { EventRecorder, type LbController, startLbController } from "./controller/index.ts";
@@ -16,7 +16,8 @@ import { ClusterSource } from "./kube/cluster-source.ts";
 import { loadKubeConfig } from "./kube/kubeconfig.ts";
 import { ManifestSource } from "./kube/manifests.ts";
 import type { Node } from "./kube/objects.ts";
-import type { CacheEvent, Source, SourceSink } from "./kube/source.ts";
+import type { CacheEvent, Source, SourceSink, SyncStatus } from "./kube/source.ts";
+import { GatewayMetrics, ipFamiliesOf } from "./telemetry/metrics/index.ts";
 import { ListenerManager } from "./listeners/manager.ts";
 import { type Logger, rateLimited, silentLogger } from "./log.ts";
 import { ModelStore } from "./model/store.ts";
@@ -36,6 +37,8 @@ export interface GatewayDeps {
 }
 
 export interface Gateway extends AsyncDisposable {
+  /** Metrics registry and per-Service traffic handles (for the data plane and tests). */
+  readonly metrics: GatewayMetrics;
   /** Resolves once the first snapshot has been applied to the listeners. */
   ready(): Promise<void>;
   snapshot(): Snapshot | undefined;
@@ -103,11 +106,21 @@ function bindFailureEvents(events: EventRecorder, listeners: ListenerManager, he
 export async function startGateway(config: Config, deps: GatewayDeps = {}): Promise<Gateway> {
   const log = deps.log ?? silentLogger;
   const health = new HealthState();
+  const healthCounts: HealthCounts = { healthz: {}, livez: {} };
+  const model = modelOptions(config);
+  let sourceStatus: () => readonly SyncStatus[] = () => [];
   const proxy = proxyOptions(config);
   const listeners = new ListenerManager(
     { http: createHttpProxy, tcp: createTcpProxy, udp: udpProxyFactory({ log }) },
     { proxyOptions: proxy, drainGraceMs: config.drainGracePeriodMs, log },
   );
+  const metrics = new GatewayMetrics({
+    ipFamilies: ipFamiliesOf(model.hostAddresses),
+    healthCounts,
+    sources: () => sourceStatus(),
+    listeners: () => listeners.counts(),
+    onCollectError: (metric, err) => log.warn("Metrics view failed", { metric, error: String(err) }),
+  });
   // healthCheckNodePort servers answer with the proxy's health, not the node's eligibility (kube-proxy's IsHealthy).
   const healthChecks = new HealthCheckServers({ proxyHealthy: () => health.healthy().healthy, log });
   const ready = Promise.withResolvers<void>();
@@ -118,13 +131,19 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   const closing = new AbortController();
   let afterApply: (snapshot: Snapshot) => void = () => {};
 
-  const store = new ModelStore(modelOptions(config), {
-    onSnapshot(snapshot) {
+  const store = new ModelStore(model, {
+    onSettled(buildMs) {
+      // A flush that changed nothing still applied everything received (e.g. a Node heartbeat).
+      health.updated();
+      metrics.settled(buildMs);
+    },
+    onSnapshot(snapshot, info) {
       const started = performance.now();
       listeners.apply(snapshot);
       healthChecks.apply(snapshot);
       afterApply(snapshot);
       health.updated();
+      metrics.applied(snapshot, info, (info.buildMs + performance.now() - started) / 1000);
       for (const notify of adminSubscribers) notify();
       log.info("Snapshot applied", {
         version: snapshot.version,
@@ -148,6 +167,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   const sink: SourceSink = {
     apply(event: CacheEvent) {
       health.queued();
+      metrics.queued(event);
       if (event.kind === "Node" && event.key === config.nodeName) {
         ownNode = event.type === "upsert" ? (event.object as Node) : undefined;
         health.syncNode(ownNode);
@@ -161,6 +181,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
 
   const created = deps.source ? { source: deps.source } : await createSource(config, log);
   const { source, client } = created;
+  sourceStatus = () => source.status();
   const events = client ? new EventRecorder({ client, nodeName: config.nodeName, log }) : undefined;
   const reportBindFailures = events ? bindFailureEvents(events, listeners, healthChecks) : () => {};
   afterApply = reportBindFailures;
@@ -177,7 +198,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   }
   const servers: HttpServer[] = [];
   try {
-    const hApp = healthApp(health);
+    const hApp = healthApp(health, healthCounts);
     servers.push(rt.serveHttp({ hostname: config.healthzBindAddress.host, port: config.healthzBindAddress.port, fetch: (r) => hApp.fetch(r) }));
     const view: AdminView = {
       snapshot: () => store.current(),
@@ -188,6 +209,8 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
         const h = health.healthy();
         return { healthy: h.healthy, nodeEligible: health.nodeEligible, ready: health.ready, lastUpdated: h.lastUpdated };
       },
+      traffic: () => metrics.traffic.samples(),
+      metrics: metrics.handler,
       subscribe: (notify) => (adminSubscribers.add(notify), () => void adminSubscribers.delete(notify)),
       ...(controller ? { controller: () => controller.status() } : {}),
     };
@@ -216,6 +239,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     healthPort: servers[0]!.port,
     adminPort: servers[1]!.port,
     listeners,
+    metrics,
     async [Symbol.asyncDispose]() {
       log.info("kubegate stopping: draining listeners", { graceMs: config.drainGracePeriodMs });
       await controller?.[Symbol.asyncDispose]();

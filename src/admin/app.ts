@@ -29,6 +29,8 @@ export interface AdminView {
   snapshot(): Snapshot | undefined;
   listeners(): readonly ListenerView[];
   sources(): readonly SyncStatus[];
+  /** Prometheus exposition of `/metrics`. */
+  readonly metrics?: ((req: Request) => Response) | undefined;
   /** healthCheckNodePort servers (externalTrafficPolicy: Local). */
   healthChecks?(): unknown;
   /** The LB controller's state, when it runs. */
@@ -96,7 +98,7 @@ export function snapshotJson(view: AdminView) {
 }
 
 /**
- * The admin routes: `/` (live page), `/api/state`, `/api/events`, `/api/snapshot`, `/api/status`.
+ * The admin routes: `/` (live page), `/api/state`, `/api/events`, `/api/snapshot`, `/api/status`, `/metrics`.
  * @example
  * const app = adminApp(view, { signal: closing.signal });
  * rt.serveHttp({ hostname: "127.0.0.1", port: 10349, fetch: (r) => app.fetch(r) });
@@ -107,6 +109,10 @@ export function adminApp(view: AdminView, options: AdminAppOptions = {}): Hono {
   app.get("/api/status", (c) =>
     c.json({ sources: view.sources(), listeners: view.listeners(), ...(view.healthChecks ? { healthChecks: view.healthChecks() } : {}), ...(view.controller ? { controller: view.controller() } : {}) }),
   );
+  if (view.metrics) {
+    const metrics = view.metrics;
+    app.on(["GET", "HEAD"], "/metrics", (c) => metrics(c.req.raw));
+  }
   pageRoutes(app, view, options);
   return app;
 }

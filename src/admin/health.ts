@@ -49,10 +49,14 @@ export class HealthState {
     return this.#nodeEligible;
   }
 
-  /** Healthy unless a change has been pending for `healthTimeoutMs` or more. */
+  /**
+   * Healthy unless a change has been pending for `healthTimeoutMs` or more. Like kube-proxy, healthy
+   * while starting up: before the first sync there is nothing to be late against.
+   */
   healthy(): { healthy: boolean; lastUpdated: number; currentTime: number } {
     const currentTime = this.now();
-    const late = this.#oldestPending !== undefined && currentTime - this.#oldestPending >= this.healthTimeoutMs;
+    const late =
+      this.#lastUpdated !== undefined && this.#oldestPending !== undefined && currentTime - this.#oldestPending >= this.healthTimeoutMs;
     return { healthy: !late, lastUpdated: this.#lastUpdated ?? 0, currentTime };
   }
 }

@@ -70,6 +70,11 @@ export interface ModelStoreStats {
 export interface ModelStoreOptions {
   /** Called with each published snapshot. */
   readonly onSnapshot: (snapshot: Snapshot, info: PublishInfo) => void;
+  /**
+   * Called when a flush applied pending changes but the snapshot did not change (nothing to publish):
+   * everything received is applied all the same (kube-proxy's `Updated()` for a no-op sync).
+   */
+  readonly onSettled?: ((buildMs: number) => void) | undefined;
   /** Minimum time between two publishes (default 5 ms). */
   readonly minIntervalMs?: number | undefined;
   /** Run `fn` after `ms` (default `setTimeout`). Injected by tests. */
@@ -152,6 +157,7 @@ function parseTriggerTime(slice: EndpointSlice): number | undefined {
 export class ModelStore implements SourceSink, Disposable {
   readonly #prepared: PreparedOptions;
   readonly #onSnapshot: ModelStoreOptions["onSnapshot"];
+  readonly #onSettled: ModelStoreOptions["onSettled"];
   readonly #minInterval: number;
   readonly #schedule: (fn: () => void, ms: number) => unknown;
   readonly #now: () => number;
@@ -197,6 +203,7 @@ export class ModelStore implements SourceSink, Disposable {
   constructor(model: ModelOptions, options: ModelStoreOptions) {
     this.#prepared = prepareOptions(model);
     this.#onSnapshot = options.onSnapshot;
+    this.#onSettled = options.onSettled;
     this.#minInterval = options.minIntervalMs ?? 5;
     this.#schedule = options.schedule ?? ((fn, ms) => setTimeout(fn, ms));
     this.#now = options.now ?? (() => performance.now());
@@ -489,6 +496,7 @@ export class ModelStore implements SourceSink, Disposable {
     const buildMs = this.#now() - started;
     this.#lastBuildMs = buildMs;
     if (prev && entrypoints === prev.entrypoints && errors === prev.errors && node === prev.node && healthChecks === prev.healthChecks) {
+      this.#onSettled?.(buildMs);
       return prev;
     }
     const snapshot: Snapshot = Object.freeze({ version: (prev?.version ?? 0) + 1, entrypoints, errors, node, healthChecks });

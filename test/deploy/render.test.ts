@@ -33,7 +33,7 @@ describe("kustomizations", () => {
       expect(byId(objects).size).toBe(objects.length);
     });
 
-    test.skipIf(!kubectl)(`${dir}: the renderer agrees with kubectl kustomize`, async () => {
+    test(`${dir}: the renderer agrees with kubectl kustomize`, async () => {
       const ours = byId(await renderKustomization(dir));
       const theirs = byId(await kubectlKustomize(dir));
       expect([...ours.keys()].sort()).toEqual([...theirs.keys()].sort());

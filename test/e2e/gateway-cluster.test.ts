@@ -144,6 +144,16 @@ describe("gateway against the test API server", () => {
     expect((await fetch(`http://127.0.0.1:${gw.healthPort}/readyz`)).status).toBe(200);
   });
 
+  test("/metrics on the admin address speaks Prometheus text with kube-proxy's names", async () => {
+    const res = await fetch(`http://127.0.0.1:${gw.adminPort}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
+    const text = await res.text();
+    expect(text).toMatch(/^kubeproxy_sync_proxy_rules_last_timestamp_seconds\{ip_family="IPv4"\} \d/m);
+    expect(text).toMatch(/^kubeproxy_proxy_healthz_total\{code="200"\} [1-9]/m);
+    expect(text).toMatch(/^kubegate_endpoints\{namespace="e2e",service="web",port="http",protocol="http",state="ready"\} 2$/m);
+  });
+
   test("HTTP and TCP NodePorts round-robin over the endpoints", async () => {
     const seen = new Set<string>();
     for (let i = 0; i < 4; i++) seen.add(await (await fetch(`http://127.0.0.1:${ports.http}/`)).text());

@@ -1,0 +1,130 @@
+/**
+ * Every metric the gateway exposes on `/metrics`, in one registry: kube-proxy's sync and health
+ * metrics, per-Service traffic, watch relists/restarts and listener states. The composition root
+ * creates one, feeds it from the sink and `onSnapshot`, and hands `traffic` to the data plane.
+ */
+import { Kinds } from "../../kube/objects.ts";
+import type { CacheEvent, SyncStatus } from "../../kube/source.ts";
+import type { PublishInfo } from "../../model/store.ts";
+import type { Snapshot } from "../../model/types.ts";
+import { metricsHandler } from "./handler.ts";
+import { type HealthCountsView, type IpFamily, KubeProxyMetrics } from "./kube-proxy.ts";
+import { Registry } from "./registry.ts";
+import { TrafficMetrics } from "./traffic.ts";
+
+/** Listener totals (the listener manager's `counts()`). */
+export interface ListenerCountsView {
+  readonly bound: number;
+  readonly failed: number;
+  readonly draining: number;
+}
+
+export interface GatewayMetricsOptions {
+  /** IP families the node serves (default `["IPv4"]`); see `ipFamiliesOf`. */
+  readonly ipFamilies?: readonly IpFamily[] | undefined;
+  /** At most this many Service ports get per-Service series (default 20 000). */
+  readonly maxSeries?: number | undefined;
+  /** The health server's answer counts (the object passed to `healthApp`). */
+  readonly healthCounts?: HealthCountsView | undefined;
+  /** Sync state of the sources, read at scrape time. */
+  readonly sources?: (() => readonly SyncStatus[]) | undefined;
+  /** Listener totals, read at scrape time. */
+  readonly listeners?: (() => ListenerCountsView) | undefined;
+  /** Wall clock in ms since the epoch (default `Date.now`). */
+  readonly now?: (() => number) | undefined;
+  /** A scrape-time view failed; that family is left out of the scrape. */
+  readonly onCollectError?: ((metric: string, error: unknown) => void) | undefined;
+}
+
+/** The resource label of a kind: its API plural (`services`, `endpointslices`, `nodes`). */
+function resourceOf(kind: SyncStatus["kind"]): string {
+  return Kinds[kind]?.plural ?? kind.toLowerCase();
+}
+
+/**
+ * The gateway's metrics.
+ *
+ * @example
+ * const metrics = new GatewayMetrics({ ipFamilies: ipFamiliesOf(hostAddresses), healthCounts, sources: () => source.status(), listeners: () => listeners.counts() });
+ * // sink:       metrics.queued(event)
+ * // onSnapshot: metrics.applied(snapshot, info, applySeconds)
+ * // admin app:  app.get("/metrics", (c) => metrics.handler(c.req.raw))
+ * // data plane: metrics.traffic.forEntrypoint(route.entrypoint)
+ */
+export class GatewayMetrics {
+  readonly registry: Registry;
+  readonly kubeProxy: KubeProxyMetrics;
+  readonly traffic: TrafficMetrics;
+  /** The `/metrics` handler. */
+  readonly handler: (req: Request) => Response;
+  #snapshot: Snapshot | undefined;
+
+  constructor(options: GatewayMetricsOptions = {}) {
+    this.registry = new Registry({ onCollectError: options.onCollectError });
+    this.kubeProxy = new KubeProxyMetrics(this.registry, {
+      ipFamilies: options.ipFamilies,
+      healthCounts: options.healthCounts,
+      snapshot: () => this.#snapshot,
+      now: options.now,
+    });
+    this.traffic = new TrafficMetrics({ maxSeries: options.maxSeries });
+    this.registry.register(this.traffic);
+
+    const sources = options.sources;
+    this.registry.counter({
+      name: "kubegate_watch_lists_total",
+      help: "Full lists of a resource (the first one and every relist), per resource.",
+      labelNames: ["resource"],
+      collect: (c) => {
+        for (const s of sources?.() ?? []) c.labels(resourceOf(s.kind)).set(s.lists);
+      },
+    });
+    this.registry.counter({
+      name: "kubegate_watch_restarts_total",
+      help: "Watches started again after the first one (reconnects, timeouts, relists), per resource.",
+      labelNames: ["resource"],
+      collect: (c) => {
+        for (const s of sources?.() ?? []) c.labels(resourceOf(s.kind)).set(Math.max(0, s.watches - 1));
+      },
+    });
+    const listeners = options.listeners;
+    this.registry.gauge({
+      name: "kubegate_listeners",
+      help: "Listeners by state: bound (accepting), failed (cannot bind), draining (removed, waiting for connections).",
+      labelNames: ["state"],
+      collect: (g) => {
+        if (!listeners) return;
+        const c = listeners();
+        g.labels("bound").set(c.bound);
+        g.labels("failed").set(c.failed);
+        g.labels("draining").set(c.draining);
+      },
+    });
+    this.handler = metricsHandler(this.registry);
+  }
+
+  /** Call from the sink for every event, before the store applies it. */
+  queued(event: CacheEvent): void {
+    this.kubeProxy.queued(event);
+  }
+
+  /**
+   * Call from the store's `onSnapshot` after the snapshot is applied (listeners, health checks):
+   * `applySeconds` is how long applying took. Follows the snapshot's Services and records the sync.
+   */
+  applied(snapshot: Snapshot, info: PublishInfo, applySeconds: number): void {
+    this.#snapshot = snapshot;
+    this.traffic.sync(snapshot);
+    this.kubeProxy.applied(info, applySeconds);
+  }
+
+  /** Call when the store flushed without publishing (nothing changed); see {@link KubeProxyMetrics.settled}. */
+  settled(buildMs = 0): void {
+    this.kubeProxy.settled(buildMs);
+  }
+
+  /** The scrape text. */
+  expose(): string {
+    return this.registry.expose();
+  }
+}

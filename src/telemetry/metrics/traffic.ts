@@ -1,0 +1,468 @@
+/**
+ * Per-Service traffic metrics (kube-proxy has none: kubernetes/kubernetes#9125), labelled
+ * `namespace`, `service`, `port` (the Service port's name, or number when unnamed) and `protocol`
+ * (`http`, `tcp`, `udp`). NodePort and LoadBalancer entrypoints of one Service port share a series.
+ *
+ * Hot path: the data plane resolves a {@link ServiceTraffic} handle once per route
+ * (`traffic.forEntrypoint(route.entrypoint)`); each update is then a few increments in one
+ * preallocated `Float64Array` (no strings, no Map lookups).
+ *
+ * Lifecycle: {@link TrafficMetrics.sync} follows each snapshot: a series exists while an entrypoint of
+ * its Service port does, and is deleted with the last one, so removed Services leave nothing behind.
+ *
+ * Cardinality: at most `maxSeries` Service ports get series. Past the cap a Service port gets no
+ * series (its handle does nothing) and `kubegate_metrics_series_dropped_total{metric}` counts it once
+ * per family; it is admitted when room frees up (its data plane picks the series up on its next route).
+ */
+import type { Entrypoint, Snapshot } from "../../model/types.ts";
+import { bucketIndex, CONNECT_DURATION_BUCKETS, REQUEST_DURATION_BUCKETS } from "./buckets.ts";
+import { escapeLabelValue, type ExpositionWriter, labelPairs } from "./exposition.ts";
+import type { Collector } from "./registry.ts";
+
+/** Why the proxy failed a request or connection (label `reason` of `kubegate_proxy_errors_total`). */
+export const PROXY_ERROR_REASONS = [
+  /** The Service port has no serving endpoint (HTTP 503; TCP closed). */
+  "no_endpoints",
+  /** Every connect attempt was refused or failed (HTTP 502). */
+  "connect_failed",
+  /** Every connect attempt timed out (HTTP 504 or 502). */
+  "connect_timeout",
+  /** The upstream did not send a response head in time (HTTP 504). */
+  "upstream_timeout",
+  /** The upstream closed or reset the connection mid-exchange (HTTP 502). */
+  "upstream_reset",
+  /** The client sent a malformed or too large request (HTTP 400/431). */
+  "bad_request",
+  /** The client did not send a full request head in time (HTTP 408). */
+  "request_timeout",
+  /** The client's address is outside loadBalancerSourceRanges (connection refused). */
+  "source_refused",
+  /** The client went away before the exchange finished. */
+  "client_closed",
+] as const;
+export type ProxyErrorReason = (typeof PROXY_ERROR_REASONS)[number];
+
+const REASON_INDEX: Readonly<Record<string, number>> = Object.freeze(Object.fromEntries(PROXY_ERROR_REASONS.map((r, i) => [r, i])));
+
+/**
+ * What the data plane reports for one Service port. Resolve it once per route; every method is
+ * a few array increments.
+ *
+ * Contract for the instrumentation:
+ * - HTTP: `request(status, seconds)` for every response sent downstream, including ones the gateway
+ *   makes itself (502/503/504/400/408); `error(reason)` in addition says why the gateway failed it.
+ * - TCP/UDP: `connOpened()`/`connClosed()` per downstream connection (UDP: per flow); `error(reason)`
+ *   when one fails. HTTP connections report `connOpened`/`connClosed` too.
+ * - `bytes(received, sent)`: bytes read from / written to the downstream client, reported as they
+ *   flow or once at close.
+ */
+export interface ServiceTraffic {
+  /** An HTTP response with `status` (100..599; others are ignored) finished `seconds` after its request started. */
+  request(status: number, seconds: number): void;
+  /** A successful upstream connect took `seconds`. */
+  connectDuration(seconds: number): void;
+  /** A downstream connection (UDP: flow) opened. */
+  connOpened(): void;
+  /** A downstream connection (UDP: flow) closed. */
+  connClosed(): void;
+  /** `received` bytes came from the client and `sent` bytes went to it. */
+  bytes(received: number, sent: number): void;
+  /** The proxy failed a request or connection for `reason`. */
+  error(reason: ProxyErrorReason): void;
+}
+
+/** A handle that records nothing: Service ports over the series cap. */
+export const NOOP_TRAFFIC: ServiceTraffic = Object.freeze({
+  request() {},
+  connectDuration() {},
+  connOpened() {},
+  connClosed() {},
+  bytes() {},
+  error() {},
+});
+
+/** Cumulative counters of one Service port, as the admin page reads them. */
+export interface TrafficSample {
+  /** `namespace/service:port` (an entrypoint's `name`). */
+  readonly key: string;
+  /** HTTP: responses; TCP/UDP: connections (flows). */
+  readonly requests: number;
+  /** HTTP: 5xx responses; TCP/UDP: proxy errors. */
+  readonly errors: number;
+  /** Open connections (UDP: flows). */
+  readonly active: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+}
+
+/** Metric family names of the per-Service metrics. */
+export const TrafficMetricNames = Object.freeze({
+  requests: "kubegate_requests_total",
+  requestDuration: "kubegate_request_duration_seconds",
+  connectDuration: "kubegate_upstream_connect_duration_seconds",
+  activeConnections: "kubegate_active_connections",
+  connections: "kubegate_connections_total",
+  receivedBytes: "kubegate_received_bytes_total",
+  sentBytes: "kubegate_sent_bytes_total",
+  errors: "kubegate_proxy_errors_total",
+  endpoints: "kubegate_endpoints",
+});
+
+const SERIES_DROPPED = "kubegate_metrics_series_dropped_total";
+const SERIES_TRACKED = "kubegate_metrics_series";
+const SERIES_LIMIT = "kubegate_metrics_series_limit";
+const SERIES_OVER_CAP = "kubegate_metrics_series_over_cap";
+
+/** Default cap on Service ports with per-Service series. */
+export const DEFAULT_MAX_SERIES = 20_000;
+
+/* One Float64Array per series; offsets: */
+const RB = REQUEST_DURATION_BUCKETS as number[];
+const CB = CONNECT_DURATION_BUCKETS as number[];
+const RB_TEXT = RB.map(String);
+const CB_TEXT = CB.map(String);
+const REQ = 0; // 5 code classes
+const RD = REQ + 5; // request duration buckets, RB.length + 1
+const RD_SUM = RD + RB.length + 1;
+const CD = RD_SUM + 1; // connect duration buckets, CB.length + 1
+const CD_SUM = CD + CB.length + 1;
+const ACTIVE = CD_SUM + 1;
+const CONNS = ACTIVE + 1;
+const RX = CONNS + 1;
+const TX = RX + 1;
+const ERR = TX + 1;
+const SIZE = ERR + PROXY_ERROR_REASONS.length;
+
+const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
+const LABEL_NAMES = ["namespace", "service", "port", "protocol"] as const;
+
+/** The live counters of one Service port. */
+class Series implements ServiceTraffic {
+  readonly v = new Float64Array(SIZE);
+  constructor(readonly labels: string) {}
+
+  request(status: number, seconds: number): void {
+    const c = (status / 100) | 0;
+    if (c < 1 || c > 5) return;
+    const v = this.v;
+    v[REQ + c - 1]!++;
+    if (seconds === seconds) {
+      v[RD + bucketIndex(RB, seconds)]!++;
+      v[RD_SUM]! += seconds;
+    }
+  }
+
+  connectDuration(seconds: number): void {
+    if (seconds !== seconds) return;
+    const v = this.v;
+    v[CD + bucketIndex(CB, seconds)]!++;
+    v[CD_SUM]! += seconds;
+  }
+
+  connOpened(): void {
+    const v = this.v;
+    v[ACTIVE]!++;
+    v[CONNS]!++;
+  }
+
+  connClosed(): void {
+    this.v[ACTIVE]!--;
+  }
+
+  bytes(received: number, sent: number): void {
+    const v = this.v;
+    if (received > 0) v[RX]! += received;
+    if (sent > 0) v[TX]! += sent;
+  }
+
+  error(reason: ProxyErrorReason): void {
+    const i = REASON_INDEX[reason];
+    if (i !== undefined) this.v[ERR + i]!++;
+  }
+
+  /** Whether anything was ever recorded (idle series expose only their endpoint counts). */
+  touched(): boolean {
+    const v = this.v;
+    for (let i = 0; i < SIZE; i++) if (v[i] !== 0) return true;
+    return false;
+  }
+}
+
+/** A Service port referenced by the current snapshot (or by a data plane ahead of it). */
+interface Slot {
+  readonly key: string;
+  /** Entrypoints of the snapshot that map to this Service port. */
+  refs: number;
+  /** The latest of them (for endpoint counts and labels). */
+  entrypoint: Entrypoint;
+  /** Absent while over the cap. */
+  series: Series | undefined;
+}
+
+/** The Service port of an entrypoint: `namespace/service:port` plus the protocol. */
+function slotKey(ep: Entrypoint): string {
+  return `${ep.name}\u0000${ep.protocol}`;
+}
+
+/** The Service port's name (or number) from `namespace/service:port`. */
+function portLabel(ep: Entrypoint): string {
+  return ep.name.slice(ep.name.lastIndexOf(":") + 1);
+}
+
+export interface TrafficMetricsOptions {
+  /** At most this many Service ports get series (default {@link DEFAULT_MAX_SERIES}). */
+  readonly maxSeries?: number | undefined;
+}
+
+/**
+ * The per-Service traffic collector. Register it in a {@link Registry}, call {@link sync} with each
+ * published snapshot, and hand {@link forEntrypoint} to the data plane.
+ *
+ * @example
+ * const traffic = new TrafficMetrics({ maxSeries: 20_000 });
+ * registry.register(traffic);
+ * traffic.sync(snapshot);
+ * const t = traffic.forEntrypoint(route.entrypoint); // once per route
+ * t.request(200, 0.0021);
+ */
+export class TrafficMetrics implements Collector {
+  readonly names: readonly string[] = Object.freeze([...Object.values(TrafficMetricNames), SERIES_DROPPED, SERIES_TRACKED, SERIES_LIMIT, SERIES_OVER_CAP]);
+  readonly maxSeries: number;
+  readonly #slots = new Map<string, Slot>();
+  /** Slots over the cap, in arrival order: admitted first when room frees up. */
+  readonly #waiting = new Set<Slot>();
+  /** Slots a data plane asked for that no snapshot referenced yet. */
+  readonly #orphans = new Set<Slot>();
+  #entrypoints: readonly Entrypoint[] = [];
+  #tracked = 0;
+  #dropped = 0;
+
+  constructor(options: TrafficMetricsOptions = {}) {
+    const max = options.maxSeries ?? DEFAULT_MAX_SERIES;
+    if (!Number.isInteger(max) || max < 0) throw new Error(`Invalid metrics series cap ${max}: use a whole number of 0 or more`);
+    this.maxSeries = max;
+  }
+
+  /** Service ports with series now. */
+  get trackedSeries(): number {
+    return this.#tracked;
+  }
+
+  /** Service ports known now: with series, or waiting over the cap. */
+  get size(): number {
+    return this.#slots.size;
+  }
+
+  /** Service ports refused by the cap so far (each counted once per refusal). */
+  get droppedSeries(): number {
+    return this.#dropped;
+  }
+
+  /**
+   * The handle for `entrypoint`'s Service port. Call it once per route, not per request. Over the
+   * cap, a handle that records nothing.
+   */
+  forEntrypoint(entrypoint: Entrypoint): ServiceTraffic {
+    const key = slotKey(entrypoint);
+    let slot = this.#slots.get(key);
+    if (slot === undefined) {
+      // A data plane may resolve its handle before sync() sees the snapshot: keep the slot until the
+      // next sync, which adopts it or drops it.
+      slot = { key, refs: 0, entrypoint, series: undefined };
+      this.#slots.set(key, slot);
+      this.#admit(slot);
+      this.#orphans.add(slot);
+    }
+    return slot.series ?? NOOP_TRAFFIC;
+  }
+
+  /**
+   * Follow a published snapshot: create series for new Service ports, delete those of removed
+   * ones. Walks the previous and new entrypoint lists (both sorted by key); unchanged entrypoints
+   * keep their identity, so they cost a pointer comparison.
+   */
+  sync(snapshot: Snapshot): void {
+    const prev = this.#entrypoints;
+    const next = snapshot.entrypoints;
+    if (prev !== next) {
+      let i = 0;
+      let j = 0;
+      while (i < prev.length || j < next.length) {
+        const a = prev[i];
+        const b = next[j];
+        if (a !== undefined && a === b) {
+          i++;
+          j++;
+        } else if (a !== undefined && b !== undefined && a.key === b.key) {
+          this.#change(a, b);
+          i++;
+          j++;
+        } else if (b === undefined || (a !== undefined && a.key < b.key)) {
+          this.#remove(a as Entrypoint);
+          i++;
+        } else {
+          this.#add(b);
+          j++;
+        }
+      }
+      this.#entrypoints = next;
+    }
+    for (const slot of this.#orphans) if (slot.refs === 0) this.#delete(slot);
+    this.#orphans.clear();
+    for (const slot of this.#waiting) {
+      if (this.#tracked >= this.maxSeries) break;
+      this.#waiting.delete(slot);
+      this.#create(slot);
+    }
+  }
+
+  #add(ep: Entrypoint): void {
+    const key = slotKey(ep);
+    let slot = this.#slots.get(key);
+    if (slot === undefined) {
+      slot = { key, refs: 0, entrypoint: ep, series: undefined };
+      this.#slots.set(key, slot);
+      this.#admit(slot);
+    }
+    slot.refs++;
+    slot.entrypoint = ep;
+  }
+
+  #remove(ep: Entrypoint): void {
+    const slot = this.#slots.get(slotKey(ep));
+    if (slot === undefined) return;
+    if (--slot.refs <= 0) this.#delete(slot);
+  }
+
+  #change(a: Entrypoint, b: Entrypoint): void {
+    if (a.name === b.name && a.protocol === b.protocol) {
+      const slot = this.#slots.get(slotKey(b));
+      if (slot !== undefined) slot.entrypoint = b;
+      else this.#add(b);
+      return;
+    }
+    this.#remove(a);
+    this.#add(b);
+  }
+
+  #admit(slot: Slot): void {
+    if (this.#tracked < this.maxSeries) this.#create(slot);
+    else {
+      this.#waiting.add(slot);
+      this.#dropped++;
+    }
+  }
+
+  #create(slot: Slot): void {
+    const ep = slot.entrypoint;
+    slot.series = new Series(labelPairs(LABEL_NAMES, [ep.namespace, ep.service, portLabel(ep), ep.protocol]));
+    this.#tracked++;
+  }
+
+  #delete(slot: Slot): void {
+    this.#slots.delete(slot.key);
+    this.#orphans.delete(slot);
+    if (slot.series !== undefined) {
+      slot.series = undefined;
+      this.#tracked--;
+    } else this.#waiting.delete(slot);
+  }
+
+  /** Cumulative counters per Service port with a series (for the admin page). */
+  samples(): TrafficSample[] {
+    const out: TrafficSample[] = [];
+    for (const slot of this.#slots.values()) {
+      const s = slot.series;
+      if (s === undefined) continue;
+      const v = s.v;
+      const http = slot.entrypoint.protocol === "http";
+      let requests = 0;
+      for (let c = 0; c < 5; c++) requests += v[REQ + c]!;
+      let errors = 0;
+      for (let r = 0; r < PROXY_ERROR_REASONS.length; r++) errors += v[ERR + r]!;
+      out.push({
+        key: slot.entrypoint.name,
+        requests: http ? requests : v[CONNS]!,
+        errors: http ? v[REQ + 4]! : errors,
+        active: v[ACTIVE]!,
+        bytesIn: v[RX]!,
+        bytesOut: v[TX]!,
+      });
+    }
+    return out;
+  }
+
+  collect(out: ExpositionWriter): void {
+    const all: Slot[] = [];
+    const live: Series[] = [];
+    for (const slot of this.#slots.values()) {
+      if (slot.series === undefined) continue;
+      all.push(slot);
+      if (slot.series.touched()) live.push(slot.series);
+    }
+    const N = TrafficMetricNames;
+
+    out.family(N.requests, "Requests answered (HTTP), by status code class.", "counter");
+    for (const s of live) {
+      for (let c = 0; c < 5; c++) {
+        const n = s.v[REQ + c]!;
+        if (n > 0) out.sample(N.requests, `${s.labels},code_class="${CODE_CLASSES[c]}"`, n);
+      }
+    }
+    out.family(N.requestDuration, "Time from a request's start to the end of its response (HTTP), in seconds.", "histogram");
+    for (const s of live) if (hasObservations(s.v, RD, RB.length)) out.histogram(N.requestDuration, s.labels, RB_TEXT, s.v, RD, s.v[RD_SUM]!);
+    out.family(N.connectDuration, "Time to connect to an upstream endpoint, in seconds (successful connects).", "histogram");
+    for (const s of live) if (hasObservations(s.v, CD, CB.length)) out.histogram(N.connectDuration, s.labels, CB_TEXT, s.v, CD, s.v[CD_SUM]!);
+    out.family(N.activeConnections, "Open downstream connections (UDP: flows).", "gauge");
+    for (const s of live) out.sample(N.activeConnections, s.labels, s.v[ACTIVE]!);
+    out.family(N.connections, "Downstream connections (UDP: flows) accepted.", "counter");
+    for (const s of live) out.sample(N.connections, s.labels, s.v[CONNS]!);
+    out.family(N.receivedBytes, "Bytes received from downstream clients.", "counter");
+    for (const s of live) out.sample(N.receivedBytes, s.labels, s.v[RX]!);
+    out.family(N.sentBytes, "Bytes sent to downstream clients.", "counter");
+    for (const s of live) out.sample(N.sentBytes, s.labels, s.v[TX]!);
+    out.family(N.errors, "Requests or connections the proxy failed, by reason.", "counter");
+    for (const s of live) {
+      for (let r = 0; r < PROXY_ERROR_REASONS.length; r++) {
+        const n = s.v[ERR + r]!;
+        if (n > 0) out.sample(N.errors, `${s.labels},reason="${PROXY_ERROR_REASONS[r]}"`, n);
+      }
+    }
+
+    out.family(
+      N.endpoints,
+      "Endpoints of the Service port by state: EndpointSlice conditions ready, serving, terminating; selected = those this node sends new traffic to.",
+      "gauge",
+    );
+    for (const slot of all) {
+      const cluster = slot.entrypoint.cluster;
+      let ready = 0;
+      let serving = 0;
+      let terminating = 0;
+      for (const e of cluster.endpoints) {
+        if (e.ready) ready++;
+        if (e.serving) serving++;
+        if (e.terminating) terminating++;
+      }
+      const labels = (slot.series as Series).labels;
+      out.sample(N.endpoints, `${labels},state="ready"`, ready);
+      out.sample(N.endpoints, `${labels},state="serving"`, serving);
+      out.sample(N.endpoints, `${labels},state="terminating"`, terminating);
+      out.sample(N.endpoints, `${labels},state="selected"`, cluster.serving.length);
+    }
+
+    out.family(SERIES_DROPPED, "Per-Service series not created because the series cap was reached, by metric family.", "counter");
+    for (const name of Object.values(N)) out.sample(SERIES_DROPPED, `metric="${escapeLabelValue(name)}"`, this.#dropped);
+    out.family(SERIES_TRACKED, "Service ports with per-Service series.", "gauge");
+    out.sample(SERIES_TRACKED, "", this.#tracked);
+    out.family(SERIES_LIMIT, "The cap on Service ports with per-Service series.", "gauge");
+    out.sample(SERIES_LIMIT, "", this.maxSeries);
+    out.family(SERIES_OVER_CAP, "Service ports without per-Service series now because the cap is reached.", "gauge");
+    out.sample(SERIES_OVER_CAP, "", this.#waiting.size);
+  }
+}
+
+function hasObservations(v: Float64Array, offset: number, bounds: number): boolean {
+  for (let i = offset; i <= offset + bounds; i++) if (v[i] !== 0) return true;
+  return false;
+}
