@@ -15,9 +15,10 @@
  *   before a flow is made. Refusals are counted per entrypoint and logged at a rate limit. Only `open`
  *   (and `close`, to hide refused sockets from the proxy) is wrapped: the data path pays nothing.
  */
-import { RoundRobin } from "../balancer/round-robin.ts";
+import { RouteBuilder } from "../balancer/routes.ts";
 import { type Logger, rateLimited, silentLogger } from "../log.ts";
 import type { Entrypoint, Snapshot } from "../model/types.ts";
+import { DnsRegistry } from "../proxy/dns/registry.ts";
 import { defaultProxyOptions } from "../proxy/types.ts";
 import type { ListenerProxy, ListenerProxyFactory, ProxyOptions, Route, RouteRef } from "../proxy/types.ts";
 import type { UdpListenerProxy, UdpProxyFactory } from "../proxy/udp/types.ts";
@@ -48,6 +49,12 @@ export interface ListenerManagerOptions {
   readonly bindUdp?: Runtime["bindUdp"] | undefined;
   /** At most one log line per entrypoint per this interval about refused sources, ms (default 10 s). */
   readonly refusedLogIntervalMs?: number | undefined;
+  /**
+   * Builds each entrypoint's route and keeps affinity tables and ExternalName resolvers across snapshots
+   * (default: one with a DNS registry logging to `log`, disposed by {@link ListenerManager.close}; one
+   * passed in is left to its owner).
+   */
+  readonly routes?: RouteBuilder | undefined;
 }
 
 /** Bind state of one listener of an entrypoint. */
@@ -161,6 +168,10 @@ export class ListenerManager implements AsyncDisposable {
   readonly #listenTcp: Runtime["listenTcp"];
   readonly #bindUdp: Runtime["bindUdp"];
   readonly #logRefused: (key: string, msg: string, fields?: Readonly<Record<string, unknown>>) => void;
+  /** Route construction, with the per-entrypoint state that outlives routes. */
+  readonly #routeBuilder: RouteBuilder;
+  /** Disposed on close when the manager made it. */
+  readonly #ownRoutes: Disposable | undefined;
   /** Wanted listeners by listener key, in snapshot order. */
   #slots = new Map<string, Slot>();
   /** Routes by entrypoint key: the listeners of one entrypoint share one balancer. */
@@ -186,6 +197,13 @@ export class ListenerManager implements AsyncDisposable {
     this.#listenTcp = options.listenTcp ?? rt.listenTcp;
     this.#bindUdp = options.bindUdp ?? rt.bindUdp;
     this.#logRefused = rateLimited(this.#log.warn, options.refusedLogIntervalMs ?? DEFAULT_REFUSED_LOG_INTERVAL_MS);
+    if (options.routes !== undefined) this.#routeBuilder = options.routes;
+    else {
+      const dns = new DnsRegistry({ log: this.#log });
+      const routes = new RouteBuilder({ externalNames: dns });
+      this.#routeBuilder = routes;
+      this.#ownRoutes = { [Symbol.dispose]: () => (routes[Symbol.dispose](), dns[Symbol.dispose]()) };
+    }
   }
 
   /**
@@ -314,6 +332,7 @@ export class ListenerManager implements AsyncDisposable {
     this.#stopRetry();
     for (const slot of this.#slots.values()) this.#retire(slot, graceMs, "shutting down");
     this.#slots.clear();
+    this.#ownRoutes?.[Symbol.dispose]();
     this.#conflicts.clear();
     // A UDP bind still in flight closes its socket as it completes (its slot is no longer wanted).
     await this.settled();
@@ -332,16 +351,18 @@ export class ListenerManager implements AsyncDisposable {
     return this.close();
   }
 
-  /** Routes for this snapshot: reused when the entrypoint is the same object, the balancer kept when the cluster is. */
+  /**
+   * Routes for this snapshot (see {@link RouteBuilder.route}): reused when the entrypoint is the same object,
+   * the balancer kept when nothing balancing depends on changed; affinity tables and ExternalName resolvers
+   * carry over, and those of entrypoints no longer served are dropped.
+   */
   #nextRoutes(specs: Iterable<ListenerSpec>): Map<string, Route> {
     const next = new Map<string, Route>();
     for (const { entrypoint } of specs) {
       if (next.has(entrypoint.key)) continue;
-      const prev = this.#routes.get(entrypoint.key);
-      if (prev?.entrypoint === entrypoint) next.set(entrypoint.key, prev);
-      else if (prev !== undefined && prev.entrypoint.cluster === entrypoint.cluster) next.set(entrypoint.key, { entrypoint, balancer: prev.balancer });
-      else next.set(entrypoint.key, { entrypoint, balancer: new RoundRobin(entrypoint.cluster.serving) });
+      next.set(entrypoint.key, this.#routeBuilder.route(entrypoint, this.#routes.get(entrypoint.key)));
     }
+    this.#routeBuilder.retain([...next.values()].map((r) => r.entrypoint));
     return next;
   }
 

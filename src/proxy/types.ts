@@ -4,6 +4,7 @@
  * on kept-alive HTTP connections) take the new endpoints while open TCP connections finish where
  * they are (Traefik's switcher, without re-registering handlers).
  */
+import type { CookieAffinity } from "../balancer/cookie.ts";
 import type { Balancer } from "../balancer/types.ts";
 import type { Entrypoint } from "../model/types.ts";
 import type { TcpHandlers } from "../runtime/types.ts";
@@ -12,6 +13,11 @@ import type { TcpHandlers } from "../runtime/types.ts";
 export interface Route {
   readonly entrypoint: Entrypoint;
   readonly balancer: Balancer;
+  /**
+   * HTTP cookie affinity (annotation `kubegate.io/affinity-cookie`): requests whose cookie names a serving
+   * endpoint go there; other responses set the cookie. Built by `RouteBuilder`; absent for other routes.
+   */
+  readonly cookie?: CookieAffinity | undefined;
 }
 
 /** The switch: one per bound listener; `current` is replaced on each snapshot that changes the route. */

@@ -10,6 +10,7 @@ import type { Endpoint } from "../../model/types.ts";
 import type { TcpSocket } from "../../runtime/types.ts";
 import type { Route } from "../types.ts";
 import { concat } from "./bytes.ts";
+import { cookieEndpoint } from "./cookie.ts";
 import { ChunkedDecoder, type ChunkSink } from "./chunked.ts";
 import { buildRequestHead, buildResponseHead, ClientContext, CONN_AS_IS, CONN_CLOSE, CONN_KEEP_ALIVE, CONN_UPGRADE } from "./head.ts";
 import {
@@ -105,6 +106,8 @@ export class Downstream implements UpstreamOwner {
   route: Route | null = null;
   readonly pick: { clientAddress: string; exclude: Set<Endpoint> | undefined };
   endpoint: Endpoint | null = null;
+  /** Cookie-affinity routes: the endpoint the request's cookie named (no Set-Cookie when it serves). */
+  cookieEp: Endpoint | undefined = undefined;
   attempts = 0;
   isHead = false;
   minor = 1;
@@ -354,7 +357,10 @@ export class Downstream implements UpstreamOwner {
     const route = this.proxy.ref.current;
     this.route = route;
     this.pick.exclude = undefined;
-    const ep = route.balancer.pick(this.pick);
+    let ep: Endpoint | undefined;
+    const cookie = route.cookie;
+    if (cookie === undefined) ep = route.balancer.pick(this.pick);
+    else ep = (this.cookieEp = cookieEndpoint(buf, req.fieldCount, cookie)) ?? route.balancer.pick(this.pick);
     const rest = headEnd + n;
     if (!ep) {
       const body = `no endpoints available for service "${route.entrypoint.name}"\n`;
@@ -565,7 +571,7 @@ export class Downstream implements UpstreamOwner {
     this.closeAfter =
       !this.keepAlive || this.proxy.draining || (this.clientEof && !this.buf) || framing === B_CLOSE || this.dechunk || !this.reqDone;
     const conn = this.closeAfter ? CONN_CLOSE : this.minor === 0 ? CONN_KEEP_ALIVE : CONN_AS_IS;
-    const head = buildResponseHead(buf, 0, res, conn, this.dechunk);
+    const head = buildResponseHead(buf, 0, res, conn, this.dechunk, this.setCookie());
     this.resBody = framing;
     this.resRemaining = res.contentLength;
     this.pstate = P_BODY;
@@ -668,7 +674,7 @@ export class Downstream implements UpstreamOwner {
 
   switchProtocols(buf: Uint8Array, end: number): void {
     if (!this.upgradeReq || !this.reqDone) return this.badGateway("unexpected 101 Switching Protocols response");
-    const head = buildResponseHead(buf, 0, RES, CONN_UPGRADE, false);
+    const head = buildResponseHead(buf, 0, RES, CONN_UPGRADE, false, this.setCookie());
     this.rstate = R_TUNNEL;
     this.pstate = P_NONE;
     this.first = this.firstBody = null;
@@ -708,6 +714,13 @@ export class Downstream implements UpstreamOwner {
   }
 
   // ---- helpers -------------------------------------------------------------------------------
+
+  /** The affinity cookie's Set-Cookie line, when the route has cookie affinity and the cookie did not pick the endpoint. */
+  setCookie(): Uint8Array | null {
+    const cookie = this.route?.cookie;
+    if (cookie === undefined || this.endpoint === null || this.endpoint === this.cookieEp) return null;
+    return cookie.setCookieLine(this.endpoint);
+  }
 
   /**
    * Add received bytes to {@link buf}. A head arriving in many small pieces grows one buffer by doubling

@@ -192,13 +192,21 @@ export const CONN_UPGRADE = 3;
 /**
  * The response head to send downstream for the response parsed into `info` from buf[start..info.headEnd),
  * or null when the received head can be forwarded unchanged. `dropFraming` removes Transfer-Encoding
- * (the body is being de-chunked for an HTTP/1.0 client).
+ * (the body is being de-chunked for an HTTP/1.0 client). `addLine` is a field line (with CRLF) to append,
+ * e.g. the affinity cookie's Set-Cookie.
  */
-export function buildResponseHead(buf: Uint8Array, start: number, info: ResponseInfo, conn: number, dropFraming: boolean): Uint8Array | null {
-  if (!info.rewrite && conn === CONN_AS_IS && !dropFraming) return null;
+export function buildResponseHead(
+  buf: Uint8Array,
+  start: number,
+  info: ResponseInfo,
+  conn: number,
+  dropFraming: boolean,
+  addLine: Uint8Array | null = null,
+): Uint8Array | null {
+  if (!info.rewrite && conn === CONN_AS_IS && !dropFraming && addLine === null) return null;
   const last = info.headEnd - 2;
   const extra = conn === CONN_CLOSE ? CONNECTION_CLOSE : conn === CONN_KEEP_ALIVE ? CONNECTION_KEEP_ALIVE : conn === CONN_UPGRADE ? CONNECTION_UPGRADE : null;
-  const out = new Uint8Array(last - start + (extra ? extra.length : 0) + 2);
+  const out = new Uint8Array(last - start + (extra ? extra.length : 0) + (addLine ? addLine.length : 0) + 2);
   let pos = 0;
   let run = start;
   for (let i = 0; i < info.fieldCount; i++) {
@@ -213,6 +221,7 @@ export function buildResponseHead(buf: Uint8Array, start: number, info: Response
   if (extra) {
     pos = copyRange(out, pos, extra, 0, extra.length);
   }
+  if (addLine) pos = copyRange(out, pos, addLine, 0, addLine.length);
   out[pos++] = 13;
   out[pos++] = 10;
   return out.subarray(0, pos);

@@ -4,6 +4,13 @@
  * re-encoded), keeps client and upstream connections alive, and pools upstream connections per
  * endpoint across listeners.
  *
+ * Balancing is per request, keyed by the downstream socket's peer address (never X-Forwarded-For): ClientIP
+ * affinity sticks a client to an endpoint, and a route with cookie affinity (`Route.cookie`) sends a request
+ * whose cookie names a serving endpoint there and adds `Set-Cookie` to responses served by any other pick.
+ * ExternalName routes dial the resolved addresses; the client's Host field is forwarded unchanged (not
+ * rewritten to the DNS name), as for any other Service: a backend that routes by Host must accept the
+ * names clients use.
+ *
  * @example
  * const proxy = createHttpProxy(ref, defaultProxyOptions);
  * const listener = rt.listenTcp({ hostname: "0.0.0.0", port: 8080, handlers: proxy.handlers });

@@ -49,6 +49,8 @@ export const F_X_FORWARDED_FOR = 13;
 export const F_X_FORWARDED_PROTO = 14;
 export const F_X_FORWARDED_HOST = 15;
 export const F_FORWARDED = 16;
+/** Cookie: end-to-end; classified only so cookie affinity can find it without comparing names. */
+export const F_COOKIE = 17;
 
 /** Kinds that are hop-by-hop (never forwarded as received). Transfer-Encoding is handled apart. */
 export const HOP_BY_HOP: Uint8Array = new Uint8Array(32);
@@ -58,6 +60,7 @@ const lit = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
 const N_TE = lit("te");
 const N_HOST = lit("host");
 const N_EXPECT = lit("expect");
+const N_COOKIE = lit("cookie");
 const N_TRAILER = lit("trailer");
 const N_UPGRADE = lit("upgrade");
 const N_FORWARDED = lit("forwarded");
@@ -87,7 +90,7 @@ function classify(buf: Uint8Array, s: number, e: number): number {
   switch (e - s) {
     case 2: return eqLower(buf, s, N_TE) ? F_TE : F_OTHER;
     case 4: return eqLower(buf, s, N_HOST) ? F_HOST : F_OTHER;
-    case 6: return eqLower(buf, s, N_EXPECT) ? F_EXPECT : F_OTHER;
+    case 6: return eqLower(buf, s, N_EXPECT) ? F_EXPECT : eqLower(buf, s, N_COOKIE) ? F_COOKIE : F_OTHER;
     case 7: return eqLower(buf, s, N_UPGRADE) ? F_UPGRADE : eqLower(buf, s, N_TRAILER) ? F_TRAILER : F_OTHER;
     case 9: return eqLower(buf, s, N_FORWARDED) ? F_FORWARDED : F_OTHER;
     case 10: return eqLower(buf, s, N_CONNECTION) ? F_CONNECTION : eqLower(buf, s, N_KEEP_ALIVE) ? F_KEEP_ALIVE : F_OTHER;
@@ -442,6 +445,8 @@ export function parseRequestHead(buf: Uint8Array, start: number, headEnd: number
         info.upgrade = i;
         info.rewrite = true;
         break;
+      case F_COOKIE:
+        break;
       default:
         info.rewrite = true;
     }
@@ -483,7 +488,7 @@ function absoluteForm(buf: Uint8Array, s: number, e: number, info: RequestInfo):
 /** Mark fields named in Connection as hop-by-hop (kind F_CONNECTION so they are dropped). */
 function markConnectionNamed(buf: Uint8Array, n: number, names: readonly string[]): void {
   for (let i = 0; i < n; i++) {
-    if (kinds[i] !== F_OTHER) continue;
+    if (kinds[i] !== F_OTHER && kinds[i] !== F_COOKIE) continue;
     const o = i * 5;
     const name = latin1(buf, fields[o]!, fields[o + 1]!).toLowerCase();
     if (names.includes(name)) kinds[i] = F_CONNECTION;
@@ -609,6 +614,7 @@ export function parseResponseHead(buf: Uint8Array, start: number, headEnd: numbe
       case F_X_FORWARDED_HOST:
       case F_X_FORWARDED_PROTO:
       case F_FORWARDED:
+      case F_COOKIE:
         break;
       default:
         info.rewrite = true;

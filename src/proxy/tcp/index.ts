@@ -6,6 +6,7 @@ import type { ListenerProxyFactory } from "../types.ts";
 import { makeTcpProxyFactory } from "./proxy.ts";
 
 export { makeTcpProxyFactory, PRECONNECT_BUFFER_BYTES } from "./proxy.ts";
+export { proxyV2Header } from "./proxy-protocol.ts";
 
 /**
  * Builds the TCP data plane for one listener: each accepted connection is piped to an endpoint

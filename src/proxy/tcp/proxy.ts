@@ -9,10 +9,14 @@
  * short write keeps the remainder (one subarray view), pauses the source and waits for `drain`.
  * So each direction holds at most a chunk or two in user space; the rest stays in the kernel's
  * socket buffers, which is what throttles the sender.
+ *
+ * Entrypoints with `proxyProtocol: "v2"` send a PROXY protocol v2 header (client and listener addresses)
+ * to the upstream before the client's first byte (see `proxy-protocol.ts`).
  */
 import type { Endpoint } from "../../model/types.ts";
 import type { Runtime, TcpHandlers, TcpSocket } from "../../runtime/types.ts";
 import type { ListenerProxy, ListenerProxyFactory, ProxyOptions, Route, RouteRef } from "../types.ts";
+import { proxyV2Header } from "./proxy-protocol.ts";
 
 /** Bytes a downstream may send before its upstream is connected; past this the downstream is paused. */
 export const PRECONNECT_BUFFER_BYTES = 64 * 1024;
@@ -167,6 +171,7 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
         }
         p.up = up;
         up.setNoDelay(true);
+        if (p.route.entrypoint.proxyProtocol === "v2" && !sendProxyHeader(p)) return;
         upstreamReady(p);
         return;
       } catch {
@@ -176,6 +181,18 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
     p.connecting = false;
     abort(p);
     release(p);
+  }
+
+  /** Queue the PROXY v2 header before the client's bytes; false (connection aborted) when it cannot be built. */
+  function sendProxyHeader(p: Pipe): boolean {
+    const d = p.down;
+    try {
+      p.toUp.unshift(proxyV2Header(d.remoteAddress, d.remotePort, d.localAddress, d.localPort));
+      return true;
+    } catch {
+      abort(p);
+      return false;
+    }
   }
 
   /** The upstream just connected: send what the downstream sent meanwhile. */

@@ -1,0 +1,41 @@
+/**
+ * A round robin over an endpoint set that changes without a new route: ExternalName targets, whose
+ * addresses come from DNS and are re-resolved in the background.
+ */
+import type { Endpoint } from "../model/types.ts";
+import { RoundRobin } from "./round-robin.ts";
+import type { Balancer, PickContext } from "./types.ts";
+
+/** Where a {@link DynamicRoundRobin} reads its endpoints: a new array (identity) whenever the set changes. */
+export interface EndpointSource {
+  readonly endpoints: readonly Endpoint[];
+}
+
+/**
+ * Round robin over `source.endpoints` as they are now. When the source publishes a new set, the rotation
+ * restarts on it (at a random offset).
+ *
+ * @example
+ * const balancer = new DynamicRoundRobin({ get endpoints() { return resolver.endpoints(8080); } });
+ */
+export class DynamicRoundRobin implements Balancer {
+  #rr: RoundRobin;
+
+  /** @param rng injected for tests (see {@link RoundRobin}). */
+  constructor(
+    readonly source: EndpointSource,
+    readonly rng: () => number = Math.random,
+  ) {
+    this.#rr = new RoundRobin(source.endpoints, rng);
+  }
+
+  get endpoints(): readonly Endpoint[] {
+    return this.source.endpoints;
+  }
+
+  pick(ctx: PickContext): Endpoint | undefined {
+    const eps = this.source.endpoints;
+    if (eps !== this.#rr.endpoints) this.#rr = new RoundRobin(eps, this.rng);
+    return this.#rr.pick(ctx);
+  }
+}

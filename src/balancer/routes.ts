@@ -1,0 +1,212 @@
+/**
+ * Builds the {@link Route} of each entrypoint: its balancer (round robin over the serving endpoints, or over
+ * an ExternalName's resolved addresses), wrapped with ClientIP affinity when the Service asks for it, plus
+ * the HTTP cookie affinity table. Owns what must outlive a single route: the ClientIP affinity tables (one
+ * per Service port, shared by its NodePort and LoadBalancer entrypoints, as kube-proxy shares them) and the
+ * DNS leases of ExternalName entrypoints. The listener manager keeps one builder and calls {@link route} for
+ * each entrypoint of a snapshot, then {@link retain} with all of them.
+ */
+import type { Endpoint, Entrypoint, SessionAffinity } from "../model/types.ts";
+import type { Route } from "../proxy/types.ts";
+import { AffinityTable, type AffinityRow, ClientIpAffinity } from "./affinity.ts";
+import { CookieAffinity } from "./cookie.ts";
+import { DynamicRoundRobin } from "./dynamic.ts";
+import { RoundRobin } from "./round-robin.ts";
+import type { Balancer } from "./types.ts";
+
+/** An ExternalName target's addresses, held while an entrypoint uses them. */
+export interface ExternalNameLease {
+  /** The DNS name (normalised). */
+  readonly hostname: string;
+  /** Endpoints at the addresses resolved now, on `port`: a new array whenever the addresses change. */
+  endpoints(port: number): readonly Endpoint[];
+  /** Resolves once the first resolution has finished. */
+  ready(): Promise<void>;
+  /** The resolver's state, for the admin API. */
+  status(): ExternalNameStatus;
+  /** Stop using the name (idempotent). */
+  release(): void;
+}
+
+/** What the admin API shows of an ExternalName target. */
+export interface ExternalNameStatus {
+  readonly hostname: string;
+  readonly addresses: readonly string[];
+  readonly error?: string | undefined;
+}
+
+/** Where ExternalName leases come from (the DNS registry of `src/proxy/dns`). */
+export interface ExternalNames {
+  acquire(hostname: string): ExternalNameLease;
+}
+
+export interface RouteBuilderOptions {
+  /** Start offsets of round robins (default `Math.random`). */
+  readonly rng?: (() => number) | undefined;
+  /** Clock of the affinity tables, ms (default `Date.now`). */
+  readonly now?: (() => number) | undefined;
+  /** Bound of each ClientIP affinity table (default 100 000 clients). */
+  readonly maxAffinityEntries?: number | undefined;
+  /** HMAC key of affinity cookies (default: random per process; set the same on every replica). */
+  readonly cookieSecret?: Uint8Array | string | undefined;
+  /** Resolvers for ExternalName entrypoints; without them such entrypoints have no endpoints. */
+  readonly externalNames?: ExternalNames | undefined;
+}
+
+/** How an entrypoint balances, for the admin API. */
+export interface BalancingInfo {
+  readonly algorithm: "round-robin";
+  readonly affinity?: { readonly mode: "ClientIP"; readonly timeoutSeconds: number; readonly clients: number } | undefined;
+  readonly cookie?: { readonly name: string; readonly ttlSeconds: number } | undefined;
+  readonly externalName?: (ExternalNameStatus & { readonly port: number }) | undefined;
+}
+
+function sameAffinity(a: SessionAffinity | undefined, b: SessionAffinity | undefined): boolean {
+  if (a === b) return true;
+  if (a === undefined || b === undefined || a.mode !== b.mode || a.timeoutSeconds !== b.timeoutSeconds) return false;
+  const ca = a.cookie;
+  const cb = b.cookie;
+  return ca === cb || (ca !== undefined && cb !== undefined && ca.name === cb.name && ca.ttlSeconds === cb.ttlSeconds);
+}
+
+/** Whether `b` can keep `a`'s balancer (and its round-robin position). */
+function sameBalancing(a: Entrypoint, b: Entrypoint): boolean {
+  if (a.protocol !== b.protocol || a.name !== b.name || !sameAffinity(a.sessionAffinity, b.sessionAffinity)) return false;
+  const ea = a.externalName;
+  const eb = b.externalName;
+  if (ea !== undefined || eb !== undefined) return ea !== undefined && eb !== undefined && ea.hostname === eb.hostname && ea.port === eb.port;
+  return a.cluster === b.cluster;
+}
+
+/**
+ * Routes for entrypoints, with the state they share across snapshots.
+ *
+ * @example
+ * using routes = new RouteBuilder({ externalNames: new DnsRegistry({ log }) });
+ * const next = snapshot.entrypoints.map((ep) => routes.route(ep, previous.get(ep.key)));
+ * routes.retain(snapshot.entrypoints);
+ */
+export class RouteBuilder implements Disposable {
+  readonly #rng: () => number;
+  readonly #now: () => number;
+  readonly #maxEntries: number | undefined;
+  readonly #secret: Uint8Array | string | undefined;
+  readonly #externalNames: ExternalNames | undefined;
+  /** ClientIP affinity tables by Service port (`entrypoint.name`). */
+  readonly #tables = new Map<string, AffinityTable>();
+  /** DNS leases by entrypoint key. */
+  readonly #leases = new Map<string, ExternalNameLease>();
+  /** The last route built or kept per entrypoint key (admin). */
+  readonly #routes = new Map<string, Route>();
+
+  constructor(options: RouteBuilderOptions = {}) {
+    this.#rng = options.rng ?? Math.random;
+    this.#now = options.now ?? Date.now;
+    this.#maxEntries = options.maxAffinityEntries;
+    this.#secret = options.cookieSecret;
+    this.#externalNames = options.externalNames;
+  }
+
+  /**
+   * The route of `entrypoint`: `previous` itself when the entrypoint is the same object; a route keeping
+   * `previous`'s balancer when nothing that balancing depends on changed; else a new one.
+   */
+  route(entrypoint: Entrypoint, previous?: Route): Route {
+    let route: Route;
+    if (previous !== undefined && previous.entrypoint === entrypoint) route = previous;
+    else if (previous !== undefined && sameBalancing(previous.entrypoint, entrypoint)) {
+      route = { entrypoint, balancer: previous.balancer, cookie: previous.cookie };
+    } else route = this.#build(entrypoint, previous);
+    this.#routes.set(entrypoint.key, route);
+    return route;
+  }
+
+  /** Forget the state of entrypoints not in `entrypoints` (call after each snapshot's {@link route} calls). */
+  retain(entrypoints: Iterable<Entrypoint>): void {
+    const keys = new Set<string>();
+    const names = new Set<string>();
+    for (const ep of entrypoints) {
+      keys.add(ep.key);
+      if (ep.sessionAffinity?.mode === "ClientIP") names.add(ep.name);
+    }
+    for (const [key, lease] of this.#leases) {
+      if (keys.has(key)) continue;
+      lease.release();
+      this.#leases.delete(key);
+    }
+    for (const key of this.#routes.keys()) if (!keys.has(key)) this.#routes.delete(key);
+    for (const name of this.#tables.keys()) if (!names.has(name)) this.#tables.delete(name);
+  }
+
+  /** How the entrypoint `key` balances now (undefined when unknown). */
+  describe(key: string): BalancingInfo | undefined {
+    const route = this.#routes.get(key);
+    if (route === undefined) return undefined;
+    const { sessionAffinity: aff, externalName: ext } = route.entrypoint;
+    const table = aff?.mode === "ClientIP" ? this.#tables.get(route.entrypoint.name) : undefined;
+    const lease = this.#leases.get(key);
+    return {
+      algorithm: "round-robin",
+      ...(aff !== undefined && table !== undefined ? { affinity: { mode: "ClientIP" as const, timeoutSeconds: aff.timeoutSeconds, clients: table.size } } : {}),
+      ...(route.cookie !== undefined ? { cookie: { ...route.cookie.settings } } : {}),
+      ...(ext !== undefined ? { externalName: { ...(lease?.status() ?? { hostname: ext.hostname, addresses: [] }), port: ext.port } } : {}),
+    };
+  }
+
+  /** Live ClientIP affinities of entrypoint `key` (admin), most recently seen last. */
+  affinities(key: string, limit?: number): AffinityRow[] {
+    const balancer = this.#routes.get(key)?.balancer;
+    return balancer instanceof ClientIpAffinity ? balancer.entries(limit) : [];
+  }
+
+  /** The DNS lease of ExternalName entrypoint `key` (tests: await `ready()`). */
+  lease(key: string): ExternalNameLease | undefined {
+    return this.#leases.get(key);
+  }
+
+  [Symbol.dispose](): void {
+    for (const lease of this.#leases.values()) lease.release();
+    this.#leases.clear();
+    this.#tables.clear();
+    this.#routes.clear();
+  }
+
+  #build(entrypoint: Entrypoint, previous: Route | undefined): Route {
+    let balancer: Balancer;
+    const ext = entrypoint.externalName;
+    if (ext !== undefined && this.#externalNames !== undefined) {
+      const lease = this.#lease(entrypoint.key, ext.hostname);
+      const port = ext.port;
+      balancer = new DynamicRoundRobin({ get endpoints() { return lease.endpoints(port); } }, this.#rng);
+    } else {
+      this.#leases.get(entrypoint.key)?.release();
+      this.#leases.delete(entrypoint.key);
+      balancer = new RoundRobin(entrypoint.cluster.serving, this.#rng);
+    }
+    const aff = entrypoint.sessionAffinity;
+    if (aff?.mode === "ClientIP") {
+      let table = this.#tables.get(entrypoint.name);
+      if (table === undefined) {
+        table = new AffinityTable({ maxEntries: this.#maxEntries });
+        this.#tables.set(entrypoint.name, table);
+      }
+      balancer = new ClientIpAffinity(balancer, table, aff.timeoutSeconds * 1000, this.#now);
+    }
+    const cookie =
+      aff?.cookie !== undefined && entrypoint.protocol === "http"
+        ? new CookieAffinity(aff.cookie, entrypoint.name, balancer, this.#secret, previous?.cookie)
+        : undefined;
+    return { entrypoint, balancer, cookie };
+  }
+
+  #lease(key: string, hostname: string): ExternalNameLease {
+    const held = this.#leases.get(key);
+    const name = hostname.toLowerCase().replace(/\.$/, "");
+    if (held !== undefined && held.hostname === name) return held;
+    // Acquire before releasing, so a resolver shared with the old name is not restarted.
+    const lease = this.#externalNames!.acquire(hostname);
+    held?.release();
+    this.#leases.set(key, lease);
+    return lease;
+  }
+}
