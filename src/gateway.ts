@@ -19,6 +19,8 @@ import type { Node } from "./kube/objects.ts";
 import type { CacheEvent, Source, SourceSink, SyncStatus } from "./kube/source.ts";
 import { GatewayMetrics, ipFamiliesOf } from "./telemetry/metrics/index.ts";
 import { ListenerManager } from "./listeners/manager.ts";
+import { RouteBuilder } from "./balancer/routes.ts";
+import { DnsRegistry } from "./proxy/dns/registry.ts";
 import { type Logger, rateLimited, silentLogger } from "./log.ts";
 import { ModelStore } from "./model/store.ts";
 import type { ModelOptions, Snapshot } from "./model/types.ts";
@@ -110,9 +112,12 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   const model = modelOptions(config);
   let sourceStatus: () => readonly SyncStatus[] = () => [];
   const proxy = proxyOptions(config);
+  // Routes (balancers, affinity tables, ExternalName resolvers) outlive snapshots; the admin API reads them.
+  const dns = new DnsRegistry({ log });
+  const routes = new RouteBuilder({ externalNames: dns });
   const listeners = new ListenerManager(
     { http: createHttpProxy, tcp: createTcpProxy, udp: udpProxyFactory({ log }) },
-    { proxyOptions: proxy, drainGraceMs: config.drainGracePeriodMs, log },
+    { proxyOptions: proxy, drainGraceMs: config.drainGracePeriodMs, log, routes },
   );
   const metrics = new GatewayMetrics({
     ipFamilies: ipFamiliesOf(model.hostAddresses),
@@ -210,6 +215,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
         return { healthy: h.healthy, nodeEligible: health.nodeEligible, ready: health.ready, lastUpdated: h.lastUpdated };
       },
       traffic: () => metrics.traffic.samples(),
+      balancing: (key) => routes.describe(key),
       metrics: metrics.handler,
       subscribe: (notify) => (adminSubscribers.add(notify), () => void adminSubscribers.delete(notify)),
       ...(controller ? { controller: () => controller.status() } : {}),
@@ -248,6 +254,8 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
       client?.close();
       store[Symbol.dispose]?.();
       await Promise.all([listeners.close(config.drainGracePeriodMs), healthChecks.close()]);
+      routes[Symbol.dispose]();
+      dns[Symbol.dispose]();
       closing.abort(); // ends open admin event streams, or Deno's server shutdown waits for them
       await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
       log.info("kubegate stopped");

@@ -29,6 +29,8 @@ export interface AdminView {
   snapshot(): Snapshot | undefined;
   listeners(): readonly ListenerView[];
   sources(): readonly SyncStatus[];
+  /** Balancer state of one entrypoint (algorithm, affinity table size, ExternalName resolution). */
+  balancing?(key: string): unknown;
   /** Prometheus exposition of `/metrics`. */
   readonly metrics?: ((req: Request) => Response) | undefined;
   /** healthCheckNodePort servers (externalTrafficPolicy: Local). */
@@ -54,7 +56,7 @@ export interface AdminAppOptions {
 }
 
 /** The JSON shape of one entrypoint on `/api/snapshot`. */
-export function entrypointJson(ep: Entrypoint, listeners: ListenerView | undefined) {
+export function entrypointJson(ep: Entrypoint, listeners: ListenerView | undefined, balancing?: unknown) {
   return {
     name: ep.name,
     key: ep.key,
@@ -78,6 +80,14 @@ export function entrypointJson(ep: Entrypoint, listeners: ListenerView | undefin
       ...(e.targetRef?.name ? { targetRef: e.targetRef } : {}),
     })),
     servingEndpoints: ep.cluster.serving.length,
+    // Which endpoints take new traffic, and why (kube-proxy's CategorizeEndpoints, see Cluster.selection).
+    chosen: ep.cluster.serving.map((e) => `${e.address.includes(":") ? `[${e.address}]` : e.address}:${e.port}`),
+    ...(ep.cluster.selection ? { selection: ep.cluster.selection } : {}),
+    sessionAffinity: ep.sessionAffinity ?? { mode: "None" },
+    ...(ep.sourceRanges ? { sourceRanges: ep.sourceRanges } : {}),
+    ...(ep.proxyProtocol ? { proxyProtocol: ep.proxyProtocol } : {}),
+    ...(ep.externalName ? { externalName: ep.externalName } : {}),
+    ...(balancing ? { balancing } : {}),
   };
 }
 
@@ -92,7 +102,7 @@ export function snapshotJson(view: AdminView) {
     version: snap?.version ?? 0,
     synced: snap !== undefined,
     node: snap?.node,
-    entrypoints: (snap?.entrypoints ?? []).map((ep) => entrypointJson(ep, byKey.get(ep.key))),
+    entrypoints: (snap?.entrypoints ?? []).map((ep) => entrypointJson(ep, byKey.get(ep.key), view.balancing?.(ep.key))),
     errors: [...(snap?.errors ?? []), ...bindErrors],
   };
 }

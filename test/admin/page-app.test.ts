@@ -171,6 +171,8 @@ describe("admin page", () => {
           listeners: [{ address: "127.0.0.1", port: 30001, bound: true }],
           endpoints: [{ address: "127.0.0.1", port: 8080, ready: true, serving: true, terminating: false }],
           servingEndpoints: 1,
+          chosen: ["127.0.0.1:8080"],
+          sessionAffinity: { mode: "None" },
         },
       ],
       errors: [],
