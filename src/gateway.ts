@@ -85,6 +85,9 @@ async function createSource(config: Config, log: Logger): Promise<{ source: Sour
 function bindFailureEvents(events: EventRecorder, listeners: ListenerManager, healthChecks: HealthCheckServers): (snapshot: Snapshot) => void {
   let known = new Set<string>();
   return (snapshot) => {
+    // status() walks every listener: skip it while nothing is failing or was (the common case at scale).
+    const hcErrors = healthChecks.status().some((hc) => hc.error);
+    if (known.size === 0 && listeners.counts().failed === 0 && !hcErrors) return;
     const byKey = new Map(snapshot.entrypoints.map((e) => [e.key, e]));
     const now = new Set<string>();
     for (const entry of listeners.status()) {
