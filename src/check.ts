@@ -11,7 +11,7 @@ import type { Config } from "./config/flags.ts";
 import { modelOptions } from "./gateway.ts";
 import { KubeClient } from "./kube/client.ts";
 import { loadKubeConfig } from "./kube/kubeconfig.ts";
-import { manifestFiles, parseManifests } from "./kube/manifests.ts";
+import { loadManifests } from "./kube/manifests.ts";
 import { type EndpointSlice, type KindName, Kinds, type Node, objectKey, parseObject, type Service } from "./kube/objects.ts";
 import type { CacheEvent } from "./kube/source.ts";
 import { buildSnapshot, type InvalidObject, type ModelInput } from "./model/build.ts";
@@ -46,35 +46,14 @@ function fromEvents(events: readonly CacheEvent[]): ModelInput {
   return { services, endpointSlices, nodes, invalid };
 }
 
-/** Load manifest files once, with the manifest source's parser (`parseManifests`). */
+/** Load manifest files once, exactly as the manifest source reads them (`loadManifests`). */
 export async function collectManifests(path: string): Promise<Collected> {
-  const events: CacheEvent[] = [];
-  const errors: string[] = [];
-  const seen = new Set<string>();
-  let files: string[];
   try {
-    files = await manifestFiles(path);
+    const { objects, errors } = await loadManifests(path);
+    return { input: fromEvents([...objects.values()]), errors };
   } catch (err) {
     return { input: fromEvents([]), errors: [`Cannot load manifests from "${path}": ${(err as Error).message}`] };
   }
-  for (const file of files) {
-    let text: string;
-    try {
-      text = await rt.readTextFile(file);
-    } catch (err) {
-      errors.push(`Cannot read "${file}": ${(err as Error).message}`);
-      continue;
-    }
-    const parsed = parseManifests(text, file);
-    errors.push(...parsed.errors);
-    for (const o of parsed.objects) {
-      const id = `${o.kind}|${o.key}`;
-      if (seen.has(id)) errors.push(`${o.kind} "${o.key}" is defined more than once; the last definition wins`);
-      seen.add(id);
-      events.push(o.event);
-    }
-  }
-  return { input: fromEvents(events), errors };
 }
 
 /** List Services, EndpointSlices and this node's Node once, with the API client the gateway uses. */

@@ -86,6 +86,32 @@ export function parseManifests(text: string, file: string): { objects: Loaded[];
   return { objects, errors };
 }
 
+/**
+ * Read and parse every manifest file under `path` once: the objects by `kind|key` (a later definition
+ * wins, and is reported) and the problems found. Throws when `path` itself cannot be read.
+ */
+export async function loadManifests(path: string): Promise<{ objects: Map<string, CacheEvent>; errors: string[] }> {
+  const objects = new Map<string, CacheEvent>();
+  const errors: string[] = [];
+  for (const file of await manifestFiles(path)) {
+    let text: string;
+    try {
+      text = await rt.readTextFile(file);
+    } catch (err) {
+      errors.push(`Cannot read "${file}": ${(err as Error).message}`);
+      continue;
+    }
+    const parsed = parseManifests(text, file);
+    errors.push(...parsed.errors);
+    for (const o of parsed.objects) {
+      const id = `${o.kind}|${o.key}`;
+      if (objects.has(id)) errors.push(`${o.kind} "${o.key}" is defined more than once; the last definition wins`);
+      objects.set(id, o.event);
+    }
+  }
+  return { objects, errors };
+}
+
 export interface ManifestSourceOptions {
   /** Debounce for bursts of file events, ms. */
   readonly debounceMs?: number;
@@ -141,25 +167,10 @@ export class ManifestSource implements Source {
   async reload(): Promise<void> {
     const sink = this.#sink;
     if (!sink) return;
-    const next = new Map<string, CacheEvent>();
-    const errors: string[] = [];
+    let next: Map<string, CacheEvent>;
+    let errors: string[];
     try {
-      for (const file of await manifestFiles(this.path)) {
-        let text: string;
-        try {
-          text = await rt.readTextFile(file);
-        } catch (err) {
-          errors.push(`Cannot read "${file}": ${(err as Error).message}`);
-          continue;
-        }
-        const parsed = parseManifests(text, file);
-        errors.push(...parsed.errors);
-        for (const o of parsed.objects) {
-          const id = `${o.kind}|${o.key}`;
-          if (next.has(id)) errors.push(`${o.kind} "${o.key}" is defined more than once; the last definition wins`);
-          next.set(id, o.event);
-        }
-      }
+      ({ objects: next, errors } = await loadManifests(this.path));
     } catch (err) {
       // The path itself is unreadable: keep serving what we had, and say so.
       this.#fail(`Cannot load manifests from "${this.path}": ${(err as Error).message}`);

@@ -10,8 +10,8 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Browser, chromium } from "playwright-core";
-import { parseFlags } from "../../src/config/flags.ts";
-import { type Gateway, startGateway } from "../../src/gateway.ts";
+import type { Gateway } from "../../src/gateway.ts";
+import { startTestGateway } from "../support/gateway.ts";
 import { startApiServer, type TestApiServer } from "../support/apiserver.ts";
 import { freePort } from "../support/ports.ts";
 
@@ -52,20 +52,7 @@ describe("admin page in headless Chromium", () => {
     api.create({ apiVersion: "v1", kind: "Node", metadata: { name: "node-a" } });
     api.create(service("existing", await freePort()));
     api.create(slice("existing", "existing-a", 9, true));
-    const parsed = parseFlags(
-      [
-        "--kubeconfig", await api.writeKubeconfig(),
-        "--hostname-override", "node-a",
-        "--host-addresses", "127.0.0.1",
-        "--healthz-bind-address", "127.0.0.1:0",
-        "--metrics-bind-address", "127.0.0.1:0",
-        "--drain-grace-period", "100ms",
-      ],
-      { hostname: "node-a" },
-    );
-    if (parsed.kind !== "run") throw new Error(JSON.stringify(parsed));
-    gw = await startGateway(parsed.config);
-    await gw.ready();
+    gw = await startTestGateway(api);
     browser = await chromium.launch({ executablePath, headless: true, args: chromiumArgs, timeout: 10_000 });
   }, 20_000);
 

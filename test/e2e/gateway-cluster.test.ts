@@ -4,8 +4,8 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect, type Socket } from "node:net";
-import { parseFlags } from "../../src/config/flags.ts";
-import { type Gateway, startGateway } from "../../src/gateway.ts";
+import type { Gateway } from "../../src/gateway.ts";
+import { startTestGateway } from "../support/gateway.ts";
 import { startApiServer, type TestApiServer } from "../support/apiserver.ts";
 import { freePort } from "../support/ports.ts";
 import { waitFor } from "../support/wait.ts";
@@ -104,20 +104,7 @@ describe("gateway against the test API server", () => {
     api.create(service("web", ports));
     api.create(slice("web", "web-a", be.http[0]!.port!, be.tcp[0]!.port));
     api.create(slice("web", "web-b", be.http[1]!.port!, be.tcp[1]!.port));
-    const parsed = parseFlags(
-      [
-        "--kubeconfig", await api.writeKubeconfig(),
-        "--hostname-override", "node-a",
-        "--host-addresses", "127.0.0.1",
-        "--healthz-bind-address", "127.0.0.1:0",
-        "--metrics-bind-address", "127.0.0.1:0",
-        "--drain-grace-period", "200ms",
-      ],
-      { hostname: "node-a" },
-    );
-    if (parsed.kind !== "run") throw new Error(JSON.stringify(parsed));
-    gw = await startGateway(parsed.config);
-    await gw.ready();
+    gw = await startTestGateway(api, ["--drain-grace-period", "200ms"]);
   });
 
   afterAll(async () => {

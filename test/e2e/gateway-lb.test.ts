@@ -4,8 +4,7 @@
  * bind as a Kubernetes Event naming the node.
  */
 import { expect, test } from "bun:test";
-import { parseFlags } from "../../src/config/flags.ts";
-import { startGateway } from "../../src/gateway.ts";
+import { startTestGateway } from "../support/gateway.ts";
 import { startApiServer } from "../support/apiserver.ts";
 import { freePort } from "../support/ports.ts";
 import { waitFor } from "../support/wait.ts";
@@ -39,22 +38,7 @@ test("--lb-controller writes status from the pool, the address serves, and bind 
     endpoints: [{ addresses: ["127.0.0.1"], conditions: { ready: true }, nodeName: "node-a" }],
   });
 
-  const parsed = parseFlags(
-    [
-      "--kubeconfig", await api.writeKubeconfig(),
-      "--hostname-override", "node-a",
-      "--host-addresses", "127.0.0.1,127.0.0.2",
-      "--healthz-bind-address", "127.0.0.1:0",
-      "--metrics-bind-address", "127.0.0.1:0",
-      "--drain-grace-period", "100ms",
-      "--lb-controller",
-      "--lb-pool", "127.0.0.2/32",
-    ],
-    { hostname: "node-a" },
-  );
-  if (parsed.kind !== "run") throw new Error(JSON.stringify(parsed));
-  await using gw = await startGateway(parsed.config);
-  await gw.ready();
+  await using gw = await startTestGateway(api, ["--host-addresses", "127.0.0.1,127.0.0.2", "--lb-controller", "--lb-pool", "127.0.0.2/32"]);
 
   const status = await waitFor(() => {
     const svc = api.get("services", "e2e", "shop") as { status?: { loadBalancer?: { ingress?: unknown[] } } };

@@ -4,8 +4,8 @@
  * during a rolling update, IPv6 (::1), UDP, and ExternalName to a local DNS name.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { parseFlags } from "../../src/config/flags.ts";
-import { type Gateway, startGateway } from "../../src/gateway.ts";
+import type { Gateway } from "../../src/gateway.ts";
+import { startTestGateway } from "../support/gateway.ts";
 import { rt } from "../../src/runtime/index.ts";
 import { startApiServer, type TestApiServer } from "../support/apiserver.ts";
 import { freePort } from "../support/ports.ts";
@@ -48,20 +48,7 @@ describe("Service semantics through the gateway", () => {
   beforeAll(async () => {
     api = await startApiServer({ bookmarkIntervalMs: 500 });
     api.create({ apiVersion: "v1", kind: "Node", metadata: { name: "node-a" } });
-    const parsed = parseFlags(
-      [
-        "--kubeconfig", await api.writeKubeconfig(),
-        "--hostname-override", "node-a",
-        "--host-addresses", "127.0.0.1,::1",
-        "--healthz-bind-address", "127.0.0.1:0",
-        "--metrics-bind-address", "127.0.0.1:0",
-        "--drain-grace-period", "100ms",
-      ],
-      { hostname: "node-a" },
-    );
-    if (parsed.kind !== "run") throw new Error(JSON.stringify(parsed));
-    gw = await startGateway(parsed.config);
-    await gw.ready();
+    gw = await startTestGateway(api, ["--host-addresses", "127.0.0.1,::1"]);
   });
 
   afterAll(async () => {
