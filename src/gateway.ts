@@ -23,12 +23,15 @@ import { RouteBuilder } from "./balancer/routes.ts";
 import { DnsRegistry } from "./proxy/dns/registry.ts";
 import { type Logger, rateLimited, silentLogger } from "./log.ts";
 import { ModelStore } from "./model/store.ts";
-import type { ModelOptions, Snapshot } from "./model/types.ts";
+import type { Entrypoint, ModelOptions, Snapshot } from "./model/types.ts";
 import { createHttpProxy } from "./proxy/http/index.ts";
 import { createTcpProxy } from "./proxy/tcp/index.ts";
 import { udpProxyFactory } from "./proxy/udp/index.ts";
 import { HealthCheckServers } from "./health-check/servers.ts";
-import { defaultProxyOptions, type ProxyOptions } from "./proxy/types.ts";
+import { defaultProxyOptions, type ProxyOptions, type ProxyTelemetry } from "./proxy/types.ts";
+import { AccessLog } from "./telemetry/access-log.ts";
+import { setupTracing } from "./telemetry/tracing/setup.ts";
+import pkg from "../package.json" with { type: "json" };
 import { rt } from "./runtime/index.ts";
 import type { HttpServer } from "./runtime/types.ts";
 
@@ -114,12 +117,28 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   const healthCounts: HealthCounts = { healthz: {}, livez: {} };
   const model = modelOptions(config);
   let sourceStatus: () => readonly SyncStatus[] = () => [];
-  const proxy = proxyOptions(config);
+  // Tracing (the SDK lives in telemetry/tracing/setup.ts) and the access log ride in the proxies' options;
+  // the traffic closure reads `metrics` only when a connection arrives.
+  const otlpConfigured = Boolean(process.env.OTEL_EXPORTER_OTLP_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
+  const tracing = setupTracing({
+    enabled: config.tracing || otlpConfigured,
+    ...(config.tracingSampleRatio !== undefined ? { sampleRatio: config.tracingSampleRatio } : {}),
+    env: process.env,
+    serviceVersion: pkg.version,
+    onShutdownError: (e) => log.warn("Trace export failed on shutdown", { error: String(e) }),
+  });
+  const accessLog = config.accessLog ? new AccessLog() : undefined;
+  const telemetry: ProxyTelemetry = {
+    traffic: (ep: Entrypoint) => metrics.traffic.forEntrypoint(ep),
+    ...(tracing ? { tracing: tracing.proxy } : {}),
+    ...(accessLog ? { accessLog } : {}),
+  };
+  const proxy = { ...proxyOptions(config), telemetry };
   // Routes (balancers, affinity tables, ExternalName resolvers) outlive snapshots; the admin API reads them.
   const dns = new DnsRegistry({ log });
   const routes = new RouteBuilder({ externalNames: dns });
   const listeners = new ListenerManager(
-    { http: createHttpProxy, tcp: createTcpProxy, udp: udpProxyFactory({ log }) },
+    { http: createHttpProxy, tcp: createTcpProxy, udp: udpProxyFactory({ log, telemetry }) },
     { proxyOptions: proxy, drainGraceMs: config.drainGracePeriodMs, log, routes },
   );
   const metrics = new GatewayMetrics({
@@ -232,6 +251,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   source.start(sink);
   log.info("kubegate started", {
     source: config.manifests ? `manifests:${config.manifests}` : "cluster",
+    tracing: tracing?.sampler ?? "off",
     node: config.nodeName,
     healthz: `${config.healthzBindAddress.host}:${servers[0]!.port}`,
     admin: `${config.metricsBindAddress.host}:${servers[1]!.port}`,
@@ -259,6 +279,8 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
       await Promise.all([listeners.close(config.drainGracePeriodMs), healthChecks.close()]);
       routes[Symbol.dispose]();
       dns[Symbol.dispose]();
+      accessLog?.close();
+      await tracing?.shutdown();
       closing.abort(); // ends open admin event streams, or Deno's server shutdown waits for them
       await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
       log.info("kubegate stopped");

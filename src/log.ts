@@ -1,5 +1,5 @@
 /**
- * Structured logging: one JSON object per line on stderr (`{"time","level","msg",...fields}`),
+ * Structured logging: one JSON object per line on stdout (`{"time","level","msg",...fields}`),
  * filtered by level. `rateLimited` keeps a repeating problem (a failing watch, refused sources)
  * to one line per interval with a count of what was suppressed.
  */
@@ -15,8 +15,11 @@ export interface Logger {
 
 const order: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 
-/** A logger writing JSON lines through `write` (default: stderr). */
-export function createLogger(level: LogLevel = "info", write: (line: string) => void = (l) => console.error(l)): Logger {
+/** Write one line to stdout (the default sink of loggers and the access log). */
+export const writeStdout = (line: string): void => console.log(line);
+
+/** A logger writing JSON lines through `write` (default: stdout). */
+export function createLogger(level: LogLevel = "info", write: (line: string) => void = writeStdout): Logger {
   const at = (lvl: LogLevel) => (msg: string, fields?: LogFields) => {
     if (order[lvl] < order[level]) return;
     write(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...fields }));

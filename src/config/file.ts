@@ -68,6 +68,15 @@ export const ConfigFile = v.object({
   lbController: v.optional(Bool),
   lbPool: v.optional(list(PoolEntry)),
   lbClaimUnclassed: v.optional(Bool),
+  tracing: v.optional(Bool),
+  tracingSampleRatio: v.optional(
+    v.pipe(
+      v.union([v.number(), Str], (i) => `expected a ratio from 0 to 1, ${got(i)}`),
+      v.transform(String),
+      v.check((x) => /^\d*\.?\d+$/.test(x) && Number(x) <= 1, (i) => `expected a ratio from 0 to 1, ${got(i)}`),
+    ),
+  ),
+  accessLog: v.optional(Bool),
   logLevel: v.optional(v.picklist(["debug", "info", "warn", "error"], (i) => `expected debug, info, warn or error, ${got(i)}`)),
 } satisfies Record<FileKey, v.GenericSchema>);
 

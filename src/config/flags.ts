@@ -30,6 +30,9 @@ export const flagSpecs = {
   "idle-timeout": { key: "idleTimeout", type: "string", default: "5m", help: "Close TCP connections and idle keep-alive HTTP connections after this long without traffic." },
   "lb-controller": { key: "lbController", type: "boolean", default: false, help: "Write status.loadBalancer.ingress (ipMode: Proxy) for LoadBalancer Services, one writer per cluster through a Lease." },
   "lb-pool": { key: "lbPool", type: "string", default: "", help: "Comma-separated CIDRs or IPs: with --lb-controller, allocate one address per Service from this pool (MetalLB style) instead of writing node addresses (ServiceLB style)." },
+  tracing: { key: "tracing", type: "boolean", default: false, help: "OpenTelemetry tracing over OTLP/HTTP (endpoint, headers, sampler from the standard OTEL_* variables). Also on whenever OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; OTEL_SDK_DISABLED=true turns it off." },
+  "tracing-sample-ratio": { key: "tracingSampleRatio", type: "string", default: "", help: "Sample this share (0..1) of new traces, overriding OTEL_TRACES_SAMPLER; incoming sampled traceparents are still followed. Default: from OTEL_* (parentbased_always_on)." },
+  "access-log": { key: "accessLog", type: "boolean", default: true, help: "One JSON line per HTTP request and per TCP connection on stdout, with the trace id." },
   "lb-claim-unclassed": { key: "lbClaimUnclassed", type: "boolean", default: true, help: "With --lb-controller, also manage LoadBalancer Services without spec.loadBalancerClass (kubegate's class is kubegate.io/lb)." },
   "log-level": { key: "logLevel", type: "string", default: "info", help: "debug, info, warn or error." },
   config: { type: "string", help: "A YAML/JSON config file whose keys are the camelCase of these flags (e.g. nodePortAddresses: [127.0.0.0/8]). Flags override it; it overrides the defaults. Reloaded on change: logLevel applies at once, other keys say that a restart is needed." },
@@ -85,6 +88,13 @@ export const Config = v.object({
   lbController: v.boolean(),
   lbPool: AddressList,
   lbClaimUnclassed: v.boolean(),
+  tracing: v.boolean(),
+  tracingSampleRatio: v.pipe(
+    v.string(),
+    v.check((x) => x === "" || (/^\d*\.?\d+$/.test(x) && Number(x) <= 1), "Expected a ratio from 0 to 1"),
+    v.transform((x) => (x === "" ? undefined : Number(x))),
+  ),
+  accessLog: v.boolean(),
 });
 export type Config = v.InferOutput<typeof Config>;
 
@@ -100,7 +110,8 @@ const configKeyOf = {
   "service-proxy-name": "serviceProxyName", "all-services": "allServices", "healthz-bind-address": "healthzBindAddress",
   "metrics-bind-address": "metricsBindAddress", "host-addresses": "hostAddresses", "drain-grace-period": "drainGracePeriodMs",
   "connect-timeout": "connectTimeoutMs", "idle-timeout": "idleTimeoutMs", "log-level": "logLevel", "lb-controller": "lbController",
-  "lb-pool": "lbPool", "lb-claim-unclassed": "lbClaimUnclassed",
+  "lb-pool": "lbPool", "lb-claim-unclassed": "lbClaimUnclassed", tracing: "tracing", "tracing-sample-ratio": "tracingSampleRatio",
+  "access-log": "accessLog",
 } as const satisfies Partial<Record<FlagName, keyof Config>>;
 
 /** The flag that sets each Config key. */

@@ -19,7 +19,7 @@ import { RouteBuilder } from "../balancer/routes.ts";
 import { type Logger, rateLimited, silentLogger } from "../log.ts";
 import type { Entrypoint, Snapshot } from "../model/types.ts";
 import { DnsRegistry } from "../proxy/dns/registry.ts";
-import { defaultProxyOptions } from "../proxy/types.ts";
+import { defaultProxyOptions, routeTraffic } from "../proxy/types.ts";
 import type { ListenerProxy, ListenerProxyFactory, ProxyOptions, Route, RouteRef } from "../proxy/types.ts";
 import type { UdpListenerProxy, UdpProxyFactory } from "../proxy/udp/types.ts";
 import { rt } from "../runtime/index.ts";
@@ -464,6 +464,8 @@ export class ListenerManager implements AsyncDisposable {
     const guard = slot.guard;
     if (guard === undefined || sourceAllowed(guard, address)) return true;
     guard.refused++;
+    const route = this.#routes.get(slot.entrypoint.key);
+    if (route !== undefined) routeTraffic(this.#proxyOptions.telemetry, route)?.error("source_refused");
     this.#logRefused(guard.entrypointKey, slot.protocol === "udp" ? "Datagram dropped: source not in loadBalancerSourceRanges" : "Connection refused: source not in loadBalancerSourceRanges", {
       entrypoint: guard.entrypointKey,
       source: address,

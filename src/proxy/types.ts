@@ -8,6 +8,9 @@ import type { CookieAffinity } from "../balancer/cookie.ts";
 import type { Balancer } from "../balancer/types.ts";
 import type { Entrypoint } from "../model/types.ts";
 import type { TcpHandlers } from "../runtime/types.ts";
+import type { AccessLog } from "../telemetry/access-log.ts";
+import type { ServiceTraffic } from "../telemetry/metrics/traffic.ts";
+import type { ProxyTracing } from "../telemetry/tracing/types.ts";
 
 /** An entrypoint with its balancer: immutable, one per snapshot in which the entrypoint changed. */
 export interface Route {
@@ -39,6 +42,41 @@ export interface ProxyOptions {
   readonly upstreamResponseTimeoutMs: number;
   /** HTTP: max request/response head size in bytes (431 for requests). */
   readonly maxHeaderBytes: number;
+  /** Metrics, traces and access log of the data plane; absent: none (tests, benchmarks). */
+  readonly telemetry?: ProxyTelemetry | undefined;
+}
+
+/**
+ * What the data plane reports to. One object for the whole gateway, passed in {@link ProxyOptions};
+ * each part is optional and costs nothing when absent.
+ *
+ * @example
+ * const telemetry: ProxyTelemetry = { traffic: (ep) => metrics.traffic.forEntrypoint(ep), tracing, accessLog };
+ */
+export interface ProxyTelemetry {
+  /** The per-Service metrics handle of an entrypoint; called once per route (cached by {@link routeTraffic}). */
+  readonly traffic?: ((entrypoint: Entrypoint) => ServiceTraffic) | undefined;
+  /** Tracing (see `telemetry/tracing/setup.ts`); absent: tracing off. */
+  readonly tracing?: ProxyTracing | undefined;
+  /** One JSON line per HTTP request / TCP connection / UDP flow; absent: no access log. */
+  readonly accessLog?: AccessLog | undefined;
+}
+
+const trafficCache = new WeakMap<Route, ServiceTraffic>();
+
+/**
+ * The metrics handle of `route`, resolved once per Route object (routes are immutable per snapshot)
+ * and cached; undefined when `telemetry` has no metrics.
+ */
+export function routeTraffic(telemetry: ProxyTelemetry | undefined, route: Route): ServiceTraffic | undefined {
+  const resolve = telemetry?.traffic;
+  if (resolve === undefined) return undefined;
+  let t = trafficCache.get(route);
+  if (t === undefined) {
+    t = resolve(route.entrypoint);
+    trafficCache.set(route, t);
+  }
+  return t;
 }
 
 export const defaultProxyOptions: ProxyOptions = {

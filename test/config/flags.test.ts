@@ -24,6 +24,9 @@ describe("parseFlags", () => {
       lbController: false,
       lbPool: [],
       lbClaimUnclassed: true,
+      tracing: false,
+      tracingSampleRatio: undefined,
+      accessLog: true,
     });
   });
 
@@ -43,6 +46,8 @@ describe("parseFlags", () => {
         "--idle-timeout", "2m",
         "--log-level", "debug",
         "--lb-pool", "192.0.2.0/28,198.51.100.7",
+        "--tracing-sample-ratio", "0.25",
+        "--no-access-log",
       ]),
     ).toEqual({
       manifests: "deploy/demo",
@@ -60,6 +65,9 @@ describe("parseFlags", () => {
       lbController: false,
       lbPool: ["192.0.2.0/28", "198.51.100.7"],
       lbClaimUnclassed: true,
+      tracing: false,
+      tracingSampleRatio: 0.25,
+      accessLog: false,
     });
   });
 
@@ -68,6 +76,7 @@ describe("parseFlags", () => {
     [["--healthz-bind-address", "10356"], 'Invalid --healthz-bind-address "10356"'],
     [["--drain-grace-period", "soon"], 'Invalid --drain-grace-period "soon"'],
     [["--log-level", "loud"], 'Invalid --log-level "loud"'],
+    [["--tracing-sample-ratio", "1.5"], 'Invalid --tracing-sample-ratio "1.5": Expected a ratio from 0 to 1'],
     [["--metrics-bind-address", "127.0.0.1:70000"], "Port must be 0..65535"],
     [["--bogus"], "Unknown option '--bogus'"],
     [["--kubeconfig", "a", "--manifests", "b"], "exclusive"],

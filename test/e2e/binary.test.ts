@@ -100,7 +100,7 @@ describe("dist/kubegate", () => {
       stderr: "pipe",
     });
     await using _child = { [Symbol.asyncDispose]: async () => void (child.kill("SIGKILL"), await child.exited) };
-    const log = child.stderr.getReader();
+    const log = child.stdout.getReader();
     const started = JSON.parse(await lineMatching(log, /"kubegate started"/, 10_000)) as { healthz: string };
     await lineMatching(log, /"Snapshot applied"/, 10_000);
     expect((await fetch(`http://${started.healthz}/readyz`)).status).toBe(200);

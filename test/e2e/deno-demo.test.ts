@@ -56,7 +56,7 @@ test("deno run src/main.ts serves the demo manifests over HTTP and TCP, and drai
     { cwd: root, stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } },
   );
   await using _child = { [Symbol.asyncDispose]: async () => void (child.kill("SIGKILL"), await child.exited) };
-  const log = child.stderr.getReader();
+  const log = child.stdout.getReader();
   const started = JSON.parse(await lineMatching(log, /"kubegate started"/, 20_000)) as { healthz: string };
   await lineMatching(log, /"Snapshot applied"/, 10_000);
   expect((await fetch(`http://${started.healthz}/readyz`)).status).toBe(200);

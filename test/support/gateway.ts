@@ -16,6 +16,7 @@ export async function startTestGateway(api: TestApiServer, extraArgs: readonly s
       "--healthz-bind-address", "127.0.0.1:0",
       "--metrics-bind-address", "127.0.0.1:0",
       "--drain-grace-period", "100ms",
+      "--no-access-log", // keep the test runner's output readable
       ...extraArgs,
     ],
     { hostname: "node-a" },

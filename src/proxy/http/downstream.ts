@@ -8,11 +8,12 @@
  */
 import type { Endpoint } from "../../model/types.ts";
 import type { TcpSocket } from "../../runtime/types.ts";
-import type { Route } from "../types.ts";
+import type { ProxyErrorReason, ServiceTraffic } from "../../telemetry/metrics/traffic.ts";
+import { type ProxyTelemetry, type Route, routeTraffic } from "../types.ts";
 import { concat } from "./bytes.ts";
 import { cookieEndpoint } from "./cookie.ts";
 import { ChunkedDecoder, type ChunkSink } from "./chunked.ts";
-import { buildRequestHead, buildResponseHead, ClientContext, CONN_AS_IS, CONN_CLOSE, CONN_KEEP_ALIVE, CONN_UPGRADE } from "./head.ts";
+import { buildRequestHead, buildResponseHead, ClientContext, CONN_AS_IS, CONN_CLOSE, CONN_KEEP_ALIVE, CONN_UPGRADE, injected } from "./head.ts";
 import {
   B_CHUNKED,
   B_CLOSE,
@@ -37,6 +38,7 @@ import {
 import { type EndpointPool, poolFor, type Upstream, type UpstreamOwner } from "./pool.ts";
 import { errorResponse } from "./responses.ts";
 import type { HttpProxyOptions } from "./options.ts";
+import { endClientSpan, endRequestSpans, findTraceFields, type RequestTrace, requestLine, startClientSpan, startServerSpan, traceFields } from "./trace.ts";
 
 /** What a downstream connection needs from its listener's proxy. */
 export interface ProxyHost {
@@ -140,6 +142,26 @@ export class Downstream implements UpstreamOwner {
   closeAfter = false;
   #sink: ChunkSink | null = null;
 
+  // Telemetry (all unused when the proxy has none).
+  readonly tel: ProxyTelemetry | undefined;
+  /** The metrics handle the connection was counted on (connOpened/connClosed). */
+  readonly connTraffic: ServiceTraffic | undefined;
+  /** Bytes from / to the client not reported yet. */
+  rx = 0;
+  tx = 0;
+  /** A request is started and not reported yet. */
+  inflight = false;
+  /** performance.now() at the request's start. */
+  t0 = 0;
+  /** The final response's status (0 before one). */
+  status = 0;
+  method = "";
+  path = "";
+  trace: RequestTrace | null = null;
+  /** Where the trace line is in {@link first} (-1: none). */
+  traceAt = -1;
+  lastConnectTimedOut = false;
+
   // Tunnel (after 101).
   downEof = false;
   upEof = false;
@@ -151,6 +173,9 @@ export class Downstream implements UpstreamOwner {
     this.ctx = new ClientContext(sock.remoteAddress, sock.localAddress, sock.localPort, o.trustForwarded?.(sock.remoteAddress) ?? false);
     this.pick = { clientAddress: this.ctx.ip, exclude: undefined };
     this.setDeadline(D_HEADER, o.requestHeaderTimeoutMs);
+    const tel = (this.tel = o.telemetry);
+    this.connTraffic = tel === undefined ? undefined : routeTraffic(tel, proxy.ref.current);
+    this.connTraffic?.connOpened();
   }
 
   setDeadline(kind: number, ms: number): void {
@@ -161,6 +186,7 @@ export class Downstream implements UpstreamOwner {
   // ---- client socket events ------------------------------------------------------------------
 
   onData(chunk: Uint8Array): void {
+    this.rx += chunk.length;
     switch (this.rstate) {
       case R_IDLE:
         this.append(chunk);
@@ -219,8 +245,8 @@ export class Downstream implements UpstreamOwner {
         return;
       case R_BODY:
         // The client stopped sending before the body was complete.
-        if (this.pstate === P_HEAD) this.fail(400, "Bad request: the request body is incomplete");
-        else this.abort();
+        if (this.pstate === P_HEAD) this.fail(400, "Bad request: the request body is incomplete", "client_closed");
+        else this.abort("client_closed");
         return;
       case R_TUNNEL:
         this.downEof = true;
@@ -246,7 +272,19 @@ export class Downstream implements UpstreamOwner {
       this.up = null;
       u.destroy();
     }
+    if (this.tel !== undefined) this.closed_();
     this.proxy.remove(this);
+  }
+
+  /** Telemetry of the close: an unfinished request, the bytes not reported yet, the connection count. */
+  closed_(): void {
+    if (this.inflight) this.report(this.status, "client_closed");
+    const t = this.connTraffic;
+    if (t === undefined) return;
+    const rt = this.route !== null ? (routeTraffic(this.tel, this.route) ?? t) : t;
+    if (this.rx || this.tx) rt.bytes(this.rx, this.tx);
+    this.rx = this.tx = 0;
+    t.connClosed();
   }
 
   /** Called by the proxy's sweep when {@link deadline} has passed. */
@@ -266,7 +304,7 @@ export class Downstream implements UpstreamOwner {
         } else this.deadline = 0;
         return;
       case D_STREAM:
-        this.abort();
+        this.abort("upstream_timeout");
         return;
       case D_LINGER:
         this.sock.terminate();
@@ -334,6 +372,9 @@ export class Downstream implements UpstreamOwner {
     this.upgradeReq = (conn & C_UPGRADE) !== 0 && req.upgrade >= 0;
     this.headStarted = false;
     this.scanned = 0;
+    const route = this.proxy.ref.current;
+    this.route = route;
+    if (this.tel !== undefined) this.begin(buf, route);
     // Validate the body bytes that came with the head before anything goes upstream.
     let n = 0;
     let done = true;
@@ -354,8 +395,6 @@ export class Downstream implements UpstreamOwner {
     } else this.reqBody = B_NONE;
     this.reqDone = done;
 
-    const route = this.proxy.ref.current;
-    this.route = route;
     this.pick.exclude = undefined;
     let ep: Endpoint | undefined;
     const cookie = route.cookie;
@@ -367,13 +406,16 @@ export class Downstream implements UpstreamOwner {
       if (this.reqBody === B_NONE && this.keepAlive && this.minor === 1 && !this.proxy.draining) {
         this.buf = rest < buf.length ? buf.subarray(rest) : null;
         this.clientWrite(errorResponse(503, body, false));
+        if (this.inflight) this.report(503, "no_endpoints");
         this.setDeadline(D_IDLE, this.proxy.options.idleTimeoutMs);
         return; // R_IDLE: the read loop goes on with pipelined requests
       }
       return this.fail(503, body);
     }
     const small = n <= COALESCE_BYTES;
-    this.first = buildRequestHead(buf, req, this.ctx, this.upgradeReq, n && small ? buf.subarray(headEnd, rest) : null);
+    const tr = this.trace;
+    this.first = buildRequestHead(buf, req, this.ctx, this.upgradeReq, n && small ? buf.subarray(headEnd, rest) : null, tr === null ? null : tr.inject);
+    this.traceAt = tr === null ? -1 : injected.at;
     this.firstBody = small ? null : buf.subarray(headEnd, rest);
     this.buf = rest < buf.length ? buf.subarray(rest) : null;
     this.streamed = false;
@@ -384,9 +426,79 @@ export class Downstream implements UpstreamOwner {
     this.useEndpoint(ep);
   }
 
+  /** Start the telemetry of the request just parsed into {@link REQ} (same turn as the parse). */
+  begin(buf: Uint8Array, route: Route): void {
+    const tel = this.tel!;
+    this.inflight = true;
+    this.status = 0;
+    this.t0 = performance.now();
+    this.trace = null;
+    const tr = tel.tracing;
+    let traced = false;
+    if (tr !== undefined) {
+      findTraceFields(buf, REQ.fieldCount);
+      traced = traceFields.tp >= 0 ? tr.sampleParents : tr.sampleRoots;
+    }
+    if (!traced && tel.accessLog === undefined) return;
+    const line = requestLine(buf, REQ);
+    this.method = line.method;
+    this.path = line.path;
+    if (traced) {
+      const s = this.sock;
+      this.trace = startServerSpan(tr!, buf, line.method, line.path, REQ.host, s.localPort, this.ctx.ip, s.remotePort, route.entrypoint);
+    }
+  }
+
+  /** Report the current request once: metrics, spans, access log. A failure before any request counts as one. */
+  report(status: number, reason: ProxyErrorReason | undefined): void {
+    const tel = this.tel;
+    if (tel === undefined) return;
+    const started = this.inflight;
+    this.inflight = false;
+    const route = this.route ?? this.proxy.ref.current;
+    const secs = started ? (performance.now() - this.t0) / 1000 : 0;
+    const rx = this.rx;
+    const tx = this.tx;
+    this.rx = this.tx = 0;
+    const t = routeTraffic(tel, route);
+    if (t !== undefined) {
+      t.request(status, secs);
+      if (reason !== undefined) t.error(reason);
+      t.bytes(rx, tx);
+    }
+    const tr = this.trace;
+    let traceId = "";
+    if (tr !== null) {
+      this.trace = null;
+      traceId = tr.server.spanContext().traceId;
+      endRequestSpans(tr, status, reason ?? "");
+    }
+    const log = tel.accessLog;
+    if (log !== undefined) {
+      const ep = this.endpoint;
+      log.http({
+        entrypoint: route.entrypoint.name,
+        client: this.ctx.ip,
+        endpoint: ep === null || !started ? "" : ep.address.includes(":") ? `[${ep.address}]:${ep.port}` : `${ep.address}:${ep.port}`,
+        method: started ? this.method : "",
+        path: started ? this.path : "",
+        status,
+        bytesIn: rx,
+        bytesOut: tx,
+        durationMs: secs * 1000,
+        error: reason ?? "",
+        traceId,
+      });
+    }
+  }
+
   useEndpoint(ep: Endpoint): void {
     this.endpoint = ep;
     this.attempts++;
+    const tr = this.trace;
+    if (tr !== null) {
+      startClientSpan(tr, this.tel!.tracing!, this.method, this.path, this.route!.entrypoint, ep, this.first, this.traceAt, this.lastConnectTimedOut ? "connect_timeout" : "connect_failed");
+    }
     const pool = poolFor(ep);
     const u = pool.take();
     if (u) this.attach(u);
@@ -394,12 +506,17 @@ export class Downstream implements UpstreamOwner {
   }
 
   connect(pool: EndpointPool, ep: Endpoint): void {
+    const t0 = this.tel === undefined ? 0 : performance.now();
     pool.connect(this.proxy.options.connectTimeoutMs).then(
       (u) => {
+        if (t0 !== 0 && this.route !== null) routeTraffic(this.tel, this.route)?.connectDuration((performance.now() - t0) / 1000);
         if (this.closed || this.rstate !== R_CONNECTING || this.endpoint !== ep) pool.release(u);
         else this.attach(u);
       },
-      () => this.connectFailed(ep),
+      (err: unknown) => {
+        this.lastConnectTimedOut = err instanceof Error && err.message.includes("timed out");
+        this.connectFailed(ep);
+      },
     );
   }
 
@@ -410,7 +527,11 @@ export class Downstream implements UpstreamOwner {
     tried.add(ep);
     const next = this.attempts < this.proxy.options.connectAttempts ? route.balancer.pick(this.pick) : undefined;
     if (next) return this.useEndpoint(next);
-    this.fail(502, `Bad gateway: no endpoint of service "${route.entrypoint.name}" accepted a connection (${this.attempts} tried)`);
+    this.fail(
+      502,
+      `Bad gateway: no endpoint of service "${route.entrypoint.name}" accepted a connection (${this.attempts} tried)`,
+      this.lastConnectTimedOut ? "connect_timeout" : "connect_failed",
+    );
   }
 
   attach(u: Upstream): void {
@@ -444,7 +565,7 @@ export class Downstream implements UpstreamOwner {
       n = d.feed(chunk, 0, chunk.length);
       if (n < 0) {
         if (this.pstate === P_HEAD) return this.fail(400, `Bad request: invalid chunked body: ${d.error}`);
-        return this.abort();
+        return this.abort("bad_request");
       }
       done = d.done;
     }
@@ -516,13 +637,17 @@ export class Downstream implements UpstreamOwner {
         this.retried = true;
         this.rstate = R_CONNECTING;
         this.setDeadline(D_NONE, 0);
+        const tr = this.trace;
+        if (tr !== null) {
+          startClientSpan(tr, this.tel!.tracing!, this.method, this.path, this.route!.entrypoint, this.endpoint!, this.first, this.traceAt, "upstream_reset");
+        }
         this.connect(u.pool, this.endpoint!);
         return;
       }
       this.fail(502, `Bad gateway: service "${this.route?.entrypoint.name ?? "?"}" closed the connection without a response`);
     } else if (this.pstate === P_BODY) {
       if (this.resBody === B_CLOSE) this.responseDone();
-      else this.abort(); // truncated: the client must see the connection fail
+      else this.abort("upstream_reset"); // truncated: the client must see the connection fail
     }
   }
 
@@ -564,6 +689,7 @@ export class Downstream implements UpstreamOwner {
 
   finalResponse(buf: Uint8Array, end: number): void {
     const res = RES;
+    this.status = res.status;
     const framing = responseFraming(res, this.isHead);
     const upKeep = res.minor === 1 ? (res.conn & C_CLOSE) === 0 : (res.conn & C_KEEP_ALIVE) !== 0 && (res.conn & C_CLOSE) === 0;
     this.upReusable = upKeep && framing !== B_CLOSE && !this.upgradeReq;
@@ -639,7 +765,7 @@ export class Downstream implements UpstreamOwner {
       case B_CHUNKED: {
         const d = this.resDecoder!;
         const r = this.dechunk ? d.feed(chunk, start, len, (this.#sink ??= (b, s, e) => this.clientWrite(b.subarray(s, e)))) : d.feed(chunk, start, len);
-        if (r < 0) return this.abort(); // the head is out: the client must see the connection fail
+        if (r < 0) return this.abort("upstream_reset"); // the head is out: the client must see the connection fail
         if (!this.dechunk && r > start) this.clientWrite(start === 0 && r === len ? chunk : chunk.subarray(start, r));
         if (d.done) {
           if (r < len) this.upReusable = false;
@@ -657,6 +783,7 @@ export class Downstream implements UpstreamOwner {
   /** The response has been fully handed to the client socket. */
   responseDone(): void {
     this.pstate = P_NONE;
+    if (this.inflight) this.report(this.status, undefined);
     const u = this.up;
     this.up = null;
     if (u) {
@@ -675,6 +802,7 @@ export class Downstream implements UpstreamOwner {
   switchProtocols(buf: Uint8Array, end: number): void {
     if (!this.upgradeReq || !this.reqDone) return this.badGateway("unexpected 101 Switching Protocols response");
     const head = buildResponseHead(buf, 0, RES, CONN_UPGRADE, false, this.setCookie());
+    if (this.inflight) this.report(101, undefined);
     this.rstate = R_TUNNEL;
     this.pstate = P_NONE;
     this.first = this.firstBody = null;
@@ -750,6 +878,7 @@ export class Downstream implements UpstreamOwner {
   }
 
   clientWrite(chunk: Uint8Array): void {
+    this.tx += chunk.length;
     if (this.out) {
       this.out.push(chunk);
       return;
@@ -790,15 +919,16 @@ export class Downstream implements UpstreamOwner {
   }
 
   badGateway(reason: string): void {
-    this.fail(502, `Bad gateway: ${reason}`);
+    this.fail(502, `Bad gateway: ${reason}`, "upstream_reset");
   }
 
-  /** Answer with a generated error response and close the connection. */
-  fail(status: number, body: string): void {
+  /** Answer with a generated error response and close the connection. `reason` defaults from the status. */
+  fail(status: number, body: string, reason: ProxyErrorReason = reasonOf(status)): void {
     if (this.closed) return;
-    if (this.pstate === P_BODY || this.rstate === R_TUNNEL) return this.abort(); // a response is already under way
+    if (this.pstate === P_BODY || this.rstate === R_TUNNEL) return this.abort(reason); // a response is already under way
     this.dropUpstream();
     this.clientWrite(errorResponse(status, body.endsWith("\n") ? body : body + "\n", true));
+    if (this.tel !== undefined) this.report(status, reason);
     this.closeClient(true);
   }
 
@@ -835,12 +965,29 @@ export class Downstream implements UpstreamOwner {
     if (this.lingering) this.setDeadline(D_LINGER, Math.min(LINGER_MS, this.proxy.options.idleTimeoutMs));
   }
 
-  /** Close both sides now (a response cannot be completed). */
-  abort(): void {
+  /** Close both sides now (a response cannot be completed); `reason` is why, for telemetry (none: shutdown). */
+  abort(reason?: ProxyErrorReason): void {
     if (this.closed) return;
+    if (this.inflight) this.report(this.status, reason);
     this.dropUpstream();
     this.rstate = R_CLOSING;
     this.sock.terminate();
+  }
+}
+
+/** The proxy error reason of a response the gateway generates. */
+function reasonOf(status: number): ProxyErrorReason {
+  switch (status) {
+    case 408:
+      return "request_timeout";
+    case 502:
+      return "upstream_reset";
+    case 503:
+      return "no_endpoints";
+    case 504:
+      return "upstream_timeout";
+    default:
+      return "bad_request";
   }
 }
 

@@ -94,7 +94,14 @@ function dropRequestField(k: number, upgrade: boolean, absolute: boolean, truste
  * The request head to send upstream for the request parsed into `info` from `buf`, followed by `body`
  * (the first body bytes, sent in the same write). `upgrade` keeps Upgrade and sends `Connection: upgrade`.
  */
-export function buildRequestHead(buf: Uint8Array, info: RequestInfo, ctx: ClientContext, upgrade: boolean, body: Uint8Array | null): Uint8Array {
+export function buildRequestHead(
+  buf: Uint8Array,
+  info: RequestInfo,
+  ctx: ClientContext,
+  upgrade: boolean,
+  body: Uint8Array | null,
+  trace: TraceInject | null = null,
+): Uint8Array {
   const absolute = info.authStart >= 0;
   // Host value: the absolute-form authority wins (RFC 9112 §3.2.2), then the Host field.
   let hs = -1;
@@ -130,7 +137,7 @@ export function buildRequestHead(buf: Uint8Array, info: RequestInfo, ctx: Client
   const bodyLen = body ? body.length : 0;
   const start = info.start;
   const last = info.headEnd - 2; // start of the final empty line
-  if (!info.rewrite && !upgrade) {
+  if (!info.rewrite && !upgrade && trace === null) {
     // Fast path: origin-form HTTP/1.1 with nothing to drop: copy the head, append the forwarding fields.
     const headLen = last - start;
     const out = new Uint8Array(headLen + suffix.length + bodyLen);
@@ -140,7 +147,8 @@ export function buildRequestHead(buf: Uint8Array, info: RequestInfo, ctx: Client
   }
 
   // Upper bound: the received head, a rebuilt request line, a Host line, Connection: upgrade, the suffix.
-  const max = (last - start) + 16 + (he - hs) + synthHost.length + 8 + CONNECTION_UPGRADE.length + suffix.length + bodyLen;
+  const max =
+    (last - start) + 16 + (he - hs) + synthHost.length + 8 + CONNECTION_UPGRADE.length + suffix.length + bodyLen + (trace ? trace.line.length : 0);
   const out = new Uint8Array(max);
   let pos = 0;
   if (info.minor === 1 && !absolute) {
@@ -156,9 +164,17 @@ export function buildRequestHead(buf: Uint8Array, info: RequestInfo, ctx: Client
     }
     pos = copyRange(out, pos, HTTP11_EOL, 0, HTTP11_EOL.length);
   }
+  let d1 = -1;
+  let d2 = -1;
+  if (trace !== null) {
+    injected.at = pos;
+    pos = copyRange(out, pos, trace.line, 0, trace.line.length);
+    d1 = trace.drop1;
+    d2 = trace.drop2;
+  }
   let run = info.lineEnd;
   for (let i = 0; i < info.fieldCount; i++) {
-    if (!dropRequestField(kinds[i]!, upgrade, absolute, ctx.trusted)) continue;
+    if (i !== d1 && i !== d2 && !dropRequestField(kinds[i]!, upgrade, absolute, ctx.trusted)) continue;
     const ls = fields[i * 5]!;
     if (ls > run) pos = copyRange(out, pos, buf, run, ls);
     run = fields[i * 5 + 4]!;
@@ -182,6 +198,19 @@ export function buildRequestHead(buf: Uint8Array, info: RequestInfo, ctx: Client
   }
   return out.subarray(0, pos);
 }
+
+/**
+ * Trace context to write into the upstream head: `line` (a `traceparent` field line, plus `tracestate`)
+ * goes right after the request line; field lines `drop1`/`drop2` (the client's, or -1) are left out.
+ */
+export interface TraceInject {
+  readonly line: Uint8Array;
+  readonly drop1: number;
+  readonly drop2: number;
+}
+
+/** Where the last {@link buildRequestHead} with a {@link TraceInject} put `line` in its output. */
+export const injected = { at: -1 };
 
 /** What to say in the downstream response's Connection field. */
 export const CONN_AS_IS = 0;

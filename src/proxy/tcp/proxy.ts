@@ -13,9 +13,11 @@
  * Entrypoints with `proxyProtocol: "v2"` send a PROXY protocol v2 header (client and listener addresses)
  * to the upstream before the client's first byte (see `proxy-protocol.ts`).
  */
+import { type Span, SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import type { Endpoint } from "../../model/types.ts";
 import type { Runtime, TcpHandlers, TcpSocket } from "../../runtime/types.ts";
-import type { ListenerProxy, ListenerProxyFactory, ProxyOptions, Route, RouteRef } from "../types.ts";
+import type { ProxyErrorReason, ServiceTraffic } from "../../telemetry/metrics/traffic.ts";
+import { type ListenerProxy, type ListenerProxyFactory, type ProxyOptions, type Route, type RouteRef, routeTraffic } from "../types.ts";
 import { proxyV2Header } from "./proxy-protocol.ts";
 
 /** Bytes a downstream may send before its upstream is connected; past this the downstream is paused. */
@@ -53,7 +55,28 @@ interface Pipe {
   dead: boolean;
   /** Coarse time of the last byte either way (see the idle sweep). */
   last: number;
+  // Telemetry: only kept up when the proxy has some.
+  /** The route's metrics handle (undefined: no metrics). */
+  readonly traffic: ServiceTraffic | undefined;
+  /** Bytes from / to the client. */
+  rx: number;
+  tx: number;
+  /** performance.now() at accept (0: no telemetry). */
+  readonly t0: number;
+  /** The connected endpoint. */
+  endpoint: Endpoint | undefined;
+  /** Why the connection ended, first cause wins. */
+  why: string;
+  span: Span | undefined;
 }
+
+/** Record the first cause of a connection's end. */
+function because(p: Pipe, why: string): void {
+  if (p.why === "") p.why = why;
+}
+
+/** Close reasons that mark a connection's span as an error. */
+const ERROR_CLOSE: ReadonlySet<string> = new Set(["no_endpoints", "connect_failed", "connect_timeout", "upstream_reset", "client_reset"]);
 
 /** Write queued chunks in order. Returns 1 when all were written, 0 on a short write, -1 when `dst` is closed. */
 function flush(queue: Uint8Array[], dst: TcpSocket<Pipe>): 1 | 0 | -1 {
@@ -85,6 +108,11 @@ export function makeTcpProxyFactory(connectTcp: Runtime["connectTcp"]): Listener
 
 function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["connectTcp"]): ListenerProxy {
   const pipes = new Set<Pipe>();
+  const tel = options.telemetry;
+  const tracing = tel?.tracing?.sampleRoots ? tel.tracing : undefined;
+  const accessLog = tel?.accessLog;
+  /** Count bytes per connection (metrics or access log or spans need them). */
+  const counting = tel !== undefined;
   const idleMs = options.idleTimeoutMs;
   const sweepMs = Math.max(10, Math.min(MAX_SWEEP_INTERVAL_MS, Math.floor(idleMs / 4)));
   let clock = Date.now();
@@ -95,7 +123,12 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
     clock = Date.now();
     // `last` lags real activity by up to one interval, so wait one more before calling it idle.
     const limit = clock - idleMs - sweepMs;
-    for (const p of pipes) if (p.last <= limit) abort(p);
+    for (const p of pipes) {
+      if (p.last <= limit) {
+        because(p, "idle_timeout");
+        abort(p);
+      }
+    }
   }
 
   function track(p: Pipe): void {
@@ -106,11 +139,48 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
   /** Forget the pipe once both of its sockets are gone. */
   function release(p: Pipe): void {
     if (!p.downClosed || p.connecting || (p.up !== undefined && !p.upClosed)) return;
-    if (!pipes.delete(p) || pipes.size !== 0) return;
+    if (!pipes.delete(p)) return;
+    if (counting) finish(p);
+    if (pipes.size !== 0) return;
     if (sweeper !== undefined) clearInterval(sweeper);
     sweeper = undefined;
     drained?.resolve();
     drained = undefined;
+  }
+
+  /** The connection is over: metrics, span, access log. */
+  function finish(p: Pipe): void {
+    const t = p.traffic;
+    if (t !== undefined) {
+      t.bytes(p.rx, p.tx);
+      t.connClosed();
+    }
+    const ep = p.endpoint;
+    const endpoint = ep === undefined ? "" : ep.address.includes(":") ? `[${ep.address}]:${ep.port}` : `${ep.address}:${ep.port}`;
+    const why = p.why || "closed";
+    const span = p.span;
+    if (span !== undefined) {
+      span.setAttributes({ "kubegate.bytes_received": p.rx, "kubegate.bytes_sent": p.tx, "kubegate.close_reason": why });
+      if (ERROR_CLOSE.has(why)) span.setStatus({ code: SpanStatusCode.ERROR, message: why });
+      span.end();
+    }
+    accessLog?.stream({
+      protocol: "tcp",
+      entrypoint: p.route.entrypoint.name,
+      client: p.down.remoteAddress,
+      endpoint,
+      bytesIn: p.rx,
+      bytesOut: p.tx,
+      durationMs: performance.now() - p.t0,
+      close: why,
+      traceId: span === undefined ? "" : span.spanContext().traceId,
+    });
+  }
+
+  /** A connection failed for `reason`: counted as an error and recorded as the close reason. */
+  function failed(p: Pipe, reason: ProxyErrorReason): void {
+    because(p, reason);
+    p.traffic?.error(reason);
   }
 
   /** Terminate both sides now. Safe to re-enter (close handlers run synchronously inside `terminate`). */
@@ -152,9 +222,11 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
   async function connect(p: Pipe): Promise<void> {
     const { balancer } = p.route;
     let tried: Set<Endpoint> | undefined;
+    let timedOut = false;
     for (let attempt = 0; attempt < options.connectAttempts && !p.dead && !p.downClosed; attempt++) {
       const ep = balancer.pick({ clientAddress: p.down.remoteAddress, exclude: tried });
       if (ep === undefined) break;
+      const t0 = counting ? performance.now() : 0;
       try {
         const up = await connectTcp<Pipe>({
           hostname: ep.address,
@@ -164,6 +236,16 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
           timeoutMs: options.connectTimeoutMs,
         });
         p.connecting = false;
+        if (t0 !== 0) {
+          p.traffic?.connectDuration((performance.now() - t0) / 1000);
+          p.endpoint = ep;
+          if (p.span !== undefined) {
+            const attrs: Record<string, string | number> = { "server.address": ep.address, "server.port": ep.port, "kubegate.endpoint": `${ep.address}:${ep.port}` };
+            if (ep.targetRef?.kind === "Pod" && ep.targetRef.name) attrs["k8s.pod.name"] = ep.targetRef.name;
+            if (attempt > 0) attrs["kubegate.connect_attempts"] = attempt + 1;
+            p.span.setAttributes(attrs);
+          }
+        }
         if (p.dead || p.downClosed) {
           up.terminate();
           release(p);
@@ -174,11 +256,13 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
         if (p.route.entrypoint.proxyProtocol === "v2" && !sendProxyHeader(p)) return;
         upstreamReady(p);
         return;
-      } catch {
+      } catch (err) {
+        timedOut = err instanceof Error && err.message.includes("timed out");
         (tried ??= new Set()).add(ep);
       }
     }
     p.connecting = false;
+    if (counting && !p.dead && !p.downClosed) failed(p, tried === undefined ? "no_endpoints" : timedOut ? "connect_timeout" : "connect_failed");
     abort(p);
     release(p);
   }
@@ -229,10 +313,19 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
         connecting: false,
         dead: false,
         last: (clock = Date.now()),
+        traffic: routeTraffic(tel, route),
+        rx: 0,
+        tx: 0,
+        t0: counting ? performance.now() : 0,
+        endpoint: undefined,
+        why: "",
+        span: tracing === undefined ? undefined : startSpan(route, down),
       };
       down.data = p;
       track(p);
+      p.traffic?.connOpened();
       if (route.balancer.endpoints.length === 0) {
+        if (counting) failed(p, "no_endpoints");
         abort(p);
         return;
       }
@@ -244,6 +337,7 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
     data(down, chunk) {
       const p = down.data;
       p.last = clock;
+      p.rx += chunk.length;
       const up = p.up;
       if (up === undefined) {
         if (p.dead) return;
@@ -285,12 +379,14 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
     },
 
     end(down) {
+      because(down.data, "client_closed");
       downstreamFin(down.data);
     },
 
     close(down, error) {
       const p = down.data;
       p.downClosed = true;
+      because(p, error === undefined ? "client_closed" : "client_reset");
       // Bun reports a FIN that arrives after our own FIN as a clean close without `end`.
       if (error === undefined) downstreamFin(p);
       // Nothing more can reach the downstream: bytes still queued for it, or an error, end the upstream too.
@@ -304,6 +400,7 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
       const p = up.data;
       if (up !== p.up) return;
       p.last = clock;
+      p.tx += chunk.length;
       if (p.toDown.length !== 0) {
         p.toDown.push(chunk);
         return;
@@ -333,18 +430,41 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
     },
 
     end(up) {
-      if (up === up.data.up) upstreamFin(up.data);
+      if (up !== up.data.up) return;
+      because(up.data, "upstream_closed");
+      upstreamFin(up.data);
     },
 
     close(up, error) {
       const p = up.data;
       if (up !== p.up) return; // an abandoned connect attempt
       p.upClosed = true;
+      if (error !== undefined && p.why === "" && counting) failed(p, "upstream_reset");
+      else because(p, "upstream_closed");
       if (error === undefined) upstreamFin(p);
       if (!p.downClosed && (error !== undefined || p.toUp.length !== 0)) abort(p);
       release(p);
     },
   };
+
+  /** The connection's span (tracing on and roots sampled; TCP carries no incoming trace context). */
+  function startSpan(route: Route, down: TcpSocket<Pipe>): Span | undefined {
+    const ep = route.entrypoint;
+    const span = tracing!.tracer.startSpan(`tcp ${ep.name}`, {
+      kind: SpanKind.SERVER,
+      attributes: {
+        "network.transport": "tcp",
+        "client.address": down.remoteAddress,
+        "network.peer.address": down.remoteAddress,
+        "network.peer.port": down.remotePort,
+        "server.port": down.localPort,
+        "k8s.namespace.name": ep.namespace,
+        "k8s.service.name": ep.service,
+        "kubegate.entrypoint": ep.name,
+      },
+    });
+    return span.isRecording() ? span : undefined;
+  }
 
   return {
     handlers: downstreamHandlers as TcpHandlers<unknown>,
@@ -355,7 +475,10 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
       return drained.promise;
     },
     closeAll() {
-      for (const p of [...pipes]) abort(p);
+      for (const p of [...pipes]) {
+        because(p, "shutdown");
+        abort(p);
+      }
     },
   };
 }

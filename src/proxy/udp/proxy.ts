@@ -20,7 +20,8 @@ import type { Endpoint } from "../../model/types.ts";
 import { canonicalIP, ipFamily } from "../../model/net.ts";
 import { rateLimited, silentLogger } from "../../log.ts";
 import type { UdpSocket } from "../../runtime/types.ts";
-import type { Route, RouteRef } from "../types.ts";
+import type { ServiceTraffic } from "../../telemetry/metrics/traffic.ts";
+import { type Route, type RouteRef, routeTraffic } from "../types.ts";
 import {
   defaultUdpIdleTimeoutMs,
   defaultUdpMaxFlows,
@@ -51,6 +52,15 @@ interface Flow {
   closed: boolean;
   /** Coarse time of the last datagram either way. */
   last: number;
+  /** The metrics handle of the route the flow started on (undefined: no metrics). */
+  readonly traffic: ServiceTraffic | undefined;
+  /** Bytes from / to the client. */
+  rx: number;
+  tx: number;
+  /** Why the flow ended (access log). */
+  why: string;
+  /** performance.now() at the flow's start (0: no telemetry). */
+  readonly durationStart: number;
 }
 
 /**
@@ -73,6 +83,8 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
   const warn = rateLimited((settings.log ?? silentLogger).warn, 10_000);
   const { bindUdp } = settings;
   const admit = hooks.admit;
+  const tel = settings.telemetry;
+  const accessLog = tel?.accessLog;
 
   /** In approximate least-recently-active order (see `touch`). */
   const flows = new Map<string, Flow>();
@@ -96,6 +108,7 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
     for (const f of flows.values()) {
       if (f.last > limit) break;
       expired++;
+      f.why = "idle_timeout";
       close(f);
     }
   }
@@ -112,6 +125,30 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
     if (flows.get(f.key) === f) flows.delete(f.key);
     f.socket?.close();
     if (flows.size === 0) stopSweep();
+    if (tel !== undefined) finish(f);
+  }
+
+  /** The flow is over: metrics and access log. */
+  function finish(f: Flow): void {
+    const t = f.traffic;
+    if (t !== undefined) {
+      t.bytes(f.rx, f.tx);
+      t.connClosed();
+    }
+    if (accessLog !== undefined) {
+      const ep = f.endpoint;
+      accessLog.stream({
+        protocol: "udp",
+        entrypoint: f.route.entrypoint.name,
+        client: f.clientAddress,
+        endpoint: ep.address.includes(":") ? `[${ep.address}]:${ep.port}` : `${ep.address}:${ep.port}`,
+        bytesIn: f.rx,
+        bytesOut: f.tx,
+        durationMs: f.durationStart === 0 ? 0 : performance.now() - f.durationStart,
+        close: f.why || "closed",
+        traceId: "",
+      });
+    }
   }
 
   /** Mark activity; moves the flow to the end of the table once per clock tick. */
@@ -133,11 +170,15 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
 
   function open(key: string, clientAddress: string, clientPort: number, route: Route): Flow | undefined {
     const endpoint = route.balancer.pick({ clientAddress });
-    if (endpoint === undefined) return undefined;
+    if (endpoint === undefined) {
+      routeTraffic(tel, route)?.error("no_endpoints");
+      return undefined;
+    }
     if (flows.size >= maxFlows) {
       const oldest = flows.values().next().value;
       if (oldest !== undefined) {
         evicted++;
+        oldest.why = "evicted";
         close(oldest);
       }
     }
@@ -157,7 +198,13 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
       pending: [],
       closed: false,
       last: clock,
+      traffic: routeTraffic(tel, route),
+      rx: 0,
+      tx: 0,
+      why: "",
+      durationStart: tel === undefined ? 0 : performance.now(),
     };
+    f.traffic?.connOpened();
     flows.set(key, f);
     created++;
     bindUdp({
@@ -174,6 +221,7 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
       (err: unknown) => {
         if (f.closed) return;
         dropped += f.pending.length;
+        f.why = "bind_failed";
         warn("bind", "Cannot bind an upstream UDP socket: datagrams dropped", {
           endpoint: `${endpoint.address}:${endpoint.port}`,
           error: err instanceof Error ? err.message : String(err),
@@ -193,6 +241,7 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
       return;
     }
     touch(f);
+    f.tx += data.length;
     if (listener === undefined || !listener.send(data, f.clientPort, f.clientAddress)) dropped++;
   }
 
@@ -205,6 +254,7 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
     if (f !== undefined && f.route !== route) {
       if (admit !== undefined && !admit(address)) {
         refused++;
+        f.why = "source_refused";
         close(f);
         return;
       }
@@ -212,6 +262,7 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
       if (serves(route, f.endpoint)) f.route = route;
       else {
         repointed++;
+        f.why = "endpoint_removed";
         close(f);
         f = undefined;
       }
@@ -227,6 +278,7 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
         return;
       }
     } else touch(f);
+    f.rx += data.length;
     const socket = f.socket;
     if (socket === undefined) {
       if (f.pending.length < maxPending) f.pending.push(data);
@@ -246,7 +298,10 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
     drain: () => Promise.resolve(),
     closeAll() {
       closed = true;
-      for (const f of [...flows.values()]) close(f);
+      for (const f of [...flows.values()]) {
+        f.why ||= "shutdown";
+        close(f);
+      }
       stopSweep();
     },
   };

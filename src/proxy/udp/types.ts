@@ -5,7 +5,7 @@
  */
 import type { Logger } from "../../log.ts";
 import type { Runtime, UdpSocket } from "../../runtime/types.ts";
-import type { RouteRef } from "../types.ts";
+import type { ProxyTelemetry, RouteRef } from "../types.ts";
 
 /** Per-listener hooks the listener manager gives a UDP proxy. */
 export interface UdpProxyHooks {
@@ -68,6 +68,8 @@ export interface UdpProxySettings {
   readonly maxPendingDatagrams?: number | undefined;
   /** Where upstream sockets that cannot be bound are reported (rate-limited). */
   readonly log?: Logger | undefined;
+  /** Per-Service metrics (flows count as connections) and the access log (one line per flow). */
+  readonly telemetry?: ProxyTelemetry | undefined;
 }
 
 export const defaultUdpIdleTimeoutMs = 30_000;

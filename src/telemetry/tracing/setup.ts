@@ -1,0 +1,181 @@
+/**
+ * The OpenTelemetry SDK, set up in this one module (everything else uses `@opentelemetry/api`):
+ * a tracer provider with an OTLP/HTTP (JSON) exporter behind a batch processor, a sampler from the
+ * standard environment or the gateway's flags, the W3C Trace Context propagator, and a graceful
+ * flush on {@link Tracing.shutdown}.
+ *
+ * Environment (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/):
+ * `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` (+ `_ARG`), `OTEL_EXPORTER_OTLP_ENDPOINT`,
+ * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_HEADERS` (read by the exporter itself).
+ * Flags win over the environment: `--tracing=false` turns tracing off, `--tracing-sample-ratio R` sets a
+ * `parentbased_traceidratio` sampler with ratio R.
+ */
+import { propagation } from "@opentelemetry/api";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ParentBasedSampler,
+  type Sampler,
+  SimpleSpanProcessor,
+  type SpanExporter,
+  type SpanProcessor,
+  TraceIdRatioBasedSampler,
+} from "@opentelemetry/sdk-trace-base";
+import type { ProxyTracing } from "./types.ts";
+
+/** Tracing settings from flags; every field is optional (environment, then defaults, fill the rest). */
+export interface TracingOptions {
+  /** `--tracing`: false turns tracing off whatever the environment says. Default: on. */
+  readonly enabled?: boolean | undefined;
+  /** `--tracing-sample-ratio`: 0..1, a parent-based ratio sampler. Default: from `OTEL_TRACES_SAMPLER`. */
+  readonly sampleRatio?: number | undefined;
+  /** Environment to read (default: the process environment, as given by the caller). */
+  readonly env?: Readonly<Record<string, string | undefined>> | undefined;
+  /** Exporter override (tests: an in-memory exporter). Default: OTLP/HTTP JSON. */
+  readonly exporter?: SpanExporter | undefined;
+  /** Export each span as it ends (tests) instead of batching. */
+  readonly simpleProcessor?: boolean | undefined;
+  /** Batch processor's delay between exports, ms (default 5000, or `OTEL_BSP_SCHEDULE_DELAY`). */
+  readonly scheduledDelayMs?: number | undefined;
+  /** `service.version` resource attribute. */
+  readonly serviceVersion?: string | undefined;
+  /** Called when the final export on {@link Tracing.shutdown} fails (shutdown itself never rejects). */
+  readonly onShutdownError?: ((error: unknown) => void) | undefined;
+}
+
+/** Tracing set up for the gateway: hand {@link proxy} to the data plane; call {@link shutdown} on exit. */
+export interface Tracing extends ProxyTracing {
+  /** The sampler's description, e.g. `ParentBased{root=TraceIdRatioBased{0.1}, ...}` (for the startup log). */
+  readonly sampler: string;
+  /** What the proxies take (`ProxyTelemetry.tracing`). */
+  readonly proxy: ProxyTracing;
+  /** Export the spans ended so far. */
+  forceFlush(): Promise<void>;
+  /** Export what is left and stop. Idempotent; never rejects (see `onShutdownError`). */
+  shutdown(): Promise<void>;
+}
+
+/** A sampler built from settings, and what it can ever sample. */
+export interface SamplerChoice {
+  readonly sampler: Sampler;
+  readonly sampleRoots: boolean;
+  readonly sampleParents: boolean;
+}
+
+/** The OTel env var error for an invalid sampler setting. */
+export class TracingConfigError extends Error {
+  override name = "TracingConfigError";
+}
+
+function ratioOf(raw: string | undefined, what: string): number {
+  if (raw === undefined || raw.trim() === "") return 1;
+  const r = Number(raw);
+  if (!Number.isFinite(r) || r < 0 || r > 1) throw new TracingConfigError(`Invalid ${what} "${raw}": use a number from 0 to 1`);
+  return r;
+}
+
+/**
+ * The sampler for a flag ratio (wins) or `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG`.
+ *
+ * @example chooseSampler(0, {}).sampleRoots // false: ratio 0 never starts a trace
+ */
+export function chooseSampler(sampleRatio: number | undefined, env: Readonly<Record<string, string | undefined>>): SamplerChoice {
+  if (sampleRatio !== undefined) {
+    const r = ratioOf(String(sampleRatio), "tracing sample ratio");
+    return { sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(r) }), sampleRoots: r > 0, sampleParents: true };
+  }
+  const name = (env.OTEL_TRACES_SAMPLER ?? "parentbased_always_on").trim().toLowerCase();
+  const arg = env.OTEL_TRACES_SAMPLER_ARG;
+  switch (name) {
+    case "always_on":
+      return { sampler: new AlwaysOnSampler(), sampleRoots: true, sampleParents: true };
+    case "always_off":
+      return { sampler: new AlwaysOffSampler(), sampleRoots: false, sampleParents: false };
+    case "traceidratio": {
+      const r = ratioOf(arg, "OTEL_TRACES_SAMPLER_ARG");
+      return { sampler: new TraceIdRatioBasedSampler(r), sampleRoots: r > 0, sampleParents: r > 0 };
+    }
+    case "parentbased_always_on":
+      return { sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }), sampleRoots: true, sampleParents: true };
+    case "parentbased_always_off":
+      return { sampler: new ParentBasedSampler({ root: new AlwaysOffSampler() }), sampleRoots: false, sampleParents: true };
+    case "parentbased_traceidratio": {
+      const r = ratioOf(arg, "OTEL_TRACES_SAMPLER_ARG");
+      return { sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(r) }), sampleRoots: r > 0, sampleParents: true };
+    }
+    default:
+      throw new TracingConfigError(
+        `Invalid OTEL_TRACES_SAMPLER "${name}": use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio`,
+      );
+  }
+}
+
+/**
+ * The OTLP/HTTP exporter's endpoint and headers from `env` (the exporter falls back to the process
+ * environment for what is not set here): `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used as is,
+ * `OTEL_EXPORTER_OTLP_ENDPOINT` gets `/v1/traces` appended; headers are `k=v` pairs, comma-separated,
+ * URL-encoded.
+ */
+export function exporterConfig(env: Readonly<Record<string, string | undefined>>): { url?: string; headers?: Record<string, string> } {
+  const out: { url?: string; headers?: Record<string, string> } = {};
+  const traces = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim();
+  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim();
+  if (traces) out.url = traces;
+  else if (base) out.url = `${base.replace(/\/+$/, "")}/v1/traces`;
+  const raw = [env.OTEL_EXPORTER_OTLP_HEADERS, env.OTEL_EXPORTER_OTLP_TRACES_HEADERS].filter((h): h is string => !!h?.trim()).join(",");
+  if (raw) {
+    const headers: Record<string, string> = {};
+    for (const pair of raw.split(",")) {
+      const i = pair.indexOf("=");
+      if (i <= 0) throw new TracingConfigError(`Invalid OTEL_EXPORTER_OTLP_HEADERS entry "${pair.trim()}": use key=value`);
+      headers[decodeURIComponent(pair.slice(0, i).trim())] = decodeURIComponent(pair.slice(i + 1).trim());
+    }
+    out.headers = headers;
+  }
+  return out;
+}
+
+function truthy(v: string | undefined): boolean {
+  return v !== undefined && v.trim().toLowerCase() === "true";
+}
+
+/**
+ * Set up tracing, or return undefined when it is off (`enabled: false` or `OTEL_SDK_DISABLED=true`).
+ * Registers the W3C propagator globally (for code that uses `propagation`); the data plane itself
+ * reads and writes `traceparent` directly.
+ *
+ * @example
+ * const tracing = setupTracing({ enabled: config.tracing, sampleRatio: config.tracingSampleRatio, env: process.env });
+ * const telemetry = { traffic: (ep) => metrics.traffic.forEntrypoint(ep), tracing: tracing?.proxy, accessLog };
+ * // on exit:
+ * await tracing?.shutdown();
+ */
+export function setupTracing(options: TracingOptions = {}): Tracing | undefined {
+  const env = options.env ?? {};
+  if (options.enabled === false || truthy(env.OTEL_SDK_DISABLED)) return undefined;
+  const choice = chooseSampler(options.sampleRatio, env);
+  const exporter = options.exporter ?? new OTLPTraceExporter(exporterConfig(env));
+  const delay = options.scheduledDelayMs ?? (env.OTEL_BSP_SCHEDULE_DELAY ? Number(env.OTEL_BSP_SCHEDULE_DELAY) : 5_000);
+  const processor: SpanProcessor = options.simpleProcessor
+    ? new SimpleSpanProcessor(exporter)
+    : new BatchSpanProcessor(exporter, { scheduledDelayMillis: Number.isFinite(delay) && delay > 0 ? delay : 5_000, maxQueueSize: 8192, maxExportBatchSize: 512 });
+  const attrs: Record<string, string> = { "service.name": env.OTEL_SERVICE_NAME?.trim() || "kubegate" };
+  if (options.serviceVersion) attrs["service.version"] = options.serviceVersion;
+  const provider = new BasicTracerProvider({ sampler: choice.sampler, resource: resourceFromAttributes(attrs), spanProcessors: [processor] });
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  const tracer = provider.getTracer("kubegate");
+  const proxy: ProxyTracing = { tracer, sampleRoots: choice.sampleRoots, sampleParents: choice.sampleParents };
+  let closing: Promise<void> | undefined;
+  return {
+    ...proxy,
+    proxy,
+    sampler: choice.sampler.toString(),
+    forceFlush: () => provider.forceFlush(),
+    shutdown: () => (closing ??= provider.shutdown().catch((err: unknown) => options.onShutdownError?.(err))),
+  };
+}
