@@ -5,10 +5,10 @@
  */
 import { beforeAll, describe, expect, test } from "bun:test";
 import { readdir, stat } from "node:fs/promises";
-import { connect } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startDemoBackends } from "../../src/demo-backends.ts";
+import { lineMatching, tcpExchange } from "../support/child-io.ts";
 import { flagSpecs } from "../../src/config/flags.ts";
 import pkg from "../../package.json" with { type: "json" };
 
@@ -35,36 +35,6 @@ async function ensureBinary(): Promise<void> {
   if (code !== 0) throw new Error(`scripts/build.sh failed (${code}): ${out}${err}`);
 }
 
-/** Read lines from a stream until one matches; returns that line. Rejects at EOF or after `timeoutMs`. */
-async function lineMatching(reader: ReadableStreamDefaultReader<Uint8Array>, re: RegExp, timeoutMs: number): Promise<string> {
-  const decoder = new TextDecoder();
-  let buffered = "";
-  const timer = setTimeout(() => void reader.cancel(), timeoutMs);
-  try {
-    for (;;) {
-      const lines = buffered.split("\n");
-      buffered = lines.pop()!;
-      const hit = lines.find((l) => re.test(l));
-      if (hit) return hit;
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`No line matching ${re} within ${timeoutMs} ms`);
-      buffered += decoder.decode(value, { stream: true });
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function tcpExchange(port: number, payload: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: "127.0.0.1", port });
-    let got = "";
-    s.on("data", (d) => (got += d.toString()));
-    s.on("end", () => resolve(got));
-    s.on("error", reject);
-    s.end(payload);
-  });
-}
 
 async function run(args: string[]) {
   const child = Bun.spawn([binary, ...args], { cwd: root, stdout: "pipe", stderr: "pipe" });

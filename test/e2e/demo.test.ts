@@ -3,8 +3,8 @@
  * printed URL answers; SIGTERM stops it cleanly.
  */
 import { expect, test } from "bun:test";
-import { connect } from "node:net";
 import { fileURLToPath } from "node:url";
+import { tcpExchange } from "../support/child-io.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -27,16 +27,6 @@ async function readUntil(stream: ReadableStream<Uint8Array>, marker: string, tim
   }
 }
 
-function tcpExchange(port: number, payload: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: "127.0.0.1", port });
-    let got = "";
-    s.on("data", (d) => (got += d.toString()));
-    s.on("end", () => resolve(got));
-    s.on("error", reject);
-    s.end(payload);
-  });
-}
 
 test("npm run demo serves the URLs it prints and stops on SIGTERM", async () => {
   const child = Bun.spawn(["npm", "run", "--silent", "demo", "--", "--log-level", "warn"], {

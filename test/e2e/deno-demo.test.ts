@@ -4,46 +4,13 @@
  * entrypoints answer real clients; SIGTERM drains it with exit code 0.
  */
 import { expect, test } from "bun:test";
-import { connect } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startDemoBackends } from "../../src/demo-backends.ts";
+import { lineMatching, tcpExchange } from "../support/child-io.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 const deno = join(root, "node_modules/.bin/deno");
-
-/** Read lines from a stream until one matches; returns that line. Rejects at EOF or after `timeoutMs`. */
-async function lineMatching(reader: ReadableStreamDefaultReader<Uint8Array>, re: RegExp, timeoutMs: number): Promise<string> {
-  const decoder = new TextDecoder();
-  let buffered = "";
-  let seen = "";
-  const timer = setTimeout(() => void reader.cancel(), timeoutMs);
-  try {
-    for (;;) {
-      const lines = buffered.split("\n");
-      buffered = lines.pop()!;
-      const hit = lines.find((l) => re.test(l));
-      if (hit) return hit;
-      seen += lines.join("\n");
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`No line matching ${re} within ${timeoutMs} ms; got: ${seen}${buffered}`);
-      buffered += decoder.decode(value, { stream: true });
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function tcpExchange(port: number, payload: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: "127.0.0.1", port });
-    let got = "";
-    s.on("data", (d) => (got += d.toString()));
-    s.on("end", () => resolve(got));
-    s.on("error", reject);
-    s.end(payload);
-  });
-}
 
 test("deno run src/main.ts serves the demo manifests over HTTP and TCP, and drains on SIGTERM", async () => {
   await using _backends = await startDemoBackends();

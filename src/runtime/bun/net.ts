@@ -11,6 +11,7 @@ import type {
   UdpBindOptions,
   UdpSocket,
 } from "../types.ts";
+import { withConnectTimeout } from "../connect-timeout.ts";
 
 type BunHandlers = Bun.SocketHandler<unknown, "buffer">;
 
@@ -70,24 +71,7 @@ export async function connectTcp<T>(options: TcpConnectOptions<T>): Promise<TcpS
     data: options.data,
     socket: toBunHandlers(options.handlers) as Bun.SocketHandler<T>,
   } as Bun.TCPSocketConnectOptions<T>);
-  if (!options.timeoutMs) return (await connecting) as unknown as TcpSocket<T>;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const err = new Error(`Connect to ${options.hostname}:${options.port} timed out after ${options.timeoutMs} ms`);
-      (err as Error & { code: string }).code = "ETIMEDOUT";
-      reject(err);
-    }, options.timeoutMs);
-  });
-  try {
-    return (await Promise.race([connecting, timeout])) as unknown as TcpSocket<T>;
-  } catch (err) {
-    // A connect that completes after the timeout must not leak.
-    connecting.then((s) => s.terminate(), () => {});
-    throw err;
-  } finally {
-    clearTimeout(timer);
-  }
+  return (await withConnectTimeout(connecting, options, (s) => s.terminate())) as unknown as TcpSocket<T>;
 }
 
 export async function bindUdp(options: UdpBindOptions): Promise<UdpSocket> {

@@ -22,6 +22,7 @@ import type {
   UdpBindOptions,
   UdpSocket,
 } from "../types.ts";
+import { withConnectTimeout } from "../connect-timeout.ts";
 
 /** `write` accepts chunks while fewer bytes than this are queued for the kernel. */
 export const WRITE_HIGH_WATER_MARK = 1024 * 1024;
@@ -328,30 +329,10 @@ export function listenTcp<T>(options: TcpListenOptions<T>): TcpListener<T> {
 export async function connectTcp<T>(options: TcpConnectOptions<T>): Promise<TcpSocket<T>> {
   const connecting = Deno.connect({ hostname: options.hostname, port: options.port, transport: "tcp" });
   let conn: DenoConn;
-  if (!options.timeoutMs) {
-    try {
-      conn = await connecting;
-    } catch (err) {
-      throw withCode(err);
-    }
-  } else {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const err = new Error(`Connect to ${options.hostname}:${options.port} timed out after ${options.timeoutMs} ms`);
-        (err as Error & { code: string }).code = "ETIMEDOUT";
-        reject(err);
-      }, options.timeoutMs);
-    });
-    try {
-      conn = await Promise.race([connecting, timeout]);
-    } catch (err) {
-      // A connect that completes after the timeout must not leak.
-      connecting.then((c) => c.close(), () => {});
-      throw withCode(err);
-    } finally {
-      clearTimeout(timer);
-    }
+  try {
+    conn = await withConnectTimeout(connecting, options, (c) => c.close());
+  } catch (err) {
+    throw withCode(err);
   }
   const socket = new DenoSocket<T>(conn, options.handlers, options.data);
   socket.start();
