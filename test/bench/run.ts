@@ -2,12 +2,13 @@
  * Data-plane benchmark (not a test): kubegate beside nginx (1 worker), haproxy (1 thread; http and
  * tcp mode) and the direct path, in front of the same backends, in one run on one machine.
  *
- *   bun test/bench/run.ts [--quick] [--cases a,b] [--duration 10s] [--repeat 3] [--kubegate-args "..."]
+ *   bun test/bench/run.ts [--quick] [--cases a,b] [--duration 10s] [--repeat 3] [--kubegate-args="..."]
  *
  * The proxy under test runs on core 1; the load generator, the backends and this script on core 0.
  * Loads run interleaved across proxies (A B C D, A B C D, ...) and the table reports medians. CPU
- * per request is the proxy's process-tree busy time plus its core's softirq time (loopback network
- * work), divided by the requests it served. See BENCHMARKS.md for the method and its limits.
+ * per request is the proxy's process-tree busy time, with its core's softirq time (loopback network
+ * work) counted once (see lib/cpu.ts), divided by the requests it served. Runs disturbed by other
+ * processes are waited out or repeated. See BENCHMARKS.md for the method and its limits.
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -15,12 +16,14 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Backends, startBackends } from "./backends/start.ts";
 import { parseBenchArgs, type BenchOptions } from "./lib/args.ts";
-import { type CaseDef, type CaseName, caseDef } from "./lib/cases.ts";
+import { type CaseDef, caseDef } from "./lib/cases.ts";
 import { type CpuUsage, cpuUsage, irqTimeAccounting, othersBusyPct, sampleCpu } from "./lib/cpu.ts";
 import { h2loadArgs, h2loadFailed, parseH2loadLog } from "./lib/h2load.ts";
 import { iperfClientArgs, parseIperfJson } from "./lib/iperf.ts";
+import { PortAllocator } from "./lib/ports.ts";
 import { type Daemon, ProcessGroup } from "./lib/procs.ts";
-import { aggregate, checkTargets, renderTable, renderTargets, type Sample } from "./lib/report.ts";
+import { type Failure, type RawRun, renderReport, reviveRawRun } from "./lib/render.ts";
+import type { Sample } from "./lib/report.ts";
 import { median } from "./lib/stats.ts";
 import { directTarget, startHaproxy, startKubegate, startNginxProxy, type Target } from "./lib/targets.ts";
 import { ensureTools, machineInfo, toolVersions } from "./lib/tools.ts";
@@ -36,6 +39,13 @@ if (parsed.kind === "error") {
   process.exit(2);
 }
 const opts: BenchOptions = parsed.options;
+if (opts.fromJson !== undefined) {
+  // Render the report of an earlier run from its JSON, without running anything.
+  const { md } = renderReport(reviveRawRun(JSON.parse(readFileSync(opts.fromJson, "utf8"))));
+  console.log(md);
+  if (opts.mdPath) writeFileSync(opts.mdPath, `${md}\n`);
+  process.exit(0);
+}
 const log = (line: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`);
 
 const nproc = cpus().length;
@@ -54,6 +64,7 @@ const tmp = mkdtempSync(join(tmpdir(), "kubegate-bench-"));
 // At nice -10 (as root) the benchmark's processes win most of the CPU from other work on a shared machine.
 const nice = process.getuid?.() === 0 ? -10 : undefined;
 const group = new ProcessGroup(tmp, nice === undefined ? {} : { nice });
+const ports = new PortAllocator();
 let cleaned = false;
 /** Kill every child by PID and remove the temp dir (sync: also runs from the exit handler). */
 function cleanupSync(): void {
@@ -86,12 +97,6 @@ const watchdog = setTimeout(() => {
 }, budgetS * 1000);
 watchdog.unref();
 
-/** A run that failed, reported beside the table. */
-interface Failure {
-  readonly case: CaseName | "setup";
-  readonly target: string;
-  readonly message: string;
-}
 const failures: Failure[] = [];
 const samples: Sample[] = [];
 const startedAt = new Date();
@@ -133,6 +138,7 @@ async function measureWrk(t: Target, c: CaseDef, repeat: number): Promise<Sample
     kind: t.kind,
     repeat,
     throughput: wrk.rps,
+    offeredRps: Number.NaN,
     p50Ms: wrk.p50Ms,
     p99Ms: wrk.p99Ms,
     ops: wrk.requests,
@@ -161,6 +167,7 @@ async function measureRate(t: Target, c: CaseDef, repeat: number, rate: number):
     kind: t.kind,
     repeat,
     throughput: res.achievedRps,
+    offeredRps: rate,
     p50Ms: res.p50Ms,
     p99Ms: res.p99Ms,
     ops: res.requests,
@@ -200,6 +207,7 @@ async function measureIperf(t: Target, c: CaseDef, repeat: number): Promise<Samp
       kind: t.kind,
       repeat,
       throughput: res.gbitPerS,
+      offeredRps: Number.NaN,
       p50Ms: Number.NaN,
       p99Ms: Number.NaN,
       ops: res.bytes,
@@ -251,10 +259,11 @@ async function measureQuietly(measure: () => Promise<Sample>): Promise<Sample> {
   return best!;
 }
 
-/** nginx's keep-alive peak (median req/s) from this run, measuring it if that case was not run. */
+/** nginx's keep-alive peak (median req/s of its quiet runs, if any) from this run, measuring it if that case was not run. */
 async function nginxPeak(nginx: Target): Promise<number> {
-  const keep = samples.filter((s) => s.case === "http-keepalive" && s.kind === "nginx").map((s) => s.throughput);
-  if (keep.length) return median(keep);
+  const keep = samples.filter((s) => s.case === "http-keepalive" && s.kind === "nginx");
+  const quiet = keep.filter((s) => s.noisePct <= opts.maxNoisePct);
+  if (keep.length) return median((quiet.length ? quiet : keep).map((s) => s.throughput));
   log("Measuring nginx's keep-alive peak for the fixed-rate case");
   const c = caseDef("http-keepalive");
   await wrkOnce(nginx, c, opts.warmupS);
@@ -309,7 +318,7 @@ async function startTargets(b: Backends): Promise<Target[]> {
   const kubegates: { name: string; args: readonly string[] }[] = opts.noKubegate ? [] : [{ name: "kubegate", args: opts.kubegateArgs }, ...opts.variants];
   for (const k of kubegates) {
     try {
-      const t = await startKubegate(group, tmp, proxyCore, b, k.name, k.args, opts.bunArgs);
+      const t = await startKubegate(group, ports, tmp, proxyCore, b, k.name, k.args, opts.bunArgs);
       if (t.daemon) kubegateDaemons.push(t.daemon);
       targets.push(t);
       log(`${k.name} is serving`);
@@ -318,52 +327,16 @@ async function startTargets(b: Backends): Promise<Target[]> {
       log(`${k.name} did not start; continuing without it: ${(err as Error).message}`);
     }
   }
-  targets.push(await startNginxProxy(group, tmp, proxyCore, b));
-  targets.push(await startHaproxy(group, tmp, proxyCore, b));
+  targets.push(await startNginxProxy(group, ports, tmp, proxyCore, b));
+  targets.push(await startHaproxy(group, ports, tmp, proxyCore, b));
   targets.push(directTarget(b));
   return targets;
-}
-
-function noiseText(): string {
-  if (!samples.length) return "";
-  const noise = samples.map((s) => s.noisePct);
-  const load = samples.map((s) => s.loadCorePct);
-  const reruns = samples.reduce((a, s) => a + s.attempts - 1, 0);
-  const noisy = samples.filter((s) => s.noisePct > opts.maxNoisePct).length;
-  return (
-    `Noise: other processes on this machine took ${Math.round(median(noise))}% of a core during a run (median; max ${Math.round(Math.max(...noise))}%);` +
-    ` before each run the harness waited up to ${opts.quietWaitS} s for them to drop below ${opts.maxNoisePct}% (${Math.round(quietWaitedS)} s in all), and runs above it were repeated up to ${opts.noiseRetries} times (${reruns} re-runs; ${noisy} kept above the limit).` +
-    ` The load core was ${Math.round(median(load))}% busy (median).`
-  );
-}
-
-function methodText(versions: Record<string, string>): string {
-  const m = machineInfo();
-  return [
-    `Machine: ${m.nproc} cores (${m.cpuModel}), ${m.memGiB} GiB, ${m.os}, kernel ${m.kernel}; load average ${loadBefore.join(" ")} at start, ${m.loadavg.join(" ")} at end.`,
-    `Versions: bun ${versions.bun}, ${versions.nginx}, haproxy ${versions.haproxy}, ${versions.wrk}, h2load ${versions.h2load}, ${versions.iperf3}.`,
-    `Pinning (taskset): proxy under test on core ${proxyCore}; wrk/h2load/iperf3, the backends (2 nginx, 1 worker each; an iperf3 server) and the harness on core ${loadCore}.` +
-      (nice === undefined ? "" : ` All benchmark processes run at nice ${nice}.`),
-    `Load: wrk -t1 -c${opts.connections}, ${opts.durationS} s per run after ${opts.warmupS} s of warm-up per proxy and case; ${opts.repeat} run(s) per proxy, interleaved; medians shown.` +
-      ` Fixed rate: h2load --h1 -c${opts.rateClients} --rps, ${opts.durationS} s measured after ${opts.warmupS} s. iperf3: 1 stream, ${opts.iperfS} s (first second omitted).`,
-    (irqTimeAccounting()
-      ? `CPU/op: proxy process tree utime+stime plus core ${proxyCore} softirq time (loopback work), per request (µs) or per GB (ms).`
-      : `CPU/op: proxy process tree utime+stime, per request (µs) or per GB (ms); this kernel has no CONFIG_IRQ_TIME_ACCOUNTING, so that stime already holds the softirq (loopback) work run in the proxy's context, and core ${proxyCore}'s softirq column is not added again.`) +
-      " Proxy CPU %: the same time over wall time (100% = the proxy's core is saturated).",
-    opts.kubegateArgs.length || opts.variants.length
-      ? `kubegate flags: ${opts.kubegateArgs.join(" ") || "(none)"}${opts.variants.map((v) => `; ${v.name}: ${v.args.join(" ")}`).join("")}.`
-      : "kubegate flags: defaults (tracing does not exist yet; pass tracing flags with --kubegate-args or --kubegate-variant once it does).",
-    noiseText(),
-  ]
-    .filter(Boolean)
-    .map((line) => `- ${line}`)
-    .join("\n");
 }
 
 async function main(): Promise<number> {
   log(`Temp dir ${tmp}; proxy core ${proxyCore}, load core ${loadCore}`);
   const versions = toolVersions();
-  const backends = await startBackends(group, tmp, loadCore);
+  const backends = await startBackends(group, ports, tmp, loadCore);
   loadPids = backends.daemons.map((d) => d.pid);
   log(`Backends on ${backends.http.join(", ")} (HTTP) and ${backends.iperf} (iperf3)`);
   const targets = await startTargets(backends);
@@ -373,21 +346,24 @@ async function main(): Promise<number> {
     await runCase(c, targets);
   }
 
-  const rows = aggregate(samples);
-  const kubegateNames = targets.filter((t) => t.kind === "kubegate").map((t) => t.name);
-  const sections = [
-    `## Data-plane benchmark (${startedAt.toISOString()}${opts.quick ? ", --quick" : ""})`,
-    methodText(versions),
-    renderTable(rows),
-    ...(kubegateNames.length ? kubegateNames : ["kubegate"]).map((k) => `Targets for ${k}:\n\n${renderTargets(checkTargets(rows, k))}`),
-  ];
-  if (failures.length) sections.push(`Failures:\n${failures.map((f) => `- ${f.case} / ${f.target}: ${f.message.split("\n")[0]}`).join("\n")}`);
-  const md = sections.join("\n\n");
+  const raw: RawRun = {
+    startedAt: startedAt.toISOString(),
+    options: opts,
+    cores: { proxy: proxyCore, load: loadCore },
+    nice: nice ?? null,
+    irqTimeAccounting: irqTimeAccounting(),
+    machine: machineInfo(),
+    loadBefore,
+    versions,
+    kubegates: targets.filter((t) => t.kind === "kubegate").map((t) => t.name),
+    quietWaitedS,
+    samples,
+    failures,
+  };
+  const { md, rows } = renderReport(raw);
   console.log(md);
-
-  const jsonPath = opts.jsonPath ?? join(tmpdir(), `kubegate-bench-${startedAt.toISOString().replace(/[:.]/g, "-")}.json`);
-  const raw = { startedAt, options: opts, cores: { proxy: proxyCore, load: loadCore }, irqTimeAccounting: irqTimeAccounting(), machine: machineInfo(), loadBefore, versions, samples, rows, failures };
-  writeFileSync(jsonPath, JSON.stringify(raw, null, 2));
+  const jsonPath = opts.jsonPath ?? join(tmpdir(), `kubegate-bench-${raw.startedAt.replace(/[:.]/g, "-")}.json`);
+  writeFileSync(jsonPath, JSON.stringify({ ...raw, rows }, null, 2));
   if (opts.mdPath) writeFileSync(opts.mdPath, `${md}\n`);
   log(`Raw numbers: ${jsonPath}`);
   return failures.some((f) => f.case !== "setup") || rows.length === 0 ? 1 : 0;

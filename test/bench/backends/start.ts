@@ -4,7 +4,7 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { freePort } from "../../support/ports.ts";
+import type { PortAllocator } from "../lib/ports.ts";
 import type { Daemon, ProcessGroup } from "../lib/procs.ts";
 import { waitForHttp, waitForLog } from "../lib/probe.ts";
 import { largeBytes, largePath, nginxBackendConf } from "./nginx-backend.ts";
@@ -22,7 +22,7 @@ export interface Backends {
  * Start `count` nginx backends and an iperf3 server pinned to `core`, and wait until they serve.
  * @throws {Error} when one does not come up.
  */
-export async function startBackends(group: ProcessGroup, dir: string, core: number, count = 2): Promise<Backends> {
+export async function startBackends(group: ProcessGroup, ports: PortAllocator, dir: string, core: number, count = 2): Promise<Backends> {
   const www = join(dir, "www");
   mkdirSync(www, { recursive: true });
   const body = Buffer.alloc(largeBytes);
@@ -30,24 +30,26 @@ export async function startBackends(group: ProcessGroup, dir: string, core: numb
   writeFileSync(join(www, largePath.slice(1)), body);
   const runAsRoot = process.getuid?.() === 0;
 
-  const ports: number[] = [];
+  const httpPorts: number[] = [];
   const daemons: Daemon[] = [];
   for (let i = 1; i <= count; i++) {
-    const port = await freePort();
+    const port = await ports.next();
     const bdir = join(dir, `backend-${i}`);
     mkdirSync(bdir, { recursive: true });
     const conf = join(bdir, "nginx.conf");
     writeFileSync(conf, nginxBackendConf({ port, dir: bdir, wwwDir: www, runAsRoot }));
     const d = group.start(`backend-${i}`, ["nginx", "-p", bdir, "-e", "stderr", "-c", conf], { core });
-    ports.push(port);
+    httpPorts.push(port);
     daemons.push(d);
   }
-  const iperfPort = await freePort();
+  const iperfPort = await ports.next();
   const iperf = group.start("iperf3-server", ["iperf3", "-s", "-p", String(iperfPort), "--forceflush"], { core });
   daemons.push(iperf);
 
-  await Promise.all(ports.map((p, i) => waitForHttp(`http://127.0.0.1:${p}/`, daemons[i]!)));
+  await Promise.all(httpPorts.map((p, i) => waitForHttp(`http://127.0.0.1:${p}/`, daemons[i]!)));
   // iperf3 is not probed by connecting: a probe would be a failed test for it.
   await waitForLog(iperf, /Server listening on/);
-  return { http: ports, iperf: iperfPort, daemons };
+  const dead = daemons.filter((d) => d.hasExited());
+  if (dead.length) throw new Error(`Backend "${dead[0]!.name}" exited while starting:\n${dead[0]!.logTail()}`);
+  return { http: httpPorts, iperf: iperfPort, daemons };
 }

@@ -35,6 +35,8 @@ export interface BenchOptions {
   readonly jsonPath: string | undefined;
   /** Where to also write the markdown report. */
   readonly mdPath: string | undefined;
+  /** Render the report of an earlier run from its JSON instead of running. */
+  readonly fromJson: string | undefined;
 }
 
 export type ParsedBenchArgs = { kind: "run"; options: BenchOptions } | { kind: "help"; text: string } | { kind: "error"; message: string };
@@ -52,7 +54,9 @@ Flags:
   --warmup 2s             Unmeasured load per proxy before each case.
   --iperf-duration 5s     Length of each iperf3 run.
   --connections 50        wrk connections.
-  --rate-clients 64       h2load connections in the fixed-rate case.
+  --rate-clients 64       h2load connections in the fixed-rate case. h2load paces each connection and
+                          their timers fire in phase, so requests come in bursts of this size; fewer
+                          connections mean smaller bursts but more backlog on one after a stall.
   --max-noise 15          Run again when other processes took more than this % of a core.
   --noise-retries 2       At most this many re-runs of a noisy run (the quietest is kept).
   --quiet-wait 30s        Before each run, wait up to this long for other processes to go below --max-noise (0 to skip).
@@ -62,6 +66,7 @@ Flags:
   --no-kubegate           Benchmark nginx, haproxy and the direct path only.
   --json PATH             Write raw numbers here (default: $TMPDIR/kubegate-bench-<time>.json).
   --md PATH               Also write the markdown report here.
+  --from-json PATH        Print the report of an earlier run from its JSON; runs nothing.
   --help                  Print this help.`;
 
 function seconds(text: string, flag: string): number | string {
@@ -105,6 +110,7 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
         "no-kubegate": { type: "boolean" },
         json: { type: "string" },
         md: { type: "string" },
+        "from-json": { type: "string" },
         help: { type: "boolean" },
       },
     }).values;
@@ -170,6 +176,7 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
       noKubegate: values["no-kubegate"] === true,
       jsonPath: str("json"),
       mdPath: str("md"),
+      fromJson: str("from-json"),
     },
   };
 }

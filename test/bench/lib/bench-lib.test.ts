@@ -12,7 +12,9 @@ import { parseBenchArgs } from "./args.ts";
 import { type CoreTicks, cpuUsage, parseCoreTicks, procStatTicks, procStatTicksWithChildren } from "./cpu.ts";
 import { h2loadArgs, h2loadFailed, parseH2loadLog } from "./h2load.ts";
 import { parseIperfJson } from "./iperf.ts";
+import { PortAllocator } from "./ports.ts";
 import { pinned, ProcessGroup } from "./procs.ts";
+import { type RawRun, renderReport, reviveRawRun } from "./render.ts";
 import { aggregate, checkTargets, renderTable, type Sample } from "./report.ts";
 import { median, percentileSorted, ratio } from "./stats.ts";
 import { hasCommand, missingTools } from "./tools.ts";
@@ -153,6 +155,7 @@ describe("report", () => {
     kind,
     repeat: 1,
     throughput,
+    offeredRps: Number.NaN,
     p50Ms: p99Ms / 2,
     p99Ms,
     ops: throughput,
@@ -180,6 +183,13 @@ describe("report", () => {
     expect(Number.isNaN(kg.vsHaproxy)).toBe(true);
     expect(rows.find((r) => r.case === "tcp-wrk" && r.target === "kubegate")!.label).toBe("kubegate (tcp)");
   });
+  test("with a noise limit, a row uses its quiet runs when it has any", () => {
+    const noisy = (throughput: number, noisePct: number): Sample => ({ ...sample("http-keepalive", "nginx", "nginx", throughput, 3, 35), noisePct });
+    const [row] = aggregate([noisy(10_000, 90), noisy(30_000, 5), noisy(28_000, 10)], 15);
+    expect([row!.throughput, row!.runs, row!.totalRuns, row!.noisePct]).toEqual([29_000, 2, 3, 7.5]);
+    const [all] = aggregate([noisy(10_000, 90), noisy(12_000, 80)], 15);
+    expect([all!.throughput, all!.runs, all!.totalRuns]).toEqual([11_000, 2, 2]);
+  });
   test("the table has one row per case and proxy", () => {
     const table = renderTable(aggregate(samples));
     expect(table.split("\n")).toHaveLength(2 + 5);
@@ -188,6 +198,34 @@ describe("report", () => {
   });
   test("targets are met, missed, or not measured", () => {
     expect(checkTargets(aggregate(samples)).map((c) => c.met)).toEqual([true, undefined, false, undefined]);
+  });
+  test("the fixed-rate target needs a p99 no worse than nginx's and the offered rate sustained", () => {
+    const rate = (target: string, kind: Sample["kind"], achieved: number, p99Ms: number): Sample => ({ ...sample("http-fixed-rate", target, kind, achieved, p99Ms, 30), offeredRps: 10_000 });
+    const verdict = (kgAchieved: number, kgP99: number) => checkTargets(aggregate([rate("kubegate", "kubegate", kgAchieved, kgP99), rate("nginx", "nginx", 10_000, 5)]))[1]!;
+    expect([verdict(9_990, 4).met, verdict(9_990, 6).met, verdict(8_000, 4).met]).toEqual([true, false, false]);
+    expect(verdict(8_000, 4).measured).toBe("4.00 ms vs 5.00 ms (0.80×); 8000 of 10000 req/s");
+    expect(renderTable(aggregate([rate("kubegate", "kubegate", 8_000, 4)]))).toContain("| 8,000 of 10,000 req/s |");
+  });
+});
+
+describe("render", () => {
+  test("a run read back from JSON renders the same report (null from NaN becomes NaN again)", () => {
+    const args = parseBenchArgs(["--quick"]);
+    if (args.kind !== "run") throw new Error("expected run");
+    const s: Sample = {
+      case: "http-keepalive", target: "direct", kind: "direct", repeat: 1, throughput: 40_000, offeredRps: Number.NaN, p50Ms: 0.5, p99Ms: 1, ops: 120_000,
+      errors: 0, cpu: undefined, cpuPerOp: Number.NaN, busyPct: Number.NaN, loadCorePct: 99, noisePct: 2, attempts: 1,
+    };
+    const raw: RawRun = {
+      startedAt: "2026-01-01T00:00:00.000Z", options: args.options, cores: { proxy: 1, load: 0 }, nice: -10, irqTimeAccounting: false,
+      machine: { nproc: 2, cpuModel: "cpu", kernel: "6", os: "os", memGiB: 1, loadavg: [0, 0, 0] }, loadBefore: [0, 0, 0],
+      versions: { bun: "1", nginx: "nginx/1", haproxy: "2", wrk: "wrk 4", h2load: "nghttp2/1", iperf3: "iperf 3" }, kubegates: [], quietWaitedS: 0, samples: [s], failures: [],
+    };
+    const direct = renderReport(raw).md;
+    const revived = renderReport(reviveRawRun(JSON.parse(JSON.stringify(raw)))).md;
+    expect(revived).toBe(direct);
+    expect(direct).toContain("| http-keepalive | direct | 40,000 req/s | — | — | 1.00× | 0.50 | 1.00 | — | — | — | — | — | 2% | 1/1 | 0 |");
+    expect(direct).toContain("All benchmark processes run at nice -10.");
   });
 });
 
@@ -217,6 +255,15 @@ describe("configs", () => {
     expect(conf).toContain('return 200 "ok"');
     expect(conf).toContain("location = /64k { root /w; }");
     expect(conf).toStartWith("# kubegate benchmark backend on 127.0.0.1:9\nuser root;");
+  });
+});
+
+describe("ports", () => {
+  test("never hands out the same port twice, though the OS may report it free again", async () => {
+    const ports = new PortAllocator();
+    const got: number[] = [];
+    for (let i = 0; i < 20; i++) got.push(await ports.next());
+    expect(new Set(got).size).toBe(20);
   });
 });
 

@@ -17,7 +17,7 @@ export function pinned(core: number | undefined, cmd: readonly string[], nice?: 
   return nice === undefined ? withCore : ["nice", "-n", String(nice), ...withCore];
 }
 
-/** PIDs of every descendant of `pid` (from /proc/<pid>/task/<tid>/children), children first. */
+/** PIDs of every descendant of `pid` (from /proc/<pid>/task/<tid>/children), breadth first (parents before their children). */
 export function descendants(pid: number): number[] {
   const out: number[] = [];
   const queue = [pid];
@@ -190,7 +190,7 @@ export class ProcessGroup implements AsyncDisposable {
       let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;
-        if (pid !== undefined) signalAll([...descendants(pid), pid], "SIGKILL");
+        if (pid !== undefined) signalAll([pid, ...descendants(pid)], "SIGKILL");
       }, options.timeoutMs);
       const finish = (code: number | null) => {
         clearTimeout(timer);
@@ -222,7 +222,7 @@ export class ProcessGroup implements AsyncDisposable {
   /** Stop one daemon: SIGTERM to it and its descendants, SIGKILL to whatever is left after `graceMs`. */
   async stop(daemon: Daemon, graceMs = 3_000): Promise<void> {
     if (daemon.hasExited()) return;
-    const tree = [...descendants(daemon.pid), daemon.pid];
+    const tree = [daemon.pid, ...descendants(daemon.pid)];
     signalAll(tree, "SIGTERM");
     const deadline = performance.now() + graceMs;
     while (tree.some(alive) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 25));
@@ -248,8 +248,9 @@ export class ProcessGroup implements AsyncDisposable {
     await this.stopAll();
   }
 
+  /** Roots first, then their descendants parents-first: SIGKILL in this order leaves no parent alive to respawn a child (nginx's master would). */
   #tree(): number[] {
     const roots = [...this.#live.keys()];
-    return [...new Set([...roots.flatMap((p) => descendants(p)), ...roots])];
+    return [...new Set([...roots, ...roots.flatMap((p) => descendants(p))])];
   }
 }

@@ -15,8 +15,10 @@ export interface Sample {
   readonly target: string;
   readonly kind: TargetKind;
   readonly repeat: number;
-  /** req/s, or Gbit/s for iperf3. */
+  /** req/s, or Gbit/s for iperf3 (for the fixed-rate case: the achieved rate). */
   readonly throughput: number;
+  /** The offered rate of the fixed-rate case (NaN elsewhere). */
+  readonly offeredRps: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
   /** Requests served, or bytes moved for iperf3. */
@@ -42,10 +44,15 @@ export interface Row {
   readonly target: string;
   readonly kind: TargetKind;
   readonly label: string;
+  /** Runs the medians come from (the quiet ones, when any). */
   readonly runs: number;
+  readonly totalRuns: number;
+  /** Median share of a core other processes took during those runs. */
+  readonly noisePct: number;
   readonly throughput: number;
   readonly throughputMin: number;
   readonly throughputMax: number;
+  readonly offeredRps: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly cpuPerOp: number;
@@ -65,14 +72,20 @@ export function rowLabel(c: CaseName, target: string, kind: TargetKind): string 
   return kind === "haproxy" ? `${target} (tcp mode)` : `${target} (tcp)`;
 }
 
-/** Medians per (case, target), in the order first seen, with ratios to the reference targets. */
-export function aggregate(samples: readonly Sample[]): Row[] {
+/**
+ * Medians per (case, target), in the order first seen, with ratios to the reference targets. With
+ * `maxNoisePct`, a row uses only its runs during which other processes took at most that much of a
+ * core, when it has any (all its runs otherwise).
+ */
+export function aggregate(samples: readonly Sample[], maxNoisePct = Number.POSITIVE_INFINITY): Row[] {
   const groups = new Map<string, Sample[]>();
   for (const s of samples) {
     const k = `${s.case}\u0000${s.target}`;
     groups.set(k, [...(groups.get(k) ?? []), s]);
   }
-  const base = [...groups.values()].map((g) => {
+  const base = [...groups.values()].map((all) => {
+    const quiet = all.filter((s) => s.noisePct <= maxNoisePct);
+    const g = quiet.length ? quiet : all;
     const first = g[0]!;
     const tp = g.map((s) => s.throughput);
     return {
@@ -81,9 +94,12 @@ export function aggregate(samples: readonly Sample[]): Row[] {
       kind: first.kind,
       label: rowLabel(first.case, first.target, first.kind),
       runs: g.length,
+      totalRuns: all.length,
+      noisePct: median(g.map((s) => s.noisePct)),
       throughput: median(tp),
       throughputMin: Math.min(...tp),
       throughputMax: Math.max(...tp),
+      offeredRps: median(g.map((s) => s.offeredRps)),
       p50Ms: median(g.map((s) => s.p50Ms)),
       p99Ms: median(g.map((s) => s.p99Ms)),
       cpuPerOp: median(g.map((s) => s.cpuPerOp)),
@@ -115,6 +131,7 @@ const ms = (v: number) => (Number.isFinite(v) ? (v >= 10 ? v.toFixed(1) : v.toFi
 function throughputText(r: Row): string {
   if (!Number.isFinite(r.throughput)) return dash;
   if (r.case === "tcp-iperf3") return `${r.throughput.toFixed(1)} Gbit/s`;
+  if (Number.isFinite(r.offeredRps)) return `${Math.round(r.throughput).toLocaleString("en-US")} of ${Math.round(r.offeredRps).toLocaleString("en-US")} req/s`;
   return `${Math.round(r.throughput).toLocaleString("en-US")} req/s`;
 }
 
@@ -125,7 +142,7 @@ function cpuText(r: Row): string {
 
 /** The table, one row per (case, proxy). */
 export function renderTable(rows: readonly Row[]): string {
-  const head = ["Case", "Proxy", "Throughput", "× nginx", "× haproxy", "× direct", "p50 ms", "p99 ms", "p99 × nginx", "CPU/op", "CPU × nginx", "CPU × haproxy", "Proxy CPU %", "Errors"];
+  const head = ["Case", "Proxy", "Throughput", "× nginx", "× haproxy", "× direct", "p50 ms", "p99 ms", "p99 × nginx", "CPU/op", "CPU × nginx", "CPU × haproxy", "Proxy CPU", "Noise", "Runs", "Errors"];
   const lines = [`| ${head.join(" | ")} |`, `|${head.map((_, i) => (i < 2 ? "---" : "---:")).join("|")}|`];
   for (const r of rows) {
     const cells = [
@@ -142,6 +159,8 @@ export function renderTable(rows: readonly Row[]): string {
       fx(r.cpuVsNginx),
       fx(r.cpuVsHaproxy),
       Number.isFinite(r.busyPct) ? `${Math.round(r.busyPct)}%` : dash,
+      Number.isFinite(r.noisePct) ? `${Math.round(r.noisePct)}%` : dash,
+      `${r.runs}/${r.totalRuns}`,
       String(r.errors),
     ];
     lines.push(`| ${cells.join(" | ")} |`);
@@ -170,9 +189,11 @@ export function checkTargets(rows: readonly Row[], kubegate = "kubegate"): Targe
     { target: "HTTP keep-alive req/s", goal: ">= 1.10× nginx (1 worker)", measured: fx(keep?.vsNginx ?? Number.NaN), met: decide(keep?.vsNginx, (v) => v >= 1.1) },
     {
       target: "p99 at half nginx's peak rate",
-      goal: "<= nginx's p99",
-      measured: fixed ? `${ms(fixed.p99Ms)} ms vs ${ms(fixed.p99Ms / fixed.p99VsNginx)} ms (${fx(fixed.p99VsNginx)})` : dash,
-      met: decide(fixed?.p99VsNginx, (v) => v <= 1),
+      goal: "<= nginx's p99, sustaining >= 95% of the offered rate",
+      measured: fixed
+        ? `${ms(fixed.p99Ms)} ms vs ${ms(fixed.p99Ms / fixed.p99VsNginx)} ms (${fx(fixed.p99VsNginx)}); ${Math.round(fixed.throughput)} of ${Math.round(fixed.offeredRps)} req/s`
+        : dash,
+      met: decide(fixed?.p99VsNginx, (v) => v <= 1 && fixed!.throughput >= 0.95 * fixed!.offeredRps),
     },
     { target: "TCP (wrk over L4) req/s", goal: ">= 1.00× haproxy tcp mode", measured: fx(tcp?.vsHaproxy ?? Number.NaN), met: decide(tcp?.vsHaproxy, (v) => v >= 1) },
     { target: "TCP (iperf3) Gbit/s", goal: ">= 1.00× haproxy tcp mode", measured: fx(iperf?.vsHaproxy ?? Number.NaN), met: decide(iperf?.vsHaproxy, (v) => v >= 1) },

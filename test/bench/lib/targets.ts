@@ -6,12 +6,12 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort } from "../../support/ports.ts";
 import type { Backends } from "../backends/start.ts";
 import { haproxyConf } from "../configs/haproxy.ts";
 import { kubegateManifests } from "../configs/kubegate-manifests.ts";
 import { nginxProxyConf } from "../configs/nginx-proxy.ts";
 import type { EndpointKind } from "./cases.ts";
+import type { PortAllocator } from "./ports.ts";
 import type { Daemon, ProcessGroup } from "./procs.ts";
 import { waitForHttp, waitForPort } from "./probe.ts";
 import type { TargetKind } from "./report.ts";
@@ -29,34 +29,41 @@ export interface Target {
 /** The repository root (for `src/main.ts`). */
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
+/** Throws when `daemon` has exited (a probe may have reached another process on its port). */
+function assertRunning(daemon: Daemon): void {
+  if (daemon.hasExited()) throw new Error(`"${daemon.name}" exited while starting:\n${daemon.logTail()}`);
+}
+
 /** The direct path: the load generator straight to the first backend. */
 export function directTarget(b: Backends): Target {
   return { name: "direct", kind: "direct", pid: undefined, ports: { http: b.http[0]!, tcp: b.http[0]!, iperf: b.iperf }, daemon: undefined };
 }
 
 /** Start nginx as a reverse proxy (1 worker, upstream keepalive 64) on `core`. */
-export async function startNginxProxy(group: ProcessGroup, dir: string, core: number, b: Backends): Promise<Target> {
+export async function startNginxProxy(group: ProcessGroup, ports: PortAllocator, dir: string, core: number, b: Backends): Promise<Target> {
   const ndir = join(dir, "nginx-proxy");
   mkdirSync(ndir, { recursive: true });
-  const port = await freePort();
+  const port = await ports.next();
   const conf = join(ndir, "nginx.conf");
   writeFileSync(conf, nginxProxyConf({ port, backends: b.http, dir: ndir, runAsRoot: process.getuid?.() === 0 }));
   const daemon = group.start("nginx-proxy", ["nginx", "-p", ndir, "-e", "stderr", "-c", conf], { core });
   await waitForHttp(`http://127.0.0.1:${port}/`, daemon);
+  assertRunning(daemon);
   return { name: "nginx", kind: "nginx", pid: daemon.pid, ports: { http: port }, daemon };
 }
 
 /** Start haproxy (1 thread; an http, a tcp and an iperf3 tcp frontend) on `core`. */
-export async function startHaproxy(group: ProcessGroup, dir: string, core: number, b: Backends): Promise<Target> {
+export async function startHaproxy(group: ProcessGroup, ports: PortAllocator, dir: string, core: number, b: Backends): Promise<Target> {
   const hdir = join(dir, "haproxy");
   mkdirSync(hdir, { recursive: true });
-  const [http, tcp, iperf] = [await freePort(), await freePort(), await freePort()];
+  const [http, tcp, iperf] = [await ports.next(), await ports.next(), await ports.next()];
   const conf = join(hdir, "haproxy.cfg");
   writeFileSync(conf, haproxyConf({ httpPort: http, tcpPort: tcp, iperfPort: iperf, backends: b.http, iperfBackend: b.iperf }));
   const daemon = group.start("haproxy", ["haproxy", "-db", "-f", conf], { core });
   await waitForHttp(`http://127.0.0.1:${http}/`, daemon);
   await waitForHttp(`http://127.0.0.1:${tcp}/`, daemon);
   await waitForPort(iperf, daemon);
+  assertRunning(daemon);
   return { name: "haproxy", kind: "haproxy", pid: daemon.pid, ports: { http, tcp, iperf }, daemon };
 }
 
@@ -66,6 +73,7 @@ export async function startHaproxy(group: ProcessGroup, dir: string, core: numbe
  */
 export async function startKubegate(
   group: ProcessGroup,
+  ports: PortAllocator,
   dir: string,
   core: number,
   b: Backends,
@@ -76,7 +84,7 @@ export async function startKubegate(
   const kdir = join(dir, name);
   const mdir = join(kdir, "manifests");
   mkdirSync(mdir, { recursive: true });
-  const [http, tcp, iperf, healthz, metrics] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const [http, tcp, iperf, healthz, metrics] = [await ports.next(), await ports.next(), await ports.next(), await ports.next(), await ports.next()];
   const nodeName = "bench-node";
   writeFileSync(
     join(mdir, "bench.yaml"),
@@ -94,6 +102,8 @@ export async function startKubegate(
     "--healthz-bind-address", `127.0.0.1:${healthz}`,
     "--metrics-bind-address", `127.0.0.1:${metrics}`,
     "--log-level", "warn",
+    // nginx and haproxy run without access logs here; so does kubegate (it logs each request by default).
+    "--no-access-log",
     ...extraArgs,
   ];
   const daemon = group.start(name, cmd, { core, cwd: repoRoot });
@@ -101,5 +111,6 @@ export async function startKubegate(
   await waitForHttp(`http://127.0.0.1:${http}/`, daemon);
   await waitForHttp(`http://127.0.0.1:${tcp}/`, daemon);
   await waitForPort(iperf, daemon);
+  assertRunning(daemon);
   return { name, kind: "kubegate", pid: daemon.pid, ports: { http, tcp, iperf }, daemon };
 }

@@ -1,0 +1,101 @@
+/**
+ * The report of one run, from its raw numbers alone: the method lines, the table and the target
+ * checks. `run.ts` renders it at the end of a run, and `--from-json` renders it again from the
+ * JSON a run wrote (e.g. after changing how rows are aggregated), without running anything.
+ */
+import type { BenchOptions } from "./args.ts";
+import { aggregate, checkTargets, renderTable, renderTargets, type Row, type Sample } from "./report.ts";
+import { median } from "./stats.ts";
+import type { MachineInfo } from "./tools.ts";
+
+/** A run that failed, reported beside the table. */
+export interface Failure {
+  readonly case: string;
+  readonly target: string;
+  readonly message: string;
+}
+
+/** Everything a run recorded: what the JSON file holds. */
+export interface RawRun {
+  readonly startedAt: string;
+  readonly options: BenchOptions;
+  readonly cores: { readonly proxy: number; readonly load: number };
+  /** The niceness of the benchmark's processes (null when not changed). */
+  readonly nice: number | null;
+  readonly irqTimeAccounting: boolean;
+  /** The machine at the end of the run. */
+  readonly machine: MachineInfo;
+  readonly loadBefore: readonly number[];
+  readonly versions: Readonly<Record<string, string>>;
+  readonly kubegates: readonly string[];
+  readonly quietWaitedS: number;
+  readonly samples: readonly Sample[];
+  readonly failures: readonly Failure[];
+}
+
+const numericSampleFields = ["throughput", "offeredRps", "p50Ms", "p99Ms", "ops", "errors", "cpuPerOp", "busyPct", "loadCorePct", "noisePct", "attempts"] as const;
+
+/**
+ * A RawRun read back from JSON: JSON has no NaN (it writes null), so numeric sample fields that
+ * are null become NaN again.
+ */
+export function reviveRawRun(json: unknown): RawRun {
+  const raw = json as RawRun;
+  const samples = raw.samples.map((s) => {
+    const out: Record<string, unknown> = { ...s };
+    for (const k of numericSampleFields) if (out[k] === null || out[k] === undefined) out[k] = Number.NaN;
+    return out as unknown as Sample;
+  });
+  return { ...raw, samples };
+}
+
+function noiseLine(raw: RawRun): string {
+  const { samples, options: o } = raw;
+  if (!samples.length) return "";
+  const noise = samples.map((s) => s.noisePct);
+  const load = samples.map((s) => s.loadCorePct);
+  const reruns = samples.reduce((a, s) => a + s.attempts - 1, 0);
+  const noisy = samples.filter((s) => s.noisePct > o.maxNoisePct).length;
+  return (
+    `Noise: other processes on this machine took ${Math.round(median(noise))}% of a core during a run (median; max ${Math.round(Math.max(...noise))}%).` +
+    ` Before each run the harness waited up to ${o.quietWaitS} s for them to drop below ${o.maxNoisePct}% (${Math.round(raw.quietWaitedS)} s in all); runs above it were repeated up to ${o.noiseRetries} times (${reruns} re-runs) and ${noisy} stayed above it.` +
+    ` A row's medians come from its quiet runs when it has any ("Runs": used/all). The load core was ${Math.round(median(load))}% busy (median).`
+  );
+}
+
+/** The method lines of the report. */
+export function methodLines(raw: RawRun): string[] {
+  const { machine: m, versions: v, options: o, cores } = raw;
+  return [
+    `Machine: ${m.nproc} cores (${m.cpuModel}), ${m.memGiB} GiB, ${m.os}, kernel ${m.kernel}; load average ${raw.loadBefore.join(" ")} at start, ${m.loadavg.join(" ")} at end.`,
+    `Versions: bun ${v.bun}, ${v.nginx}, haproxy ${v.haproxy}, ${v.wrk}, h2load ${v.h2load}, ${v.iperf3}.`,
+    `Pinning (taskset): proxy under test on core ${cores.proxy}; wrk/h2load/iperf3, the backends (2 nginx, 1 worker each; an iperf3 server) and the harness on core ${cores.load}.` +
+      (raw.nice === null ? "" : ` All benchmark processes run at nice ${raw.nice}.`),
+    `Load: wrk -t1 -c${o.connections}, ${o.durationS} s per run after ${o.warmupS} s of warm-up per proxy and case; ${o.repeat} run(s) per proxy, interleaved; medians shown.` +
+      ` Fixed rate: h2load --h1 -c${o.rateClients} --rps, ${o.durationS} s measured after ${o.warmupS} s. iperf3: 1 stream, ${o.iperfS} s (first second omitted).`,
+    (raw.irqTimeAccounting
+      ? `CPU/op: proxy process tree utime+stime plus core ${cores.proxy} softirq time (loopback work), per request (µs) or per GB (ms).`
+      : `CPU/op: proxy process tree utime+stime, per request (µs) or per GB (ms); this kernel has no CONFIG_IRQ_TIME_ACCOUNTING, so that stime already holds the softirq (loopback) work run in the proxy's context, and core ${cores.proxy}'s softirq column is not added again.`) +
+      " Proxy CPU: the same time over wall time (100% = the proxy's core is saturated). Noise: CPU other processes took on both cores during the run, in % of a core.",
+    o.kubegateArgs.length || o.variants.length || o.bunArgs.length
+      ? `kubegate flags: ${o.kubegateArgs.join(" ") || "(none)"}${o.bunArgs.length ? `; bun flags: ${o.bunArgs.join(" ")}` : ""}${o.variants.map((x) => `; ${x.name}: ${x.args.join(" ")}`).join("")}.`
+      : "kubegate flags: defaults plus --no-access-log (nginx and haproxy log nothing either); tracing is off unless a variant turns it on (--kubegate-variant=\"trace0=--tracing --tracing-sample-ratio 0\").",
+    noiseLine(raw),
+  ].filter(Boolean);
+}
+
+/** The whole markdown report and the rows behind it. */
+export function renderReport(raw: RawRun): { readonly md: string; readonly rows: Row[] } {
+  const rows = aggregate(raw.samples, raw.options.maxNoisePct);
+  const kubegates = raw.kubegates.length ? raw.kubegates : ["kubegate"];
+  const sections = [
+    `## Data-plane benchmark (${raw.startedAt}${raw.options.quick ? ", --quick" : ""})`,
+    methodLines(raw)
+      .map((line) => `- ${line}`)
+      .join("\n"),
+    renderTable(rows),
+    ...kubegates.map((k) => `Targets for ${k}:\n\n${renderTargets(checkTargets(rows, k))}`),
+  ];
+  if (raw.failures.length) sections.push(`Failures:\n${raw.failures.map((f) => `- ${f.case} / ${f.target}: ${f.message.split("\n")[0]}`).join("\n")}`);
+  return { md: sections.join("\n\n"), rows };
+}
