@@ -62,6 +62,7 @@ export function modelOptions(config: Config): ModelOptions {
     nodePortAddresses: config.nodePortAddresses,
     serviceProxyName: config.serviceProxyName,
     allServices: config.allServices,
+    claimUnclassedLoadBalancers: config.lbClaimUnclassed,
   };
 }
 

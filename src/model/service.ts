@@ -479,7 +479,9 @@ function exposePorts(
 
   const isLoadBalancer = spec.type === "LoadBalancer";
   const lbClass = spec.loadBalancerClass;
-  const ourLoadBalancer = isLoadBalancer && (lbClass === undefined || lbClass === "" || lbClass === LOAD_BALANCER_CLASS);
+  const unclassed = lbClass === undefined || lbClass === "";
+  const ourLoadBalancer =
+    isLoadBalancer && (unclassed ? ctx.prepared.options.claimUnclassedLoadBalancers !== false : lbClass === LOAD_BALANCER_CLASS);
   let lbList: readonly string[] = nodePortList;
   let sourceRanges: readonly string[] | undefined;
   if (ourLoadBalancer) {

@@ -151,4 +151,9 @@ export interface ModelOptions {
   readonly serviceProxyName: string;
   /** `--all-services`: serve every Service regardless of the service-proxy-name label. */
   readonly allServices: boolean;
+  /**
+   * `--[no-]lb-claim-unclassed` (default true): LoadBalancer Services without `spec.loadBalancerClass` get
+   * LoadBalancer entrypoints. False leaves them to another implementation (their NodePorts are still served).
+   */
+  readonly claimUnclassedLoadBalancers?: boolean | undefined;
 }
