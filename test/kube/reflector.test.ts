@@ -50,10 +50,13 @@ describe("Reflector", () => {
       ["3", true],
       ["3", true],
     ]);
-    const watch = server.requests.find((r) => r.path === "/api/v1/services" && r.watch);
-    expect(watch?.query["allowWatchBookmarks"]).toBe("true");
-    expect(Number(watch?.query["timeoutSeconds"])).toBeGreaterThanOrEqual(300);
-    expect(Number(watch?.query["timeoutSeconds"])).toBeLessThanOrEqual(600);
+    // The watch starts right after the last page: await it rather than race it.
+    const watch = await waitFor(() => services.status().phase === "watching" && server.requests.find((r) => r.path === "/api/v1/services" && r.watch), {
+      what: "the watch request",
+    });
+    expect(watch.query["allowWatchBookmarks"]).toBe("true");
+    expect(Number(watch.query["timeoutSeconds"])).toBeGreaterThanOrEqual(300);
+    expect(Number(watch.query["timeoutSeconds"])).toBeLessThanOrEqual(600);
     expect(services.status()).toMatchObject({ kind: "Service", synced: true, phase: "watching", lists: 1, objects: 7 });
   });
 
