@@ -24,7 +24,7 @@ export interface BenchOptions {
   readonly noiseRetries: number;
   /** Before each run, wait at most this long (s) for other processes to quiet down. */
   readonly quietWaitS: number;
-  /** Extra flags for the default kubegate target (e.g. tracing flags once tracing exists). */
+  /** Extra flags for the default kubegate target (e.g. `--tracing --tracing-sample-ratio 0`). */
   readonly kubegateArgs: readonly string[];
   /** Flags for bun itself before kubegate's script (e.g. `--cpu-prof-md --cpu-prof-dir=/tmp/prof`). */
   readonly bunArgs: readonly string[];

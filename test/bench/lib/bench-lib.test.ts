@@ -15,7 +15,7 @@ import { parseIperfJson } from "./iperf.ts";
 import { PortAllocator } from "./ports.ts";
 import { pinned, ProcessGroup } from "./procs.ts";
 import { type RawRun, renderReport, reviveRawRun } from "./render.ts";
-import { aggregate, checkTargets, renderTable, type Sample } from "./report.ts";
+import { aggregate, checkTargets, pairedRatio, renderTable, type Sample } from "./report.ts";
 import { median, percentileSorted, ratio } from "./stats.ts";
 import { hasCommand, missingTools } from "./tools.ts";
 import { parseWrkOutput, wrkArgs } from "./wrk.ts";
@@ -189,6 +189,15 @@ describe("report", () => {
     expect([row!.throughput, row!.runs, row!.totalRuns, row!.noisePct]).toEqual([29_000, 2, 3, 7.5]);
     const [all] = aggregate([noisy(10_000, 90), noisy(12_000, 80)], 15);
     expect([all!.throughput, all!.runs, all!.totalRuns]).toEqual([11_000, 2, 2]);
+  });
+  test("ratios pair the runs of one repeat, cancelling drift between repeats", () => {
+    const at = (target: string, kind: Sample["kind"], repeat: number, throughput: number): Sample => ({ ...sample("http-keepalive", target, kind, throughput, 3, 35), repeat });
+    // The machine slows down over the run; kubegate is 0.9x nginx within every repeat.
+    const a = [at("kubegate", "kubegate", 1, 27_000), at("kubegate", "kubegate", 2, 18_000), at("kubegate", "kubegate", 3, 9_000)];
+    const b = [at("nginx", "nginx", 1, 30_000), at("nginx", "nginx", 2, 20_000), at("nginx", "nginx", 3, 10_000)];
+    expect(pairedRatio(a, b, "throughput")).toBeCloseTo(0.9, 10);
+    expect(pairedRatio(a, [at("nginx", "nginx", 9, 20_000)], "throughput")).toBe(0.9); // no common repeat: ratio of medians
+    expect(pairedRatio(a, undefined, "throughput")).toBeNaN();
   });
   test("the table has one row per case and proxy", () => {
     const table = renderTable(aggregate(samples));

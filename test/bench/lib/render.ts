@@ -77,9 +77,11 @@ export function methodLines(raw: RawRun): string[] {
       ? `CPU/op: proxy process tree utime+stime plus core ${cores.proxy} softirq time (loopback work), per request (µs) or per GB (ms).`
       : `CPU/op: proxy process tree utime+stime, per request (µs) or per GB (ms); this kernel has no CONFIG_IRQ_TIME_ACCOUNTING, so that stime already holds the softirq (loopback) work run in the proxy's context, and core ${cores.proxy}'s softirq column is not added again.`) +
       " Proxy CPU: the same time over wall time (100% = the proxy's core is saturated). Noise: CPU other processes took on both cores during the run, in % of a core.",
-    o.kubegateArgs.length || o.variants.length || o.bunArgs.length
-      ? `kubegate flags: ${o.kubegateArgs.join(" ") || "(none)"}${o.bunArgs.length ? `; bun flags: ${o.bunArgs.join(" ")}` : ""}${o.variants.map((x) => `; ${x.name}: ${x.args.join(" ")}`).join("")}.`
-      : "kubegate flags: defaults plus --no-access-log (nginx and haproxy log nothing either); tracing is off unless a variant turns it on (--kubegate-variant=\"trace0=--tracing --tracing-sample-ratio 0\").",
+    "kubegate flags: defaults plus --no-access-log (nginx and haproxy log nothing either)" +
+      (o.kubegateArgs.length ? `, plus ${o.kubegateArgs.join(" ")}` : "") +
+      (o.bunArgs.length ? `; bun flags: ${o.bunArgs.join(" ")}` : "") +
+      o.variants.map((x) => `; row ${x.name}: defaults plus --no-access-log ${x.args.join(" ")}`).join("") +
+      (o.variants.length ? "." : '; tracing is off unless a variant turns it on (--kubegate-variant="trace0=--tracing --tracing-sample-ratio 0").'),
     noiseLine(raw),
   ].filter(Boolean);
 }
