@@ -28,7 +28,9 @@ import { createHttpProxy } from "./proxy/http/index.ts";
 import { createTcpProxy } from "./proxy/tcp/index.ts";
 import { udpProxyFactory } from "./proxy/udp/index.ts";
 import { HealthCheckServers } from "./health-check/servers.ts";
-import { defaultProxyOptions, type ProxyOptions, type ProxyTelemetry } from "./proxy/types.ts";
+import { ConnectionBudget, defaultProxyOptions, type ProxyTelemetry } from "./proxy/types.ts";
+import type { HttpProxyOptions } from "./proxy/http/options.ts";
+import { cidrContains, parseCidr, parseIP } from "./model/net.ts";
 import { AccessLog } from "./telemetry/access-log.ts";
 import { setupTracing } from "./telemetry/tracing/setup.ts";
 import pkg from "../package.json" with { type: "json" };
@@ -63,11 +65,38 @@ export function modelOptions(config: Config): ModelOptions {
     serviceProxyName: config.serviceProxyName,
     allServices: config.allServices,
     claimUnclassedLoadBalancers: config.lbClaimUnclassed,
+    maxEndpointsPerService: config.maxEndpointsPerService,
   };
 }
 
-function proxyOptions(config: Config): ProxyOptions {
-  return { ...defaultProxyOptions, connectTimeoutMs: config.connectTimeoutMs, idleTimeoutMs: config.idleTimeoutMs };
+/** Whether a peer address is inside one of `cidrs` (`--trusted-proxies`); undefined when the list is empty. */
+export function trustedPeers(cidrs: readonly string[]): ((peer: string) => boolean) | undefined {
+  const parsed = cidrs.map((c) => parseCidr(c)!);
+  if (parsed.length === 0) return undefined;
+  return (peer) => {
+    const ip = parseIP(peer.startsWith("::ffff:") && peer.includes(".") ? peer.slice(7) : peer);
+    return ip !== undefined && parsed.some((c) => cidrContains(c, ip));
+  };
+}
+
+/** The data-plane options this config implies (gateway-wide defaults; Services override some by annotation). */
+export function proxyOptions(config: Config): HttpProxyOptions {
+  const trust = trustedPeers(config.trustedProxies);
+  return {
+    ...defaultProxyOptions,
+    connectTimeoutMs: config.connectTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+    requestHeaderTimeoutMs: config.requestHeaderTimeoutMs,
+    upstreamResponseTimeoutMs: config.responseHeaderTimeoutMs,
+    maxRequestDurationMs: config.maxRequestDurationMs,
+    maxConcurrentRequests: config.maxConcurrentRequests,
+    maxHeaderBytes: config.maxHeaderBytes,
+    maxRequestBodyBytes: config.maxBodyBytes,
+    retryIdempotent: config.retryIdempotent,
+    maxConnectionsPerListener: config.maxConnectionsPerListener,
+    ...(config.maxConnections > 0 ? { connections: new ConnectionBudget(config.maxConnections) } : {}),
+    ...(trust ? { trustForwarded: trust } : {}),
+  };
 }
 
 /** The object source, plus (on a cluster) the client that Events and the LB controller share. */
@@ -137,7 +166,15 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   const proxy = { ...proxyOptions(config), telemetry };
   // Routes (balancers, affinity tables, ExternalName resolvers) outlive snapshots; the admin API reads them.
   const dns = new DnsRegistry({ log });
-  const routes = new RouteBuilder({ externalNames: dns });
+  const routes = new RouteBuilder({
+    externalNames: dns,
+    defaultBalancer: config.defaultBalancer,
+    outlier: {
+      consecutiveFailures: config.outlierConsecutiveFailures,
+      baseEjectionMs: config.outlierEjectionTimeMs,
+      maxEjectionPercent: config.outlierMaxEjectionPercent,
+    },
+  });
   const listeners = new ListenerManager(
     { http: createHttpProxy, tcp: createTcpProxy, udp: udpProxyFactory({ log, telemetry }) },
     { proxyOptions: proxy, drainGraceMs: config.drainGracePeriodMs, log, routes },

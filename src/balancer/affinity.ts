@@ -9,7 +9,7 @@
  * each new {@link ClientIpAffinity}, so a snapshot that changes the endpoints keeps the clients where they are.
  */
 import type { Endpoint } from "../model/types.ts";
-import type { Balancer, PickContext } from "./types.ts";
+import type { Balancer, Outcome, PickContext } from "./types.ts";
 
 /** One client IP's affinity. */
 export interface AffinityEntry {
@@ -210,6 +210,14 @@ export class ClientIpAffinity implements Balancer {
     const ep = this.inner.pick(ctx);
     if (ep !== undefined) table.pin(client, ep, this.#keys.get(ep) ?? endpointKey(ep), now, this.timeoutMs);
     return ep;
+  }
+
+  begin(ep: Endpoint): void {
+    this.inner.begin(ep);
+  }
+
+  end(ep: Endpoint, outcome: Outcome): void {
+    this.inner.end(ep, outcome);
   }
 
   /** Live affinities (admin API). */

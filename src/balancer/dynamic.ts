@@ -4,7 +4,7 @@
  */
 import type { Endpoint } from "../model/types.ts";
 import { RoundRobin } from "./round-robin.ts";
-import type { Balancer, PickContext } from "./types.ts";
+import type { Balancer, Outcome, PickContext } from "./types.ts";
 
 /** Where a {@link DynamicRoundRobin} reads its endpoints: a new array (identity) whenever the set changes. */
 export interface EndpointSource {
@@ -37,5 +37,13 @@ export class DynamicRoundRobin implements Balancer {
     const eps = this.source.endpoints;
     if (eps !== this.#rr.endpoints) this.#rr = new RoundRobin(eps, this.rng);
     return this.#rr.pick(ctx);
+  }
+
+  begin(ep: Endpoint): void {
+    this.#rr.begin(ep);
+  }
+
+  end(ep: Endpoint, outcome: Outcome): void {
+    this.#rr.end(ep, outcome);
   }
 }

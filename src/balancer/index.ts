@@ -2,7 +2,7 @@
  * Balancers: one {@link Balancer} interface (`types.ts`), its algorithms, and the {@link RouteBuilder} that
  * composes them into each entrypoint's route. Every algorithm passes `test/balancer/conformance.ts`.
  */
-export type { Balancer, PickContext } from "./types.ts";
+export type { Balancer, Outcome, PickContext } from "./types.ts";
 export { RoundRobin } from "./round-robin.ts";
 export { DynamicRoundRobin, type EndpointSource } from "./dynamic.ts";
 export {

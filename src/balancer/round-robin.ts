@@ -1,6 +1,6 @@
 /** Round robin over a cluster's serving endpoints, starting at a random offset (like kube-proxy's shuffled list). */
 import type { Endpoint } from "../model/types.ts";
-import type { Balancer, PickContext } from "./types.ts";
+import type { Balancer, Outcome, PickContext } from "./types.ts";
 
 export class RoundRobin implements Balancer {
   #next: number;
@@ -19,4 +19,8 @@ export class RoundRobin implements Balancer {
     }
     return undefined;
   }
+
+  begin(_ep: Endpoint): void {}
+
+  end(_ep: Endpoint, _outcome: Outcome): void {}
 }

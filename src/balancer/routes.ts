@@ -6,7 +6,7 @@
  * DNS leases of ExternalName entrypoints. The listener manager keeps one builder and calls {@link route} for
  * each entrypoint of a snapshot, then {@link retain} with all of them.
  */
-import type { Endpoint, Entrypoint, SessionAffinity } from "../model/types.ts";
+import type { BalancerAlgorithm, Endpoint, Entrypoint, SessionAffinity } from "../model/types.ts";
 import type { Route } from "../proxy/types.ts";
 import { AffinityTable, type AffinityRow, ClientIpAffinity } from "./affinity.ts";
 import { CookieAffinity } from "./cookie.ts";
@@ -51,6 +51,20 @@ export interface RouteBuilderOptions {
   readonly cookieSecret?: Uint8Array | string | undefined;
   /** Resolvers for ExternalName entrypoints; without them such entrypoints have no endpoints. */
   readonly externalNames?: ExternalNames | undefined;
+  /** The algorithm of Services without a `kubegate.io/balancer` annotation (default round-robin). */
+  readonly defaultBalancer?: BalancerAlgorithm | undefined;
+  /** Passive outlier detection (gateway-wide); absent or `consecutiveFailures: 0`: off. */
+  readonly outlier?: OutlierSettings | undefined;
+}
+
+/** Passive outlier detection settings (`--outlier-*` flags). */
+export interface OutlierSettings {
+  /** Consecutive connect failures or 5xx that eject an endpoint (0: detection off). */
+  readonly consecutiveFailures: number;
+  /** Base ejection time, ms; the n-th ejection in a row of one endpoint lasts n times this. */
+  readonly baseEjectionMs: number;
+  /** At most this share (percent) of a cluster's endpoints is ejected at once. */
+  readonly maxEjectionPercent: number;
 }
 
 /** How an entrypoint balances, for the admin API. */

@@ -37,6 +37,14 @@ const HostPort = v.pipe(
   }, hostPortMessage),
 );
 
+/** A whole number, as a YAML number or digits (kept as text: the flag parser converts it). */
+const countMessage = (i: { input: unknown }) => `expected a whole number (0 or more), ${got(i)}`;
+const Count = v.pipe(
+  v.union([v.number(), Str], countMessage),
+  v.transform(String),
+  v.regex(/^\d{1,15}$/, countMessage),
+);
+
 /** A list: a YAML sequence of strings, or one comma-separated string. Elements are checked one by one. */
 const list = (item: v.GenericSchema<string, string>) =>
   v.pipe(
@@ -78,6 +86,25 @@ export const ConfigFile = v.object({
   ),
   accessLog: v.optional(Bool),
   logLevel: v.optional(v.picklist(["debug", "info", "warn", "error"], (i) => `expected debug, info, warn or error, ${got(i)}`)),
+  defaultBalancer: v.optional(
+    v.picklist(["round-robin", "least-request", "random", "ring-hash", "maglev"], (i) => `expected round-robin, least-request, random, ring-hash or maglev, ${got(i)}`),
+  ),
+  requestHeaderTimeout: v.optional(Duration),
+  responseHeaderTimeout: v.optional(Duration),
+  maxRequestDuration: v.optional(Duration),
+  maxConnections: v.optional(Count),
+  maxConnectionsPerListener: v.optional(Count),
+  maxConcurrentRequests: v.optional(Count),
+  maxHeaderBytes: v.optional(Count),
+  maxBodyBytes: v.optional(Count),
+  retryIdempotent: v.optional(Bool),
+  outlierConsecutiveFailures: v.optional(Count),
+  outlierEjectionTime: v.optional(Duration),
+  outlierMaxEjectionPercent: v.optional(Count),
+  trustedProxies: v.optional(list(Cidr)),
+  shutdownDelay: v.optional(Duration),
+  stateFile: v.optional(Str),
+  maxEndpointsPerService: v.optional(Count),
 } satisfies Record<FileKey, v.GenericSchema>);
 
 /** The result of parsing a config file: flag values, or every problem found (one line each). */

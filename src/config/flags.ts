@@ -34,6 +34,23 @@ export const flagSpecs = {
   "tracing-sample-ratio": { key: "tracingSampleRatio", type: "string", default: "", help: "Sample this share (0..1) of new traces, overriding OTEL_TRACES_SAMPLER; incoming sampled traceparents are still followed. Default: from OTEL_* (parentbased_always_on)." },
   "access-log": { key: "accessLog", type: "boolean", default: true, help: "One JSON line per HTTP request and per TCP connection on stdout, with the trace id." },
   "lb-claim-unclassed": { key: "lbClaimUnclassed", type: "boolean", default: true, help: "With --lb-controller, also manage LoadBalancer Services without spec.loadBalancerClass (kubegate's class is kubegate.io/lb)." },
+  "default-balancer": { key: "defaultBalancer", type: "string", default: "round-robin", help: "Balancing algorithm of Services without a kubegate.io/balancer annotation: round-robin, least-request, random, ring-hash or maglev." },
+  "request-header-timeout": { key: "requestHeaderTimeout", type: "string", default: "30s", help: "HTTP: a client must send a whole request head within this (slowloris guard); 408 after." },
+  "response-header-timeout": { key: "responseHeaderTimeout", type: "string", default: "60s", help: "HTTP: an upstream must send its response head within this after the request; 504 after." },
+  "max-request-duration": { key: "maxRequestDuration", type: "string", default: "0s", help: "HTTP: a whole exchange may last at most this (0s: no limit); 504 (or a cut response) after." },
+  "max-connections": { key: "maxConnections", type: "string", default: "0", help: "Max open client connections over all listeners (0: no limit); more are closed at accept." },
+  "max-connections-per-listener": { key: "maxConnectionsPerListener", type: "string", default: "0", help: "Max open client connections per listener (0: no limit)." },
+  "max-concurrent-requests": { key: "maxConcurrentRequests", type: "string", default: "0", help: "HTTP circuit breaking: max requests in flight per Service port (0: no limit); 503 with x-kubegate-reason beyond." },
+  "max-header-bytes": { key: "maxHeaderBytes", type: "string", default: "65536", help: "HTTP: max request/response head size in bytes; 431 for a larger request head." },
+  "max-body-bytes": { key: "maxBodyBytes", type: "string", default: "0", help: "HTTP: max request body size in bytes (0: no limit); 413 beyond." },
+  "retry-idempotent": { key: "retryIdempotent", type: "boolean", default: true, help: "HTTP: retry an idempotent request (GET, HEAD, OPTIONS, TRACE, PUT, DELETE without a streamed body) once on another endpoint when it got no response bytes." },
+  "outlier-consecutive-failures": { key: "outlierConsecutiveFailures", type: "string", default: "5", help: "Passive outlier detection: eject an endpoint after this many consecutive connect failures or 5xx (0: off)." },
+  "outlier-ejection-time": { key: "outlierEjectionTime", type: "string", default: "30s", help: "Base ejection time; the n-th ejection in a row lasts n times this." },
+  "outlier-max-ejection-percent": { key: "outlierMaxEjectionPercent", type: "string", default: "50", help: "At most this percentage of a Service port's endpoints is ejected at once." },
+  "trusted-proxies": { key: "trustedProxies", type: "string", default: "", help: "Comma-separated CIDRs of peers whose X-Forwarded-*/Forwarded fields are kept (appended to); from other peers they are replaced." },
+  "shutdown-delay": { key: "shutdownDelay", type: "string", default: "0s", help: "On SIGTERM, /healthz and /readyz turn 503 at once and listeners keep accepting for this long (so load balancers notice) before draining." },
+  "state-file": { key: "stateFile", type: "string", default: "", help: "Persist the last applied objects here and serve them (marked stale) at start-up while the API server is unreachable." },
+  "max-endpoints-per-service": { key: "maxEndpointsPerService", type: "string", default: "10000", help: "A Service port with more endpoints than this is reported (Event, admin, logs) and served with the first this-many (0: no limit)." },
   "log-level": { key: "logLevel", type: "string", default: "info", help: "debug, info, warn or error." },
   config: { type: "string", help: "A YAML/JSON config file whose keys are the camelCase of these flags (e.g. nodePortAddresses: [127.0.0.0/8]). Flags override it; it overrides the defaults. Reloaded on change: logLevel applies at once, other keys say that a restart is needed." },
   help: { type: "boolean", default: false, help: "Print this help and exit." },
@@ -48,6 +65,17 @@ const Duration = v.pipe(
     return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
   }),
 );
+
+/** A non-negative whole number given as text ("0" usually means no limit). */
+const Count = v.pipe(
+  v.string(),
+  v.regex(/^\d{1,15}$/, "Expected a whole number (0 or more)"),
+  v.transform(Number),
+);
+
+const Percent = v.pipe(Count, v.maxValue(100, "Expected a percentage from 0 to 100"));
+
+export const BalancerName = v.picklist(["round-robin", "least-request", "random", "ring-hash", "maglev"], "Expected round-robin, least-request, random, ring-hash or maglev");
 
 const HostPort = v.pipe(
   v.string(),
@@ -95,6 +123,23 @@ export const Config = v.object({
     v.transform((x) => (x === "" ? undefined : Number(x))),
   ),
   accessLog: v.boolean(),
+  defaultBalancer: BalancerName,
+  requestHeaderTimeoutMs: Duration,
+  responseHeaderTimeoutMs: Duration,
+  maxRequestDurationMs: Duration,
+  maxConnections: Count,
+  maxConnectionsPerListener: Count,
+  maxConcurrentRequests: Count,
+  maxHeaderBytes: v.pipe(Count, v.minValue(1024, "Expected at least 1024 bytes")),
+  maxBodyBytes: Count,
+  retryIdempotent: v.boolean(),
+  outlierConsecutiveFailures: Count,
+  outlierEjectionTimeMs: Duration,
+  outlierMaxEjectionPercent: Percent,
+  trustedProxies: CidrList,
+  shutdownDelayMs: Duration,
+  stateFile: v.pipe(v.string(), v.transform((x) => (x === "" ? undefined : x))),
+  maxEndpointsPerService: Count,
 });
 export type Config = v.InferOutput<typeof Config>;
 
@@ -111,7 +156,13 @@ const configKeyOf = {
   "metrics-bind-address": "metricsBindAddress", "host-addresses": "hostAddresses", "drain-grace-period": "drainGracePeriodMs",
   "connect-timeout": "connectTimeoutMs", "idle-timeout": "idleTimeoutMs", "log-level": "logLevel", "lb-controller": "lbController",
   "lb-pool": "lbPool", "lb-claim-unclassed": "lbClaimUnclassed", tracing: "tracing", "tracing-sample-ratio": "tracingSampleRatio",
-  "access-log": "accessLog",
+  "access-log": "accessLog", "default-balancer": "defaultBalancer", "request-header-timeout": "requestHeaderTimeoutMs",
+  "response-header-timeout": "responseHeaderTimeoutMs", "max-request-duration": "maxRequestDurationMs", "max-connections": "maxConnections",
+  "max-connections-per-listener": "maxConnectionsPerListener", "max-concurrent-requests": "maxConcurrentRequests",
+  "max-header-bytes": "maxHeaderBytes", "max-body-bytes": "maxBodyBytes", "retry-idempotent": "retryIdempotent",
+  "outlier-consecutive-failures": "outlierConsecutiveFailures", "outlier-ejection-time": "outlierEjectionTimeMs",
+  "outlier-max-ejection-percent": "outlierMaxEjectionPercent", "trusted-proxies": "trustedProxies", "shutdown-delay": "shutdownDelayMs",
+  "state-file": "stateFile", "max-endpoints-per-service": "maxEndpointsPerService",
 } as const satisfies Partial<Record<FlagName, keyof Config>>;
 
 /** The flag that sets each Config key. */

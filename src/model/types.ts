@@ -109,6 +109,46 @@ export interface Entrypoint {
   readonly proxyProtocol?: "v2" | undefined;
   /** ExternalName Services: the DNS target instead of EndpointSlices (the cluster then has no endpoints). */
   readonly externalName?: ExternalTarget | undefined;
+  /** Per-Service data-plane policy from `kubegate.io/*` annotations; absent fields take the gateway defaults. */
+  readonly policy?: TrafficPolicy | undefined;
+}
+
+/** The balancing algorithms (annotation `kubegate.io/balancer`, flag `--default-balancer`). */
+export type BalancerAlgorithm = "round-robin" | "least-request" | "random" | "ring-hash" | "maglev";
+
+/** What a consistent-hash balancer (ring-hash, maglev) keys on (annotation `kubegate.io/hash-on`). Default: client IP. */
+export type HashOn =
+  | { readonly source: "client-ip" }
+  /** HTTP only: a request header's value (lowercase name); requests without it fall back to the client IP. */
+  | { readonly source: "header"; readonly name: string }
+  /** HTTP only: a request cookie's value; requests without it fall back to the client IP. */
+  | { readonly source: "cookie"; readonly name: string };
+
+/**
+ * Per-Service overrides of the gateway's data-plane defaults, parsed from annotations (see
+ * `model/annotations.ts`). Every field is optional: absent means the gateway-wide flag applies.
+ */
+export interface TrafficPolicy {
+  readonly balancer?: BalancerAlgorithm | undefined;
+  readonly hashOn?: HashOn | undefined;
+  /** New endpoints ramp their share of new traffic up linearly over this long, ms (0/absent: off). */
+  readonly slowStartMs?: number | undefined;
+  /** Upstream connect timeout per attempt, ms. */
+  readonly connectTimeoutMs?: number | undefined;
+  /** HTTP: a client must send a full request head within this, ms (408). */
+  readonly requestHeaderTimeoutMs?: number | undefined;
+  /** HTTP: the upstream must send the response head within this, ms (504). */
+  readonly responseHeaderTimeoutMs?: number | undefined;
+  /** Idle timeout of client and upstream connections, ms. */
+  readonly idleTimeoutMs?: number | undefined;
+  /** HTTP: a whole exchange (request head to end of response) may last at most this, ms (0: no limit). */
+  readonly maxRequestDurationMs?: number | undefined;
+  /** HTTP: max requests in flight to this Service port from this gateway (circuit breaking; 503 beyond). */
+  readonly maxConcurrentRequests?: number | undefined;
+  /** HTTP: max request body bytes (413 beyond; 0: no limit). */
+  readonly maxRequestBodyBytes?: number | undefined;
+  /** HTTP: retry an idempotent request that got no response bytes once, on another endpoint. */
+  readonly retryIdempotent?: boolean | undefined;
 }
 
 /** A problem with one object; that object (or the part of it) is skipped, the rest is served. */
@@ -156,4 +196,9 @@ export interface ModelOptions {
    * LoadBalancer entrypoints. False leaves them to another implementation (their NodePorts are still served).
    */
   readonly claimUnclassedLoadBalancers?: boolean | undefined;
+  /**
+   * `--max-endpoints-per-service`: a Service port with more endpoints is reported (a ModelError) and served with
+   * the first this-many serving endpoints in sorted order; 0 or absent: no limit.
+   */
+  readonly maxEndpointsPerService?: number | undefined;
 }

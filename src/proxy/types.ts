@@ -42,6 +42,18 @@ export interface ProxyOptions {
   readonly upstreamResponseTimeoutMs: number;
   /** HTTP: max request/response head size in bytes (431 for requests). */
   readonly maxHeaderBytes: number;
+  /** HTTP: a whole exchange may last at most this, ms (0: no limit). Per-Service override in the route's policy. */
+  readonly maxRequestDurationMs: number;
+  /** HTTP: max requests in flight per Service port (cluster) from this gateway; 503 beyond (0: no limit). */
+  readonly maxConcurrentRequests: number;
+  /** HTTP: max request body bytes; 413 beyond (0: no limit). */
+  readonly maxRequestBodyBytes: number;
+  /** HTTP: retry an idempotent request that got no response bytes once on another endpoint. */
+  readonly retryIdempotent: boolean;
+  /** Max open downstream connections per listener; further connections are closed at accept (0: no limit). */
+  readonly maxConnectionsPerListener: number;
+  /** The gateway-wide connection budget (`--max-connections`), shared by every listener; absent: no limit. */
+  readonly connections?: ConnectionBudget | undefined;
   /** Metrics, traces and access log of the data plane; absent: none (tests, benchmarks). */
   readonly telemetry?: ProxyTelemetry | undefined;
 }
@@ -86,7 +98,39 @@ export const defaultProxyOptions: ProxyOptions = {
   requestHeaderTimeoutMs: 30_000,
   upstreamResponseTimeoutMs: 60_000,
   maxHeaderBytes: 64 * 1024,
+  maxRequestDurationMs: 0,
+  maxConcurrentRequests: 0,
+  maxRequestBodyBytes: 0,
+  retryIdempotent: true,
+  maxConnectionsPerListener: 0,
 };
+
+/**
+ * The open downstream connections of the whole gateway against `--max-connections`: every listener's proxy
+ * acquires a slot at accept (closing the connection when none is left) and releases it at close.
+ */
+export class ConnectionBudget {
+  active = 0;
+  /** Connections refused because the budget was spent. */
+  refused = 0;
+
+  /** @param max the limit; 0 or less: unlimited. */
+  constructor(readonly max: number) {}
+
+  /** Take a slot; false (and counted) when the budget is spent. */
+  tryAcquire(): boolean {
+    if (this.max > 0 && this.active >= this.max) {
+      this.refused++;
+      return false;
+    }
+    this.active++;
+    return true;
+  }
+
+  release(): void {
+    this.active--;
+  }
+}
 
 /** The data plane for one bound listener: socket handlers plus connection bookkeeping for drain. */
 export interface ListenerProxy<T = unknown> {

@@ -36,7 +36,7 @@ describe("CookieAffinity", () => {
 
   test("follows a balancer whose endpoints change, and the next route reuses the tokens", () => {
     let eps = [ep(1), ep(2)];
-    const source = { get endpoints() { return eps; }, pick: () => undefined };
+    const source = { get endpoints() { return eps; }, pick: () => undefined, begin() {}, end() {} };
     const c = new CookieAffinity(settings, "ns/web:http", source, "k");
     const t1 = c.tokenFor(eps[0]!);
     eps = [ep(2), ep(3)];
