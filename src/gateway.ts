@@ -17,6 +17,7 @@ import { loadKubeConfig } from "./kube/kubeconfig.ts";
 import { ManifestSource } from "./kube/manifests.ts";
 import type { Node } from "./kube/objects.ts";
 import type { CacheEvent, Source, SourceSink, SyncStatus } from "./kube/source.ts";
+import { PersistentSource, type StateStatus } from "./kube/state-file.ts";
 import { GatewayMetrics, ipFamiliesOf } from "./telemetry/metrics/index.ts";
 import { ListenerManager } from "./listeners/manager.ts";
 import { RouteBuilder } from "./balancer/routes.ts";
@@ -39,7 +40,7 @@ import type { HttpServer } from "./runtime/types.ts";
 
 export interface GatewayDeps {
   readonly log?: Logger;
-  /** Use this source instead of the one the config names (tests). */
+  /** Use this source instead of the one the config names (tests); `--state-file` still wraps it. */
   readonly source?: Source;
 }
 
@@ -54,6 +55,17 @@ export interface Gateway extends AsyncDisposable {
   readonly healthPort: number;
   readonly adminPort: number;
   readonly listeners: ListenerManager;
+  /** The state file's status (with `--state-file`). */
+  state(): StateStatus | undefined;
+  /**
+   * The graceful shutdown sequence (SIGTERM): `/healthz` and `/readyz` answer 503 at once; the listeners
+   * keep accepting for `--shutdown-delay` (skipped when none is bound); then they stop accepting and open
+   * connections get up to `--drain-grace-period` to finish; then everything closes. Each phase is logged.
+   * Idempotent: later calls (and dispose) return the same promise.
+   */
+  shutdown(reason?: string): Promise<void>;
+  /** {@link shutdown} without the delay (tests and embedders). */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** The model options this config implies. */
@@ -147,6 +159,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   const healthCounts: HealthCounts = { healthz: {}, livez: {} };
   const model = modelOptions(config);
   let sourceStatus: () => readonly SyncStatus[] = () => [];
+  let stateStatus: () => StateStatus | undefined = () => undefined;
   // Tracing (the SDK lives in telemetry/tracing/setup.ts) and the access log ride in the proxies' options;
   // the traffic closure reads `metrics` only when a connection arrives.
   const otlpConfigured = Boolean(process.env.OTEL_EXPORTER_OTLP_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
@@ -184,10 +197,12 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     healthCounts,
     sources: () => sourceStatus(),
     listeners: () => listeners.counts(),
+    ...(config.stateFile ? { state: () => stateStatus() ?? { stale: false, writes: 0, writeErrors: 0 } } : {}), // set before any scrape
+    shuttingDown: () => health.shuttingDown,
     onCollectError: (metric, err) => log.warn("Metrics view failed", { metric, error: String(err) }),
   });
   // healthCheckNodePort servers answer with the proxy's health, not the node's eligibility (kube-proxy's IsHealthy).
-  const healthChecks = new HealthCheckServers({ proxyHealthy: () => health.healthy().healthy, log });
+  const healthChecks = new HealthCheckServers({ proxyHealthy: () => health.healthy().healthy && !health.shuttingDown, log });
   const ready = Promise.withResolvers<void>();
   const waiters = new Set<{ version: number; resolve: (s: Snapshot) => void }>();
   let ownNode: Node | undefined;
@@ -245,8 +260,11 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   };
 
   const created = deps.source ? { source: deps.source } : await createSource(config, log);
-  const { source, client } = created;
+  const { client } = created;
+  // With --state-file, the live source is wrapped: the file is replayed first, then kept up to date.
+  const source = config.stateFile ? await PersistentSource.open(created.source, { path: config.stateFile, nodeName: config.nodeName, log }) : created.source;
   sourceStatus = () => source.status();
+  if (source instanceof PersistentSource) stateStatus = () => source.state();
   const events = client ? new EventRecorder({ client, nodeName: config.nodeName, log }) : undefined;
   const reportBindFailures = events ? bindFailureEvents(events, listeners, healthChecks) : () => {};
   afterApply = reportBindFailures;
@@ -272,8 +290,9 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
       healthChecks: () => healthChecks.status(),
       health: () => {
         const h = health.healthy();
-        return { healthy: h.healthy, nodeEligible: health.nodeEligible, ready: health.ready, lastUpdated: h.lastUpdated };
+        return { healthy: h.healthy, nodeEligible: health.nodeEligible, ready: health.ready, lastUpdated: h.lastUpdated, shuttingDown: health.shuttingDown };
       },
+      ...(source instanceof PersistentSource ? { state: () => source.state() } : {}),
       traffic: () => metrics.traffic.samples(),
       balancing: (key) => routes.describe(key),
       metrics: metrics.handler,
@@ -295,6 +314,9 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     admin: `${config.metricsBindAddress.host}:${servers[1]!.port}`,
   });
 
+  let stopping: Promise<void> | undefined;
+  const stop = (delayMs: number, reason: string) => (stopping ??= shutdownSequence(delayMs, reason));
+
   return {
     ready: () => ready.promise,
     snapshot: () => store.current(),
@@ -307,21 +329,41 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     adminPort: servers[1]!.port,
     listeners,
     metrics,
-    async [Symbol.asyncDispose]() {
-      log.info("kubegate stopping: draining listeners", { graceMs: config.drainGracePeriodMs });
-      await controller?.[Symbol.asyncDispose]();
-      await source[Symbol.asyncDispose]();
-      await events?.[Symbol.asyncDispose]();
-      client?.close();
-      store[Symbol.dispose]?.();
-      await Promise.all([listeners.close(config.drainGracePeriodMs), healthChecks.close()]);
-      routes[Symbol.dispose]();
-      dns[Symbol.dispose]();
-      accessLog?.close();
-      await tracing?.shutdown();
-      closing.abort(); // ends open admin event streams, or Deno's server shutdown waits for them
-      await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
-      log.info("kubegate stopped");
-    },
+    state: () => stateStatus(),
+    shutdown: (reason = "shutdown") => stop(config.shutdownDelayMs, reason),
+    [Symbol.asyncDispose]: () => stop(0, "disposed"),
   };
+
+  /** The shutdown sequence; runs once (see {@link Gateway.shutdown}). */
+  async function shutdownSequence(delayMs: number, reason: string): Promise<void> {
+    const started = performance.now();
+    health.shutdown();
+    for (const notify of adminSubscribers) notify();
+    const bound = listeners.counts().bound;
+    const delay = bound > 0 ? delayMs : 0;
+    log.info("Shutdown started: /healthz and /readyz answer 503", { reason, shutdownDelayMs: delay, drainGraceMs: config.drainGracePeriodMs, listeners: bound });
+    if (delay > 0) {
+      log.info("Listeners keep accepting during the shutdown delay, so load balancers notice", { ms: delay });
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+    const open = listeners.counts().connections;
+    // No snapshot after this point; the source stops (and writes the state file) while the listeners drain.
+    store[Symbol.dispose]?.();
+    const drainStarted = performance.now();
+    const drained = Promise.all([listeners.close(config.drainGracePeriodMs), healthChecks.close()]);
+    log.info("Listeners stop accepting: draining open connections", { connections: open, graceMs: config.drainGracePeriodMs });
+    await controller?.[Symbol.asyncDispose]();
+    await source[Symbol.asyncDispose]();
+    await events?.[Symbol.asyncDispose]();
+    client?.close();
+    await drained;
+    log.info("Drain finished", { ms: Math.round(performance.now() - drainStarted) });
+    routes[Symbol.dispose]();
+    dns[Symbol.dispose]();
+    accessLog?.close();
+    await tracing?.shutdown();
+    closing.abort(); // ends open admin event streams, or Deno's server shutdown waits for them
+    await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
+    log.info("kubegate stopped", { ms: Math.round(performance.now() - started) });
+  }
 }

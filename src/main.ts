@@ -1,9 +1,10 @@
 /**
  * kubegate's command line: `bun run gateway [flags]` or the compiled `kubegate [flags]`, and
  * `kubegate check [flags]`. Loads flags and the config file, starts the gateway, reloads the config
- * file on change, and drains on SIGINT/SIGTERM.
+ * file on change, and shuts down gracefully on SIGINT/SIGTERM (docs/operations.md).
  *
- * Exit codes: 0 done, 1 failed to start (or `check` found a problem), 2 bad flags or config file.
+ * Exit codes: 0 done (also after a graceful shutdown), 1 failed to start (or `check` found a problem),
+ * 2 bad flags or config file, 130/143 a second SIGINT/SIGTERM cut the shutdown short.
  */
 import { hostname } from "node:os";
 import { runCheck } from "./check.ts";
@@ -79,13 +80,26 @@ if (parsed.configFile) {
   }
 }
 
+/**
+ * SIGTERM/SIGINT: the graceful sequence (see `Gateway.shutdown`), then exit 0. A second signal while it
+ * runs exits at once with 128 + the signal number (130 for SIGINT, 143 for SIGTERM), dropping what is open.
+ */
+const signalCodes = { SIGINT: 130, SIGTERM: 143 } as const;
 let stopping = false;
-const stop = (signal: string) => async () => {
-  if (stopping) return;
+const stop = (signal: keyof typeof signalCodes) => async () => {
+  if (stopping) {
+    log.warn("Second signal: exiting now, open connections are dropped", { signal });
+    rt.exit(signalCodes[signal]);
+  }
   stopping = true;
-  log.info("Signal received", { signal });
+  log.info("Signal received: shutting down", { signal });
   configWatch?.[Symbol.dispose]();
-  await gateway[Symbol.asyncDispose]();
+  try {
+    await gateway.shutdown(signal);
+  } catch (err) {
+    log.error("Shutdown failed", { error: (err as Error).message });
+    rt.exit(1);
+  }
   rt.exit(0);
 };
 rt.onSignal("SIGINT", stop("SIGINT"));

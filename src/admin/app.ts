@@ -5,9 +5,9 @@
 import { Hono } from "hono";
 import type { SyncStatus } from "../kube/source.ts";
 import type { Entrypoint, Snapshot } from "../model/types.ts";
-import { type AdminHealth, type TrafficSample, pageRoutes } from "./page/index.ts";
+import { type AdminHealth, type AdminStateFile, type TrafficSample, pageRoutes } from "./page/index.ts";
 
-export type { AdminHealth, TrafficSample } from "./page/index.ts";
+export type { AdminHealth, AdminStateFile, TrafficSample } from "./page/index.ts";
 
 /** Bind state of one entrypoint's listeners, from the listener manager. */
 export interface ListenerView {
@@ -39,6 +39,8 @@ export interface AdminView {
   controller?(): unknown;
   /** The proxy's health as `/healthz`, `/livez` and `/readyz` report it (shown on the page). */
   health?(): AdminHealth;
+  /** The state file's status (`--state-file`): whether the gateway serves replayed, unconfirmed objects. */
+  state?(): AdminStateFile;
   /** Cumulative per-Service-port traffic counters from the metrics (the page shows "—" without it). */
   traffic?(): readonly TrafficSample[];
   /** Register for change notifications (call `onChange` after each applied snapshot); returns the unsubscribe function. */
@@ -107,6 +109,24 @@ export function snapshotJson(view: AdminView) {
   };
 }
 
+/** `/api/status` `state`: the state file's status with times as RFC 3339 strings. */
+export function stateJson(s: AdminStateFile) {
+  const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
+  return {
+    file: s.file,
+    stale: s.stale,
+    ...(s.savedAt !== undefined ? { savedAt: iso(s.savedAt) } : {}),
+    replayed: s.replayed,
+    removed: s.removed,
+    skipped: s.skipped,
+    ...(s.loadError ? { loadError: s.loadError } : {}),
+    writes: s.writes,
+    writeErrors: s.writeErrors,
+    ...(s.lastWriteAt !== undefined ? { lastWriteAt: iso(s.lastWriteAt) } : {}),
+    ...(s.lastWriteError ? { lastWriteError: s.lastWriteError } : {}),
+  };
+}
+
 /**
  * The admin routes: `/` (live page), `/api/state`, `/api/events`, `/api/snapshot`, `/api/status`, `/metrics`.
  * @example
@@ -117,7 +137,14 @@ export function adminApp(view: AdminView, options: AdminAppOptions = {}): Hono {
   const app = new Hono();
   app.get("/api/snapshot", (c) => c.json(snapshotJson(view)));
   app.get("/api/status", (c) =>
-    c.json({ sources: view.sources(), listeners: view.listeners(), ...(view.healthChecks ? { healthChecks: view.healthChecks() } : {}), ...(view.controller ? { controller: view.controller() } : {}) }),
+    c.json({
+      ...(view.health ? { health: view.health() } : {}),
+      ...(view.state ? { state: stateJson(view.state()) } : {}),
+      sources: view.sources(),
+      listeners: view.listeners(),
+      ...(view.healthChecks ? { healthChecks: view.healthChecks() } : {}),
+      ...(view.controller ? { controller: view.controller() } : {}),
+    }),
   );
   if (view.metrics) {
     const metrics = view.metrics;

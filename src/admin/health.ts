@@ -5,6 +5,10 @@
  *
  * Healthy means no change has been pending longer than `healthTimeoutMs`. An API-server outage with
  * nothing pending keeps us healthy: we serve the last good state.
+ *
+ * Shutting down (SIGTERM, see `Gateway.shutdown`): `/healthz` and `/readyz` answer 503 at once, with the
+ * same bodies, so load balancers and the kubelet take the node out while the listeners still serve
+ * (`--shutdown-delay`). `/livez` is unchanged: a draining gateway must not be restarted.
  */
 import { Hono } from "hono";
 import type { Node } from "../kube/objects.ts";
@@ -18,6 +22,7 @@ export class HealthState {
   #oldestPending: number | undefined;
   #nodeEligible = true;
   #ready = false;
+  #shuttingDown = false;
 
   constructor(
     readonly healthTimeoutMs = 60_000,
@@ -41,8 +46,18 @@ export class HealthState {
     this.#nodeEligible = !node || (!node.metadata.deletionTimestamp && !node.spec.taints?.some((t) => t.key === toBeDeletedTaint));
   }
 
+  /** The gateway is shutting down: `/healthz` and `/readyz` fail from now on (there is no way back). */
+  shutdown(): void {
+    this.#shuttingDown = true;
+  }
+
+  get shuttingDown(): boolean {
+    return this.#shuttingDown;
+  }
+
+  /** `/readyz`: the first snapshot is live and the gateway is not shutting down. */
   get ready(): boolean {
-    return this.#ready;
+    return this.#ready && !this.#shuttingDown;
   }
 
   get nodeEligible(): boolean {
@@ -82,7 +97,7 @@ export function healthApp(state: HealthState, counts: HealthCounts = { healthz: 
   const app = new Hono();
   app.get("/healthz", () => {
     const h = state.healthy();
-    const ok = h.healthy && state.nodeEligible;
+    const ok = h.healthy && state.nodeEligible && !state.shuttingDown;
     const lastUpdated = ok ? h.currentTime : h.lastUpdated;
     count("healthz", ok ? 200 : 503);
     return new Response(
@@ -102,7 +117,7 @@ export function healthApp(state: HealthState, counts: HealthCounts = { healthz: 
   app.get("/readyz", () =>
     state.ready
       ? new Response("ok\n", { status: 200, headers: { "Content-Type": "text/plain" } })
-      : new Response("waiting for the first snapshot\n", { status: 503, headers: { "Content-Type": "text/plain" } }),
+      : new Response(state.shuttingDown ? "shutting down\n" : "waiting for the first snapshot\n", { status: 503, headers: { "Content-Type": "text/plain" } }),
   );
   return app;
 }

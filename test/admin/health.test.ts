@@ -80,6 +80,28 @@ describe("kube-proxy's health contract", () => {
     expect((await get("/healthz")).status).toBe(200);
   });
 
+  test("shutting down: /healthz and /readyz answer 503 at once with the same body shape; /livez is unchanged", async () => {
+    const { state, get, advance, counts } = setup();
+    state.updated();
+    advance(1_000);
+    state.shutdown();
+    expect(state.shuttingDown).toBe(true);
+    expect(await get("/healthz")).toEqual({
+      status: 503,
+      // As for an unhealthy proxy: lastUpdated is the last sync, not the current time.
+      body: '{"lastUpdated": "2026-01-02 03:04:05.6 +0000 UTC","currentTime": "2026-01-02 03:04:06.6 +0000 UTC", "nodeEligible": true}',
+      type: "application/json",
+      nosniff: "nosniff",
+    });
+    expect(await get("/readyz")).toMatchObject({ status: 503, body: "shutting down\n" });
+    expect((await get("/livez")).status).toBe(200);
+    // There is no way back: syncs go on, the answers stay 503.
+    state.updated();
+    expect((await get("/healthz")).status).toBe(503);
+    expect(state.ready).toBe(false);
+    expect(counts.healthz).toEqual({ 503: 2 });
+  });
+
   test("/readyz is 503 until the first snapshot is applied", async () => {
     const { state, get } = setup();
     expect((await get("/readyz")).status).toBe(503);

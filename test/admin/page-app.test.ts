@@ -182,6 +182,44 @@ describe("admin page", () => {
       listeners: [{ key: "NodePort/a/one:http", listeners: [{ address: "127.0.0.1", port: 30001, bound: true }] }],
     });
   });
+
+  test("/api/status shows health and the state file; the page shows a stale state and a shutdown", async () => {
+    const { view } = testView(snap(2, [entrypoint({ name: "a/one:http", port: 30001, endpoints: [8080] })]));
+    const at = Date.UTC(2026, 0, 2, 3, 4, 5);
+    let stale = true;
+    let shuttingDown = false;
+    const full: AdminView = {
+      ...view,
+      health: () => ({ healthy: true, nodeEligible: true, ready: !shuttingDown, lastUpdated: at, shuttingDown }),
+      state: () => ({ file: "/var/lib/kubegate/state.json", stale, savedAt: at - 90_000, replayed: 7, removed: stale ? 0 : 2, skipped: 0, writes: stale ? 0 : 1, writeErrors: 0, ...(stale ? {} : { lastWriteAt: at }) }),
+    };
+    const app = adminApp(full, { now: () => at });
+    expect(((await (await app.request("/api/status")).json()) as Record<string, unknown>).state).toEqual({
+      file: "/var/lib/kubegate/state.json",
+      stale: true,
+      savedAt: "2026-01-02T03:02:35.000Z",
+      replayed: 7,
+      removed: 0,
+      skipped: 0,
+      writes: 0,
+      writeErrors: 0,
+    });
+    const page = await (await app.request("/")).text();
+    expect(page).toContain("stale: saved state");
+    expect(page).toContain("state file saved 2 min ago");
+    expect(page).toContain("<code>/var/lib/kubegate/state.json</code>");
+    expect(((await (await app.request("/api/state")).json()) as PageState).state).toEqual({ file: "/var/lib/kubegate/state.json", stale: true, savedAt: at - 90_000 });
+
+    stale = false;
+    shuttingDown = true;
+    const status = (await (await app.request("/api/status")).json()) as { state: Record<string, unknown>; health: Record<string, unknown> };
+    expect(status.state).toMatchObject({ stale: false, removed: 2, writes: 1, lastWriteAt: "2026-01-02T03:04:05.000Z" });
+    expect(status.health).toMatchObject({ shuttingDown: true, ready: false });
+    const after = await (await app.request("/")).text();
+    expect(after).not.toContain("stale: saved state");
+    expect(after).toContain("503 shutting down");
+    expect(after).toContain("written 0 s ago");
+  });
 });
 
 describe("admin page events (SSE)", () => {

@@ -36,6 +36,8 @@ function busyGateway(): GatewayMetrics {
       { kind: "Node", synced: true, phase: "watching", lists: 1, watches: 1, objects: 2 },
     ],
     listeners: () => ({ bound: 5, failed: 1, draining: 0 }),
+    state: () => ({ stale: true, savedAt: Date.now() - 90_000, writes: 3, writeErrors: 1, lastWriteAt: Date.now() - 200_000 }),
+    shuttingDown: () => false,
   });
   const remote: Endpoint = { address: "10.0.0.9", port: 80, ready: true, serving: true, terminating: false, nodeName: "node-b" };
   const localOnly: Entrypoint = { ...entrypoint({ name: "edge/local:http", protocol: "http" }), externalTrafficPolicy: "Local", cluster: { name: "edge/local:http", endpoints: [remote], serving: [] } };
@@ -67,6 +69,7 @@ describe("promtool check metrics", () => {
     const text = await res.text();
     expect(text).toContain("kubegate_requests_total{");
     expect(text).toContain("kubeproxy_network_programming_duration_seconds_bucket{");
+    expect(text).toContain("kubegate_state_stale 1");
 
     const checked = await promtool(["check", "metrics"], text);
     expect(checked.lines).toEqual([ALLOWED_LINT]);

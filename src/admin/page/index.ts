@@ -10,7 +10,7 @@ import { assetPaths, pageHtml } from "./html.ts";
 import { type PageSource, TrafficRates, pageQuery, pageState } from "./state.ts";
 import { pageCss, pageIcon } from "./style.ts";
 
-export type { AdminHealth, PageState, TrafficSample } from "./state.ts";
+export type { AdminHealth, AdminStateFile, PageState, TrafficSample } from "./state.ts";
 
 /** Options of {@link pageRoutes}. */
 export interface PageOptions {

@@ -62,6 +62,7 @@ export function renderPage<N>(h: H<N>, s: PageState): N[] {
   const sourceErrors = s.sources.filter((x) => x.lastError).length;
   const health = s.health;
   const healthz = health ? health.healthy && health.nodeEligible : undefined;
+  const stale = s.state?.stale === true;
   const card = (title: string, value: Child<N>, detail: Child<N>): N =>
     h("div", { class: "card" }, h("div", { class: "card-title" }, title), h("div", { class: "card-value" }, value), h("div", { class: "card-detail" }, detail));
   const summary = h(
@@ -69,12 +70,24 @@ export function renderPage<N>(h: H<N>, s: PageState): N[] {
     { class: "cards", id: "summary" },
     card(
       "Sync",
-      !s.synced ? badge("warn", "waiting for first snapshot") : allSynced ? badge(sourceErrors ? "warn" : "ok", sourceErrors ? "synced, with errors" : "synced") : badge("warn", "syncing"),
-      `snapshot v${s.version}`,
+      !s.synced
+        ? badge("warn", "waiting for first snapshot")
+        : stale
+          ? badge("warn", "stale: saved state")
+          : allSynced
+            ? badge(sourceErrors ? "warn" : "ok", sourceErrors ? "synced, with errors" : "synced")
+            : badge("warn", "syncing"),
+      stale && s.state?.savedAt ? `snapshot v${s.version} · state file saved ${ago(s.state.savedAt)}` : `snapshot v${s.version}`,
     ),
     card(
       "/healthz",
-      healthz === undefined ? "—" : healthz ? badge("ok", "200 healthy") : badge("bad", health && !health.healthy ? "503 stale" : "503 node not eligible"),
+      healthz === undefined
+        ? "—"
+        : health?.shuttingDown
+          ? badge("bad", "503 shutting down")
+          : healthz
+            ? badge("ok", "200 healthy")
+            : badge("bad", health && !health.healthy ? "503 stale" : "503 node not eligible"),
       health ? (health.lastUpdated ? `updated ${ago(health.lastUpdated)}` : "no update yet") : "not reported",
     ),
     card("Entrypoints", num(s.summary.entrypoints), s.summary.failing ? badge("bad", `${num(s.summary.failing)} failing`) : "all served"),
@@ -105,6 +118,24 @@ export function renderPage<N>(h: H<N>, s: PageState): N[] {
       ` · snapshot version ${s.version}`,
       health ? ` · /livez ${health.healthy ? "200" : "503"} · /readyz ${health.ready ? "200" : "503"}` : "",
     ),
+    s.state
+      ? h(
+          "p",
+          { class: "meta", id: "state-file" },
+          "State file ",
+          h("code", null, s.state.file),
+          ": ",
+          s.state.stale
+            ? badge("warn", "stale")
+            : badge("ok", "live"),
+          s.state.stale
+            ? ` serving the objects it held${s.state.savedAt ? ` (saved ${ago(s.state.savedAt)})` : ""} until the live source has synced`
+            : s.state.lastWriteAt
+              ? ` · written ${ago(s.state.lastWriteAt)}`
+              : " · not written yet",
+          s.state.error ? h("span", { class: "err" }, ` · ${s.state.error}`) : null,
+        )
+      : null,
     s.sources.length
       ? table(
           ["Kind", "Phase", "Synced", "#Objects", "#Lists", "#Watches", "Resource version", "Last error"],

@@ -71,6 +71,36 @@ export interface AdminHealth {
   readonly ready: boolean;
   /** Wall clock (ms) of the last applied update, 0 before the first. */
   readonly lastUpdated: number;
+  /** The gateway is shutting down: `/healthz` and `/readyz` answer 503 while the listeners drain. */
+  readonly shuttingDown?: boolean | undefined;
+}
+
+/** The state file's status (`--state-file`; `PersistentSource.state()` in src/kube/state-file.ts). */
+export interface AdminStateFile {
+  readonly file: string;
+  /** Serving objects replayed from the file that the live source has not confirmed yet. */
+  readonly stale: boolean;
+  /** When the replayed state was written (ms since the epoch). */
+  readonly savedAt?: number | undefined;
+  readonly replayed: number;
+  readonly removed: number;
+  readonly skipped: number;
+  readonly loadError?: string | undefined;
+  readonly writes: number;
+  readonly writeErrors: number;
+  readonly lastWriteAt?: number | undefined;
+  readonly lastWriteError?: string | undefined;
+}
+
+/** The state file on the page. */
+export interface PageStateFile {
+  readonly file: string;
+  readonly stale: boolean;
+  /** When the replayed state was written (ms); set while stale. */
+  readonly savedAt?: number;
+  readonly lastWriteAt?: number;
+  /** The last write or load problem. */
+  readonly error?: string;
 }
 
 /** Bind state of one listener (an address:port of an entrypoint). */
@@ -163,6 +193,8 @@ export interface PageState {
   readonly node?: string;
   readonly zone?: string;
   readonly health?: AdminHealth;
+  /** With `--state-file`. */
+  readonly state?: PageStateFile;
   readonly sources: readonly SyncStatus[];
   readonly controller?: PageController;
   readonly healthChecks?: readonly PageHealthCheck[];
@@ -196,6 +228,7 @@ export interface PageSource {
   healthChecks?(): unknown;
   controller?(): unknown;
   health?(): AdminHealth;
+  state?(): AdminStateFile;
   traffic?(): readonly TrafficSample[];
   /** Register for change notifications (e.g. each applied snapshot); returns the unsubscribe function. */
   subscribe?(onChange: () => void): () => void;
@@ -294,6 +327,17 @@ function healthChecksState(raw: unknown): PageHealthCheck[] | undefined {
   }));
 }
 
+function stateFileState(s: AdminStateFile): PageStateFile {
+  const error = s.lastWriteError ?? s.loadError;
+  return {
+    file: s.file,
+    stale: s.stale,
+    ...(s.stale && s.savedAt !== undefined ? { savedAt: s.savedAt } : {}),
+    ...(s.lastWriteAt !== undefined ? { lastWriteAt: s.lastWriteAt } : {}),
+    ...(error ? { error } : {}),
+  };
+}
+
 function controllerState(raw: unknown): PageController | undefined {
   if (!isRecord(raw)) return undefined;
   return {
@@ -358,6 +402,7 @@ export function pageState(view: PageSource, query: PageQuery, options: PageState
   }
   const controller = view.controller ? controllerState(view.controller()) : undefined;
   const healthChecks = view.healthChecks ? healthChecksState(view.healthChecks()) : undefined;
+  const stateFile = view.state ? stateFileState(view.state()) : undefined;
   return {
     version: snap?.version ?? 0,
     at: now,
@@ -365,6 +410,7 @@ export function pageState(view: PageSource, query: PageQuery, options: PageState
     ...(snap ? { node: snap.node.name } : {}),
     ...(snap?.node.zone ? { zone: snap.node.zone } : {}),
     ...(view.health ? { health: view.health() } : {}),
+    ...(stateFile ? { state: stateFile } : {}),
     sources: view.sources(),
     ...(controller ? { controller } : {}),
     ...(healthChecks?.length ? { healthChecks } : {}),

@@ -19,6 +19,18 @@ export interface ListenerCountsView {
   readonly draining: number;
 }
 
+/** The state file's status (`--state-file`), read at scrape time (see `PersistentSource.state()`). */
+export interface StateFileView {
+  /** Serving objects replayed from the state file that the live source has not confirmed yet. */
+  readonly stale: boolean;
+  /** When the replayed state was written (ms since the epoch). */
+  readonly savedAt?: number | undefined;
+  readonly writes: number;
+  readonly writeErrors: number;
+  /** When this process last wrote the file (ms since the epoch). */
+  readonly lastWriteAt?: number | undefined;
+}
+
 export interface GatewayMetricsOptions {
   /** IP families the node serves (default `["IPv4"]`); see `ipFamiliesOf`. */
   readonly ipFamilies?: readonly IpFamily[] | undefined;
@@ -30,6 +42,10 @@ export interface GatewayMetricsOptions {
   readonly sources?: (() => readonly SyncStatus[]) | undefined;
   /** Listener totals, read at scrape time. */
   readonly listeners?: (() => ListenerCountsView) | undefined;
+  /** The state file's status; without it the `kubegate_state_*` families are not registered. */
+  readonly state?: (() => StateFileView) | undefined;
+  /** Whether the gateway is shutting down (`kubegate_shutting_down`). */
+  readonly shuttingDown?: (() => boolean) | undefined;
   /** Wall clock in ms since the epoch (default `Date.now`). */
   readonly now?: (() => number) | undefined;
   /** A scrape-time view failed; that family is left out of the scrape. */
@@ -100,7 +116,45 @@ export class GatewayMetrics {
         g.labels("draining").set(c.draining);
       },
     });
+    const shuttingDown = options.shuttingDown;
+    this.registry.gauge({
+      name: "kubegate_shutting_down",
+      help: "1 from the shutdown signal until exit: /healthz and /readyz answer 503, then the listeners drain.",
+      collect: (g) => g.set(shuttingDown?.() ? 1 : 0),
+    });
+    if (options.state) this.#stateMetrics(options.state, options.now ?? Date.now);
     this.handler = metricsHandler(this.registry);
+  }
+
+  #stateMetrics(state: () => StateFileView, now: () => number): void {
+    this.registry.gauge({
+      name: "kubegate_state_stale",
+      help: "1 while the gateway serves objects replayed from --state-file that the live source has not confirmed yet.",
+      collect: (g) => g.set(state().stale ? 1 : 0),
+    });
+    this.registry.gauge({
+      name: "kubegate_state_age_seconds",
+      help: "While stale: seconds since the replayed state file was written; 0 once the live source has synced.",
+      collect: (g) => {
+        const s = state();
+        g.set(s.stale && s.savedAt !== undefined ? Math.max(0, (now() - s.savedAt) / 1000) : 0);
+      },
+    });
+    this.registry.counter({
+      name: "kubegate_state_writes_total",
+      help: "Writes of --state-file, by result (success, error).",
+      labelNames: ["result"],
+      collect: (c) => {
+        const s = state();
+        c.labels("success").set(s.writes);
+        c.labels("error").set(s.writeErrors);
+      },
+    });
+    this.registry.gauge({
+      name: "kubegate_state_last_write_timestamp_seconds",
+      help: "When this process last wrote --state-file (Unix seconds; 0 before the first write).",
+      collect: (g) => g.set((state().lastWriteAt ?? 0) / 1000),
+    });
   }
 
   /** Call from the sink for every event, before the store applies it. */

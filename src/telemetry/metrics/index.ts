@@ -4,7 +4,7 @@
  */
 export { CONNECT_DURATION_BUCKETS, exponentialBuckets, linearBuckets, NETWORK_PROGRAMMING_BUCKETS, REQUEST_DURATION_BUCKETS, SYNC_DURATION_BUCKETS } from "./buckets.ts";
 export { CONTENT_TYPE, escapeHelp, escapeLabelValue, ExpositionWriter, formatValue, labelPairs } from "./exposition.ts";
-export { GatewayMetrics, type GatewayMetricsOptions, type ListenerCountsView } from "./gateway-metrics.ts";
+export { GatewayMetrics, type GatewayMetricsOptions, type ListenerCountsView, type StateFileView } from "./gateway-metrics.ts";
 export { metricsHandler } from "./handler.ts";
 export { type HealthCountsView, type IpFamily, ipFamiliesOf, KubeProxyMetricNames, KubeProxyMetrics, noLocalEndpoints } from "./kube-proxy.ts";
 export { type Collector, Counter, Gauge, Histogram, Registry } from "./registry.ts";
