@@ -125,7 +125,7 @@ test("a real Prometheus scrapes /metrics and reads back the traffic sent", async
     { timeoutMs: 5_000, intervalMs: 200, what: "the rules to be evaluated" },
   );
   expect(rules.map((r) => [r.name, r.health, r.lastError ?? ""])).toEqual(
-    ["KubegateSyncStale", "KubegateHighErrorRate", "KubegateNoEndpoints", "KubegateWatchRelisting", "KubegateMetricsSeriesDropped"].map((n) => [n, "ok", ""]),
+    ["KubegateSyncStale", "KubegateHighErrorRate", "KubegateNoEndpoints", "KubegateWatchRelisting", "KubegateMetricsSeriesDropped", "KubegateServingSavedState"].map((n) => [n, "ok", ""]),
   );
 
   // Every dashboard query parses and runs (Grafana's variables filled in as "All").

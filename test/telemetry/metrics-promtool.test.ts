@@ -93,7 +93,7 @@ describe("promtool check metrics", () => {
 describe("prometheus-rules.yaml", () => {
   test("passes promtool check rules", async () => {
     const checked = await promtool(["check", "rules", "prometheus-rules.yaml"]);
-    expect(checked.lines).toEqual(["Checking prometheus-rules.yaml", "SUCCESS: 5 rules found"]);
+    expect(checked.lines).toEqual(["Checking prometheus-rules.yaml", "SUCCESS: 6 rules found"]);
     expect(checked.code).toBe(0);
   });
 
