@@ -58,14 +58,14 @@ export function compareErrors(a: ModelError, b: ModelError): number {
   return compareKeys(a.kind, b.kind) || compareKeys(a.object, b.object) || compareKeys(a.message, b.message);
 }
 
-/** The ModelError of an invalid object. */
+/** The ModelError of an invalid object (no reason: a generic problem). */
 export function invalidError(invalid: InvalidObject): ModelError {
   return Object.freeze({ kind: invalid.kind, object: invalid.key, message: invalid.message });
 }
 
-/** The ModelError of an entrypoint with a conflict. */
+/** The ModelError of an entrypoint with a conflict (reason `PortConflict`); its Service is the entrypoint's. */
 export function entrypointError(entrypoint: Entrypoint): ModelError {
-  return Object.freeze({ kind: "Entrypoint", object: entrypoint.key, message: entrypoint.error ?? "" });
+  return Object.freeze({ kind: "Entrypoint", object: entrypoint.key, message: entrypoint.error ?? "", reason: "PortConflict" });
 }
 
 /** The frozen node description of a snapshot. */

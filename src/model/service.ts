@@ -29,6 +29,15 @@
  *   are trimmed and an invalid one is skipped (and reported here); when none is valid, or the list is empty, it is
  *   undefined and nothing is filtered.
  * - `proxyProtocol`: `kubegate.io/proxy-protocol: v2` on TCP entrypoints.
+ * - `policy`: the {@link TrafficPolicy} of the `kubegate.io/*` policy annotations (balancer, hash-on, timeouts, limits,
+ *   retries), one frozen object shared by every entrypoint of the Service and kept from the previous result while it
+ *   says the same (so routes are not rebuilt); absent when none is set. An invalid value is reported (reason
+ *   `InvalidAnnotation`) and left out: the gateway default applies.
+ * - `serviceUid`: `metadata.uid`, for Events about the Service.
+ * - `--max-endpoints-per-service` (`maxEndpointsPerService`): a port with more endpoints is reported (reason
+ *   `TooManyEndpoints`) and only the first that-many of its serving endpoints (sorted by address) serve.
+ *
+ * Every Service error carries a {@link ModelErrorReason} (`InvalidService` unless more is known), for Events.
  *
  * Health check (kube-proxy's `NeedsHealthCheck`): a LoadBalancer Service (of any class) with externalTrafficPolicy
  * Local and a `healthCheckNodePort` gets a {@link HealthCandidate}; listener conflicts decide if it is served
@@ -39,7 +48,11 @@ import {
   ANNOTATIONS,
   EXPOSE_EXTERNAL_NAME_ANNOTATION,
   type ExternalNamePort,
+  HASH_BALANCERS,
+  HTTP_ONLY_POLICY_FIELDS,
   parseServiceAnnotations,
+  policyOf,
+  samePolicy,
   type ServiceAnnotations,
 } from "./annotations.ts";
 import {
@@ -55,14 +68,17 @@ import {
 import { cidrContains, formatCidr, formatIP, type IPFamily, ipSortKey, type ParsedCidr, parseCidr, parseIP } from "./net.ts";
 import type {
   Cluster,
+  Endpoint,
   Entrypoint,
   EntrypointProtocol,
   EntrypointType,
   ExternalTarget,
   HealthCheckService,
   ModelError,
+  ModelErrorReason,
   ModelOptions,
   SessionAffinity,
+  TrafficPolicy,
 } from "./types.ts";
 
 export { PROTOCOL_ANNOTATION } from "./annotations.ts";
@@ -277,6 +293,8 @@ function sameEntrypoint(a: Entrypoint, b: Entrypoint): boolean {
     a.service === b.service &&
     a.type === b.type &&
     a.error === b.error &&
+    a.policy === b.policy &&
+    a.serviceUid === b.serviceUid &&
     sameStrings(a.addresses, b.addresses)
   );
 }
@@ -370,6 +388,69 @@ function sameCheck(a: HealthCheckService, b: HealthCheckService): boolean {
   );
 }
 
+/**
+ * `serving` capped at `limit` (`--max-endpoints-per-service`) when the port has more than `limit` endpoints, which is
+ * reported; `serving` itself otherwise. The first `limit` serving endpoints in sorted order (by address) are kept.
+ */
+function limitServing(
+  endpoints: readonly Endpoint[],
+  serving: readonly Endpoint[],
+  limit: number | undefined,
+  portLabel: string,
+  report: ServiceScope["report"],
+): readonly Endpoint[] {
+  if (limit === undefined || limit <= 0 || endpoints.length <= limit) return serving;
+  report(
+    `Port "${portLabel}" has ${endpoints.length} endpoints, more than the limit of ${limit} (--max-endpoints-per-service): only the first ${limit} serving endpoints (by address) receive traffic`,
+    "TooManyEndpoints",
+  );
+  return serving.length <= limit ? serving : Object.freeze(serving.slice(0, limit));
+}
+
+/**
+ * The traffic policy of a Service from its parsed annotations (undefined when none is set), reusing `previous` when
+ * it says the same, so unchanged entrypoints keep their identity. A `kubegate.io/hash-on` next to a balancer that
+ * does not hash is reported and left out.
+ */
+function servicePolicy(
+  parsed: ServiceAnnotations,
+  key: string,
+  previous: TrafficPolicy | undefined,
+  reportAnnotation: (message: string) => void,
+): TrafficPolicy | undefined {
+  let omit: ReadonlySet<keyof TrafficPolicy> | undefined;
+  if (parsed.hashOn !== undefined && parsed.balancer !== undefined && !HASH_BALANCERS.has(parsed.balancer)) {
+    reportAnnotation(
+      `Annotation "${ANNOTATIONS.hashOn.key}" on Service "${key}" applies to the ring-hash and maglev balancers only, not "${parsed.balancer}": ignored`,
+    );
+    omit = HASH_ON_ONLY;
+  }
+  const fresh = policyOf(parsed, omit);
+  return samePolicy(fresh, previous) ? previous : fresh;
+}
+
+const HASH_ON_ONLY: ReadonlySet<keyof TrafficPolicy> = new Set(["hashOn"]);
+
+/**
+ * Tell a Service without HTTP entrypoints that its HTTP-only policy annotations (and a `hash-on` header or cookie)
+ * have no effect. Their values stay in the policy: the TCP and UDP proxies do not read them.
+ */
+function checkHttpOnly(scope: ServiceScope, exposures: readonly Exposure[]): void {
+  const { policy, key } = scope;
+  if (policy === undefined || exposures.length === 0 || exposures.some((e) => e.entrypoint.protocol === "http")) return;
+  for (const field of HTTP_ONLY_POLICY_FIELDS) {
+    if (policy[field] === undefined) continue;
+    const annotation = ANNOTATIONS[field].key;
+    scope.reportAnnotation(`Annotation "${annotation}" on Service "${key}" applies to HTTP ports only, and the Service has none: no effect`);
+  }
+  const hashOn = policy.hashOn;
+  if (hashOn !== undefined && hashOn.source !== "client-ip") {
+    scope.reportAnnotation(
+      `Annotation "${ANNOTATIONS.hashOn.key}" on Service "${key}" keys on a ${hashOn.source}, which only HTTP ports have, and the Service has none: the client IP is hashed instead`,
+    );
+  }
+}
+
 /** The entrypoint to publish: `previous` when it equals `fresh`, else `fresh` frozen. */
 function reuseEntrypoint(fresh: Entrypoint, previous: Entrypoint | undefined): Entrypoint {
   return previous && sameEntrypoint(previous, fresh) ? previous : Object.freeze(fresh);
@@ -382,10 +463,24 @@ interface ServiceScope {
   readonly name: string;
   readonly annotations: Readonly<Record<string, string>>;
   readonly parsed: ServiceAnnotations;
+  /** The Service's traffic policy (shared by its entrypoints; the previous object when unchanged). */
+  readonly policy: TrafficPolicy | undefined;
+  /** `metadata.uid`, when set. */
+  readonly uid: string | undefined;
   readonly created: number;
   readonly prevByKey: ReadonlyMap<string, Entrypoint>;
   readonly prevClusters: ReadonlyMap<string, Cluster>;
-  readonly report: (message: string) => void;
+  /** Report a problem with the Service (reason `InvalidService` unless given). */
+  readonly report: (message: string, reason?: ModelErrorReason) => void;
+  /** Report a problem with an annotation (reason `InvalidAnnotation`). */
+  readonly reportAnnotation: (message: string) => void;
+}
+
+/** The fields every entrypoint of a Service shares besides name, port and cluster. */
+function shared(fresh: Mutable<Entrypoint>, scope: ServiceScope): Mutable<Entrypoint> {
+  if (scope.policy !== undefined) fresh.policy = scope.policy;
+  if (scope.uid !== undefined) fresh.serviceUid = scope.uid;
+  return fresh;
 }
 
 /**
@@ -406,7 +501,9 @@ export function computeService(
   const key = `${namespace}/${name}`;
   const spec = service.spec;
   const errors: ModelError[] = [];
-  const report = (message: string) => errors.push(Object.freeze({ kind: "Service", object: key, message }));
+  const report = (message: string, reason: ModelErrorReason = "InvalidService") =>
+    errors.push(Object.freeze({ kind: "Service", object: key, message, reason }));
+  const reportAnnotation = (message: string) => report(message, "InvalidAnnotation");
 
   const infos: SliceInfo[] = [];
   for (const slice of slices) {
@@ -417,7 +514,7 @@ export function computeService(
   for (const info of infos) errors.push(...info.errors);
 
   const annotationsIn = service.metadata.annotations ?? {};
-  const parsed = parseServiceAnnotations(annotationsIn, key, report);
+  const parsed = parseServiceAnnotations(annotationsIn, key, reportAnnotation);
 
   const prevByKey = new Map<string, Entrypoint>();
   const prevClusters = new Map<string, Cluster>();
@@ -429,16 +526,20 @@ export function computeService(
   const annotations =
     prevAnnotations && sameRecord(prevAnnotations, annotationsIn) ? prevAnnotations : Object.freeze({ ...annotationsIn });
   const created = service.metadata.creationTimestamp ? Date.parse(service.metadata.creationTimestamp) : Number.NaN;
+  const uid = service.metadata.uid === undefined || service.metadata.uid === "" ? undefined : service.metadata.uid;
   const scope: ServiceScope = {
     key,
     namespace,
     name,
     annotations,
     parsed,
+    policy: servicePolicy(parsed, key, previous?.exposures[0]?.entrypoint.policy, reportAnnotation),
+    uid,
     created: Number.isNaN(created) ? Infinity : created,
     prevByKey,
     prevClusters,
     report,
+    reportAnnotation,
   };
 
   const exposures: Exposure[] = [];
@@ -449,11 +550,12 @@ export function computeService(
     for (const field of ["exposeExternalName", "externalNamePorts"] as const) {
       const annotation = ANNOTATIONS[field].key;
       if (annotationsIn[annotation] !== undefined) {
-        report(`Annotation "${annotation}" on Service "${key}" applies to ExternalName Services only: ignored`);
+        reportAnnotation(`Annotation "${annotation}" on Service "${key}" applies to ExternalName Services only: ignored`);
       }
     }
     healthCheck = exposePorts(service, scope, ctx, infos, annotationsIn, exposures, previous?.healthCheck);
   }
+  checkHttpOnly(scope, exposures);
   exposures.sort((a, b) => (a.entrypoint.key < b.entrypoint.key ? -1 : a.entrypoint.key > b.entrypoint.key ? 1 : 0));
   if (exposures.length === 0 && errors.length === 0 && healthCheck === undefined) return EMPTY_RESULT;
   return healthCheck === undefined ? { exposures, errors } : { exposures, errors, healthCheck };
@@ -469,7 +571,7 @@ function exposePorts(
   exposures: Exposure[],
   previousHealth: HealthCandidate | undefined,
 ): HealthCandidate | undefined {
-  const { key, namespace, name, annotations, parsed, report } = scope;
+  const { key, namespace, name, annotations, parsed, report, reportAnnotation } = scope;
   const spec = service.spec;
 
   const families = spec.ipFamilies && spec.ipFamilies.length > 0 ? spec.ipFamilies : undefined;
@@ -515,7 +617,7 @@ function exposePorts(
     const cookie = Object.freeze({ name: parsed.affinityCookie, ttlSeconds: parsed.affinityCookieTtl ?? timeoutSeconds });
     httpAffinity = Object.freeze({ mode: clientIP ? "ClientIP" : "None", timeoutSeconds, cookie });
   } else if (parsed.affinityCookieTtl !== undefined && annotationsIn[ANNOTATIONS.affinityCookie.key] === undefined) {
-    report(
+    reportAnnotation(
       `Annotation "${ANNOTATIONS.affinityCookieTtl.key}" on Service "${key}" has no effect without "${ANNOTATIONS.affinityCookie.key}": ignored`,
     );
   }
@@ -536,10 +638,10 @@ function exposePorts(
     seenNames.add(epName);
     const protocol = protocolFor(sp, parsed.protocol);
     if (parsed.affinityCookie !== undefined && protocol !== "http") {
-      report(`Annotation "${ANNOTATIONS.affinityCookie.key}" on Service "${key}" applies to HTTP ports only: ignored on ${protocol} port "${portLabel}"`);
+      reportAnnotation(`Annotation "${ANNOTATIONS.affinityCookie.key}" on Service "${key}" applies to HTTP ports only: ignored on ${protocol} port "${portLabel}"`);
     }
     if (parsed.proxyProtocol !== undefined && protocol !== "tcp") {
-      report(`Annotation "${ANNOTATIONS.proxyProtocol.key}" on Service "${key}" applies to TCP ports only: ignored on ${protocol} port "${portLabel}"`);
+      reportAnnotation(`Annotation "${ANNOTATIONS.proxyProtocol.key}" on Service "${key}" applies to TCP ports only: ignored on ${protocol} port "${portLabel}"`);
     }
     let cluster: Cluster | undefined;
     const clusterFor = (): Cluster => {
@@ -547,7 +649,8 @@ function exposePorts(
       const old = scope.prevClusters.get(epName);
       const endpoints = mergeEndpoints(sp, infos, ctx.nodeName, old?.endpoints);
       const chosen = selectEndpoints(endpoints, { nodeName: ctx.nodeName, zone: ctx.zone, policy, trafficDistribution: spec.trafficDistribution });
-      const serving = old && sameEndpoints(old.serving, chosen.serving) ? old.serving : chosen.serving;
+      const limited = limitServing(endpoints, chosen.serving, ctx.prepared.options.maxEndpointsPerService, portLabel, report);
+      const serving = old && sameEndpoints(old.serving, limited) ? old.serving : limited;
       const selection = old && sameSelection(old.selection, chosen.selection) ? old.selection : chosen.selection;
       cluster =
         old && old.endpoints === endpoints && old.serving === serving && old.selection === selection
@@ -557,19 +660,22 @@ function exposePorts(
     };
     const add = (type: EntrypointType, addresses: readonly string[], port: number) => {
       const epKey = `${type}/${epName}`;
-      const fresh: Mutable<Entrypoint> = {
-        name: epName,
-        key: epKey,
-        type,
-        protocol,
-        namespace,
-        service: name,
-        addresses,
-        port,
-        cluster: clusterFor(),
-        externalTrafficPolicy: policy,
-        annotations,
-      };
+      const fresh: Mutable<Entrypoint> = shared(
+        {
+          name: epName,
+          key: epKey,
+          type,
+          protocol,
+          namespace,
+          service: name,
+          addresses,
+          port,
+          cluster: clusterFor(),
+          externalTrafficPolicy: policy,
+          annotations,
+        },
+        scope,
+      );
       const stick = protocol === "http" ? httpAffinity : affinity;
       if (stick !== undefined) fresh.sessionAffinity = stick;
       if (type === "LoadBalancer" && sourceRanges !== undefined) fresh.sourceRanges = sourceRanges;
@@ -606,7 +712,7 @@ function exposeExternalName(
   annotationsIn: Readonly<Record<string, string>>,
   exposures: Exposure[],
 ): void {
-  const { key, namespace, name, annotations, parsed, report } = scope;
+  const { key, namespace, name, annotations, parsed, report, reportAnnotation } = scope;
   if (parsed.exposeExternalName !== true) return;
   const spec = service.spec;
   const hostname = spec.externalName ?? "";
@@ -616,7 +722,7 @@ function exposeExternalName(
     return;
   }
   if (annotationsIn[portsKey] === undefined) {
-    report(`ExternalName Service "${key}" is exposed but has no "${portsKey}" annotation to say where to listen: not served`);
+    reportAnnotation(`ExternalName Service "${key}" is exposed but has no "${portsKey}" annotation to say where to listen: not served`);
     return;
   }
   const entries: readonly ExternalNamePort[] = parsed.externalNamePorts ?? [];
@@ -627,7 +733,7 @@ function exposeExternalName(
     let index: number;
     if (ref === undefined) {
       if (spec.ports.length !== 1) {
-        report(
+        reportAnnotation(
           `Annotation "${portsKey}" on Service "${key}" gives listen port ${entry.listen} without a Service port, but the Service has ${spec.ports.length} ports: ignored`,
         );
         continue;
@@ -636,7 +742,7 @@ function exposeExternalName(
     } else {
       index = spec.ports.findIndex((p) => (typeof ref === "number" ? p.port === ref : p.name === ref));
       if (index === -1) {
-        report(`Annotation "${portsKey}" on Service "${key}" names Service port "${ref}", which the Service does not have: ignored`);
+        reportAnnotation(`Annotation "${portsKey}" on Service "${key}" names Service port "${ref}", which the Service does not have: ignored`);
         continue;
       }
     }
@@ -648,13 +754,13 @@ function exposeExternalName(
     }
     const epName = `${key}:${portLabel}`;
     if (seen.has(epName)) {
-      report(`Annotation "${portsKey}" on Service "${key}" lists Service port "${portLabel}" twice: skipped the second one`);
+      reportAnnotation(`Annotation "${portsKey}" on Service "${key}" lists Service port "${portLabel}" twice: skipped the second one`);
       continue;
     }
     seen.add(epName);
     const protocol = protocolFor(sp, parsed.protocol);
     if (parsed.proxyProtocol !== undefined && protocol !== "tcp") {
-      report(`Annotation "${ANNOTATIONS.proxyProtocol.key}" on Service "${key}" applies to TCP ports only: ignored on ${protocol} port "${portLabel}"`);
+      reportAnnotation(`Annotation "${ANNOTATIONS.proxyProtocol.key}" on Service "${key}" applies to TCP ports only: ignored on ${protocol} port "${portLabel}"`);
     }
     const old = scope.prevClusters.get(epName);
     const cluster: Cluster =
@@ -663,20 +769,23 @@ function exposeExternalName(
         : Object.freeze({ name: epName, endpoints: EMPTY_ENDPOINTS, serving: EMPTY_ENDPOINTS });
     const externalName: ExternalTarget = Object.freeze({ hostname, port: typeof sp.targetPort === "number" ? sp.targetPort : sp.port });
     const epKey = `NodePort/${epName}`;
-    const fresh: Mutable<Entrypoint> = {
-      name: epName,
-      key: epKey,
-      type: "NodePort",
-      protocol,
-      namespace,
-      service: name,
-      addresses,
-      port: entry.listen,
-      cluster,
-      externalTrafficPolicy: "Cluster",
-      annotations,
-      externalName,
-    };
+    const fresh: Mutable<Entrypoint> = shared(
+      {
+        name: epName,
+        key: epKey,
+        type: "NodePort",
+        protocol,
+        namespace,
+        service: name,
+        addresses,
+        port: entry.listen,
+        cluster,
+        externalTrafficPolicy: "Cluster",
+        annotations,
+        externalName,
+      },
+      scope,
+    );
     if (protocol === "tcp" && parsed.proxyProtocol !== undefined) fresh.proxyProtocol = parsed.proxyProtocol;
     exposures.push({
       entrypoint: reuseEntrypoint(fresh, scope.prevByKey.get(epKey)),

@@ -111,6 +111,11 @@ export interface Entrypoint {
   readonly externalName?: ExternalTarget | undefined;
   /** Per-Service data-plane policy from `kubegate.io/*` annotations; absent fields take the gateway defaults. */
   readonly policy?: TrafficPolicy | undefined;
+  /**
+   * `metadata.uid` of the Service, when known: Events about the Service name it, so that `kubectl describe service`
+   * (which selects Events by `involvedObject.uid`) shows them.
+   */
+  readonly serviceUid?: string | undefined;
 }
 
 /** The balancing algorithms (annotation `kubegate.io/balancer`, flag `--default-balancer`). */
@@ -151,12 +156,23 @@ export interface TrafficPolicy {
   readonly retryIdempotent?: boolean | undefined;
 }
 
+/**
+ * Why a Service or Entrypoint error happened, as a Kubernetes Event reason (see `controller/model-events.ts`):
+ * - `InvalidAnnotation`: a `kubegate.io/*` annotation is invalid or does not apply; it is ignored.
+ * - `PortConflict`: an entrypoint wants an address and port another (older) one holds; it is not bound.
+ * - `TooManyEndpoints`: a Service port has more endpoints than `--max-endpoints-per-service`.
+ * - `InvalidService`: anything else wrong with the Service (a port, a field); that part is skipped.
+ */
+export type ModelErrorReason = "InvalidAnnotation" | "PortConflict" | "TooManyEndpoints" | "InvalidService";
+
 /** A problem with one object; that object (or the part of it) is skipped, the rest is served. */
 export interface ModelError {
   readonly kind: "Service" | "EndpointSlice" | "Node" | "Entrypoint" | "Source";
   /** `namespace/name` or entrypoint key. */
   readonly object: string;
   readonly message: string;
+  /** Set on the Service and Entrypoint errors of the model; absent on others (a generic problem). */
+  readonly reason?: ModelErrorReason | undefined;
 }
 
 /** What this node is, as the model needs it. */

@@ -3,11 +3,23 @@ import * as v from "valibot";
 import {
   AffinityCookieAnnotation,
   AffinityCookieTtlAnnotation,
+  ANNOTATIONS,
+  BalancerAnnotation,
   ExposeExternalNameAnnotation,
   ExternalNamePortsAnnotation,
+  HashOnAnnotation,
+  MaxBodyBytesAnnotation,
+  MaxConcurrentRequestsAnnotation,
+  MaxRequestDurationAnnotation,
+  parseDurationMs,
   parseServiceAnnotations,
+  policyOf,
   ProtocolAnnotation,
   ProxyProtocolAnnotation,
+  RetryIdempotentAnnotation,
+  samePolicy,
+  SlowStartAnnotation,
+  TimeoutAnnotation,
 } from "../../src/model/annotations.ts";
 
 function parse(annotations: Record<string, string> | undefined) {
@@ -106,5 +118,154 @@ describe("kubegate.io/external-name-ports", () => {
     ["8080,8081", { error: "expected each Service port once; the only port is given twice" }],
   ] as const)("%p", (input, expected) => {
     expect(run(ExternalNamePortsAnnotation as v.GenericSchema<string, unknown>, input)).toEqual(expected as never);
+  });
+});
+
+describe("traffic policy annotations", () => {
+  const policySchemas: Record<string, v.GenericSchema<string, unknown>> = {
+    balancer: BalancerAnnotation,
+    "hash-on": HashOnAnnotation as v.GenericSchema<string, unknown>,
+    timeout: TimeoutAnnotation as v.GenericSchema<string, unknown>,
+    "max-request-duration": MaxRequestDurationAnnotation as v.GenericSchema<string, unknown>,
+    "slow-start": SlowStartAnnotation as v.GenericSchema<string, unknown>,
+    "max-concurrent-requests": MaxConcurrentRequestsAnnotation as v.GenericSchema<string, unknown>,
+    "max-body-bytes": MaxBodyBytesAnnotation as v.GenericSchema<string, unknown>,
+    "retry-idempotent": RetryIdempotentAnnotation as v.GenericSchema<string, unknown>,
+  };
+  const durationMessage = 'expected a duration from 1ms to 24h, such as "500ms", "30s" or "1m30s"';
+  const durationOrZero = 'expected a duration from 0s to 24h, such as "500ms", "30s" or "1m30s"';
+  const slowStart = 'expected a duration from 0s to 1h, such as "500ms", "30s" or "1m30s"';
+  const hashOn = 'expected "client-ip", "header:NAME" or "cookie:NAME" (NAME of letters, digits and !#$%&\'*+-.^_`|~)';
+  const balancer = 'expected "round-robin", "least-request", "random", "ring-hash" or "maglev"';
+  test.each([
+    ["balancer", "round-robin", { ok: "round-robin" }],
+    ["balancer", "least-request", { ok: "least-request" }],
+    ["balancer", "random", { ok: "random" }],
+    ["balancer", "ring-hash", { ok: "ring-hash" }],
+    ["balancer", "maglev", { ok: "maglev" }],
+    ["balancer", "Maglev", { error: balancer }],
+    ["balancer", "least_conn", { error: balancer }],
+    ["balancer", "", { error: balancer }],
+    ["hash-on", "client-ip", { ok: { source: "client-ip" } }],
+    ["hash-on", "header:X-User-ID", { ok: { source: "header", name: "x-user-id" } }],
+    ["hash-on", "cookie:Session_ID", { ok: { source: "cookie", name: "Session_ID" } }],
+    ["hash-on", "header:", { error: hashOn }],
+    ["hash-on", "header:a b", { error: hashOn }],
+    ["hash-on", "header:a:b", { error: hashOn }],
+    ["hash-on", "cookie:a=b", { error: hashOn }],
+    ["hash-on", "cookie:a;b", { error: hashOn }],
+    ["hash-on", "Header:x", { error: hashOn }],
+    ["hash-on", "query:x", { error: hashOn }],
+    ["hash-on", "client-ip ", { error: hashOn }],
+    ["hash-on", "source-ip", { error: hashOn }],
+    ["timeout", "500ms", { ok: 500 }],
+    ["timeout", "30s", { ok: 30_000 }],
+    ["timeout", "5m", { ok: 300_000 }],
+    ["timeout", "1m30s", { ok: 90_000 }],
+    ["timeout", "1.5s", { ok: 1500 }],
+    ["timeout", "1h0m0s", { ok: 3_600_000 }],
+    ["timeout", "24h", { ok: 86_400_000 }],
+    ["timeout", "1ms", { ok: 1 }],
+    ["timeout", "24h1ms", { error: durationMessage }],
+    ["timeout", "0s", { error: durationMessage }],
+    ["timeout", "0", { error: durationMessage }],
+    ["timeout", "30", { error: durationMessage }],
+    ["timeout", "1.5ms", { error: durationMessage }],
+    ["timeout", "-1s", { error: durationMessage }],
+    ["timeout", "30 s", { error: durationMessage }],
+    ["timeout", "1d", { error: durationMessage }],
+    ["timeout", "30S", { error: durationMessage }],
+    ["timeout", "", { error: durationMessage }],
+    ["timeout", "1e3ms", { error: durationMessage }],
+    ["max-request-duration", "0s", { ok: 0 }],
+    ["max-request-duration", "0", { ok: 0 }],
+    ["max-request-duration", "2m", { ok: 120_000 }],
+    ["max-request-duration", "25h", { error: durationOrZero }],
+    ["slow-start", "0s", { ok: 0 }],
+    ["slow-start", "30s", { ok: 30_000 }],
+    ["slow-start", "1h", { ok: 3_600_000 }],
+    ["slow-start", "61m", { error: slowStart }],
+    ["max-concurrent-requests", "0", { ok: 0 }],
+    ["max-concurrent-requests", "100", { ok: 100 }],
+    ["max-concurrent-requests", "1000000", { ok: 1_000_000 }],
+    ["max-concurrent-requests", "1000001", { error: "expected a whole number from 0 to 1000000" }],
+    ["max-concurrent-requests", "010", { error: "expected a whole number from 0 to 1000000" }],
+    ["max-concurrent-requests", "1e3", { error: "expected a whole number from 0 to 1000000" }],
+    ["max-concurrent-requests", "-1", { error: "expected a whole number from 0 to 1000000" }],
+    ["max-concurrent-requests", "1.0", { error: "expected a whole number from 0 to 1000000" }],
+    ["max-body-bytes", "1048576", { ok: 1_048_576 }],
+    ["max-body-bytes", "1099511627776", { ok: 1_099_511_627_776 }],
+    ["max-body-bytes", "1099511627777", { error: "expected a whole number from 0 to 1099511627776" }],
+    ["max-body-bytes", "1Mi", { error: "expected a whole number from 0 to 1099511627776" }],
+    ["retry-idempotent", "true", { ok: true }],
+    ["retry-idempotent", "false", { ok: false }],
+    ["retry-idempotent", "yes", { error: 'expected "true" or "false"' }],
+  ] as const)("%s %p", (name, input, expected) => {
+    expect(run(policySchemas[name]!, input)).toEqual(expected as never);
+  });
+
+  test("parseDurationMs reads Go-style durations in whole milliseconds", () => {
+    expect(["0", "250ms", "2h45m", "0.5s", "1m0.5s", "10s10s"].map(parseDurationMs)).toEqual([0, 250, 9_900_000, 500, 60_500, 20_000]);
+    expect(["", "ms", "1", "1.s", ".5s", "1us", "1ns", "1h-5m", "0.0001s"].map(parseDurationMs)).toEqual(Array(9).fill(undefined));
+  });
+
+  test("every policy annotation fills its TrafficPolicy field; absent ones stay absent", () => {
+    const { values, messages } = parse({
+      "kubegate.io/balancer": "ring-hash",
+      "kubegate.io/hash-on": "header:X-Tenant",
+      "kubegate.io/slow-start": "30s",
+      "kubegate.io/connect-timeout": "500ms",
+      "kubegate.io/request-header-timeout": "10s",
+      "kubegate.io/response-header-timeout": "1m",
+      "kubegate.io/idle-timeout": "90s",
+      "kubegate.io/max-request-duration": "5m",
+      "kubegate.io/max-concurrent-requests": "250",
+      "kubegate.io/max-body-bytes": "1048576",
+      "kubegate.io/retry-idempotent": "false",
+    });
+    expect(messages).toEqual([]);
+    const policy = policyOf(values);
+    expect(policy).toEqual({
+      balancer: "ring-hash",
+      hashOn: { source: "header", name: "x-tenant" },
+      slowStartMs: 30_000,
+      connectTimeoutMs: 500,
+      requestHeaderTimeoutMs: 10_000,
+      responseHeaderTimeoutMs: 60_000,
+      idleTimeoutMs: 90_000,
+      maxRequestDurationMs: 300_000,
+      maxConcurrentRequests: 250,
+      maxRequestBodyBytes: 1_048_576,
+      retryIdempotent: false,
+    });
+    expect(Object.isFrozen(policy) && Object.isFrozen(policy?.hashOn)).toBe(true);
+    expect(policyOf(parse({ "kubegate.io/idle-timeout": "2m" }).values)).toEqual({ idleTimeoutMs: 120_000 });
+    expect(policyOf(parse({ "kubegate.io/protocol": "http" }).values)).toBeUndefined();
+    expect(policyOf(parse(undefined).values)).toBeUndefined();
+  });
+
+  test.each(
+    Object.values(ANNOTATIONS)
+      .map((a) => a.key)
+      .filter((key) => !["protocol", "affinity-cookie", "affinity-cookie-ttl", "proxy-protocol", "expose-external-name", "external-name-ports"].includes(key.slice(12))),
+  )("an invalid %s is reported for that Service and leaves no policy", (key) => {
+    const { values, messages } = parse({ [key]: "bogus value" });
+    expect(values).toEqual({});
+    expect(policyOf(values)).toBeUndefined();
+    expect(messages).toHaveLength(1);
+    expect(messages[0]).toStartWith(`Annotation "${key}" on Service "ns/web" is invalid: expected `);
+    expect(messages[0]).toEndWith(', got "bogus value"; ignored');
+  });
+
+  test("samePolicy compares by value, hashOn included", () => {
+    const a = policyOf(parse({ "kubegate.io/balancer": "maglev", "kubegate.io/hash-on": "cookie:s" }).values);
+    const b = policyOf(parse({ "kubegate.io/hash-on": "cookie:s", "kubegate.io/balancer": "maglev" }).values);
+    expect(a).not.toBe(b);
+    expect(samePolicy(a, b)).toBe(true);
+    expect(samePolicy(a, policyOf(parse({ "kubegate.io/balancer": "maglev", "kubegate.io/hash-on": "cookie:S" }).values))).toBe(false);
+    expect(samePolicy(a, policyOf(parse({ "kubegate.io/balancer": "maglev", "kubegate.io/hash-on": "header:s" }).values))).toBe(false);
+    expect(samePolicy(a, policyOf(parse({ "kubegate.io/balancer": "maglev" }).values))).toBe(false);
+    expect(samePolicy(undefined, undefined)).toBe(true);
+    expect(samePolicy(a, undefined)).toBe(false);
   });
 });

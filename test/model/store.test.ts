@@ -247,7 +247,12 @@ describe("ModelStore incremental updates", () => {
     expect(byKey(snapshot, "LoadBalancer/default/new:http").error).toBe('Port 80 on 127.0.0.1 is already used by "default/old:http"');
     expect(byKey(snapshot, "LoadBalancer/default/old:http").error).toBeUndefined();
     expect(snapshot!.errors).toEqual([
-      { kind: "Entrypoint", object: "LoadBalancer/default/new:http", message: 'Port 80 on 127.0.0.1 is already used by "default/old:http"' },
+      {
+        kind: "Entrypoint",
+        object: "LoadBalancer/default/new:http",
+        message: 'Port 80 on 127.0.0.1 is already used by "default/old:http"',
+        reason: "PortConflict",
+      },
     ]);
     const untouched = byKey(snapshot, "NodePort/default/new:http");
 
