@@ -10,6 +10,7 @@ import { adminApp, type AdminView } from "./admin/app.ts";
 import { type HealthCounts, HealthState, healthApp } from "./admin/health.ts";
 import type { Config } from "./config/flags.ts";
 import { hostAddresses } from "./config/host.ts";
+import { modelErrorEvents } from "./controller/model-events.ts";
 import { EventRecorder, type LbController, startLbController } from "./controller/index.ts";
 import { KubeClient } from "./kube/client.ts";
 import { ClusterSource } from "./kube/cluster-source.ts";
@@ -140,13 +141,14 @@ function bindFailureEvents(events: EventRecorder, listeners: ListenerManager, he
       for (const l of entry.listeners) {
         if (!l.error || !ep) continue;
         now.add(l.error);
-        if (!known.has(l.error)) void events.warning({ kind: "Service", namespace: ep.namespace, name: ep.service }, "FailedToBindListener", l.error);
+        if (!known.has(l.error)) void events.warning({ kind: "Service", apiVersion: "v1", namespace: ep.namespace, name: ep.service, ...(ep.serviceUid ? { uid: ep.serviceUid } : {}) }, "FailedToBindListener", l.error);
       }
     }
     for (const hc of healthChecks.status()) {
       if (!hc.error) continue;
       now.add(hc.error);
-      if (!known.has(hc.error)) void events.warning({ kind: "Service", namespace: hc.namespace, name: hc.name }, "FailedToStartServiceHealthcheck", hc.error);
+      const uid = snapshot.entrypoints.find((e) => e.namespace === hc.namespace && e.service === hc.name)?.serviceUid;
+      if (!known.has(hc.error)) void events.warning({ kind: "Service", apiVersion: "v1", namespace: hc.namespace, name: hc.name, ...(uid ? { uid } : {}) }, "FailedToStartServiceHealthcheck", hc.error);
     }
     known = now;
   };
@@ -267,7 +269,11 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   if (source instanceof PersistentSource) stateStatus = () => source.state();
   const events = client ? new EventRecorder({ client, nodeName: config.nodeName, log }) : undefined;
   const reportBindFailures = events ? bindFailureEvents(events, listeners, healthChecks) : () => {};
-  afterApply = reportBindFailures;
+  const reportModelErrors = events ? modelErrorEvents(events) : () => {};
+  afterApply = (snapshot) => {
+    reportBindFailures(snapshot);
+    reportModelErrors(snapshot);
+  };
   let controller: LbController | undefined;
   if (config.lbController && client) {
     controller = startLbController({

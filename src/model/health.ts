@@ -45,7 +45,7 @@ function conflictMessage(check: HealthCheckService, address: string, by: string)
 
 /** The ModelError of a health check that is not served. */
 export function healthCheckError(check: HealthCheckService, message: string): ModelError {
-  return Object.freeze({ kind: "Service", object: `${check.namespace}/${check.name}`, message });
+  return Object.freeze({ kind: "Service", object: `${check.namespace}/${check.name}`, message, reason: "PortConflict" });
 }
 
 /** Orders health checks by port, then `namespace/name`. */

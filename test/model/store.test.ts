@@ -410,6 +410,7 @@ describe("ModelStore health checks", () => {
         kind: "Service",
         object: "default/local",
         message: 'Health check port 32100 on 127.0.0.1 is already used by LoadBalancer "default/blocker:http": health check not served',
+        reason: "PortConflict",
       },
     ]);
 
