@@ -3,7 +3,8 @@
  * made no new connection (TCP) or request (HTTP) for `timeoutSeconds` (a sliding timeout); affinity to an
  * endpoint that has left the serving set is dropped and a new endpoint is picked; when the affine endpoint
  * fails to connect (it is in `exclude`), another is picked and the client is pinned to it (kube-proxy's
- * `tryConnect` resets affinity after a failed dial).
+ * `tryConnect` resets affinity after a failed dial), and so does a client whose endpoint outlier detection
+ * ejected.
  *
  * The {@link AffinityTable} outlives routes: the listener manager keeps one per Service port and hands it to
  * each new {@link ClientIpAffinity}, so a snapshot that changes the endpoints keeps the clients where they are.
@@ -202,7 +203,8 @@ export class ClientIpAffinity implements Balancer {
         ep = this.#byKey.get(entry.key);
         if (ep !== undefined) entry.endpoint = ep;
       }
-      if (ep !== undefined && ctx.exclude?.has(ep) !== true) {
+      // An affine endpoint that failed (excluded) or was ejected by outlier detection loses its clients.
+      if (ep !== undefined && ctx.exclude?.has(ep) !== true && this.inner.ejected?.(ep) !== true) {
         table.touch(client, entry, now);
         return ep;
       }
@@ -218,6 +220,10 @@ export class ClientIpAffinity implements Balancer {
 
   end(ep: Endpoint, outcome: Outcome): void {
     this.inner.end(ep, outcome);
+  }
+
+  ejected(ep: Endpoint): boolean {
+    return this.inner.ejected?.(ep) === true;
   }
 
   /** Live affinities (admin API). */

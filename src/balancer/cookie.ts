@@ -65,11 +65,15 @@ export class CookieAffinity {
     this.#tokens = previous !== undefined && previous.service === service && previous.#secret === secret ? previous.#tokens : new Map();
   }
 
-  /** The serving endpoint a cookie value stands for, or undefined (unknown token, or endpoint gone). */
+  /**
+   * The serving endpoint a cookie value stands for, or undefined (unknown token, endpoint gone, or ejected by
+   * outlier detection: the request is then balanced and the response re-pins the client).
+   */
   endpointFor(token: string): Endpoint | undefined {
     const eps = this.balancer.endpoints;
     if (eps !== this.#indexed) this.#index(eps);
-    return this.#byToken.get(token);
+    const ep = this.#byToken.get(token);
+    return ep !== undefined && this.balancer.ejected?.(ep) === true ? undefined : ep;
   }
 
   /** The token of `ep`. */

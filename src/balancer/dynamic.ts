@@ -3,6 +3,7 @@
  * addresses come from DNS and are re-resolved in the background.
  */
 import type { Endpoint } from "../model/types.ts";
+import type { AlgorithmOptions } from "./base.ts";
 import { RoundRobin } from "./round-robin.ts";
 import type { Balancer, Outcome, PickContext } from "./types.ts";
 
@@ -13,7 +14,8 @@ export interface EndpointSource {
 
 /**
  * Round robin over `source.endpoints` as they are now. When the source publishes a new set, the rotation
- * restarts on it (at a random offset).
+ * restarts on it (at a random offset); with a shared `state`, in-flight counts and outlier ejections of the
+ * addresses that stay carry over.
  *
  * @example
  * const balancer = new DynamicRoundRobin({ get endpoints() { return resolver.endpoints(8080); } });
@@ -21,12 +23,16 @@ export interface EndpointSource {
 export class DynamicRoundRobin implements Balancer {
   #rr: RoundRobin;
 
-  /** @param rng injected for tests (see {@link RoundRobin}). */
+  /**
+   * @param rng injected for tests (see {@link RoundRobin}).
+   * @param options shared cluster state (outlier detection); slow start does not apply to DNS targets.
+   */
   constructor(
     readonly source: EndpointSource,
     readonly rng: () => number = Math.random,
+    readonly options: Omit<AlgorithmOptions, "slowStartMs"> = {},
   ) {
-    this.#rr = new RoundRobin(source.endpoints, rng);
+    this.#rr = new RoundRobin(source.endpoints, rng, options);
   }
 
   get endpoints(): readonly Endpoint[] {
@@ -34,8 +40,7 @@ export class DynamicRoundRobin implements Balancer {
   }
 
   pick(ctx: PickContext): Endpoint | undefined {
-    const eps = this.source.endpoints;
-    if (eps !== this.#rr.endpoints) this.#rr = new RoundRobin(eps, this.rng);
+    this.#current();
     return this.#rr.pick(ctx);
   }
 
@@ -45,5 +50,15 @@ export class DynamicRoundRobin implements Balancer {
 
   end(ep: Endpoint, outcome: Outcome): void {
     this.#rr.end(ep, outcome);
+  }
+
+  ejected(ep: Endpoint): boolean {
+    return this.#current().ejected(ep);
+  }
+
+  #current(): RoundRobin {
+    const eps = this.source.endpoints;
+    if (eps !== this.#rr.endpoints) this.#rr = new RoundRobin(eps, this.rng, this.options);
+    return this.#rr;
   }
 }

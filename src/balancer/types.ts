@@ -1,6 +1,6 @@
 /**
- * The balancer interface. One per route (cluster of one entrypoint, per snapshot); later issues
- * add algorithms behind it, all passing the shared conformance suite.
+ * The balancer interface. One per route (cluster of one entrypoint, per snapshot); every algorithm
+ * behind it passes the shared conformance suite (`test/balancer/conformance.ts`).
  */
 import type { Endpoint } from "../model/types.ts";
 
@@ -37,4 +37,9 @@ export interface Balancer {
   begin(ep: Endpoint): void;
   /** The request/connection begun on `ep` ended with `outcome` (outlier detection reads it). */
   end(ep: Endpoint, outcome: Outcome): void;
+  /**
+   * Whether passive outlier detection has ejected `ep` now (affinity wrappers then move the client). Optional:
+   * balancers without outlier detection leave it out.
+   */
+  ejected?(ep: Endpoint): boolean;
 }
