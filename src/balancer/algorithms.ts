@@ -8,7 +8,7 @@ import { RingHash } from "./ring-hash.ts";
 import { RoundRobin } from "./round-robin.ts";
 
 /** Every algorithm name, in documentation order. */
-export const BALANCER_ALGORITHMS: readonly BalancerAlgorithm[] = ["round-robin", "least-request", "random", "ring-hash", "maglev"];
+export { BALANCER_ALGORITHMS } from "../model/annotations.ts";
 
 /** Whether `algorithm` hashes a key (ring-hash, maglev): those use `hashOn` and ignore slow start. */
 export function isConsistentHash(algorithm: BalancerAlgorithm): boolean {

@@ -10,6 +10,7 @@
  */
 import * as v from "valibot";
 import { parseDocument } from "yaml";
+import { BALANCER_ALGORITHMS } from "../model/annotations.ts";
 import { parseCidr } from "../model/net.ts";
 import { type FlagName, type FlagValues, flagSpecs } from "./flags.ts";
 
@@ -87,7 +88,7 @@ export const ConfigFile = v.object({
   accessLog: v.optional(Bool),
   logLevel: v.optional(v.picklist(["debug", "info", "warn", "error"], (i) => `expected debug, info, warn or error, ${got(i)}`)),
   defaultBalancer: v.optional(
-    v.picklist(["round-robin", "least-request", "random", "ring-hash", "maglev"], (i) => `expected round-robin, least-request, random, ring-hash or maglev, ${got(i)}`),
+    v.picklist(BALANCER_ALGORITHMS, (i) => `expected ${BALANCER_ALGORITHMS.join(", ")}, ${got(i)}`),
   ),
   requestHeaderTimeout: v.optional(Duration),
   responseHeaderTimeout: v.optional(Duration),

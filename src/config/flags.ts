@@ -4,6 +4,7 @@
  */
 import { parseArgs } from "node:util";
 import * as v from "valibot";
+import { BALANCER_ALGORITHMS } from "../model/annotations.ts";
 import { parseCidr } from "../model/net.ts";
 
 /** One flag: its name, type, default and help line. The single source of `--help` and parsing. */
@@ -75,7 +76,7 @@ const Count = v.pipe(
 
 const Percent = v.pipe(Count, v.maxValue(100, "Expected a percentage from 0 to 100"));
 
-export const BalancerName = v.picklist(["round-robin", "least-request", "random", "ring-hash", "maglev"], "Expected round-robin, least-request, random, ring-hash or maglev");
+export const BalancerName = v.picklist(BALANCER_ALGORITHMS, `Expected ${BALANCER_ALGORITHMS.join(", ")}`);
 
 const HostPort = v.pipe(
   v.string(),
