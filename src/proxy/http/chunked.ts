@@ -57,6 +57,8 @@ export class ChunkedDecoder {
   #trailer = 0;
   /** Why decoding failed (sentence case). */
   error = "";
+  /** Payload bytes announced by the chunk-size lines read so far (a chunk counts once its size line ends). */
+  payload = 0;
 
   /** @param maxTrailerBytes the most trailer-section bytes accepted. */
   constructor(readonly maxTrailerBytes: number) {}
@@ -70,6 +72,7 @@ export class ChunkedDecoder {
   reset(): void {
     this.#state = S_SIZE_START;
     this.#size = this.#digits = this.#ext = this.#trailer = 0;
+    this.payload = 0;
     this.error = "";
   }
 
@@ -126,6 +129,7 @@ export class ChunkedDecoder {
           break;
         case S_SIZE_LF:
           if (c !== LF) return this.#fail("chunk size line not ended by CRLF");
+          this.payload += this.#size;
           state = this.#size === 0 ? S_TRAILER_START : S_DATA;
           break;
         case S_DATA_CR:

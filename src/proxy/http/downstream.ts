@@ -6,6 +6,7 @@
  * current response is complete. Bodies are forwarded as the received chunk slices, after validation of
  * their framing, with backpressure both ways (a socket whose peer cannot keep up is paused).
  */
+import type { Balancer, Outcome } from "../../balancer/types.ts";
 import type { Endpoint } from "../../model/types.ts";
 import type { TcpSocket } from "../../runtime/types.ts";
 import type { ProxyErrorReason, ServiceTraffic } from "../../telemetry/metrics/traffic.ts";
@@ -36,8 +37,10 @@ import {
   responseFraming,
 } from "./parser.ts";
 import { type EndpointPool, poolFor, type Upstream, type UpstreamOwner } from "./pool.ts";
-import { errorResponse } from "./responses.ts";
+import { errorResponse, type GatewayReason } from "./responses.ts";
 import type { HttpProxyOptions } from "./options.ts";
+import { hashKey } from "./hash-key.ts";
+import { acquireRequest, HASH_NONE, releaseRequest, type RouteSettings } from "./settings.ts";
 import { endClientSpan, endRequestSpans, findTraceFields, type RequestTrace, requestLine, startClientSpan, startServerSpan, traceFields } from "./trace.ts";
 
 /** What a downstream connection needs from its listener's proxy. */
@@ -47,6 +50,8 @@ export interface ProxyHost {
   readonly draining: boolean;
   /** Coarse clock for deadlines, ms since the epoch: never behind real time (it runs up to one sweep tick ahead). */
   readonly clock: number;
+  /** The effective settings of `route` (gateway options with the Service's policy), cached per route. */
+  settings(route: Route): RouteSettings;
   /** Called once when the connection has closed. */
   remove(c: Downstream): void;
 }
@@ -71,10 +76,17 @@ const D_IDLE = 2; // keep-alive idle (close)
 const D_RESPONSE = 3; // upstream response head must arrive (504)
 const D_STREAM = 4; // no progress while streaming (abort)
 const D_LINGER = 5; // closing connection that does not drain (terminate)
+const D_RESET_WAIT = 6; // the upstream sent FIN before any response byte: does a reset follow? (502 if not)
 
 /** Scratch parse results: used synchronously, copied out before any other parse. */
 const REQ = new RequestInfo();
 const RES = new ResponseInfo();
+
+/**
+ * How long to wait, after an upstream's FIN with no response, for the reset that proves it never read the
+ * request (its socket was closed when the request arrived), ms.
+ */
+const RESET_WAIT_MS = 250;
 
 /** How long a lingering close waits for the client to close after our FIN, ms. */
 const LINGER_MS = 2_000;
@@ -104,10 +116,22 @@ export class Downstream implements UpstreamOwner {
   endWhenFlushed = false;
   lingering = false;
 
+  /** Epoch ms when the current exchange exceeds its max request duration; 0 for none. */
+  reqDeadline = 0;
+  /** Settings of the current (or, between requests, the last) route. */
+  cfg: RouteSettings;
+
   // The current request.
   route: Route | null = null;
-  readonly pick: { clientAddress: string; exclude: Set<Endpoint> | undefined };
+  readonly pick: { clientAddress: string; exclude: Set<Endpoint> | undefined; hashKey: string | undefined };
   endpoint: Endpoint | null = null;
+  /** The endpoint of the attempt begun on {@link beganOn} and not ended yet (exactly one `end` per `begin`). */
+  began: Endpoint | null = null;
+  beganOn: Balancer | null = null;
+  /** The status of the current attempt's final response head (0 before one). */
+  upStatus = 0;
+  /** The cluster whose concurrency slot this request holds (circuit breaking), or null. */
+  circuit: string | null = null;
   /** Cookie-affinity routes: the endpoint the request's cookie named (no Set-Cookie when it serves). */
   cookieEp: Endpoint | undefined = undefined;
   attempts = 0;
@@ -161,6 +185,8 @@ export class Downstream implements UpstreamOwner {
   /** Where the trace line is in {@link first} (-1: none). */
   traceAt = -1;
   lastConnectTimedOut = false;
+  /** The upstream sent FIN before any response byte to a request that is not idempotent: see {@link D_RESET_WAIT}. */
+  finWait = false;
 
   // Tunnel (after 101).
   downEof = false;
@@ -171,8 +197,9 @@ export class Downstream implements UpstreamOwner {
   constructor(readonly proxy: ProxyHost, readonly sock: TcpSocket<Downstream>) {
     const o = proxy.options;
     this.ctx = new ClientContext(sock.remoteAddress, sock.localAddress, sock.localPort, o.trustForwarded?.(sock.remoteAddress) ?? false);
-    this.pick = { clientAddress: this.ctx.ip, exclude: undefined };
-    this.setDeadline(D_HEADER, o.requestHeaderTimeoutMs);
+    this.pick = { clientAddress: this.ctx.ip, exclude: undefined, hashKey: undefined };
+    this.cfg = proxy.settings(proxy.ref.current);
+    this.setDeadline(D_HEADER, this.cfg.requestHeaderTimeoutMs);
     const tel = (this.tel = o.telemetry);
     this.connTraffic = tel === undefined ? undefined : routeTraffic(tel, proxy.ref.current);
     this.connTraffic?.connOpened();
@@ -197,7 +224,7 @@ export class Downstream implements UpstreamOwner {
         return;
       case R_TUNNEL:
         this.dkind = D_STREAM;
-        this.deadline = this.proxy.clock + this.proxy.options.idleTimeoutMs;
+        this.deadline = this.proxy.clock + this.cfg.idleTimeoutMs;
         if (!this.up!.write(chunk)) this.updateReading();
         return;
       case R_CLOSING:
@@ -245,7 +272,7 @@ export class Downstream implements UpstreamOwner {
         return;
       case R_BODY:
         // The client stopped sending before the body was complete.
-        if (this.pstate === P_HEAD) this.fail(400, "Bad request: the request body is incomplete", "client_closed");
+        if (this.pstate === P_HEAD) this.fail(400, "Bad request: the request body is incomplete", "bad-request", "client_closed");
         else this.abort("client_closed");
         return;
       case R_TUNNEL:
@@ -272,6 +299,7 @@ export class Downstream implements UpstreamOwner {
       this.up = null;
       u.destroy();
     }
+    this.endRequest(this.upStatus >= 500 ? "server-error" : "success");
     if (this.tel !== undefined) this.closed_();
     this.proxy.remove(this);
   }
@@ -289,10 +317,10 @@ export class Downstream implements UpstreamOwner {
 
   /** Called by the proxy's sweep when {@link deadline} has passed. */
   onTimeout(): void {
-    const o = this.proxy.options;
+    const o = this.cfg;
     switch (this.dkind) {
       case D_HEADER:
-        if (this.headStarted) this.fail(408, `Request timeout: the request head did not arrive within ${o.requestHeaderTimeoutMs} ms`);
+        if (this.headStarted) this.fail(408, `Request timeout: the request head did not arrive within ${o.requestHeaderTimeoutMs} ms`, "request-timeout");
         else this.closeClient();
         return;
       case D_IDLE:
@@ -300,7 +328,7 @@ export class Downstream implements UpstreamOwner {
         return;
       case D_RESPONSE:
         if (this.pstate === P_HEAD) {
-          this.fail(504, `Gateway timeout: service "${this.route?.entrypoint.name ?? "?"}" did not respond within ${o.upstreamResponseTimeoutMs} ms`);
+          this.fail(504, `Gateway timeout: service "${this.route?.entrypoint.name ?? "?"}" did not respond within ${o.responseHeaderTimeoutMs} ms`, "upstream-timeout");
         } else this.deadline = 0;
         return;
       case D_STREAM:
@@ -309,9 +337,27 @@ export class Downstream implements UpstreamOwner {
       case D_LINGER:
         this.sock.terminate();
         return;
+      case D_RESET_WAIT:
+        // No reset followed the FIN: the upstream may have read the request, so it is not resent.
+        this.finWait = false;
+        if (this.up !== null) this.upstreamGone(this.up, false);
+        return;
       default:
         this.deadline = 0;
     }
+  }
+
+  /** Called by the proxy's sweep when {@link reqDeadline} has passed: the exchange took too long. */
+  onRequestTimeout(): void {
+    this.reqDeadline = 0;
+    const r = this.rstate;
+    if (r === R_IDLE || r === R_TUNNEL || r === R_CLOSING) return;
+    if (this.pstate === P_BODY) return this.abort("upstream_timeout"); // the response is under way: cut it
+    this.fail(
+      504,
+      `Gateway timeout: the request to service "${this.route?.entrypoint.name ?? "?"}" did not complete within ${this.cfg.maxRequestDurationMs} ms (max request duration)`,
+      "max-duration",
+    );
   }
 
   /** Listener drain: close now when idle, else after the current exchange. */
@@ -337,23 +383,23 @@ export class Downstream implements UpstreamOwner {
         }
         this.buf = buf = buf.subarray(s);
       }
-      if (buf[0] === LF) return this.fail(400, "Bad request: bare LF line ending");
+      if (buf[0] === LF) return this.fail(400, "Bad request: bare LF line ending", "bad-request");
       if (!this.headStarted) {
         // The head timer runs from the first byte of a request (from accept for the first request).
         this.headStarted = true;
-        if (this.dkind !== D_HEADER) this.setDeadline(D_HEADER, o.requestHeaderTimeoutMs);
+        if (this.dkind !== D_HEADER) this.setDeadline(D_HEADER, this.cfg.requestHeaderTimeoutMs);
       }
       const end = findHeadEnd(buf, 0, this.scanned, buf.length);
       if (end === 0) {
         this.scanned = buf.length;
-        if (buf.length > max) return this.fail(431, `Request header fields too large: the request head exceeds ${max} bytes`);
+        if (buf.length > max) return this.fail(431, `Request header fields too large: the request head exceeds ${max} bytes`, "header-too-large");
         if (this.clientEof) return this.closeClient();
         break;
       }
-      if (end < 0) return this.fail(400, "Bad request: bare LF line ending");
-      if (end > max) return this.fail(431, `Request header fields too large: the request head exceeds ${max} bytes`);
+      if (end < 0) return this.fail(400, "Bad request: bare LF line ending", "bad-request");
+      if (end > max) return this.fail(431, `Request header fields too large: the request head exceeds ${max} bytes`, "header-too-large");
       const status = parseRequestHead(buf, 0, end, REQ);
-      if (status !== 0) return this.fail(status, `${statusText(status)}: ${REQ.error}`);
+      if (status !== 0) return this.fail(status, `${statusText(status)}: ${REQ.error}`, parseReason(status));
       this.startRequest(buf, end);
     }
     // A client that half-closed between requests is done once everything it sent is answered.
@@ -374,8 +420,11 @@ export class Downstream implements UpstreamOwner {
     this.scanned = 0;
     const route = this.proxy.ref.current;
     this.route = route;
+    const cfg = (this.cfg = this.proxy.settings(route));
+    this.upStatus = 0;
     if (this.tel !== undefined) this.begin(buf, route);
     // Validate the body bytes that came with the head before anything goes upstream.
+    const maxBody = cfg.maxRequestBodyBytes;
     let n = 0;
     let done = true;
     if (req.chunked) {
@@ -383,10 +432,12 @@ export class Downstream implements UpstreamOwner {
       const d = (this.reqDecoder ??= new ChunkedDecoder(this.proxy.options.maxHeaderBytes));
       d.reset();
       const r = d.feed(buf, headEnd, buf.length);
-      if (r < 0) return this.fail(400, `Bad request: invalid chunked body: ${d.error}`);
+      if (r < 0) return this.fail(400, `Bad request: invalid chunked body: ${d.error}`, "bad-request");
+      if (maxBody > 0 && d.payload > maxBody) return this.tooLarge(maxBody);
       n = r - headEnd;
       done = d.done;
     } else if (req.contentLength > 0) {
+      if (maxBody > 0 && req.contentLength > maxBody) return this.tooLarge(maxBody);
       this.reqBody = B_LENGTH;
       const avail = buf.length - headEnd;
       n = avail < req.contentLength ? avail : req.contentLength;
@@ -395,22 +446,21 @@ export class Downstream implements UpstreamOwner {
     } else this.reqBody = B_NONE;
     this.reqDone = done;
 
-    this.pick.exclude = undefined;
+    const pick = this.pick;
+    pick.exclude = undefined;
+    pick.hashKey = cfg.hashSource === HASH_NONE ? undefined : hashKey(buf, req.fieldCount, cfg);
     let ep: Endpoint | undefined;
     const cookie = route.cookie;
-    if (cookie === undefined) ep = route.balancer.pick(this.pick);
-    else ep = (this.cookieEp = cookieEndpoint(buf, req.fieldCount, cookie)) ?? route.balancer.pick(this.pick);
+    if (cookie === undefined) ep = route.balancer.pick(pick);
+    else ep = (this.cookieEp = cookieEndpoint(buf, req.fieldCount, cookie)) ?? route.balancer.pick(pick);
     const rest = headEnd + n;
-    if (!ep) {
-      const body = `no endpoints available for service "${route.entrypoint.name}"\n`;
-      if (this.reqBody === B_NONE && this.keepAlive && this.minor === 1 && !this.proxy.draining) {
-        this.buf = rest < buf.length ? buf.subarray(rest) : null;
-        this.clientWrite(errorResponse(503, body, false));
-        if (this.inflight) this.report(503, "no_endpoints");
-        this.setDeadline(D_IDLE, this.proxy.options.idleTimeoutMs);
-        return; // R_IDLE: the read loop goes on with pipelined requests
+    if (!ep) return this.refuse(503, `no endpoints available for service "${route.entrypoint.name}"\n`, "no-endpoints", buf, rest);
+    const max = cfg.maxConcurrentRequests;
+    if (max > 0) {
+      if (!acquireRequest(cfg.cluster, max)) {
+        return this.refuse(503, `Service unavailable: service "${route.entrypoint.name}" has ${max} requests in flight (circuit breaker)\n`, "circuit-breaker", buf, rest);
       }
-      return this.fail(503, body);
+      this.circuit = cfg.cluster;
     }
     const small = n <= COALESCE_BYTES;
     const tr = this.trace;
@@ -423,7 +473,29 @@ export class Downstream implements UpstreamOwner {
     this.attempts = 0;
     this.rstate = R_CONNECTING;
     this.setDeadline(D_NONE, 0);
-    this.useEndpoint(ep);
+    this.reqDeadline = cfg.maxRequestDurationMs > 0 ? this.proxy.clock + cfg.maxRequestDurationMs : 0;
+    this.useEndpoint(ep, false, "");
+  }
+
+  /**
+   * Answer the request just parsed with a generated error without forwarding it. A body-less request on a
+   * keep-alive HTTP/1.1 connection keeps the connection (the read loop goes on with pipelined requests);
+   * otherwise it closes.
+   */
+  refuse(status: number, body: string, why: GatewayReason, buf: Uint8Array, rest: number): void {
+    if (this.reqBody === B_NONE && this.keepAlive && this.minor === 1 && !this.proxy.draining) {
+      this.buf = rest < buf.length ? buf.subarray(rest) : null;
+      this.clientWrite(errorResponse(status, body, false, why));
+      if (this.inflight) this.report(status, metricReason(why));
+      this.setDeadline(D_IDLE, this.cfg.idleTimeoutMs);
+      return; // R_IDLE: the read loop goes on with pipelined requests
+    }
+    this.fail(status, body, why);
+  }
+
+  /** 413: the request body is larger than the route allows. */
+  tooLarge(max: number): void {
+    this.fail(413, `Content too large: the request body exceeds ${max} bytes`, "body-too-large");
   }
 
   /** Start the telemetry of the request just parsed into {@link REQ} (same turn as the parse). */
@@ -492,26 +564,67 @@ export class Downstream implements UpstreamOwner {
     }
   }
 
-  useEndpoint(ep: Endpoint): void {
+  /**
+   * Send the request to `ep`: one attempt, begun on the balancer here and ended ({@link endAttempt}) exactly
+   * once. `fresh` skips the pool (a retry must not meet another stale connection); `previousError` ends the
+   * previous attempt's span.
+   *
+   * A pooled connection is used only for a request the gateway could resend (idempotent, with its whole body
+   * at hand): the upstream may close an idle connection just as a request goes out on it (the keep-alive
+   * race; every backend does it at SIGTERM), and a request that cannot be resent would then fail. A POST, or
+   * a request whose body is still streaming in, goes on a new connection, which cannot have been closed idle.
+   */
+  useEndpoint(ep: Endpoint, fresh: boolean, previousError: string): void {
     this.endpoint = ep;
     this.attempts++;
+    const b = this.route!.balancer;
+    b.begin(ep);
+    this.began = ep;
+    this.beganOn = b;
     const tr = this.trace;
     if (tr !== null) {
-      startClientSpan(tr, this.tel!.tracing!, this.method, this.path, this.route!.entrypoint, ep, this.first, this.traceAt, this.lastConnectTimedOut ? "connect_timeout" : "connect_failed");
+      startClientSpan(tr, this.tel!.tracing!, this.method, this.path, this.route!.entrypoint, ep, this.first, this.traceAt, previousError);
     }
     const pool = poolFor(ep);
-    const u = pool.take();
+    const u = fresh || !this.idempotent || !this.reqDone ? undefined : pool.take();
     if (u) this.attach(u);
     else this.connect(pool, ep);
   }
 
+  /** End the open attempt (if any) on the balancer it was begun on. */
+  endAttempt(outcome: Outcome): void {
+    const ep = this.began;
+    if (ep === null) return;
+    this.began = null;
+    const b = this.beganOn!;
+    this.beganOn = null;
+    b.end(ep, outcome);
+  }
+
+  /** The request is over (answered, failed, upgraded or abandoned): end its attempt, free its slot and timer. */
+  endRequest(outcome: Outcome): void {
+    if (this.began !== null) this.endAttempt(outcome);
+    const c = this.circuit;
+    if (c !== null) {
+      this.circuit = null;
+      releaseRequest(c);
+    }
+    this.reqDeadline = 0;
+  }
+
   connect(pool: EndpointPool, ep: Endpoint): void {
     const t0 = this.tel === undefined ? 0 : performance.now();
-    pool.connect(this.proxy.options.connectTimeoutMs).then(
+    pool.connect(this.cfg.connectTimeoutMs).then(
       (u) => {
         if (t0 !== 0 && this.route !== null) routeTraffic(this.tel, this.route)?.connectDuration((performance.now() - t0) / 1000);
-        if (this.closed || this.rstate !== R_CONNECTING || this.endpoint !== ep) pool.release(u);
-        else this.attach(u);
+        if (this.closed || this.rstate !== R_CONNECTING || this.endpoint !== ep) pool.release(u, this.cfg.upstreamIdleTimeoutMs);
+        else if (u.eof) {
+          // Closed by the upstream before anything was sent (a backend shutting down closes new connections
+          // too): a connect failure, safe to try elsewhere.
+          u.destroy();
+          this.lastConnectTimedOut = false;
+          this.connectFailed(ep);
+        } else this.attach(u);
       },
       (err: unknown) => {
         this.lastConnectTimedOut = err instanceof Error && err.message.includes("timed out");
@@ -522,15 +635,17 @@ export class Downstream implements UpstreamOwner {
 
   connectFailed(ep: Endpoint): void {
     if (this.closed || this.rstate !== R_CONNECTING || this.endpoint !== ep) return;
+    this.endAttempt("connect-failure");
     const route = this.route!;
     const tried = (this.pick.exclude ??= new Set());
     tried.add(ep);
     const next = this.attempts < this.proxy.options.connectAttempts ? route.balancer.pick(this.pick) : undefined;
-    if (next) return this.useEndpoint(next);
+    const timedOut = this.lastConnectTimedOut;
+    if (next) return this.useEndpoint(next, false, timedOut ? "connect_timeout" : "connect_failed");
     this.fail(
       502,
       `Bad gateway: no endpoint of service "${route.entrypoint.name}" accepted a connection (${this.attempts} tried)`,
-      this.lastConnectTimedOut ? "connect_timeout" : "connect_failed",
+      timedOut ? "connect-timeout" : "connect-failed",
     );
   }
 
@@ -542,7 +657,8 @@ export class Downstream implements UpstreamOwner {
     this.resBuf = null;
     this.resScanned = 0;
     this.resBytes = 0;
-    this.setDeadline(D_RESPONSE, this.proxy.options.upstreamResponseTimeoutMs);
+    this.finWait = false;
+    this.setDeadline(D_RESPONSE, this.cfg.responseHeaderTimeoutMs);
     u.write(this.first!);
     if (this.firstBody) u.write(this.firstBody);
     this.rstate = this.reqDone ? R_DONE : R_BODY;
@@ -564,7 +680,13 @@ export class Downstream implements UpstreamOwner {
       const d = this.reqDecoder!;
       n = d.feed(chunk, 0, chunk.length);
       if (n < 0) {
-        if (this.pstate === P_HEAD) return this.fail(400, `Bad request: invalid chunked body: ${d.error}`);
+        if (this.pstate === P_HEAD) return this.fail(400, `Bad request: invalid chunked body: ${d.error}`, "bad-request");
+        return this.abort("bad_request");
+      }
+      const max = this.cfg.maxRequestBodyBytes;
+      if (max > 0 && d.payload > max) {
+        // Nothing past the limit goes upstream; the upstream connection is dropped with the request.
+        if (this.pstate === P_HEAD) return this.tooLarge(max);
         return this.abort("bad_request");
       }
       done = d.done;
@@ -574,7 +696,7 @@ export class Downstream implements UpstreamOwner {
       this.streamed = true;
       this.first = this.firstBody = null;
       u.write(n === chunk.length ? chunk : chunk.subarray(0, n));
-      if (this.pstate === P_HEAD) this.deadline = this.proxy.clock + this.proxy.options.upstreamResponseTimeoutMs;
+      if (this.pstate === P_HEAD) this.deadline = this.proxy.clock + this.cfg.responseHeaderTimeoutMs;
     }
     if (done) {
       this.reqDone = true;
@@ -590,7 +712,7 @@ export class Downstream implements UpstreamOwner {
     if (u !== this.up) return;
     this.resBytes += chunk.length;
     if (this.rstate === R_TUNNEL) {
-      this.deadline = this.proxy.clock + this.proxy.options.idleTimeoutMs;
+      this.deadline = this.proxy.clock + this.cfg.idleTimeoutMs;
       this.clientWrite(chunk);
       if (this.out) u.setReading(false);
       return;
@@ -613,38 +735,62 @@ export class Downstream implements UpstreamOwner {
       this.maybeShutdown();
       return;
     }
-    this.upstreamGone(u);
+    if (this.pstate === P_HEAD && this.resBytes === 0 && !this.idempotent && this.resendable()) {
+      // A server closing a connection it thinks idle (shutting down) sends FIN, and then resets the request
+      // that lands on the closed socket: wait for that proof that the request was never read.
+      this.finWait = true;
+      this.setDeadline(D_RESET_WAIT, RESET_WAIT_MS);
+      return;
+    }
+    this.upstreamGone(u, false);
   }
 
-  onUpstreamClose(u: Upstream): void {
+  onUpstreamClose(u: Upstream, error?: Error): void {
     if (u !== this.up) return;
     if (this.rstate === R_TUNNEL) {
       this.up = null;
       this.closeClient();
       return;
     }
-    this.upstreamGone(u);
+    const unread = this.finWait && error !== undefined;
+    this.finWait = false;
+    this.upstreamGone(u, unread);
   }
 
-  /** The upstream closed (or sent FIN) during an exchange. */
-  upstreamGone(u: Upstream): void {
+  /** The request's bytes are all at hand and nothing of it was resent yet: it could be sent again. */
+  resendable(): boolean {
+    return this.first !== null && !this.streamed && !this.retried && this.rstate !== R_CLOSING && this.cfg.retryIdempotent;
+  }
+
+  /**
+   * The upstream closed (or sent FIN) during an exchange. Before any response byte, an idempotent request
+   * whose bytes are all still at hand (nothing of its body was streamed) is sent once more, on a fresh
+   * connection to another endpoint; to the same endpoint only when the failed connection was a reused
+   * pooled one (the keep-alive race: the upstream closed it as the request went out). Other requests (POST)
+   * are resent only when `unread`: the upstream closed the connection (FIN) and then reset it, which it does
+   * when a request arrives on a socket it had already closed; otherwise it may have acted on the request.
+   */
+  upstreamGone(u: Upstream, unread: boolean): void {
     this.up = null;
+    this.finWait = false;
     u.destroy();
     if (this.pstate === P_HEAD) {
-      if (this.resBytes === 0 && this.reused && this.idempotent && !this.streamed && !this.retried && this.first && this.rstate !== R_CLOSING) {
-        // A pooled connection the upstream had already closed: resend an idempotent request once on a fresh one.
-        // A POST is never resent: the upstream may have acted on it before closing.
+      const ep = this.endpoint!;
+      const stale = (this.reused && this.resBytes === 0) || unread;
+      // A stale connection is the connection failing before use; anything else failed the request.
+      this.endAttempt(stale ? "connect-failure" : "server-error");
+      if ((this.idempotent || unread) && this.resendable()) {
         this.retried = true;
-        this.rstate = R_CONNECTING;
-        this.setDeadline(D_NONE, 0);
-        const tr = this.trace;
-        if (tr !== null) {
-          startClientSpan(tr, this.tel!.tracing!, this.method, this.path, this.route!.entrypoint, this.endpoint!, this.first, this.traceAt, "upstream_reset");
+        (this.pick.exclude ??= new Set()).add(ep);
+        const next = this.route!.balancer.pick(this.pick) ?? (stale ? ep : undefined);
+        if (next !== undefined) {
+          this.pstate = P_NONE;
+          this.rstate = R_CONNECTING;
+          this.setDeadline(D_NONE, 0);
+          return this.useEndpoint(next, true, "upstream_reset");
         }
-        this.connect(u.pool, this.endpoint!);
-        return;
       }
-      this.fail(502, `Bad gateway: service "${this.route?.entrypoint.name ?? "?"}" closed the connection without a response`);
+      this.fail(502, `Bad gateway: service "${this.route?.entrypoint.name ?? "?"}" closed the connection without a response`, "upstream-reset");
     } else if (this.pstate === P_BODY) {
       if (this.resBody === B_CLOSE) this.responseDone();
       else this.abort("upstream_reset"); // truncated: the client must see the connection fail
@@ -671,7 +817,7 @@ export class Downstream implements UpstreamOwner {
       if (status < 200 && status !== 101) {
         // Interim response: relay to HTTP/1.1 clients, then keep waiting for the final one.
         if (this.minor === 1) this.clientWrite(buildResponseHead(buf, 0, RES, CONN_AS_IS, false) ?? buf.subarray(0, end));
-        this.deadline = this.proxy.clock + this.proxy.options.upstreamResponseTimeoutMs;
+        this.deadline = this.proxy.clock + this.cfg.responseHeaderTimeoutMs;
         this.resScanned = 0;
         if (end === buf.length) {
           this.resBuf = null;
@@ -689,7 +835,7 @@ export class Downstream implements UpstreamOwner {
 
   finalResponse(buf: Uint8Array, end: number): void {
     const res = RES;
-    this.status = res.status;
+    this.status = this.upStatus = res.status;
     const framing = responseFraming(res, this.isHead);
     const upKeep = res.minor === 1 ? (res.conn & C_CLOSE) === 0 : (res.conn & C_KEEP_ALIVE) !== 0 && (res.conn & C_CLOSE) === 0;
     this.upReusable = upKeep && framing !== B_CLOSE && !this.upgradeReq;
@@ -701,7 +847,7 @@ export class Downstream implements UpstreamOwner {
     this.resBody = framing;
     this.resRemaining = res.contentLength;
     this.pstate = P_BODY;
-    this.setDeadline(D_STREAM, this.proxy.options.idleTimeoutMs);
+    this.setDeadline(D_STREAM, this.cfg.idleTimeoutMs);
 
     if (framing === B_NONE) {
       if (end < buf.length) this.upReusable = false; // bytes after a bodiless response
@@ -776,24 +922,25 @@ export class Downstream implements UpstreamOwner {
       default:
         this.clientWrite(start === 0 ? chunk : chunk.subarray(start));
     }
-    this.deadline = this.proxy.clock + this.proxy.options.idleTimeoutMs;
+    this.deadline = this.proxy.clock + this.cfg.idleTimeoutMs;
     this.updateUpstreamReading();
   }
 
   /** The response has been fully handed to the client socket. */
   responseDone(): void {
     this.pstate = P_NONE;
+    this.endRequest(this.upStatus >= 500 ? "server-error" : "success");
     if (this.inflight) this.report(this.status, undefined);
     const u = this.up;
     this.up = null;
     if (u) {
-      if (this.reqDone && this.upReusable && !u.eof && !u.out) u.pool.release(u);
+      if (this.reqDone && this.upReusable && !u.eof && !u.out) u.pool.release(u, this.cfg.upstreamIdleTimeoutMs);
       else u.destroy();
     }
     if (this.closeAfter || this.proxy.draining || (this.clientEof && !this.buf) || !this.reqDone) return this.closeClient(!this.reqDone);
     this.rstate = R_IDLE;
     this.route = null;
-    this.setDeadline(D_IDLE, this.proxy.options.idleTimeoutMs);
+    this.setDeadline(D_IDLE, this.cfg.idleTimeoutMs);
     if (this.buf) return this.readHead();
     this.store = null;
     this.updateReading();
@@ -803,10 +950,12 @@ export class Downstream implements UpstreamOwner {
     if (!this.upgradeReq || !this.reqDone) return this.badGateway("unexpected 101 Switching Protocols response");
     const head = buildResponseHead(buf, 0, RES, CONN_UPGRADE, false, this.setCookie());
     if (this.inflight) this.report(101, undefined);
+    // The request is answered: the tunnel holds no concurrency slot and has no max duration.
+    this.endRequest("success");
     this.rstate = R_TUNNEL;
     this.pstate = P_NONE;
     this.first = this.firstBody = null;
-    this.setDeadline(D_STREAM, this.proxy.options.idleTimeoutMs);
+    this.setDeadline(D_STREAM, this.cfg.idleTimeoutMs);
     this.clientWrite(head ?? buf.subarray(0, end));
     if (end < buf.length) this.clientWrite(buf.subarray(end));
     const u = this.up!;
@@ -837,7 +986,7 @@ export class Downstream implements UpstreamOwner {
       this.up = null;
       u.owner = null;
       this.rstate = R_CLOSING;
-      this.setDeadline(D_LINGER, Math.min(LINGER_MS, this.proxy.options.idleTimeoutMs));
+      this.setDeadline(D_LINGER, Math.min(LINGER_MS, this.cfg.idleTimeoutMs));
     }
   }
 
@@ -919,16 +1068,21 @@ export class Downstream implements UpstreamOwner {
   }
 
   badGateway(reason: string): void {
-    this.fail(502, `Bad gateway: ${reason}`, "upstream_reset");
+    this.fail(502, `Bad gateway: ${reason}`, "invalid-response");
   }
 
-  /** Answer with a generated error response and close the connection. `reason` defaults from the status. */
-  fail(status: number, body: string, reason: ProxyErrorReason = reasonOf(status)): void {
+  /**
+   * Answer with a generated error response (`why` in its `x-kubegate-reason` field) and close the connection.
+   * `metric` (the error reason counted) defaults from `why`. The request's attempt ends as a server error
+   * when the upstream was at fault (it sent a 5xx, or failed or timed out after the request was sent).
+   */
+  fail(status: number, body: string, why: GatewayReason, metric: ProxyErrorReason | undefined = metricReason(why)): void {
     if (this.closed) return;
-    if (this.pstate === P_BODY || this.rstate === R_TUNNEL) return this.abort(reason); // a response is already under way
+    if (this.pstate === P_BODY || this.rstate === R_TUNNEL) return this.abort(metric); // a response is already under way
+    this.endRequest(this.upStatus >= 500 || (this.pstate === P_HEAD && upstreamFault(why, this.reqDone)) ? "server-error" : "success");
     this.dropUpstream();
-    this.clientWrite(errorResponse(status, body.endsWith("\n") ? body : body + "\n", true));
-    if (this.tel !== undefined) this.report(status, reason);
+    this.clientWrite(errorResponse(status, body.endsWith("\n") ? body : body + "\n", true, why));
+    if (this.tel !== undefined) this.report(status, metric);
     this.closeClient(true);
   }
 
@@ -950,11 +1104,12 @@ export class Downstream implements UpstreamOwner {
    */
   closeClient(linger = false): void {
     if (this.closed) return;
+    this.endRequest(this.upStatus >= 500 ? "server-error" : "success");
     this.dropUpstream();
     this.rstate = R_CLOSING;
     this.buf = null;
     this.lingering = linger && !this.clientEof;
-    this.setDeadline(D_LINGER, this.proxy.options.idleTimeoutMs);
+    this.setDeadline(D_LINGER, this.cfg.idleTimeoutMs);
     if (this.out) this.endWhenFlushed = true;
     else this.finishClose();
     this.updateReading();
@@ -962,12 +1117,13 @@ export class Downstream implements UpstreamOwner {
 
   finishClose(): void {
     this.sock.end();
-    if (this.lingering) this.setDeadline(D_LINGER, Math.min(LINGER_MS, this.proxy.options.idleTimeoutMs));
+    if (this.lingering) this.setDeadline(D_LINGER, Math.min(LINGER_MS, this.cfg.idleTimeoutMs));
   }
 
   /** Close both sides now (a response cannot be completed); `reason` is why, for telemetry (none: shutdown). */
   abort(reason?: ProxyErrorReason): void {
     if (this.closed) return;
+    this.endRequest(this.upStatus >= 500 || reason === "upstream_reset" ? "server-error" : "success");
     if (this.inflight) this.report(this.status, reason);
     this.dropUpstream();
     this.rstate = R_CLOSING;
@@ -975,19 +1131,50 @@ export class Downstream implements UpstreamOwner {
   }
 }
 
-/** The proxy error reason of a response the gateway generates. */
-function reasonOf(status: number): ProxyErrorReason {
-  switch (status) {
-    case 408:
+/**
+ * Whether a gateway error blames the upstream (its attempt then ends as a server error). A timeout while the
+ * client is still sending the body is the client's.
+ */
+function upstreamFault(why: GatewayReason, requestSent: boolean): boolean {
+  if (why === "upstream-timeout" || why === "max-duration") return requestSent;
+  return why === "upstream-reset" || why === "invalid-response";
+}
+
+/** The metrics error reason of a generated response (none for the circuit breaker: it is not a failure of anything). */
+function metricReason(why: GatewayReason): ProxyErrorReason | undefined {
+  switch (why) {
+    case "request-timeout":
       return "request_timeout";
-    case 502:
-      return "upstream_reset";
-    case 503:
+    case "no-endpoints":
       return "no_endpoints";
-    case 504:
+    case "circuit-breaker":
+      return undefined;
+    case "connect-failed":
+      return "connect_failed";
+    case "connect-timeout":
+      return "connect_timeout";
+    case "upstream-reset":
+    case "invalid-response":
+      return "upstream_reset";
+    case "upstream-timeout":
+    case "max-duration":
       return "upstream_timeout";
     default:
       return "bad_request";
+  }
+}
+
+/** The reason of a request-head parse failure's status. */
+function parseReason(status: number): GatewayReason {
+  switch (status) {
+    case 405:
+      return "method-not-allowed";
+    case 431:
+      return "header-too-large";
+    case 505:
+      return "version-not-supported";
+    default:
+      return "bad-request";
   }
 }
 

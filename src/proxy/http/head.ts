@@ -7,12 +7,14 @@
  */
 import { copyRange, latin1Bytes, putLatin1, rangeEquals } from "./bytes.ts";
 import {
+  F_CONTENT_LENGTH,
   F_FORWARDED,
   F_HOST,
   F_TRANSFER_ENCODING,
   F_UPGRADE,
   F_X_FORWARDED_FOR,
   F_X_FORWARDED_HOST,
+  F_X_FORWARDED_OTHER,
   F_X_FORWARDED_PROTO,
   fields,
   HOP_BY_HOP,
@@ -72,9 +74,11 @@ const CONNECTION_CLOSE = latin1Bytes("Connection: close\r\n");
 const CONNECTION_KEEP_ALIVE = latin1Bytes("Connection: keep-alive\r\n");
 const HTTP11_EOL = latin1Bytes(" HTTP/1.1\r\n");
 const HOST_PREFIX = latin1Bytes("Host: ");
+const TE_CHUNKED = latin1Bytes("Transfer-Encoding: chunked\r\n");
+const CONTENT_LENGTH_PREFIX = latin1Bytes("Content-Length: ");
 
 /** Whether field `k` of a request is dropped (not copied) when forwarding upstream. */
-function dropRequestField(k: number, upgrade: boolean, absolute: boolean, trusted: boolean): boolean {
+function dropRequestField(k: number, upgrade: boolean, absolute: boolean, trusted: boolean, reframe: boolean): boolean {
   if (HOP_BY_HOP[k] === 1) return !(k === F_UPGRADE && upgrade);
   switch (k) {
     case F_HOST:
@@ -83,8 +87,12 @@ function dropRequestField(k: number, upgrade: boolean, absolute: boolean, truste
       return true; // re-emitted (combined when trusted)
     case F_X_FORWARDED_PROTO:
     case F_X_FORWARDED_HOST:
+    case F_X_FORWARDED_OTHER:
     case F_FORWARDED:
       return !trusted;
+    case F_CONTENT_LENGTH:
+    case F_TRANSFER_ENCODING:
+      return reframe; // re-emitted canonically
     default:
       return false;
   }
@@ -147,8 +155,10 @@ export function buildRequestHead(
   }
 
   // Upper bound: the received head, a rebuilt request line, a Host line, Connection: upgrade, the suffix.
+  const reframe = info.reframe;
   const max =
-    (last - start) + 16 + (he - hs) + synthHost.length + 8 + CONNECTION_UPGRADE.length + suffix.length + bodyLen + (trace ? trace.line.length : 0);
+    (last - start) + 16 + (he - hs) + synthHost.length + 8 + CONNECTION_UPGRADE.length + suffix.length + bodyLen + (trace ? trace.line.length : 0) +
+    (reframe ? TE_CHUNKED.length + CONTENT_LENGTH_PREFIX.length + 20 : 0);
   const out = new Uint8Array(max);
   let pos = 0;
   if (info.minor === 1 && !absolute) {
@@ -174,7 +184,7 @@ export function buildRequestHead(
   }
   let run = info.lineEnd;
   for (let i = 0; i < info.fieldCount; i++) {
-    if (i !== d1 && i !== d2 && !dropRequestField(kinds[i]!, upgrade, absolute, ctx.trusted)) continue;
+    if (i !== d1 && i !== d2 && !dropRequestField(kinds[i]!, upgrade, absolute, ctx.trusted, reframe)) continue;
     const ls = fields[i * 5]!;
     if (ls > run) pos = copyRange(out, pos, buf, run, ls);
     run = fields[i * 5 + 4]!;
@@ -190,6 +200,15 @@ export function buildRequestHead(
   }
   if (upgrade) {
     pos = copyRange(out, pos, CONNECTION_UPGRADE, 0, CONNECTION_UPGRADE.length);
+  }
+  if (reframe) {
+    if (info.chunked) pos = copyRange(out, pos, TE_CHUNKED, 0, TE_CHUNKED.length);
+    else {
+      pos = copyRange(out, pos, CONTENT_LENGTH_PREFIX, 0, CONTENT_LENGTH_PREFIX.length);
+      pos = putLatin1(out, pos, String(info.contentLength));
+      out[pos++] = 13;
+      out[pos++] = 10;
+    }
   }
   pos = copyRange(out, pos, suffix, 0, suffix.length);
   if (body) {

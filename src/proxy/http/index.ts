@@ -11,47 +11,88 @@
  * rewritten to the DNS name), as for any other Service: a backend that routes by Host must accept the
  * names clients use.
  *
+ * Limits: connections over `maxConnectionsPerListener`, or over the gateway-wide `connections` budget, are
+ * closed at accept (counted in {@link HttpProxy.refused}). Per-Service policies (timeouts, body limit,
+ * circuit breaking, retries, hash keys) are resolved once per route (see `settings.ts`).
+ *
  * @example
  * const proxy = createHttpProxy(ref, defaultProxyOptions);
  * const listener = rt.listenTcp({ hostname: "0.0.0.0", port: 8080, handlers: proxy.handlers });
  */
 import type { TcpHandlers, TcpSocket } from "../../runtime/types.ts";
-import type { ListenerProxy, ListenerProxyFactory, RouteRef } from "../types.ts";
+import type { ListenerProxy, ListenerProxyFactory, Route, RouteRef } from "../types.ts";
 import { Downstream, type ProxyHost } from "./downstream.ts";
 import type { HttpProxyOptions } from "./options.ts";
+import { routeSettings, type RouteSettings } from "./settings.ts";
 
 export type { HttpProxyOptions } from "./options.ts";
 export { closeIdleUpstreams, idleUpstreams, poolSettings } from "./pool.ts";
+export { REASON_HEADER, type GatewayReason } from "./responses.ts";
+export { requestsInFlight, type RouteSettings, routeSettings } from "./settings.ts";
 
 /** The HTTP forwarder of one listener. */
-export class HttpProxy implements ListenerProxy<Downstream>, ProxyHost {
-  readonly handlers: TcpHandlers<Downstream>;
+export class HttpProxy implements ListenerProxy<Downstream | null>, ProxyHost {
+  readonly handlers: TcpHandlers<Downstream | null>;
   readonly #conns = new Set<Downstream>();
   #draining = false;
   #drained: PromiseWithResolvers<void> | null = null;
   #timer: ReturnType<typeof setInterval> | undefined;
-  readonly #tickMs: number;
+  #tickMs: number;
+  /** Shortest timer of any route seen (the sweep ticks at a quarter of it, 10 to 250 ms). */
+  #shortest: number;
+  #lastRoute: Route | null = null;
+  #lastSettings: RouteSettings | null = null;
   /** See {@link ProxyHost.clock}: the last sweep's time plus one tick. */
   clock = 0;
+  /** Connections closed at accept: over `maxConnectionsPerListener` or the gateway's connection budget. */
+  refused = 0;
 
   constructor(readonly ref: RouteRef, readonly options: HttpProxyOptions) {
-    const shortest = Math.min(options.requestHeaderTimeoutMs, options.upstreamResponseTimeoutMs, options.idleTimeoutMs);
-    this.#tickMs = Math.max(10, Math.min(250, Math.floor(shortest / 4)));
+    this.#shortest = Math.min(options.requestHeaderTimeoutMs, options.upstreamResponseTimeoutMs, options.idleTimeoutMs);
+    if (options.maxRequestDurationMs > 0) this.#shortest = Math.min(this.#shortest, options.maxRequestDurationMs);
+    this.#tickMs = tickFor(this.#shortest);
     const conns = this.#conns;
+    const perListener = options.maxConnectionsPerListener;
+    const budget = options.connections;
     this.handlers = {
-      open: (s: TcpSocket<Downstream>) => {
+      open: (s: TcpSocket<Downstream | null>) => {
+        if ((perListener > 0 && conns.size >= perListener) || (budget !== undefined && !budget.tryAcquire())) {
+          this.refused++;
+          s.data = null;
+          s.terminate();
+          return;
+        }
         s.setNoDelay(true);
         if (this.#timer === undefined) this.#startSweep();
-        const c = new Downstream(this, s);
+        const c = new Downstream(this, s as TcpSocket<Downstream>);
         s.data = c;
         conns.add(c);
         if (this.#draining) c.drainNow();
       },
-      data: (s, chunk) => s.data.onData(chunk),
-      drain: (s) => s.data.onDrain(),
+      data: (s, chunk) => s.data?.onData(chunk),
+      drain: (s) => s.data?.onDrain(),
       end: (s) => s.data?.onEnd(),
       close: (s) => s.data?.onClose(),
     };
+  }
+
+  /** See {@link ProxyHost.settings}: one identity check per request in the steady state. */
+  settings(route: Route): RouteSettings {
+    if (route === this.#lastRoute) return this.#lastSettings!;
+    const s = routeSettings(route, this.options);
+    this.#lastRoute = route;
+    this.#lastSettings = s;
+    const shortest = s.shortestTimeoutMs;
+    if (shortest < this.#shortest) {
+      // A Service's policy arms shorter timers than the gateway's: tick faster.
+      this.#shortest = shortest;
+      this.#tickMs = tickFor(shortest);
+      if (this.#timer !== undefined) {
+        this.#stopSweep();
+        this.#startSweep();
+      }
+    }
+    return s;
   }
 
   get draining(): boolean {
@@ -76,7 +117,8 @@ export class HttpProxy implements ListenerProxy<Downstream>, ProxyHost {
 
   /** Called by a connection once it has closed. */
   remove(c: Downstream): void {
-    this.#conns.delete(c);
+    if (!this.#conns.delete(c)) return;
+    this.options.connections?.release();
     if (this.#conns.size === 0) {
       this.#stopSweep();
       if (this.#drained) {
@@ -102,8 +144,14 @@ export class HttpProxy implements ListenerProxy<Downstream>, ProxyHost {
     this.clock = now + this.#tickMs;
     for (const c of this.#conns) {
       if (c.deadline !== 0 && c.deadline <= now) c.onTimeout();
+      else if (c.reqDeadline !== 0 && c.reqDeadline <= now) c.onRequestTimeout();
     }
   }
+}
+
+/** The sweep period for a shortest timer of `ms`: a quarter of it, 10 to 250 ms. */
+function tickFor(ms: number): number {
+  return Math.max(10, Math.min(250, Math.floor(ms / 4)));
 }
 
 /** Build the HTTP data plane for one listener. Pass {@link HttpProxyOptions} to set HTTP-only options. */

@@ -51,6 +51,13 @@ export const F_X_FORWARDED_HOST = 15;
 export const F_FORWARDED = 16;
 /** Cookie: end-to-end; classified only so cookie affinity can find it without comparing names. */
 export const F_COOKIE = 17;
+/** Any other `X-Forwarded-*` field (Port, Prefix, Server, ...): dropped unless the peer is trusted. */
+export const F_X_FORWARDED_OTHER = 18;
+/**
+ * `Content_Length` / `Transfer_Encoding`: a CGI-style backend maps them to the framing fields, so a request
+ * carrying one is refused.
+ */
+export const F_FRAMING_LOOKALIKE = 19;
 
 /** Kinds that are hop-by-hop (never forwarded as received). Transfer-Encoding is handled apart. */
 export const HOP_BY_HOP: Uint8Array = new Uint8Array(32);
@@ -74,6 +81,9 @@ const N_TRANSFER_ENCODING = lit("transfer-encoding");
 const N_X_FORWARDED_PROTO = lit("x-forwarded-proto");
 const N_PROXY_AUTHENTICATE = lit("proxy-authenticate");
 const N_PROXY_AUTHORIZATION = lit("proxy-authorization");
+const N_X_FORWARDED_ = lit("x-forwarded-");
+const N_CONTENT_LENGTH_ = lit("content_length");
+const N_TRANSFER_ENCODING_ = lit("transfer_encoding");
 const V_CHUNKED = lit("chunked");
 const V_CLOSE = lit("close");
 const V_100_CONTINUE = lit("100-continue");
@@ -85,8 +95,25 @@ function eqLower(buf: Uint8Array, s: number, lower: Uint8Array): boolean {
   return true;
 }
 
+/** Like {@link eqLower}, for a literal with `_` (which `| 0x20` would turn into DEL). */
+function eqLowerUnderscore(buf: Uint8Array, s: number, lower: Uint8Array): boolean {
+  for (let i = 0; i < lower.length; i++) {
+    const l = lower[i]!;
+    const c = buf[s + i]!;
+    if (l === 95 ? c !== 95 : (c | 0x20) !== l) return false;
+  }
+  return true;
+}
+
 /** Classify a validated field name buf[s..e). */
 function classify(buf: Uint8Array, s: number, e: number): number {
+  const k = known(buf, s, e);
+  if (k !== F_OTHER || e - s < 13 || (buf[s]! | 0x20) !== 120 || buf[s + 1] !== 45) return k;
+  return eqLower(buf, s, N_X_FORWARDED_) ? F_X_FORWARDED_OTHER : F_OTHER;
+}
+
+/** The kind of a field name the forwarder handles by name (exact length first). */
+function known(buf: Uint8Array, s: number, e: number): number {
   switch (e - s) {
     case 2: return eqLower(buf, s, N_TE) ? F_TE : F_OTHER;
     case 4: return eqLower(buf, s, N_HOST) ? F_HOST : F_OTHER;
@@ -94,12 +121,16 @@ function classify(buf: Uint8Array, s: number, e: number): number {
     case 7: return eqLower(buf, s, N_UPGRADE) ? F_UPGRADE : eqLower(buf, s, N_TRAILER) ? F_TRAILER : F_OTHER;
     case 9: return eqLower(buf, s, N_FORWARDED) ? F_FORWARDED : F_OTHER;
     case 10: return eqLower(buf, s, N_CONNECTION) ? F_CONNECTION : eqLower(buf, s, N_KEEP_ALIVE) ? F_KEEP_ALIVE : F_OTHER;
-    case 14: return eqLower(buf, s, N_CONTENT_LENGTH) ? F_CONTENT_LENGTH : F_OTHER;
+    case 14:
+      return eqLower(buf, s, N_CONTENT_LENGTH) ? F_CONTENT_LENGTH : eqLowerUnderscore(buf, s, N_CONTENT_LENGTH_) ? F_FRAMING_LOOKALIKE : F_OTHER;
     case 15: return eqLower(buf, s, N_X_FORWARDED_FOR) ? F_X_FORWARDED_FOR : F_OTHER;
     case 16:
       return eqLower(buf, s, N_PROXY_CONNECTION) ? F_PROXY_CONNECTION : eqLower(buf, s, N_X_FORWARDED_HOST) ? F_X_FORWARDED_HOST : F_OTHER;
     case 17:
-      return eqLower(buf, s, N_TRANSFER_ENCODING) ? F_TRANSFER_ENCODING : eqLower(buf, s, N_X_FORWARDED_PROTO) ? F_X_FORWARDED_PROTO : F_OTHER;
+      return eqLower(buf, s, N_TRANSFER_ENCODING) ? F_TRANSFER_ENCODING
+        : eqLower(buf, s, N_X_FORWARDED_PROTO) ? F_X_FORWARDED_PROTO
+        : eqLowerUnderscore(buf, s, N_TRANSFER_ENCODING_) ? F_FRAMING_LOOKALIKE
+        : F_OTHER;
     case 18: return eqLower(buf, s, N_PROXY_AUTHENTICATE) ? F_PROXY_AUTHENTICATE : F_OTHER;
     case 19: return eqLower(buf, s, N_PROXY_AUTHORIZATION) ? F_PROXY_AUTHORIZATION : F_OTHER;
     default: return F_OTHER;
@@ -329,6 +360,12 @@ export class RequestInfo {
   pathStart = -1;
   /** True when any field needs dropping or rewriting (hop-by-hop, X-Forwarded-*, Forwarded). */
   rewrite = false;
+  /**
+   * Content-Length or Transfer-Encoding is valid but not written canonically (`Name: value` with one space,
+   * lowercase `chunked`): the forwarded head carries a canonical line instead, so no next hop can read the
+   * framing differently (implies {@link rewrite}).
+   */
+  reframe = false;
 
   reset(): void {
     this.error = "";
@@ -341,6 +378,7 @@ export class RequestInfo {
     this.upgrade = -1;
     this.authStart = this.authEnd = this.pathStart = -1;
     this.rewrite = false;
+    this.reframe = false;
     this.minor = 1;
   }
 }
@@ -423,6 +461,7 @@ export function parseRequestHead(buf: Uint8Array, start: number, headEnd: number
         if (info.contentLength >= 0) return bad(info, "duplicate Content-Length field");
         info.contentLength = parseLength(buf, vs, ve);
         if (info.contentLength < 0) return bad(info, "invalid Content-Length value");
+        if (!canonicalLine(buf, o)) info.reframe = info.rewrite = true;
         break;
       case F_TRANSFER_ENCODING: {
         // Only a single `chunked` coding is accepted on requests.
@@ -430,10 +469,13 @@ export function parseRequestHead(buf: Uint8Array, start: number, headEnd: number
           const list = tokenList(buf, vs, ve);
           if (te || !list || list.length !== 1 || list[0] !== "chunked") return bad(info, "unsupported Transfer-Encoding (only a single chunked coding is accepted)");
         }
+        if (!canonicalLine(buf, o) || !exact(buf, vs, V_CHUNKED)) info.reframe = info.rewrite = true;
         te = true;
         info.chunked = true;
         break;
       }
+      case F_FRAMING_LOOKALIKE:
+        return bad(info, "field name with an underscore in place of a framing field's hyphen");
       case F_CONNECTION:
         if (!connection(buf, vs, ve, info)) return bad(info, "invalid Connection field value");
         info.rewrite = true;
@@ -459,6 +501,18 @@ export function parseRequestHead(buf: Uint8Array, start: number, headEnd: number
   if (info.authStart >= 0 || info.minor === 0) info.rewrite = true;
   if (info.connOther) markConnectionNamed(buf, n, info.connOther);
   return 0;
+}
+
+/** Whether field line `o` (offset in {@link fields}) is `name: value\r\n`: one space after the colon, none after the value. */
+function canonicalLine(buf: Uint8Array, o: number): boolean {
+  const nameEnd = fields[o + 1]!;
+  return fields[o + 2] === nameEnd + 2 && buf[nameEnd + 1] === SP && fields[o + 3]! + 2 === fields[o + 4];
+}
+
+/** Byte-exact (case-sensitive) compare of buf[s..) with `lit`. */
+function exact(buf: Uint8Array, s: number, b: Uint8Array): boolean {
+  for (let i = 0; i < b.length; i++) if (buf[s + i] !== b[i]) return false;
+  return true;
 }
 
 /** Parse an absolute-form target; returns an error reason or "" when fine. */
@@ -613,6 +667,8 @@ export function parseResponseHead(buf: Uint8Array, start: number, headEnd: numbe
       case F_X_FORWARDED_FOR:
       case F_X_FORWARDED_HOST:
       case F_X_FORWARDED_PROTO:
+      case F_X_FORWARDED_OTHER:
+      case F_FRAMING_LOOKALIKE:
       case F_FORWARDED:
       case F_COOKIE:
         break;

@@ -2,7 +2,7 @@
  * Upstream connection pool, one per endpoint `address:port`, shared by every HTTP listener of the
  * process (the cluster owns its connection pool, Envoy-style). Idle sockets are kept LIFO, bounded per
  * endpoint, keep reading (so a close by the upstream is noticed at once), and are closed after an idle
- * timeout by one coarse sweep.
+ * timeout (the pool's, or the releasing Service's `idleTimeoutMs` policy) by one coarse sweep.
  */
 import type { Endpoint } from "../../model/types.ts";
 import { rt } from "../../runtime/index.ts";
@@ -22,7 +22,7 @@ export interface UpstreamOwner {
 export const poolSettings = {
   /** Idle sockets kept per endpoint. */
   maxIdlePerEndpoint: 128,
-  /** Idle sockets are closed after this long unused, ms. */
+  /** Idle sockets are closed after this long unused, ms (unless the releasing route sets its own). */
   idleTimeoutMs: 30_000,
 };
 
@@ -38,7 +38,8 @@ export class Upstream {
   closed = false;
   /** Completed exchanges on this connection (a reused connection may have gone stale). */
   uses = 0;
-  idleSince = 0;
+  /** Epoch ms after which an idle pooled connection is closed. */
+  idleUntil = 0;
 
   constructor(readonly pool: EndpointPool) {}
 
@@ -104,8 +105,11 @@ export class EndpointPool {
     }
   }
 
-  /** Return a connection whose exchange completed cleanly; closes it when the pool is full. */
-  release(u: Upstream): void {
+  /**
+   * Return a connection whose exchange completed cleanly; closes it when the pool is full. It is closed
+   * after `idleMs` unused (0: the pool's {@link poolSettings.idleTimeoutMs}).
+   */
+  release(u: Upstream, idleMs = 0): void {
     u.owner = null;
     u.uses++;
     if (u.eof || u.closed || u.out || this.idle.length >= poolSettings.maxIdlePerEndpoint) {
@@ -113,9 +117,10 @@ export class EndpointPool {
       return;
     }
     u.setReading(true);
-    u.idleSince = Date.now();
+    const ms = idleMs > 0 ? idleMs : poolSettings.idleTimeoutMs;
+    u.idleUntil = Date.now() + ms;
     this.idle.push(u);
-    startSweep();
+    startSweep(ms);
   }
 
   /** Open a new connection (not pooled until released). */
@@ -204,24 +209,36 @@ const upstreamHandlers: TcpHandlers<Upstream> = {
 };
 
 let sweepTimer: ReturnType<typeof setInterval> | undefined;
+let sweepEvery = 0;
 
-function startSweep(): void {
-  if (sweepTimer !== undefined) return;
-  const every = Math.max(50, Math.min(1000, poolSettings.idleTimeoutMs / 4));
+/** Run the sweep (again) at a quarter of the shortest idle timeout in use, between 50 ms and 1 s. */
+function startSweep(idleMs: number): void {
+  const every = Math.max(50, Math.min(1000, Math.floor(idleMs / 4)));
+  if (sweepTimer !== undefined) {
+    if (every >= sweepEvery) return;
+    clearInterval(sweepTimer);
+  }
+  sweepEvery = every;
   sweepTimer = setInterval(sweep, every);
   (sweepTimer as { unref?: () => void }).unref?.();
 }
 
 function sweep(): void {
-  const cutoff = Date.now() - poolSettings.idleTimeoutMs;
+  const now = Date.now();
   let left = 0;
   for (const p of pools.values()) {
     const idle = p.idle;
-    // LIFO: the oldest are at the front.
-    let n = 0;
-    while (n < idle.length && idle[n]!.idleSince <= cutoff) n++;
-    if (n) for (const u of idle.splice(0, n)) u.destroy();
-    left += idle.length;
+    let kept = 0;
+    let dead: Upstream[] | null = null;
+    for (let i = 0; i < idle.length; i++) {
+      const u = idle[i]!;
+      if (u.idleUntil <= now) (dead ??= []).push(u);
+      else idle[kept++] = u;
+    }
+    idle.length = kept;
+    left += kept;
+    // Out of the list first: a close callback removes its connection from `idle`.
+    if (dead !== null) for (const u of dead) u.destroy();
   }
   if (left === 0 && sweepTimer !== undefined) {
     clearInterval(sweepTimer);

@@ -4,8 +4,9 @@
  * bytes and parses responses. Everything is disposable with `await using`.
  */
 import { RoundRobin } from "../../../src/balancer/round-robin.ts";
-import type { Endpoint } from "../../../src/model/types.ts";
-import { closeIdleUpstreams, createHttpProxy, type HttpProxyOptions } from "../../../src/proxy/http/index.ts";
+import type { Balancer, Outcome, PickContext } from "../../../src/balancer/types.ts";
+import type { Endpoint, TrafficPolicy } from "../../../src/model/types.ts";
+import { closeIdleUpstreams, createHttpProxy, type HttpProxy, type HttpProxyOptions } from "../../../src/proxy/http/index.ts";
 import { defaultProxyOptions, type ListenerProxy, type Route, type RouteRef } from "../../../src/proxy/types.ts";
 import { rt } from "../../../src/runtime/index.ts";
 import type { TcpSocket } from "../../../src/runtime/types.ts";
@@ -36,8 +37,18 @@ export function endpoint(port: number, address = "127.0.0.1"): Endpoint {
   return { address, port, ready: true, serving: true, terminating: false };
 }
 
-/** A route over `endpoints` with a round robin starting at the first endpoint. */
-export function route(endpoints: readonly Endpoint[], name = "default/web:http"): Route {
+/** What a test route may set besides its endpoints. */
+export interface RouteExtras {
+  /** The Service's policy (annotations), as the model would attach it. */
+  readonly policy?: TrafficPolicy | undefined;
+  /** The balancer over the endpoints (default: a round robin starting at the first). */
+  readonly balancer?: ((endpoints: readonly Endpoint[]) => Balancer) | undefined;
+  /** The entrypoint's name, `namespace/service:port` (default `default/web:http`). */
+  readonly name?: string | undefined;
+}
+
+/** A route over `endpoints` with a round robin starting at the first endpoint (or `extras.balancer`). */
+export function route(endpoints: readonly Endpoint[], name = "default/web:http", extras: RouteExtras = {}): Route {
   const [namespace, rest] = name.split("/") as [string, string];
   const service = rest.split(":")[0]!;
   return {
@@ -53,9 +64,61 @@ export function route(endpoints: readonly Endpoint[], name = "default/web:http")
       cluster: { name, endpoints, serving: endpoints },
       externalTrafficPolicy: "Cluster",
       annotations: {},
+      ...(extras.policy ? { policy: extras.policy } : {}),
     },
-    balancer: new RoundRobin(endpoints, () => 0),
+    balancer: extras.balancer ? extras.balancer(endpoints) : new RoundRobin(endpoints, () => 0),
   };
+}
+
+/** One `begin`/`end` call seen by a {@link RecordingBalancer}: `begin 8080`, `end 8080 success`. */
+export type BalancerEvent = `begin ${number}` | `end ${number} ${Outcome}`;
+
+/**
+ * A round robin (from the first endpoint) that records every `begin`/`end` and every pick's context, and
+ * checks that each `end` matches an open `begin` (else it records `unmatched end ...`).
+ */
+export class RecordingBalancer implements Balancer {
+  readonly #rr: RoundRobin;
+  readonly events: string[] = [];
+  readonly picks: { clientAddress: string; hashKey: string | undefined; exclude: number[] }[] = [];
+  readonly #open = new Map<Endpoint, number>();
+
+  constructor(readonly endpoints: readonly Endpoint[]) {
+    this.#rr = new RoundRobin(endpoints, () => 0);
+  }
+
+  pick(ctx: PickContext): Endpoint | undefined {
+    this.picks.push({ clientAddress: ctx.clientAddress, hashKey: ctx.hashKey, exclude: [...(ctx.exclude ?? [])].map((e) => e.port) });
+    return this.#rr.pick(ctx);
+  }
+
+  begin(ep: Endpoint): void {
+    this.#open.set(ep, (this.#open.get(ep) ?? 0) + 1);
+    this.events.push(`begin ${ep.port}`);
+  }
+
+  end(ep: Endpoint, outcome: Outcome): void {
+    const n = this.#open.get(ep) ?? 0;
+    if (n === 0) this.events.push(`unmatched end ${ep.port} ${outcome}`);
+    else {
+      this.#open.set(ep, n - 1);
+      this.events.push(`end ${ep.port} ${outcome}`);
+    }
+  }
+
+  /** Attempts begun and not ended. */
+  get open(): number {
+    let n = 0;
+    for (const v of this.#open.values()) n += v;
+    return n;
+  }
+}
+
+/** A port on 127.0.0.1 that refuses connections (bound, then released). */
+export function refusedPort(): number {
+  const l = rt.listenTcp({ hostname: "127.0.0.1", port: 0, handlers: { data() {} } });
+  l.stop(true);
+  return l.port;
 }
 
 export interface ProxyHarness extends AsyncDisposable {
@@ -65,13 +128,21 @@ export interface ProxyHarness extends AsyncDisposable {
   readonly proxy: ListenerProxy;
   /** Downstream connections the listener accepted. */
   readonly accepted: number;
+  /** Connections the proxy closed at accept (connection limits). */
+  readonly refused: number;
   /** Swap the route (what the listeners layer does on a new snapshot). */
   setEndpoints(endpoints: readonly Endpoint[]): void;
 }
 
-/** Bind the HTTP proxy on 127.0.0.1:0 in front of `endpoints`. */
-export function startProxy(endpoints: readonly Endpoint[], options: Partial<HttpProxyOptions> = {}, hostname = "127.0.0.1"): ProxyHarness {
-  const ref: RouteRef = { current: route(endpoints) };
+/** Bind the HTTP proxy on 127.0.0.1:0 in front of `endpoints`; `extras` shape its route (policy, balancer). */
+export function startProxy(
+  endpoints: readonly Endpoint[],
+  options: Partial<HttpProxyOptions> = {},
+  hostname = "127.0.0.1",
+  extras: RouteExtras = {},
+): ProxyHarness {
+  const name = extras.name ?? "default/web:http";
+  const ref: RouteRef = { current: route(endpoints, name, extras) };
   const proxy = createHttpProxy(ref, { ...defaultProxyOptions, ...options });
   let accepted = 0;
   const open = proxy.handlers.open!;
@@ -88,8 +159,11 @@ export function startProxy(endpoints: readonly Endpoint[], options: Partial<Http
     get accepted() {
       return accepted;
     },
+    get refused() {
+      return (proxy as unknown as HttpProxy).refused;
+    },
     setEndpoints(eps) {
-      ref.current = route(eps);
+      ref.current = route(eps, name, extras);
     },
     async [Symbol.asyncDispose]() {
       listener.stop(true);
@@ -179,6 +253,8 @@ export class RawUpstream implements AsyncDisposable {
   readonly requests: ReceivedRequest[] = [];
   /** Every byte received, across connections, in arrival order. */
   received: Uint8Array = new Uint8Array(0);
+  /** Every byte received per connection, in accept order. */
+  readonly byConnection: Uint8Array[] = [];
   readonly sockets = new Set<TcpSocket<UpstreamConn>>();
   readonly #listener: ReturnType<typeof rt.listenTcp<UpstreamConn>>;
 
@@ -198,10 +274,12 @@ export class RawUpstream implements AsyncDisposable {
       handlers: {
         open: (s) => {
           s.data = { buf: new Uint8Array(0), index: this.accepts++, headSeen: false, served: 0 };
+          this.byConnection.push(new Uint8Array(0));
           this.sockets.add(s);
         },
         data: (s, chunk) => {
           this.received = concatBytes(this.received, chunk);
+          this.byConnection[s.data.index] = concatBytes(this.byConnection[s.data.index]!, chunk);
           s.data.buf = concatBytes(s.data.buf, chunk);
           for (;;) {
             if (onHead && !s.data.headSeen) {
