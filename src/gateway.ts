@@ -201,6 +201,8 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     listeners: () => listeners.counts(),
     ...(config.stateFile ? { state: () => stateStatus() ?? { stale: false, writes: 0, writeErrors: 0 } } : {}), // set before any scrape
     shuttingDown: () => health.shuttingDown,
+    outliers: () => routes.outlierStats(),
+    ...(proxy.connections ? { connections: () => proxy.connections! } : {}),
     onCollectError: (metric, err) => log.warn("Metrics view failed", { metric, error: String(err) }),
   });
   // healthCheckNodePort servers answer with the proxy's health, not the node's eligibility (kube-proxy's IsHealthy).

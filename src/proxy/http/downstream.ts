@@ -1140,7 +1140,7 @@ function upstreamFault(why: GatewayReason, requestSent: boolean): boolean {
   return why === "upstream-reset" || why === "invalid-response";
 }
 
-/** The metrics error reason of a generated response (none for the circuit breaker: it is not a failure of anything). */
+/** The metrics error reason of a generated response. */
 function metricReason(why: GatewayReason): ProxyErrorReason | undefined {
   switch (why) {
     case "request-timeout":
@@ -1148,7 +1148,9 @@ function metricReason(why: GatewayReason): ProxyErrorReason | undefined {
     case "no-endpoints":
       return "no_endpoints";
     case "circuit-breaker":
-      return undefined;
+      return "circuit_open";
+    case "body-too-large":
+      return "body_too_large";
     case "connect-failed":
       return "connect_failed";
     case "connect-timeout":

@@ -20,7 +20,7 @@
  * const listener = rt.listenTcp({ hostname: "0.0.0.0", port: 8080, handlers: proxy.handlers });
  */
 import type { TcpHandlers, TcpSocket } from "../../runtime/types.ts";
-import type { ListenerProxy, ListenerProxyFactory, Route, RouteRef } from "../types.ts";
+import { type ListenerProxy, type ListenerProxyFactory, type Route, type RouteRef, routeTraffic } from "../types.ts";
 import { Downstream, type ProxyHost } from "./downstream.ts";
 import type { HttpProxyOptions } from "./options.ts";
 import { routeSettings, type RouteSettings } from "./settings.ts";
@@ -58,6 +58,7 @@ export class HttpProxy implements ListenerProxy<Downstream | null>, ProxyHost {
       open: (s: TcpSocket<Downstream | null>) => {
         if ((perListener > 0 && conns.size >= perListener) || (budget !== undefined && !budget.tryAcquire())) {
           this.refused++;
+          routeTraffic(options.telemetry, ref.current)?.error("connection_limit");
           s.data = null;
           s.terminate();
           return;

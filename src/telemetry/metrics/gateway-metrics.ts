@@ -19,6 +19,13 @@ export interface ListenerCountsView {
   readonly draining: number;
 }
 
+/** Outlier detection counts of one Service port (`namespace/service:port`). */
+export interface OutlierStatsView {
+  readonly cluster: string;
+  readonly ejected: number;
+  readonly ejectionsTotal: number;
+}
+
 /** The state file's status (`--state-file`), read at scrape time (see `PersistentSource.state()`). */
 export interface StateFileView {
   /** Serving objects replayed from the state file that the live source has not confirmed yet. */
@@ -46,6 +53,10 @@ export interface GatewayMetricsOptions {
   readonly state?: (() => StateFileView) | undefined;
   /** Whether the gateway is shutting down (`kubegate_shutting_down`). */
   readonly shuttingDown?: (() => boolean) | undefined;
+  /** Passive outlier detection per Service port (`RouteBuilder.outlierStats`), read at scrape time. */
+  readonly outliers?: (() => readonly OutlierStatsView[]) | undefined;
+  /** The gateway-wide connection budget (`--max-connections`); without it those families are not registered. */
+  readonly connections?: (() => { readonly active: number; readonly refused: number }) | undefined;
   /** Wall clock in ms since the epoch (default `Date.now`). */
   readonly now?: (() => number) | undefined;
   /** A scrape-time view failed; that family is left out of the scrape. */
@@ -122,6 +133,42 @@ export class GatewayMetrics {
       help: "1 from the shutdown signal until exit: /healthz and /readyz answer 503, then the listeners drain.",
       collect: (g) => g.set(shuttingDown?.() ? 1 : 0),
     });
+    const outliers = options.outliers;
+    // One series per Service port that has ever ejected an endpoint (not one per Service: 10k Services stay cheap).
+    const outlierLabels = (cluster: string): [string, string, string] => {
+      const slash = cluster.indexOf("/");
+      const colon = cluster.lastIndexOf(":");
+      return [cluster.slice(0, slash), cluster.slice(slash + 1, colon), cluster.slice(colon + 1)];
+    };
+    this.registry.gauge({
+      name: "kubegate_endpoints_ejected",
+      help: "Endpoints of a Service port ejected by passive outlier detection now (consecutive connect failures or 5xx).",
+      labelNames: ["namespace", "service", "port"],
+      collect: (g) => {
+        for (const o of outliers?.() ?? []) if (o.ejected > 0 || o.ejectionsTotal > 0) g.labels(...outlierLabels(o.cluster)).set(o.ejected);
+      },
+    });
+    this.registry.counter({
+      name: "kubegate_outlier_ejections_total",
+      help: "Ejections by passive outlier detection, per Service port (restarts from 0 when the Service port stops being served).",
+      labelNames: ["namespace", "service", "port"],
+      collect: (c) => {
+        for (const o of outliers?.() ?? []) if (o.ejectionsTotal > 0) c.labels(...outlierLabels(o.cluster)).set(o.ejectionsTotal);
+      },
+    });
+    const connections = options.connections;
+    if (connections) {
+      this.registry.gauge({
+        name: "kubegate_connections_open",
+        help: "Open client connections over all listeners, counted against --max-connections.",
+        collect: (g) => g.set(connections().active),
+      });
+      this.registry.counter({
+        name: "kubegate_connections_refused_total",
+        help: "Client connections closed at accept because --max-connections was reached.",
+        collect: (c) => c.labels().set(connections().refused),
+      });
+    }
     if (options.state) this.#stateMetrics(options.state, options.now ?? Date.now);
     this.handler = metricsHandler(this.registry);
   }

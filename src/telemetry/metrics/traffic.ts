@@ -39,6 +39,12 @@ export const PROXY_ERROR_REASONS = [
   "source_refused",
   /** The client went away before the exchange finished. */
   "client_closed",
+  /** HTTP 503 from the circuit breaker: the Service port had its maximum of requests in flight. */
+  "circuit_open",
+  /** HTTP 413: the request body was over the limit. */
+  "body_too_large",
+  /** The connection was closed at accept: the listener's or the gateway's connection limit was reached. */
+  "connection_limit",
 ] as const;
 export type ProxyErrorReason = (typeof PROXY_ERROR_REASONS)[number];
 
