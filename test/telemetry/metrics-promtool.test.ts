@@ -104,7 +104,7 @@ describe("prometheus-rules.yaml", () => {
     const rules = parseYaml(await Bun.file(join(observability, "prometheus-rules.yaml")).text()) as { groups: { rules: { alert: string }[] }[] };
     const tests = await Bun.file(join(observability, "prometheus-rules.test.yaml")).text();
     const alerts = rules.groups.flatMap((g) => g.rules.map((r) => r.alert));
-    expect(alerts).toEqual(["KubegateSyncStale", "KubegateHighErrorRate", "KubegateNoEndpoints", "KubegateWatchRelisting", "KubegateMetricsSeriesDropped"]);
+    expect(alerts).toEqual(["KubegateSyncStale", "KubegateHighErrorRate", "KubegateNoEndpoints", "KubegateWatchRelisting", "KubegateMetricsSeriesDropped", "KubegateServingSavedState"]);
     for (const alert of alerts) expect(tests).toContain(`alertname: ${alert}`);
   });
 });
