@@ -196,6 +196,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   );
   const metrics = new GatewayMetrics({
     ipFamilies: ipFamiliesOf(model.hostAddresses),
+    maxSeries: config.metricsMaxSeries,
     healthCounts,
     sources: () => sourceStatus(),
     listeners: () => listeners.counts(),

@@ -106,6 +106,7 @@ export const ConfigFile = v.object({
   shutdownDelay: v.optional(Duration),
   stateFile: v.optional(Str),
   maxEndpointsPerService: v.optional(Count),
+  metricsMaxSeries: v.optional(Count),
 } satisfies Record<FileKey, v.GenericSchema>);
 
 /** The result of parsing a config file: flag values, or every problem found (one line each). */

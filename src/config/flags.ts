@@ -52,6 +52,7 @@ export const flagSpecs = {
   "shutdown-delay": { key: "shutdownDelay", type: "string", default: "0s", help: "On SIGTERM, /healthz and /readyz turn 503 at once and listeners keep accepting for this long (so load balancers notice) before draining." },
   "state-file": { key: "stateFile", type: "string", default: "", help: "Persist the last applied objects here and serve them (marked stale) at start-up while the API server is unreachable." },
   "max-endpoints-per-service": { key: "maxEndpointsPerService", type: "string", default: "10000", help: "A Service port with more endpoints than this is reported (Event, admin, logs) and served with the first this-many (0: no limit)." },
+  "metrics-max-series": { key: "metricsMaxSeries", type: "string", default: "20000", help: "At most this many Service ports get per-Service traffic series; past it they are counted in kubegate_metrics_series_dropped_total." },
   "log-level": { key: "logLevel", type: "string", default: "info", help: "debug, info, warn or error." },
   config: { type: "string", help: "A YAML/JSON config file whose keys are the camelCase of these flags (e.g. nodePortAddresses: [127.0.0.0/8]). Flags override it; it overrides the defaults. Reloaded on change: logLevel applies at once, other keys say that a restart is needed." },
   help: { type: "boolean", default: false, help: "Print this help and exit." },
@@ -141,6 +142,7 @@ export const Config = v.object({
   shutdownDelayMs: Duration,
   stateFile: v.pipe(v.string(), v.transform((x) => (x === "" ? undefined : x))),
   maxEndpointsPerService: Count,
+  metricsMaxSeries: Count,
 });
 export type Config = v.InferOutput<typeof Config>;
 
@@ -163,7 +165,7 @@ const configKeyOf = {
   "max-header-bytes": "maxHeaderBytes", "max-body-bytes": "maxBodyBytes", "retry-idempotent": "retryIdempotent",
   "outlier-consecutive-failures": "outlierConsecutiveFailures", "outlier-ejection-time": "outlierEjectionTimeMs",
   "outlier-max-ejection-percent": "outlierMaxEjectionPercent", "trusted-proxies": "trustedProxies", "shutdown-delay": "shutdownDelayMs",
-  "state-file": "stateFile", "max-endpoints-per-service": "maxEndpointsPerService",
+  "state-file": "stateFile", "max-endpoints-per-service": "maxEndpointsPerService", "metrics-max-series": "metricsMaxSeries",
 } as const satisfies Partial<Record<FlagName, keyof Config>>;
 
 /** The flag that sets each Config key. */

@@ -44,6 +44,7 @@ describe("parseFlags", () => {
       shutdownDelayMs: 0,
       stateFile: undefined,
       maxEndpointsPerService: 10_000,
+      metricsMaxSeries: 20_000,
     });
   });
 
@@ -82,6 +83,7 @@ describe("parseFlags", () => {
         "--shutdown-delay", "5s",
         "--state-file", "/var/lib/kubegate/state.json",
         "--max-endpoints-per-service", "500",
+        "--metrics-max-series", "100",
       ]),
     ).toEqual({
       manifests: "deploy/demo",
@@ -119,6 +121,7 @@ describe("parseFlags", () => {
       shutdownDelayMs: 5_000,
       stateFile: "/var/lib/kubegate/state.json",
       maxEndpointsPerService: 500,
+      metricsMaxSeries: 100,
     });
   });
 
