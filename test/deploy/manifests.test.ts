@@ -69,7 +69,17 @@ describe("DaemonSet", () => {
     expect(sleep).toBeGreaterThan(0);
     const config = await effectiveConfig(base);
     expect(config.drainGracePeriodMs).toBe(30_000);
-    expect(spec.terminationGracePeriodSeconds).toBeGreaterThan(sleep + config.drainGracePeriodMs / 1000);
+    expect(config.shutdownDelayMs).toBe(5_000);
+    expect(spec.terminationGracePeriodSeconds).toBeGreaterThan(sleep + (config.shutdownDelayMs + config.drainGracePeriodMs) / 1000);
+  });
+
+  test("the state file lives on a writable hostPath mount (the root filesystem is read-only)", async () => {
+    const config = await effectiveConfig(base);
+    expect(config.stateFile).toBeDefined();
+    const mount = (c.volumeMounts as Any[]).find((m) => config.stateFile!.startsWith(`${m.mountPath}/`));
+    expect(mount).toBeDefined();
+    expect(mount.readOnly).not.toBe(true);
+    expect(spec.volumes.find((v: Any) => v.name === mount.name).hostPath).toMatchObject({ type: "DirectoryOrCreate" });
   });
 
   test("only NET_BIND_SERVICE, no escalation, read-only root", () => {
