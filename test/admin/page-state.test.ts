@@ -1,6 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { ENDPOINTS_PER_ENTRYPOINT, type PageSource, TrafficRates, pageQuery, pageState } from "../../src/admin/page/state.ts";
 import type { Endpoint, Entrypoint, Snapshot } from "../../src/model/types.ts";
+import { hServer, toHtml } from "../../src/admin/page/html.ts";
+import { renderPage } from "../../src/admin/page/render.ts";
 import { entrypoint } from "../support/entrypoints.ts";
 
 const ep = (address: string, port: number, state: Partial<Endpoint> = {}): Endpoint => ({
@@ -45,6 +47,20 @@ function view(snapshot: Snapshot | undefined, extra: Partial<PageSource> = {}): 
 }
 
 describe("page state", () => {
+  test("the balancing algorithm and endpoints ejected by outlier detection, from the balancer's description", () => {
+    const until = Date.UTC(2026, 10, 25, 12, 30, 5);
+    const balancing = (key: string) =>
+      key === "NodePort/shop/web:http" ? { algorithm: "maglev", ejected: [{ address: "10.0.0.1", port: 8080, until, ejections: 2 }] } : { algorithm: "round-robin" };
+    const state = pageState(view(snap([entrypoint({ name: "shop/db:tcp", port: 30081, endpoints: [5432] }), web()]), { balancing }), pageQuery(new URLSearchParams()));
+    const [db, shop] = [state.entrypoints.find((e) => e.service === "db")!, state.entrypoints.find((e) => e.service === "web")!];
+    expect(db.balancer).toBeUndefined();
+    expect(shop.balancer).toBe("maglev");
+    expect(shop.endpoints.map((e) => e.ejectedUntil)).toEqual(["2026-11-25T12:30:05.000Z", undefined, undefined]);
+    const html = toHtml(renderPage(hServer, state));
+    expect(html).toContain("maglev");
+    expect(html).toContain("ejected until 12:30:05");
+  });
+
   test("an entrypoint with its listeners, endpoint states, policy and selection; summary over everything", () => {
     const state = pageState(view(snap([entrypoint({ name: "shop/db:tcp", port: 30081, endpoints: [5432] }), web()])), pageQuery(new URLSearchParams()), { now: 1_000 });
     expect(state.version).toBe(7);

@@ -200,6 +200,7 @@ export function renderPage<N>(h: H<N>, s: PageState): N[] {
     const a = ep.affinity;
     return [
       h("div", null, ep.policy),
+      ep.balancer ? h("div", null, ep.balancer) : null,
       a && a.mode !== "None" ? h("div", null, `affinity ${a.mode} ${a.timeoutSeconds}s`) : null,
       a && a.cookie ? h("div", null, `cookie ${a.cookie.name}`) : null,
       ep.sourceRanges ? h("div", null, `from ${ep.sourceRanges.join(", ")}`) : null,
@@ -243,6 +244,7 @@ export function renderPage<N>(h: H<N>, s: PageState): N[] {
               " ",
               endpointState(e),
               e.used ? badge("info", "in use") : null,
+              e.ejectedUntil ? badge("bad", `ejected until ${e.ejectedUntil.slice(11, 19)}`) : null,
               e.target || e.node || e.zone ? muted(` ${[e.target, e.node, e.zone].filter(Boolean).join(" · ")}`) : null,
             ),
           ),

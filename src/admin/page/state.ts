@@ -126,6 +126,8 @@ export interface PageEndpoint {
   readonly zone?: string;
   /** `Kind/name` of the targetRef (usually the Pod). */
   readonly target?: string;
+  /** Ejected by outlier detection (no new traffic until then), as an ISO time. */
+  readonly ejectedUntil?: string;
 }
 
 /** One entrypoint, as the page shows it. */
@@ -155,6 +157,8 @@ export interface PageEntrypoint {
   readonly endpointCount: number;
   /** Endpoints that receive new traffic. */
   readonly serving: number;
+  /** The balancing algorithm, when not the plain round robin. */
+  readonly balancer?: string;
 }
 
 /** A model error or a listener bind error. */
@@ -230,6 +234,8 @@ export interface PageSource {
   health?(): AdminHealth;
   state?(): AdminStateFile;
   traffic?(): readonly TrafficSample[];
+  /** Balancer state of one entrypoint (`RouteBuilder.describe`: algorithm, ejected endpoints, ...). */
+  balancing?(key: string): unknown;
   /** Register for change notifications (e.g. each applied snapshot); returns the unsubscribe function. */
   subscribe?(onChange: () => void): () => void;
 }
@@ -270,8 +276,19 @@ function selectionText(ep: Entrypoint): string | undefined {
   return parts.length ? parts.join("; ") : undefined;
 }
 
-function entrypointState(ep: Entrypoint, listeners: PageListenerView | undefined): PageEntrypoint {
+/** The algorithm and ejected endpoints (`address|port` -> until, ms) out of `RouteBuilder.describe`'s loose shape. */
+function balancingState(raw: unknown): { algorithm?: string; ejected: Map<string, number> } {
+  const ejected = new Map<string, number>();
+  if (!isRecord(raw)) return { ejected };
+  if (Array.isArray(raw.ejected)) {
+    for (const e of raw.ejected.filter(isRecord)) ejected.set(`${String(e.address)}|${String(e.port)}`, Number(e.until));
+  }
+  return { ...(typeof raw.algorithm === "string" ? { algorithm: raw.algorithm } : {}), ejected };
+}
+
+function entrypointState(ep: Entrypoint, listeners: PageListenerView | undefined, balancing: unknown): PageEntrypoint {
   const used = new Set(ep.cluster.serving.map((e) => `${e.address}|${e.port}`));
+  const { algorithm, ejected } = balancingState(balancing);
   const selection = selectionText(ep);
   const affinity = ep.sessionAffinity && (ep.sessionAffinity.mode !== "None" || ep.sessionAffinity.cookie) ? ep.sessionAffinity : undefined;
   return {
@@ -308,9 +325,11 @@ function entrypointState(ep: Entrypoint, listeners: PageListenerView | undefined
       ...(e.nodeName ? { node: e.nodeName } : {}),
       ...(e.zone ? { zone: e.zone } : {}),
       ...(e.targetRef?.name ? { target: `${e.targetRef.kind ?? "Pod"}/${e.targetRef.name}` } : {}),
+      ...(ejected.has(`${e.address}|${e.port}`) ? { ejectedUntil: new Date(ejected.get(`${e.address}|${e.port}`)!).toISOString() } : {}),
     })),
     endpointCount: ep.cluster.endpoints.length,
     serving: ep.cluster.serving.length,
+    ...(algorithm && algorithm !== "round-robin" ? { balancer: algorithm } : {}),
   };
 }
 
@@ -416,7 +435,7 @@ export function pageState(view: PageSource, query: PageQuery, options: PageState
     ...(healthChecks?.length ? { healthChecks } : {}),
     summary: { entrypoints: all.length, failing, listeners: { bound, unbound }, endpoints, errors: errors.length },
     filter: { q: query.q, limit: query.limit, matched: matched.length },
-    entrypoints: shown.map((ep) => entrypointState(ep, byKey.get(ep.key))),
+    entrypoints: shown.map((ep) => entrypointState(ep, byKey.get(ep.key), view.balancing?.(ep.key))),
     errors: errors.slice(0, MAX_ERRORS).map((e) => ({ kind: e.kind, object: e.object, message: e.message })),
     ...(traffic ? { traffic } : {}),
   };
