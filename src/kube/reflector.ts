@@ -10,11 +10,13 @@
  * - Any other failure: retry with jittered exponential backoff; the error is kept in `status()` and
  *   logged (rate-limited). It never stops until `stop()`.
  *
- * Each object is validated with `parseObject`; a malformed one becomes an `invalid` event and the
- * rest are unaffected.
+ * Each object is validated against its schema in objects.ts (compiled, see compiled-schema.ts; valibot
+ * itself words the error); a malformed one becomes an `invalid` event and the rest are unaffected. A
+ * relist does not validate again the objects whose resourceVersion it already holds.
  */
 import { Backoff, sleep, type BackoffOptions, type Now, type Random } from "./backoff.ts";
 import { KubeApiError, type KubeClient, type KubeObject, type WatchEvent } from "./client.ts";
+import { compileSchema } from "./compiled-schema.ts";
 import { Kinds, objectKey, parseObject, type KindName } from "./objects.ts";
 import type { CacheEvent, SourceSink, SyncStatus } from "./source.ts";
 import { createLogger, rateLimited, type LogFields, type Logger } from "../log.ts";
@@ -50,6 +52,13 @@ export interface ReflectorOptions<K extends KindName> extends ReflectorTuning {
 export class WatchStalledError extends Error {
   override name = "WatchStalledError";
 }
+
+/** Per kind: the schema compiled for speed (undefined when it cannot be compiled: valibot alone then). */
+const compiled: { readonly [K in KindName]: ((raw: unknown) => unknown) | undefined } = {
+  Service: compileSchema(Kinds.Service.schema),
+  EndpointSlice: compileSchema(Kinds.EndpointSlice.schema),
+  Node: compileSchema(Kinds.Node.schema),
+};
 
 interface Entry {
   readonly rv: string | undefined;
@@ -204,12 +213,20 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
       }
       const { group, version } = Kinds[kind];
       for (const raw of page.items) {
+        // A relist: what the cache holds at this resourceVersion needs no second validation (nor an event).
+        const itemRv = rvOf(raw);
+        const key = itemRv === undefined ? undefined : rawKey(kind, raw);
+        const old = key === undefined ? undefined : this.#cache.get(key);
+        if (old !== undefined && old.rv === itemRv && !fresh.has(key as string)) {
+          fresh.set(key as string, old);
+          continue;
+        }
         // List items come without apiVersion/kind (watch events carry them): make both paths deliver the same.
         raw["apiVersion"] ??= group ? `${group}/${version}` : version;
         raw["kind"] ??= kind;
         const ev = this.#parse(raw);
         if (!ev) continue;
-        fresh.set(ev.key, { rv: rvOf(raw), valid: ev.type === "upsert" });
+        fresh.set(ev.key, { rv: itemRv, valid: ev.type === "upsert" });
         events.push(ev);
       }
       rv = page.resourceVersion;
@@ -307,6 +324,8 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
   /** Validate one raw object into an upsert or invalid event (undefined when it has no name at all). */
   #parse(raw: KubeObject): CacheEvent<K> | undefined {
     const kind = this.kind;
+    const fast = compiled[kind]?.(raw) as { metadata: { name: string; namespace?: string } } | undefined;
+    if (fast !== undefined) return { type: "upsert", kind, key: objectKey(fast.metadata), object: fast } as CacheEvent<K>;
     const result = parseObject(kind, raw);
     if (result.ok) {
       const key = objectKey((result.value as { metadata: { name: string; namespace?: string } }).metadata);

@@ -8,12 +8,17 @@
  * - Protocol change (tcp <-> http) on the same address:port -> the old one is closed, a new one bound.
  * - A port that cannot be bound is an error on that entrypoint only (see {@link ListenerManager.status});
  *   it is retried on the next apply and on a timer.
+ * - Many new listeners at once (the first snapshot at 10k Services): the first `syncBinds` are bound in
+ *   `apply`, the rest in slices of about `bindSliceMs` between which the event loop runs, so routes
+ *   switch, watches are read and health is answered while thousands of ports are bound (see
+ *   {@link ListenerManager.settled}).
  * - UDP entrypoints get a UDP socket (`bindUdp`, asynchronous: see {@link ListenerManager.settled}) and
  *   the UDP proxy's flow table; a removed UDP listener closes at once (there is nothing to drain).
  * - loadBalancerSourceRanges: a connection from outside the entrypoint's CIDRs is terminated in `open`,
  *   before the proxy sees it (so before any upstream connect); a UDP datagram from outside is dropped
  *   before a flow is made. Refusals are counted per entrypoint and logged at a rate limit. Only `open`
- *   (and `close`, to hide refused sockets from the proxy) is wrapped: the data path pays nothing.
+ *   (and `close`, to hide refused sockets from the proxy) is wrapped, and only on listeners whose
+ *   entrypoint has ranges: the data path pays nothing.
  */
 import { RouteBuilder } from "../balancer/routes.ts";
 import { type Logger, rateLimited, silentLogger } from "../log.ts";
@@ -42,6 +47,13 @@ export interface ListenerManagerOptions {
   readonly drainGraceMs?: number | undefined;
   /** How often listeners that failed to bind are retried, ms (default 5 s; 0: only on `apply`). */
   readonly retryIntervalMs?: number | undefined;
+  /**
+   * New TCP listeners bound within `apply` (default 256); more are queued and bound in slices of about
+   * `bindSliceMs` (default 5 ms) with the event loop running between them. {@link ListenerManager.settled}
+   * resolves once the queue is empty.
+   */
+  readonly syncBinds?: number | undefined;
+  readonly bindSliceMs?: number | undefined;
   readonly log?: Logger | undefined;
   /** The bind function (default: the current runtime's). */
   readonly listenTcp?: Runtime["listenTcp"] | undefined;
@@ -98,7 +110,7 @@ export interface ListenerCounts {
 /** What the manager needs of a TCP or UDP data plane once its socket is bound. */
 type Proxy = Pick<ListenerProxy, "active" | "drain" | "closeAll">;
 
-/** One wanted listener: bound (listener + proxy), binding (UDP, in flight) or failed (error). */
+/** One wanted listener: bound (listener + proxy), binding (UDP in flight, or TCP queued) or failed (error). */
 interface Slot {
   readonly key: string;
   readonly address: string;
@@ -110,9 +122,12 @@ interface Slot {
   ref: RouteRef | undefined;
   proxy: Proxy | undefined;
   udp: UdpListenerProxy | undefined;
-  /** Stops accepting (TCP) or closes the socket (UDP). Set while bound. */
-  listener: { stop(): void } | undefined;
-  /** A UDP bind is in flight. */
+  /** Stops accepting (TCP: the runtime's listener) or closes the socket (UDP). Set while bound. */
+  listener: { stop(): void; reload?(handlers: TcpHandlers<unknown>): void } | undefined;
+  /** TCP: the proxy's own handlers, and whether the listener runs them behind the source-range check. */
+  handlers: TcpHandlers<unknown> | undefined;
+  guarded: boolean;
+  /** A UDP bind is in flight, or a TCP bind is queued. */
   binding: boolean;
   error: string | undefined;
 }
@@ -146,6 +161,8 @@ interface Draining {
 const DEFAULT_DRAIN_GRACE_MS = 30_000;
 const DEFAULT_RETRY_INTERVAL_MS = 5_000;
 const DEFAULT_REFUSED_LOG_INTERVAL_MS = 10_000;
+const DEFAULT_SYNC_BINDS = 256;
+const DEFAULT_BIND_SLICE_MS = 5;
 
 const bindReasons: Readonly<Record<string, string>> = {
   EADDRINUSE: "address already in use",
@@ -171,7 +188,7 @@ export function bindErrorMessage(entrypoint: Entrypoint, address: string, port: 
  * @example
  * await using listeners = new ListenerManager({ http: createHttpProxy, tcp: createTcpProxy, udp: createUdpProxy }, { drainGraceMs: 5_000, log });
  * listeners.apply(snapshot);
- * await listeners.settled(); // UDP binds are asynchronous
+ * await listeners.settled(); // UDP binds, and TCP binds beyond `syncBinds`, finish later
  * listeners.status(); // [{ key: "NodePort/ns/web:http", listeners: [{ address: "127.0.0.1", port: 30080, bound: true }] }]
  */
 export class ListenerManager implements AsyncDisposable {
@@ -204,16 +221,27 @@ export class ListenerManager implements AsyncDisposable {
   /** What was reported as not served on the last apply (reported again only when it changes). */
   #reported = new Set<string>();
   readonly #draining = new Set<Draining>();
-  /** UDP binds in flight. */
+  /** UDP binds in flight, and the TCP bind queue's completion while it is not empty. */
   readonly #binding = new Set<Promise<void>>();
+  readonly #syncBinds: number;
+  readonly #bindSliceMs: number;
+  /** TCP listeners waiting to be bound (beyond `syncBinds`), in snapshot order. */
+  #bindQueue: Slot[] = [];
+  #bindQueueAt = 0;
+  /** Resolved when the bind queue empties. */
+  #bindQueueDone: PromiseWithResolvers<void> | undefined;
   #retryTimer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
+  /** Bound and failed listeners, counted again after any change of bind state (undefined: stale). */
+  #tally: { bound: number; failed: number } | undefined;
 
   constructor(factories: ListenerProxyFactories, options: ListenerManagerOptions = {}) {
     this.#factories = factories;
     this.#proxyOptions = options.proxyOptions ?? defaultProxyOptions;
     this.#drainGraceMs = options.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS;
     this.#retryIntervalMs = options.retryIntervalMs ?? DEFAULT_RETRY_INTERVAL_MS;
+    this.#syncBinds = options.syncBinds ?? DEFAULT_SYNC_BINDS;
+    this.#bindSliceMs = options.bindSliceMs ?? DEFAULT_BIND_SLICE_MS;
     this.#log = options.log ?? silentLogger;
     this.#listenTcp = options.listenTcp ?? rt.listenTcp;
     this.#bindUdp = options.bindUdp ?? rt.bindUdp;
@@ -229,7 +257,8 @@ export class ListenerManager implements AsyncDisposable {
 
   /**
    * Reconcile the listeners with `snapshot`. Never throws: a listener that cannot be bound is reported in
-   * {@link status}. TCP listeners are bound when this returns; UDP binds finish later (see {@link settled}).
+   * {@link status}. TCP listeners are bound when this returns (up to `syncBinds` new ones; the rest are
+   * queued); UDP binds finish later (see {@link settled}).
    */
   apply(snapshot: Snapshot): void {
     if (this.#closed) {
@@ -253,6 +282,7 @@ export class ListenerManager implements AsyncDisposable {
     }
 
     const slots = new Map<string, Slot>();
+    const toBind: Slot[] = [];
     for (const spec of desired.listeners.values()) {
       const route = this.#routes.get(spec.entrypoint.key)!;
       const slot = this.#slots.get(spec.key) ?? this.#newSlot(spec);
@@ -261,9 +291,11 @@ export class ListenerManager implements AsyncDisposable {
       slots.set(spec.key, slot);
       if (slot.listener !== undefined) {
         if (slot.ref!.current !== route) slot.ref!.current = route;
-      } else if (!slot.binding) this.#bind(slot, route);
+        if (slot.handlers !== undefined && slot.guarded !== (slot.guard !== undefined)) this.#rehandle(slot);
+      } else if (!slot.binding) toBind.push(slot);
     }
     this.#slots = slots;
+    this.#bindAll(toBind);
     this.#slotsByEntrypoint = new Map();
     for (const slot of slots.values()) {
       const list = this.#slotsByEntrypoint.get(slot.entrypoint.key);
@@ -298,6 +330,7 @@ export class ListenerManager implements AsyncDisposable {
       }
     }
     this.#reported = reported;
+    this.#tally = undefined;
     this.#scheduleRetry();
   }
 
@@ -335,7 +368,7 @@ export class ListenerManager implements AsyncDisposable {
     return true;
   }
 
-  /** Resolves once no UDP bind is in flight (TCP binds are synchronous in {@link apply}). */
+  /** Resolves once no UDP bind is in flight and no TCP bind is queued. */
   async settled(): Promise<void> {
     while (this.#binding.size !== 0) await Promise.all(this.#binding);
   }
@@ -360,30 +393,50 @@ export class ListenerManager implements AsyncDisposable {
       });
   }
 
-  /** Listener, connection and flow totals. */
+  /**
+   * Listener, connection and flow totals. Cheap enough to call on every snapshot at 10k listeners: the
+   * listener totals are kept between changes of bind state, and `connections` and `flows` (which ask
+   * every proxy) are counted when read.
+   */
   counts(): ListenerCounts {
-    let bound = 0;
-    let failed = 0;
-    let connections = 0;
-    let flows = 0;
-    let refused = 0;
-    for (const slot of this.#slots.values()) {
-      if (slot.listener !== undefined) {
-        bound++;
-        if (slot.udp !== undefined) flows += slot.udp.active();
-        else connections += slot.proxy!.active();
-      } else if (!slot.binding) failed++;
+    let tally = this.#tally;
+    if (tally === undefined) {
+      let bound = 0;
+      let failed = 0;
+      for (const slot of this.#slots.values()) {
+        if (slot.listener !== undefined) bound++;
+        else if (!slot.binding) failed++;
+      }
+      this.#tally = tally = { bound, failed };
     }
-    for (const d of this.#draining) connections += d.proxy.active();
+    let refused = 0;
     for (const guard of this.#guards.values()) refused += guard.refused;
-    return { bound, failed, draining: this.#draining.size, connections, flows, refused };
+    const slots = this.#slots;
+    const draining = this.#draining;
+    return {
+      bound: tally.bound,
+      failed: tally.failed,
+      draining: draining.size,
+      get connections() {
+        let connections = 0;
+        for (const slot of slots.values()) if (slot.listener !== undefined && slot.udp === undefined) connections += slot.proxy!.active();
+        for (const d of draining) connections += d.proxy.active();
+        return connections;
+      },
+      get flows() {
+        let flows = 0;
+        for (const slot of slots.values()) if (slot.listener !== undefined && slot.udp !== undefined) flows += slot.udp.active();
+        return flows;
+      },
+      refused,
+    };
   }
 
   /** Retry binding the listeners that failed (also runs on a timer while any have failed). */
   retryFailed(): void {
-    for (const slot of this.#slots.values()) {
-      if (slot.listener === undefined && !slot.binding) this.#bind(slot, this.#routes.get(slot.entrypoint.key)!);
-    }
+    const failed: Slot[] = [];
+    for (const slot of this.#slots.values()) if (slot.listener === undefined && !slot.binding) failed.push(slot);
+    this.#bindAll(failed);
     this.#scheduleRetry();
   }
 
@@ -394,8 +447,10 @@ export class ListenerManager implements AsyncDisposable {
   async close(graceMs: number = this.#drainGraceMs): Promise<void> {
     this.#closed = true;
     this.#stopRetry();
+    this.#dropBindQueue();
     for (const slot of this.#slots.values()) this.#retire(slot, graceMs, "shutting down");
     this.#slots.clear();
+    this.#tally = undefined;
     this.#ownRoutes?.[Symbol.dispose]();
     this.#conflicts.clear();
     // A UDP bind still in flight closes its socket as it completes (its slot is no longer wanted).
@@ -454,6 +509,8 @@ export class ListenerManager implements AsyncDisposable {
       proxy: undefined,
       udp: undefined,
       listener: undefined,
+      handlers: undefined,
+      guarded: false,
       binding: false,
       error: undefined,
     };
@@ -500,23 +557,94 @@ export class ListenerManager implements AsyncDisposable {
     return guarded;
   }
 
-  #bind(slot: Slot, route: Route): void {
-    if (slot.protocol === "udp") return this.#bindUdpSlot(slot, route);
-    const ref: RouteRef = { current: route };
-    const proxy = this.#factories[slot.protocol](ref, this.#proxyOptions);
+  /**
+   * Bind `slots` (none bound, none binding): UDP ones start now; of the TCP ones, what `syncBinds` allows
+   * now and the rest through the queue.
+   */
+  #bindAll(slots: readonly Slot[]): void {
+    this.#tally = undefined;
+    let now = 0;
+    for (const slot of slots) {
+      if (slot.protocol === "udp") this.#bindUdpSlot(slot, this.#routes.get(slot.entrypoint.key)!);
+      else if (now < this.#syncBinds && this.#bindQueue.length === this.#bindQueueAt) {
+        now++;
+        this.#bind(slot);
+      } else {
+        slot.binding = true;
+        this.#bindQueue.push(slot);
+      }
+    }
+    if (this.#bindQueue.length !== this.#bindQueueAt && this.#bindQueueDone === undefined) {
+      const done = Promise.withResolvers<void>();
+      this.#bindQueueDone = done;
+      this.#binding.add(done.promise);
+      void done.promise.then(() => this.#binding.delete(done.promise));
+      setTimeout(() => this.#bindSlice(), 0);
+    }
+  }
+
+  /** Bind queued listeners for about `bindSliceMs`, then yield to the event loop (or finish). */
+  #bindSlice(): void {
+    const started = performance.now();
+    const queue = this.#bindQueue;
+    while (this.#bindQueueAt < queue.length) {
+      const slot = queue[this.#bindQueueAt++]!;
+      slot.binding = false;
+      // Still wanted (not removed or replaced by a later snapshot, manager open) and still unbound.
+      if (!this.#closed && this.#slots.get(slot.key) === slot && slot.listener === undefined) this.#bind(slot);
+      if (performance.now() - started >= this.#bindSliceMs && this.#bindQueueAt < queue.length) {
+        setTimeout(() => this.#bindSlice(), 0);
+        return;
+      }
+    }
+    this.#bindQueue = [];
+    this.#bindQueueAt = 0;
+    const done = this.#bindQueueDone;
+    this.#bindQueueDone = undefined;
+    this.#tally = undefined;
+    this.#scheduleRetry();
+    done?.resolve();
+  }
+
+  /** Forget the queued binds (closing). */
+  #dropBindQueue(): void {
+    for (let i = this.#bindQueueAt; i < this.#bindQueue.length; i++) this.#bindQueue[i]!.binding = false;
+    this.#bindQueue = [];
+    this.#bindQueueAt = 0;
+    const done = this.#bindQueueDone;
+    this.#bindQueueDone = undefined;
+    this.#tally = undefined;
+    done?.resolve();
+  }
+
+  /** Bind one TCP listener with its entrypoint's current route. */
+  #bind(slot: Slot): void {
+    const ref: RouteRef = { current: this.#routes.get(slot.entrypoint.key)! };
+    const proxy = this.#factories[slot.protocol as "http" | "tcp"](ref, this.#proxyOptions);
+    const handlers = proxy.handlers as TcpHandlers<unknown>;
+    const guarded = slot.guard !== undefined;
     try {
-      const listener = this.#listenTcp({ hostname: slot.address, port: slot.port, handlers: this.#guarded(slot, proxy.handlers) });
-      slot.listener = { stop: () => listener.stop(false) };
+      slot.listener = this.#listenTcp({ hostname: slot.address, port: slot.port, handlers: guarded ? this.#guarded(slot, handlers) : handlers });
     } catch (err) {
       return this.#bindFailed(slot, err);
     }
+    slot.handlers = handlers;
+    slot.guarded = guarded;
     this.#bound(slot, ref, proxy, undefined);
+  }
+
+  /** The entrypoint got or lost source ranges: connections accepted from now on get (or skip) the check. */
+  #rehandle(slot: Slot): void {
+    const handlers = slot.handlers!;
+    slot.guarded = slot.guard !== undefined;
+    slot.listener!.reload!(slot.guarded ? this.#guarded(slot, handlers) : handlers);
   }
 
   #bindUdpSlot(slot: Slot, route: Route): void {
     const ref: RouteRef = { current: route };
     const proxy = this.#factories.udp!(ref, { admit: (address) => this.#admit(slot, address) });
     slot.binding = true;
+    this.#tally = undefined;
     const done: Promise<void> = this.#bindUdp({ hostname: slot.address, port: slot.port, onMessage: proxy.onMessage }).then(
       (socket) => {
         slot.binding = false;
@@ -534,6 +662,7 @@ export class ListenerManager implements AsyncDisposable {
       },
       (err: unknown) => {
         slot.binding = false;
+        this.#tally = undefined;
         proxy.closeAll();
         if (this.#closed || this.#slots.get(slot.key) !== slot) return;
         this.#bindFailed(slot, err);
@@ -552,6 +681,7 @@ export class ListenerManager implements AsyncDisposable {
     slot.proxy = proxy;
     slot.udp = udp;
     slot.error = undefined;
+    this.#tally = undefined;
   }
 
   #bindFailed(slot: Slot, err: unknown): void {
@@ -561,6 +691,7 @@ export class ListenerManager implements AsyncDisposable {
       this.#log.error("Listener not bound", { entrypoint: slot.entrypoint.key, address: slot.address, port: slot.port, protocol: slot.protocol, error });
     }
     slot.error = error;
+    this.#tally = undefined;
   }
 
   /** Stop accepting now; drain in the background up to `graceMs`, then close what is left. UDP closes at once. */
@@ -568,6 +699,7 @@ export class ListenerManager implements AsyncDisposable {
     const { listener, proxy } = slot;
     if (listener === undefined || proxy === undefined) return;
     slot.listener = undefined;
+    this.#tally = undefined;
     listener.stop();
     this.#log.info("Listener closed", {
       entrypoint: slot.entrypoint.key,

@@ -8,7 +8,11 @@
  *   3. propagation: an EndpointSlice write on the server -> a real HTTP request through the gateway
  *      reaching the new endpoint, p50/p99, while other slices churn in the background.
  *
+ * Also printed: the gateway's CPU time (utime + stime from /proc) to each point, which is steadier
+ * than wall time on a shared box.
+ *
  *   bun test/bench/control-plane-scale.ts [--services 10000] [--endpoints-per-slice 10] [--changes 300] [--churn-per-sec 100]
+ *     [--sync-only] [--cpu-prof DIR]   (--cpu-prof: the gateway writes a Bun CPU profile, also as Markdown, into DIR on exit)
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -24,6 +28,8 @@ const { values } = parseArgs({
     "endpoints-per-slice": { type: "string", default: "10" },
     changes: { type: "string", default: "300" },
     "churn-per-sec": { type: "string", default: "100" },
+    "sync-only": { type: "boolean", default: false },
+    "cpu-prof": { type: "string" },
   },
 });
 const N = Number(values.services);
@@ -54,6 +60,8 @@ function spawnChild(args: string[], firstLine: boolean) {
         child.once("exit", (code) => reject(new Error(`Child ${args[0]} exited with code ${code}`)));
       })
     : Promise.resolve("");
+  // Drain what else it prints (the gateway's access log): a full pipe would block its writes, and its event loop.
+  if (!firstLine) child.stdout!.resume();
   return { child, line };
 }
 
@@ -101,10 +109,21 @@ async function parallel(n: number, limit: number, task: (i: number) => Promise<u
   }));
 }
 
+/** CPU time (user + system) of process `pid` so far, ms. */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+  return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
+}
+
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   return m ? Number(m[1]) / 1024 : NaN;
 }
+
+const loadavg = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+const loadAtStart = loadavg();
 
 // --- the API server, seeded -------------------------------------------------------------------
 const api = spawnChild([join(root, "test/support/apiserver-main.ts"), "--port", "0", "--bookmark-ms", "60000"], true);
@@ -130,8 +149,10 @@ progress(`seeded ${N} Services / ${N * E} endpoints in ${round((performance.now(
 // --- the gateway -------------------------------------------------------------------------------
 const healthPort = 20_000 + N + 100;
 const gwStart = performance.now();
+const profDir = values["cpu-prof"];
 const gw = spawnChild(
   [
+    ...(profDir ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${profDir}`] : []),
     join(root, "src/main.ts"),
     "--kubeconfig", info.kubeconfig,
     "--hostname-override", "node-0",
@@ -149,6 +170,7 @@ for (;;) {
   await new Promise((r) => setTimeout(r, 5));
 }
 const syncMs = performance.now() - gwStart;
+const syncCpu = cpuMs(gw.child.pid!);
 // Wait for the last listener (bind happens with the first snapshot).
 const lastPort = probePort + N - 1;
 const { connect } = await import("node:net");
@@ -160,8 +182,25 @@ const canConnect = (port: number) =>
   });
 while (!(await canConnect(lastPort))) await new Promise((r) => setTimeout(r, 5));
 const boundMs = performance.now() - gwStart;
+const boundCpu = cpuMs(gw.child.pid!);
 const rss = rssMiB(gw.child.pid!);
-progress(`first snapshot in ${round(syncMs)} ms, all ${N} listeners bound in ${round(boundMs)} ms, RSS ${round(rss, 1)} MiB`);
+progress(
+  `first snapshot in ${round(syncMs)} ms (gateway CPU ${round(syncCpu)} ms), all ${N} listeners bound in ${round(boundMs)} ms ` +
+    `(CPU ${round(boundCpu)} ms), RSS ${round(rss, 1)} MiB`,
+);
+const stopGateway = async () => {
+  gw.child.kill("SIGTERM");
+  await new Promise((r) => gw.child.once("exit", r));
+};
+if (values["sync-only"]) {
+  // Let the post-sync garbage settle, then measure RSS again.
+  await new Promise((r) => setTimeout(r, 2000));
+  progress(`RSS 2 s after sync ${round(rssMiB(gw.child.pid!), 1)} MiB, CPU ${round(cpuMs(gw.child.pid!))} ms`);
+  await stopGateway();
+  api.child.kill("SIGTERM");
+  for (const b of backends) b.stop(true);
+  process.exit(0);
+}
 
 // --- propagation under churn ----------------------------------------------------------------------
 let churning = true;
@@ -180,6 +219,9 @@ const churn = (async () => {
 
 const probeUrl = `http://127.0.0.1:${probePort}/`;
 const latencies: number[] = [];
+let stuck = 0;
+const churnCpuStart = cpuMs(gw.child.pid!);
+const churnStart = performance.now();
 for (let c = 0; c < CHANGES; c++) {
   const target = backends[(c + 1) % 2]!;
   const name = (c + 1) % 2 ? "B" : "A";
@@ -191,7 +233,16 @@ for (let c = 0; c < CHANGES; c++) {
     patch: sliceOf(0, c + 1, [{ address: "127.0.0.1", port: target.port! }]),
   });
   for (;;) {
-    const body = await (await fetch(probeUrl)).text();
+    // A new connection per probe (no client-side keep-alive state to go stale); a request that hangs is
+    // counted and retried rather than waited on for fetch's own 5-minute timeout.
+    let body: string;
+    try {
+      body = await (await fetch(probeUrl, { headers: { connection: "close" }, signal: AbortSignal.timeout(2_000) })).text();
+    } catch (err) {
+      stuck++;
+      progress(`probe request failed (${(err as Error).name}); retrying`);
+      continue;
+    }
     if (body === name) break;
     if (performance.now() - t0 > 10_000) throw new Error(`Change ${c} was not routed within 10 s`);
   }
@@ -200,6 +251,7 @@ for (let c = 0; c < CHANGES; c++) {
 }
 churning = false;
 await churn;
+const churnCpuPerSec = (cpuMs(gw.child.pid!) - churnCpuStart) / ((performance.now() - churnStart) / 1000);
 latencies.sort((a, b) => a - b);
 const rssAfter = rssMiB(gw.child.pid!);
 
@@ -208,20 +260,23 @@ const rows: [string, string][] = [
   ["endpoints", String(N * E)],
   ["gateway start -> /readyz (first snapshot)", `${round(syncMs)} ms`],
   ["gateway start -> all listeners bound", `${round(boundMs)} ms`],
+  ["gateway CPU to /readyz / to all bound", `${round(syncCpu)} ms / ${round(boundCpu)} ms`],
   ["gateway RSS after sync", `${round(rss, 1)} MiB`],
   ["gateway RSS after churn", `${round(rssAfter, 1)} MiB`],
   [`slice write -> request reaches new endpoint, p50 (n=${latencies.length})`, `${round(pct(latencies, 50), 2)} ms`],
   ["... p99", `${round(pct(latencies, 99), 2)} ms`],
   ["... max", `${round(latencies.at(-1) ?? NaN, 2)} ms`],
+  ["probe requests that failed or hung > 2 s (retried; in the figures)", String(stuck)],
   ["background churn (other slices)", `${churned} writes at ~${CHURN}/s`],
+  ["load average at start / end", `${loadAtStart} / ${loadavg()}`],
+  ["gateway CPU during churn", `${round(churnCpuPerSec / 10, 1)} % of a core`],
 ];
 const w = Math.max(...rows.map(([k]) => k.length));
 console.log(`\n| metric${" ".repeat(w - 6)} | value |\n|${"-".repeat(w + 2)}|-------|`);
 for (const [k, v] of rows) console.log(`| ${k.padEnd(w)} | ${v} |`);
 console.log("\nThe propagation figure includes the control write's round trip to the API server and one HTTP request; measured on loopback, all processes on one 2-core box.");
 
-gw.child.kill("SIGTERM");
-await new Promise((r) => gw.child.once("exit", r));
+await stopGateway();
 api.child.kill("SIGTERM");
 for (const b of backends) b.stop(true);
 process.exit(0);

@@ -131,6 +131,26 @@ describe("ListenerManager with loadBalancerSourceRanges", () => {
     expect(m.lines.filter((l) => l.msg === "Listener bound")).toHaveLength(1);
   });
 
+  test("ranges added to a listener bound without them apply to the next connection, and removed again too", async () => {
+    await using echo = echoServer(rt, { tag: "e" });
+    const port = await freePort();
+    await using m = manager();
+    m.apply(snapshot(lb(port, [echo.port], undefined)));
+    await using before = await connectClient(rt, port);
+    expect(await before.exchange("a", 3)).toBe("e:a");
+    m.apply(snapshot(lb(port, [echo.port], ["10.0.0.0/8"])));
+    await using refused = await connectClient(rt, port);
+    await Promise.race([refused.ended, refused.closed]);
+    expect(refused.received).toBe(0);
+    expect(m.counts().refused).toBe(1);
+    // The connection accepted before the ranges existed is left alone.
+    expect(await before.exchange("b", 3)).toBe("e:b");
+    m.apply(snapshot(lb(port, [echo.port], undefined)));
+    await using after = await connectClient(rt, port);
+    expect(await after.exchange("c", 3)).toBe("e:c");
+    expect(m.lines.filter((l) => l.msg === "Listener bound")).toHaveLength(1);
+  });
+
   test("UDP: datagrams from outside the ranges are dropped and counted; from inside they are proxied", async () => {
     await using echo = await udpEcho(rt, { tag: "u" });
     const port = await freeUdpPort(rt);

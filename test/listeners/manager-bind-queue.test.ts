@@ -1,0 +1,126 @@
+/**
+ * Binding many listeners at once: beyond `syncBinds` they are queued and bound in slices with the
+ * event loop running between them; queued listeners take the latest route, and are never bound when
+ * a later snapshot removes them or the manager closes first.
+ */
+import { describe, expect, test } from "bun:test";
+import { ListenerManager, type ListenerManagerOptions } from "../../src/listeners/manager.ts";
+import type { Entrypoint } from "../../src/model/types.ts";
+import { createTcpProxy } from "../../src/proxy/tcp/index.ts";
+import { rt } from "../../src/runtime/index.ts";
+import { entrypoint, snapshot } from "../support/entrypoints.ts";
+import { freePort } from "../support/ports.ts";
+import { connectClient, echoServer } from "../support/tcp-peers.ts";
+
+function manager(options: ListenerManagerOptions = {}) {
+  return new ListenerManager({ http: createTcpProxy, tcp: createTcpProxy }, { drainGraceMs: 1_000, retryIntervalMs: 0, ...options });
+}
+
+function tcp(name: string, port: number, endpoints: readonly number[]): Entrypoint {
+  return entrypoint({ name: `test/${name}:tcp`, port, endpoints });
+}
+
+async function tagOf(port: number): Promise<string> {
+  await using c = await connectClient(rt, port);
+  return (await c.exchange("x", 3)).split(":")[0]!;
+}
+
+async function canConnect(port: number): Promise<boolean> {
+  try {
+    const s = await rt.connectTcp({ hostname: "127.0.0.1", port, handlers: { data() {} }, data: undefined });
+    s.terminate();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function ports(n: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(await freePort());
+  return out;
+}
+
+describe("ListenerManager bind queue", () => {
+  test("binds syncBinds listeners in apply and the rest later; settled() resolves once all are bound", async () => {
+    await using echo = echoServer(rt, { tag: "e" });
+    const ps = await ports(6);
+    await using m = manager({ syncBinds: 2 });
+    m.apply(snapshot(...ps.map((p, i) => tcp(`s${i}`, p, [echo.port]))));
+    // Queued ones are neither bound nor failed (no error, no retry).
+    expect(m.counts()).toMatchObject({ bound: 2, failed: 0 });
+    expect(m.status().flatMap((e) => e.listeners).filter((l) => !l.bound)).toEqual(
+      ps.slice(2).map((port) => ({ address: "127.0.0.1", port, bound: false, error: undefined })),
+    );
+    await m.settled();
+    expect(m.counts()).toMatchObject({ bound: 6, failed: 0 });
+    for (const p of ps) expect(await tagOf(p)).toBe("e");
+  });
+
+  test("the event loop runs between slices", async () => {
+    await using echo = echoServer(rt, { tag: "e" });
+    const ps = await ports(5);
+    await using m = manager({ syncBinds: 0, bindSliceMs: 0 });
+    m.apply(snapshot(...ps.map((p, i) => tcp(`s${i}`, p, [echo.port]))));
+    expect(m.counts().bound).toBe(0);
+    const seen = new Promise<number>((resolve) => setTimeout(() => resolve(m.counts().bound), 0));
+    await m.settled();
+    expect(await seen).toBeLessThan(5);
+    expect(m.counts().bound).toBe(5);
+  });
+
+  test("a queued listener binds with the route of the latest snapshot", async () => {
+    await using a = echoServer(rt, { tag: "a" });
+    await using b = echoServer(rt, { tag: "b" });
+    const [p0, p1] = await ports(2);
+    await using m = manager({ syncBinds: 1 });
+    m.apply(snapshot(tcp("one", p0!, [a.port]), tcp("two", p1!, [a.port])));
+    // Endpoint change only (the fast path) while "two" waits in the queue.
+    m.apply(snapshot(tcp("one", p0!, [a.port]), tcp("two", p1!, [b.port])));
+    await m.settled();
+    expect(await tagOf(p1!)).toBe("b");
+    expect(await tagOf(p0!)).toBe("a");
+  });
+
+  test("a queued listener removed by a later snapshot is never bound", async () => {
+    await using echo = echoServer(rt, { tag: "e" });
+    const [p0, p1, p2] = await ports(3);
+    await using m = manager({ syncBinds: 1 });
+    m.apply(snapshot(tcp("one", p0!, [echo.port]), tcp("two", p1!, [echo.port]), tcp("three", p2!, [echo.port])));
+    m.apply(snapshot(tcp("one", p0!, [echo.port]), tcp("three", p2!, [echo.port])));
+    await m.settled();
+    expect(await canConnect(p1!)).toBe(false);
+    expect(await tagOf(p2!)).toBe("e");
+    expect(m.counts()).toMatchObject({ bound: 2, failed: 0 });
+  });
+
+  test("close drops the queue: nothing is bound afterwards", async () => {
+    await using echo = echoServer(rt, { tag: "e" });
+    const ps = await ports(4);
+    const m = manager({ syncBinds: 1 });
+    m.apply(snapshot(...ps.map((p, i) => tcp(`s${i}`, p, [echo.port]))));
+    await m.close(0);
+    await m.settled();
+    await new Promise((resolve) => setTimeout(resolve, 0)); // a slice already scheduled runs now, and must bind nothing
+    for (const p of ps) expect(await canConnect(p)).toBe(false);
+    expect(m.counts()).toMatchObject({ bound: 0 });
+  });
+
+  test("counts() follows every change of bind state, and counts connections when read", async () => {
+    await using echo = echoServer(rt, { tag: "e" });
+    const [free, taken] = await ports(2);
+    const blocker = rt.listenTcp({ hostname: "127.0.0.1", port: taken!, handlers: { data() {} } });
+    await using m = manager();
+    m.apply(snapshot(tcp("one", free!, [echo.port]), tcp("two", taken!, [echo.port])));
+    expect(m.counts()).toMatchObject({ bound: 1, failed: 1, draining: 0 });
+    const counts = m.counts();
+    await using c = await connectClient(rt, free!);
+    expect(await c.exchange("x", 3)).toBe("e:x");
+    expect(counts.connections).toBe(1);
+    blocker.stop(true);
+    m.retryFailed();
+    expect(m.counts()).toMatchObject({ bound: 2, failed: 0 });
+    m.apply(snapshot(tcp("two", taken!, [echo.port])));
+    expect(m.counts()).toMatchObject({ bound: 1, failed: 0, draining: 1, connections: 1 });
+  });
+});
