@@ -209,6 +209,8 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   // healthCheckNodePort servers answer with the proxy's health, not the node's eligibility (kube-proxy's IsHealthy).
   const healthChecks = new HealthCheckServers({ proxyHealthy: () => health.healthy().healthy && !health.shuttingDown, log });
   const ready = Promise.withResolvers<void>();
+  let firstApplied = false;
+  health.awaitListeners();
   const waiters = new Set<{ version: number; resolve: (s: Snapshot) => void }>();
   let ownNode: Node | undefined;
   let reported = new Set<string>();
@@ -244,7 +246,15 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
         if (!reported.has(id)) log.warn("Object skipped", { ...e });
       }
       reported = now;
-      ready.resolve();
+      // Ready (and /readyz 200) once the first snapshot's listeners are all bound: past the first batch they
+      // bind in slices after apply (ListenerManager's bind queue).
+      if (!firstApplied) {
+        firstApplied = true;
+        void listeners.settled().then(() => {
+          health.listenersBound();
+          ready.resolve();
+        });
+      }
       for (const w of waiters) if (snapshot.version > w.version) (waiters.delete(w), w.resolve(snapshot));
     },
   });

@@ -23,6 +23,7 @@ export class HealthState {
   #nodeEligible = true;
   #ready = false;
   #shuttingDown = false;
+  #bound = true;
 
   constructor(
     readonly healthTimeoutMs = 60_000,
@@ -55,9 +56,22 @@ export class HealthState {
     return this.#shuttingDown;
   }
 
-  /** `/readyz`: the first snapshot is live and the gateway is not shutting down. */
+  /**
+   * Gate `/readyz` on the listeners too: from this call until {@link listenersBound}, readiness waits for the
+   * first snapshot's listeners to be bound (at 10k Services they bind in batches after the snapshot is live).
+   */
+  awaitListeners(): void {
+    this.#bound = false;
+  }
+
+  /** The first snapshot's listeners are bound (or failed and reported): `/readyz` may turn 200. */
+  listenersBound(): void {
+    this.#bound = true;
+  }
+
+  /** `/readyz`: the first snapshot is live, its listeners are bound, and the gateway is not shutting down. */
   get ready(): boolean {
-    return this.#ready && !this.#shuttingDown;
+    return this.#ready && this.#bound && !this.#shuttingDown;
   }
 
   get nodeEligible(): boolean {
