@@ -3,6 +3,8 @@
  * idle expiry, a bounded table, endpoint changes, stray replies and refused sources.
  */
 import { describe, expect, test } from "bun:test";
+import { RoundRobin } from "../../src/balancer/round-robin.ts";
+import type { Balancer } from "../../src/balancer/types.ts";
 import { makeUdpProxyFactory } from "../../src/proxy/udp/proxy.ts";
 import type { UdpListenerProxy, UdpProxyHooks, UdpProxySettings } from "../../src/proxy/udp/types.ts";
 import type { RouteRef } from "../../src/proxy/types.ts";
@@ -224,6 +226,60 @@ describe("UDP proxy", () => {
     reuse.close();
     h.proxy.onMessage(new TextEncoder().encode("2"), client.port, "127.0.0.1");
     expect(h.proxy.stats()).toMatchObject({ flows: 0, created: 1 });
+  });
+
+  test("balancer feedback: a flow begins at creation and ends as success when it expires, is evicted or closed", async () => {
+    await using a = await udpEcho(rt, { tag: "a" });
+    await using b = await udpEcho(rt, { tag: "b" });
+    const calls: string[] = [];
+    const balancer = new RoundRobin([endpoint(a.port), endpoint(b.port)], () => 0);
+    const recording: Balancer = {
+      endpoints: balancer.endpoints,
+      pick: (ctx) => balancer.pick(ctx),
+      begin: (ep) => void calls.push(`begin ${ep.port}`),
+      end: (ep, outcome) => void calls.push(`end ${ep.port} ${outcome}`),
+    };
+    const ep = entrypoint({ protocol: "udp", endpoints: [a.port, b.port] });
+    const ref: RouteRef = { current: { entrypoint: ep, balancer: recording } };
+    const proxy = makeUdpProxyFactory({ bindUdp: rt.bindUdp, idleTimeoutMs: 150, maxFlows: 2 })(ref);
+    const socket = await rt.bindUdp({ hostname: "127.0.0.1", port: 0, onMessage: proxy.onMessage });
+    proxy.attach(socket);
+    await using _ = { [Symbol.asyncDispose]: async () => (proxy.closeAll(), socket.close()) };
+    await using c1 = await udpClient(rt, socket.port);
+    expect(await c1.exchange("1")).toBe("a:1");
+    expect(await c1.exchange("again")).toBe("a:again");
+    expect(calls).toEqual([`begin ${a.port}`]);
+    await waitFor(() => proxy.stats().expired === 1, { what: "the flow to expire" });
+    expect(calls).toEqual([`begin ${a.port}`, `end ${a.port} success`]);
+    calls.length = 0;
+    await using c2 = await udpClient(rt, socket.port);
+    await using c3 = await udpClient(rt, socket.port);
+    await using c4 = await udpClient(rt, socket.port);
+    expect(await c2.exchange("2")).toBe("b:2");
+    expect(await c3.exchange("3")).toBe("a:3");
+    expect(await c4.exchange("4")).toBe("b:4"); // evicts c2's flow
+    expect(calls).toEqual([`begin ${b.port}`, `begin ${a.port}`, `end ${b.port} success`, `begin ${b.port}`]);
+    proxy.closeAll();
+    expect(calls.slice(4).sort()).toEqual([`end ${a.port} success`, `end ${b.port} success`].sort());
+  });
+
+  test("a Service's idle timeout applies to the flows of its route; earlier flows keep the proxy's", async () => {
+    await using echo = await udpEcho(rt, { tag: "e" });
+    await using h = await proxyTo([echo.port], { idleTimeoutMs: 60_000 });
+    await using lasting = await udpClient(rt, h.port);
+    expect(await lasting.exchange("a")).toBe("e:a");
+    h.ref.current = { ...h.ref.current, entrypoint: { ...h.ref.current.entrypoint, policy: { idleTimeoutMs: 150 } } };
+    await using short = await udpClient(rt, h.port);
+    expect(await short.exchange("b")).toBe("e:b");
+    const since = performance.now();
+    // The flow created first (least recently active, 60 s timeout) must not stop the sweep before the short one.
+    await waitFor(() => h.proxy.stats().expired === 1, { what: "the short flow to expire", timeoutMs: 3_000 });
+    const idle = performance.now() - since;
+    expect(idle).toBeGreaterThanOrEqual(140);
+    expect(idle).toBeLessThan(700);
+    expect(h.proxy.active()).toBe(1);
+    expect(await lasting.exchange("c")).toBe("e:c");
+    expect(h.proxy.stats()).toMatchObject({ created: 2, expired: 1 });
   });
 
   test("an upstream endpoint on ::1 works (IPv6 upstream socket)", async () => {

@@ -12,9 +12,20 @@
  *
  * Entrypoints with `proxyProtocol: "v2"` send a PROXY protocol v2 header (client and listener addresses)
  * to the upstream before the client's first byte (see `proxy-protocol.ts`).
+ *
+ * Hardening (see docs/tcp-proxy.md):
+ * - Balancer feedback: each connect attempt is a `begin(ep)`, settled by exactly one `end(ep, outcome)`:
+ *   `connect-failure` when the attempt fails or times out (the next attempt goes to another endpoint,
+ *   at most `connectAttempts` in all), `success` when the proxied connection closes.
+ * - Per-Service `connectTimeoutMs`/`idleTimeoutMs` from the entrypoint's policy, resolved once per Route.
+ * - Limits at accept: `maxConnectionsPerListener` and the gateway-wide `connections` budget; a connection
+ *   over either is closed at once (never reaches the balancer). The budget slot is released exactly once.
+ * - Idle timeout: one coarse sweep timer per proxy (interval a quarter of the smallest idle timeout in
+ *   use, 10 ms..1 s), no per-connection timer and nothing per chunk but one field store.
  */
 import { type Span, SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import type { Endpoint } from "../../model/types.ts";
+import type { Outcome, PickContext } from "../../balancer/types.ts";
 import type { Runtime, TcpHandlers, TcpSocket } from "../../runtime/types.ts";
 import type { ProxyErrorReason, ServiceTraffic } from "../../telemetry/metrics/traffic.ts";
 import { type ListenerProxy, type ListenerProxyFactory, type ProxyOptions, type Route, type RouteRef, routeTraffic } from "../types.ts";
@@ -26,6 +37,32 @@ export const PRECONNECT_BUFFER_BYTES = 64 * 1024;
 /** Coarsest resolution of the idle sweep (one timer per proxy, not per connection). */
 const MAX_SWEEP_INTERVAL_MS = 1_000;
 
+/** The sweep interval that detects an idle timeout of `idleMs` within about a quarter of it. */
+function sweepIntervalFor(idleMs: number): number {
+  return Math.max(10, Math.min(MAX_SWEEP_INTERVAL_MS, Math.floor(idleMs / 4)));
+}
+
+/** What a connection takes from its route: the gateway defaults overridden by the Service's policy. */
+interface RouteSettings {
+  /** Per connect attempt, ms (0: no limit). */
+  readonly connectTimeoutMs: number;
+  /** 0: connections of this route never time out idle. */
+  readonly idleTimeoutMs: number;
+}
+
+/** The settings of `route` under the gateway-wide `options` (absent or invalid policy values take the default). */
+function routeSettings(route: Route, options: ProxyOptions): RouteSettings {
+  const policy = route.entrypoint.policy;
+  return {
+    connectTimeoutMs: msOr(policy?.connectTimeoutMs, options.connectTimeoutMs),
+    idleTimeoutMs: msOr(policy?.idleTimeoutMs, options.idleTimeoutMs),
+  };
+}
+
+function msOr(value: number | undefined, fallback: number): number {
+  return value !== undefined && Number.isFinite(value) && value >= 0 ? value : fallback;
+}
+
 /** Per-connection state, shared as `socket.data` by the downstream and the upstream socket. */
 interface Pipe {
   readonly down: TcpSocket<Pipe>;
@@ -33,6 +70,10 @@ interface Pipe {
   up: TcpSocket<Pipe> | undefined;
   /** The route read when the connection was accepted; kept for the connection's life. */
   readonly route: Route;
+  /** Its idle timeout, ms (0: none). */
+  readonly idleMs: number;
+  /** The endpoint of the balancer `begin` not yet settled by an `end` (the attempt in flight, or the connected one). */
+  begun: Endpoint | undefined;
   /** Bytes for the upstream not yet accepted by it (before connect, or the rest of a short write). */
   readonly toUp: Uint8Array[];
   /** Bytes for the downstream not yet accepted by it (the rest of a short write). */
@@ -63,11 +104,28 @@ interface Pipe {
   tx: number;
   /** performance.now() at accept (0: no telemetry). */
   readonly t0: number;
+  /** The client's address, read at accept for the access log ("" without one: it may be unreadable at close). */
+  readonly client: string;
   /** The connected endpoint. */
   endpoint: Endpoint | undefined;
   /** Why the connection ended, first cause wins. */
   why: string;
   span: Span | undefined;
+}
+
+/** `socket.data` of a connection refused at accept (over a connection limit): its events are ignored. */
+const REFUSED = Object.freeze({}) as Pipe;
+
+/**
+ * What the balancer sees of a connection. The client address is read only when a balancer asks for it
+ * (affinity, consistent hashing): on Bun, the first read of `remoteAddress` is a getpeername syscall.
+ */
+class ConnectionPick implements PickContext {
+  exclude: Set<Endpoint> | undefined = undefined;
+  constructor(private readonly down: TcpSocket<Pipe>) {}
+  get clientAddress(): string {
+    return this.down.remoteAddress;
+  }
 }
 
 /** Record the first cause of a connection's end. */
@@ -113,18 +171,23 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
   const accessLog = tel?.accessLog;
   /** Count bytes per connection (metrics or access log or spans need them). */
   const counting = tel !== undefined;
-  const idleMs = options.idleTimeoutMs;
-  const sweepMs = Math.max(10, Math.min(MAX_SWEEP_INTERVAL_MS, Math.floor(idleMs / 4)));
+  const maxPerListener = options.maxConnectionsPerListener > 0 ? options.maxConnectionsPerListener : Infinity;
+  const budget = options.connections;
   let clock = Date.now();
   let sweeper: ReturnType<typeof setInterval> | undefined;
+  /** The sweep's interval (0: no sweeper): a quarter of the smallest idle timeout among tracked pipes, 10 ms..1 s. */
+  let sweepMs = 0;
   let drained: PromiseWithResolvers<void> | undefined;
+  /** Settings of the last route seen at accept (routes change per snapshot, not per connection). */
+  let settingsRoute: Route = ref.current;
+  let settings: RouteSettings = routeSettings(settingsRoute, options);
 
   function sweep(): void {
     clock = Date.now();
     // `last` lags real activity by up to one interval, so wait one more before calling it idle.
-    const limit = clock - idleMs - sweepMs;
+    const now = clock - sweepMs;
     for (const p of pipes) {
-      if (p.last <= limit) {
+      if (p.idleMs !== 0 && p.last + p.idleMs <= now) {
         because(p, "idle_timeout");
         abort(p);
       }
@@ -133,19 +196,41 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
 
   function track(p: Pipe): void {
     pipes.add(p);
-    if (sweeper === undefined && idleMs > 0) sweeper = setInterval(sweep, sweepMs);
+    if (p.idleMs === 0) return;
+    const want = sweepIntervalFor(p.idleMs);
+    if (sweeper !== undefined && want >= sweepMs) return;
+    if (sweeper !== undefined) clearInterval(sweeper);
+    sweepMs = want;
+    sweeper = setInterval(sweep, want);
   }
 
-  /** Forget the pipe once both of its sockets are gone. */
+  /** Forget the pipe once both of its sockets are gone. Runs once per pipe. */
   function release(p: Pipe): void {
     if (!p.downClosed || p.connecting || (p.up !== undefined && !p.upClosed)) return;
     if (!pipes.delete(p)) return;
+    settle(p, "success");
+    budget?.release();
     if (counting) finish(p);
     if (pipes.size !== 0) return;
     if (sweeper !== undefined) clearInterval(sweeper);
     sweeper = undefined;
+    sweepMs = 0;
     drained?.resolve();
     drained = undefined;
+  }
+
+  /** Tell the balancer how the attempt on the begun endpoint ended (once per `begin`). */
+  function settle(p: Pipe, outcome: Outcome): void {
+    const ep = p.begun;
+    if (ep === undefined) return;
+    p.begun = undefined;
+    p.route.balancer.end(ep, outcome);
+  }
+
+  /** Close a connection over a limit at once; it never becomes a pipe. */
+  function refuse(down: TcpSocket<Pipe>): void {
+    down.data = REFUSED;
+    down.terminate();
   }
 
   /** The connection is over: metrics, span, access log. */
@@ -167,7 +252,7 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
     accessLog?.stream({
       protocol: "tcp",
       entrypoint: p.route.entrypoint.name,
-      client: p.down.remoteAddress,
+      client: p.client,
       endpoint,
       bytesIn: p.rx,
       bytesOut: p.tx,
@@ -219,21 +304,23 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
     if (p.toDown.length === 0 && !p.downClosed && !p.dead) shutDown(p);
   }
 
-  async function connect(p: Pipe): Promise<void> {
+  async function connect(p: Pipe, timeoutMs: number): Promise<void> {
     const { balancer } = p.route;
-    let tried: Set<Endpoint> | undefined;
+    const ctx = new ConnectionPick(p.down);
     let timedOut = false;
     for (let attempt = 0; attempt < options.connectAttempts && !p.dead && !p.downClosed; attempt++) {
-      const ep = balancer.pick({ clientAddress: p.down.remoteAddress, exclude: tried });
+      const ep = balancer.pick(ctx);
       if (ep === undefined) break;
       const t0 = counting ? performance.now() : 0;
+      p.begun = ep;
+      balancer.begin(ep);
       try {
         const up = await connectTcp<Pipe>({
           hostname: ep.address,
           port: ep.port,
           handlers: upstreamHandlers,
           data: p,
-          timeoutMs: options.connectTimeoutMs,
+          timeoutMs,
         });
         p.connecting = false;
         if (t0 !== 0) {
@@ -247,6 +334,7 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
           }
         }
         if (p.dead || p.downClosed) {
+          // The client left meanwhile: the endpoint did its part.
           up.terminate();
           release(p);
           return;
@@ -257,12 +345,13 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
         upstreamReady(p);
         return;
       } catch (err) {
-        timedOut = err instanceof Error && err.message.includes("timed out");
-        (tried ??= new Set()).add(ep);
+        timedOut = (err as { code?: unknown } | undefined)?.code === "ETIMEDOUT";
+        settle(p, "connect-failure");
+        (ctx.exclude ??= new Set()).add(ep);
       }
     }
     p.connecting = false;
-    if (counting && !p.dead && !p.downClosed) failed(p, tried === undefined ? "no_endpoints" : timedOut ? "connect_timeout" : "connect_failed");
+    if (counting && !p.dead && !p.downClosed) failed(p, ctx.exclude === undefined ? "no_endpoints" : timedOut ? "connect_timeout" : "connect_failed");
     abort(p);
     release(p);
   }
@@ -294,11 +383,18 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
 
   const downstreamHandlers: TcpHandlers<Pipe> = {
     open(down) {
+      if (pipes.size >= maxPerListener || (budget !== undefined && !budget.tryAcquire())) return refuse(down);
       const route = ref.current;
+      if (route !== settingsRoute) {
+        settingsRoute = route;
+        settings = routeSettings(route, options);
+      }
       const p: Pipe = {
         down,
         up: undefined,
         route,
+        idleMs: settings.idleTimeoutMs,
+        begun: undefined,
         toUp: [],
         toDown: [],
         preconnectBytes: 0,
@@ -317,6 +413,7 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
         rx: 0,
         tx: 0,
         t0: counting ? performance.now() : 0,
+        client: accessLog === undefined ? "" : down.remoteAddress,
         endpoint: undefined,
         why: "",
         span: tracing === undefined ? undefined : startSpan(route, down),
@@ -331,7 +428,7 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
       }
       down.setNoDelay(true);
       p.connecting = true;
-      void connect(p);
+      void connect(p, settings.connectTimeoutMs);
     },
 
     data(down, chunk) {
@@ -379,12 +476,15 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
     },
 
     end(down) {
-      because(down.data, "client_closed");
-      downstreamFin(down.data);
+      const p = down.data;
+      if (p === REFUSED) return;
+      because(p, "client_closed");
+      downstreamFin(p);
     },
 
     close(down, error) {
       const p = down.data;
+      if (p === REFUSED) return;
       p.downClosed = true;
       because(p, error === undefined ? "client_closed" : "client_reset");
       // Bun reports a FIN that arrives after our own FIN as a clean close without `end`.
@@ -439,6 +539,7 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
       const p = up.data;
       if (up !== p.up) return; // an abandoned connect attempt
       p.upClosed = true;
+      settle(p, "success");
       if (error !== undefined && p.why === "" && counting) failed(p, "upstream_reset");
       else because(p, "upstream_closed");
       if (error === undefined) upstreamFin(p);

@@ -8,14 +8,19 @@
  *
  * - Idle flows are closed by one sweep timer per proxy (no per-datagram timers). The table is kept
  *   in approximate least-recently-active order (a flow moves to the end at most once per sweep
- *   tick), so the sweep stops at the first live flow and eviction takes the first one.
+ *   tick), so the sweep stops at the first flow too recent to expire under the smallest idle timeout
+ *   in the table, and eviction takes the first one. A Service's `idleTimeoutMs` policy (annotation
+ *   `kubegate.io/idle-timeout`) overrides the proxy's idle timeout for the flows it creates.
  * - The table is bounded: a new flow beyond `maxFlows` evicts the least recently active one.
  * - Endpoint changes: new flows read `ref.current`; an existing flow checks its endpoint only when
  *   the route changed since its last datagram, and is re-created towards a current endpoint when
  *   its own left the route.
+ * - Balancer feedback: a flow is one `begin(endpoint)` at creation and one `end(endpoint, "success")`
+ *   when it closes (expiry, eviction, repointing, shutdown): UDP has no connect to fail.
  *
  * Takes `bindUdp` as a parameter (no runtime import), like the TCP proxy; `index.ts` binds it.
  */
+import type { Balancer } from "../../balancer/types.ts";
 import type { Endpoint } from "../../model/types.ts";
 import { canonicalIP, ipFamily } from "../../model/net.ts";
 import { rateLimited, silentLogger } from "../../log.ts";
@@ -42,6 +47,8 @@ interface Flow {
   readonly clientPort: number;
   /** The route last seen by this flow (a different `ref.current` means: check the endpoint again). */
   route: Route;
+  /** The balancer that picked the endpoint (and got `begin`): the one to `end` it. */
+  readonly balancer: Balancer;
   readonly endpoint: Endpoint;
   /** The endpoint address in canonical form, to recognise replies. */
   readonly upstreamAddress: string;
@@ -52,6 +59,8 @@ interface Flow {
   closed: boolean;
   /** Coarse time of the last datagram either way. */
   last: number;
+  /** Idle timeout of this flow, ms (0: none). */
+  readonly idleMs: number;
   /** The metrics handle of the route the flow started on (undefined: no metrics). */
   readonly traffic: ServiceTraffic | undefined;
   /** Bytes from / to the client. */
@@ -79,7 +88,13 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
   const idleMs = settings.idleTimeoutMs ?? defaultUdpIdleTimeoutMs;
   const maxFlows = Math.max(1, settings.maxFlows ?? defaultUdpMaxFlows);
   const maxPending = Math.max(1, settings.maxPendingDatagrams ?? defaultUdpMaxPendingDatagrams);
-  const sweepMs = Math.max(10, Math.min(MAX_SWEEP_INTERVAL_MS, Math.floor(idleMs / 4)));
+  /** The sweep's interval (0: no sweeper): a quarter of the smallest idle timeout in the table, 10 ms..1 s. */
+  let sweepMs = 0;
+  /** The smallest idle timeout among the flows in the table (Infinity: none expires). */
+  let minIdleMs = Infinity;
+  /** The idle timeout of the last route a flow was created on (resolved once per route). */
+  let idleRoute: Route | undefined;
+  let routeIdleMs = idleMs;
   const warn = rateLimited((settings.log ?? silentLogger).warn, 10_000);
   const { bindUdp } = settings;
   const admit = hooks.admit;
@@ -104,18 +119,34 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
   function sweep(): void {
     clock = performance.now();
     // `last` lags real activity by up to one interval, so wait one more before calling it idle.
-    const limit = clock - idleMs - sweepMs;
+    const now = clock - sweepMs;
+    // Flows are in least-recently-active order: none after one this recent can have expired.
+    const horizon = now - minIdleMs;
     for (const f of flows.values()) {
-      if (f.last > limit) break;
+      if (f.last > horizon) break;
+      if (f.idleMs === 0 || f.last + f.idleMs > now) continue;
       expired++;
       f.why = "idle_timeout";
       close(f);
     }
   }
 
+  /** Sweep often enough for a flow with idle timeout `ms`. */
+  function sweepFor(ms: number): void {
+    if (ms === 0) return;
+    if (ms < minIdleMs) minIdleMs = ms;
+    const want = Math.max(10, Math.min(MAX_SWEEP_INTERVAL_MS, Math.floor(ms / 4)));
+    if (sweeper !== undefined && want >= sweepMs) return;
+    if (sweeper !== undefined) clearInterval(sweeper);
+    sweepMs = want;
+    sweeper = setInterval(sweep, want);
+  }
+
   function stopSweep(): void {
     if (sweeper !== undefined) clearInterval(sweeper);
     sweeper = undefined;
+    sweepMs = 0;
+    minIdleMs = Infinity;
   }
 
   function close(f: Flow): void {
@@ -124,6 +155,7 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
     f.pending.length = 0;
     if (flows.get(f.key) === f) flows.delete(f.key);
     f.socket?.close();
+    f.balancer.end(f.endpoint, "success");
     if (flows.size === 0) stopSweep();
     if (tel !== undefined) finish(f);
   }
@@ -182,28 +214,34 @@ function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySett
         close(oldest);
       }
     }
-    if (flows.size === 0) {
-      // The clock only ticks while flows exist.
-      clock = performance.now();
-      if (idleMs > 0) sweeper ??= setInterval(sweep, sweepMs);
+    // The clock only ticks while flows exist.
+    if (flows.size === 0) clock = performance.now();
+    if (route !== idleRoute) {
+      idleRoute = route;
+      const policyMs = route.entrypoint.policy?.idleTimeoutMs;
+      routeIdleMs = policyMs !== undefined && Number.isFinite(policyMs) && policyMs >= 0 ? policyMs : idleMs;
     }
+    sweepFor(routeIdleMs);
     const f: Flow = {
       key,
       clientAddress,
       clientPort,
       route,
+      balancer: route.balancer,
       endpoint,
       upstreamAddress: canonicalIP(endpoint.address) ?? endpoint.address,
       socket: undefined,
       pending: [],
       closed: false,
       last: clock,
+      idleMs: routeIdleMs,
       traffic: routeTraffic(tel, route),
       rx: 0,
       tx: 0,
       why: "",
       durationStart: tel === undefined ? 0 : performance.now(),
     };
+    f.balancer.begin(endpoint);
     f.traffic?.connOpened();
     flows.set(key, f);
     created++;

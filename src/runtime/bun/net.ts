@@ -24,13 +24,49 @@ function halfClose(this: Bun.Socket<unknown>): void {
   this.shutdown();
 }
 
-/** Adapt port handlers to Bun's handler object (same callback names; `error` folds into `close`). */
+/** Bun's own `setNoDelay` (one method shared by all TCP sockets), captured from the first socket. */
+let nativeSetNoDelay: ((this: Bun.Socket<unknown>, on: boolean) => boolean) | undefined;
+/** Sockets switched back to Nagle (`setNoDelay(false)`); every other socket has TCP_NODELAY set. */
+const nagle = new WeakSet<object>();
+
+/**
+ * The port's `setNoDelay`, without a syscall when the socket is already in the asked state: Bun (uSockets)
+ * sets TCP_NODELAY itself on every accepted and connected socket, so the proxies' `setNoDelay(true)`
+ * would be a second, redundant setsockopt per socket.
+ */
+function setNoDelay(this: Bun.Socket<unknown>, on: boolean): void {
+  if (on !== nagle.has(this)) return;
+  if (on) nagle.delete(this);
+  else nagle.add(this);
+  nativeSetNoDelay!.call(this, on);
+}
+
+/** Bun handler objects per port handler object: one per listener and one for all upstream connects of a proxy. */
+const adapted = new WeakMap<TcpHandlers<never>, BunHandlers>();
+
+/**
+ * Adapt port handlers to Bun's handler object (same callback names; `error` folds into `close`), once per
+ * handler object: `connectTcp` is called per proxied connection with the same handlers.
+ */
 function toBunHandlers<T>(h: TcpHandlers<T>): BunHandlers {
+  const key = h as unknown as TcpHandlers<never>;
+  let b = adapted.get(key);
+  if (b === undefined) {
+    b = adapt(h);
+    adapted.set(key, b);
+  }
+  return b;
+}
+
+function adapt<T>(h: TcpHandlers<T>): BunHandlers {
   const errors = new WeakMap<object, Error>();
   return {
     binaryType: "buffer",
     open: (s) => {
-      (s as { end: unknown }).end = halfClose;
+      const o = s as unknown as { end: unknown; setNoDelay: typeof setNoDelay };
+      nativeSetNoDelay ??= o.setNoDelay as unknown as typeof nativeSetNoDelay;
+      o.end = halfClose;
+      o.setNoDelay = setNoDelay;
       h.open?.(s as unknown as TcpSocket<T>);
     },
     data: h.data as unknown as BunHandlers["data"],
