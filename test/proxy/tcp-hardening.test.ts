@@ -254,7 +254,9 @@ describe("TCP proxy: connection limits", () => {
   test("maxConnectionsPerListener closes connections over the limit at once, before any upstream connect", async () => {
     await using echo = echoServer(rt);
     const route = recordedRoute([echo.port]);
-    await using p = startProxy(route, { maxConnectionsPerListener: 2 });
+    const errors: string[] = [];
+    const traffic = { request() {}, connectDuration() {}, connOpened() {}, connClosed() {}, bytes() {}, error: (reason: string) => void errors.push(reason) };
+    await using p = startProxy(route, { maxConnectionsPerListener: 2, telemetry: { traffic: () => traffic } });
     await using c1 = await connectClient(rt, p.port);
     await using c2 = await connectClient(rt, p.port);
     expect(await c1.exchange("1", 1)).toBe("1");
@@ -264,6 +266,7 @@ describe("TCP proxy: connection limits", () => {
     expect(over.received).toBe(0);
     expect(echo.accepted).toBe(2);
     expect(p.proxy.active()).toBe(2);
+    expect(errors).toEqual(["connection_limit"]);
     c1.end();
     await c1.closed;
     await waitFor(() => p.proxy.active() === 1, { what: "a slot to be freed" });

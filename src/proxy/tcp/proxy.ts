@@ -229,6 +229,7 @@ function createProxy(ref: RouteRef, options: ProxyOptions, connectTcp: Runtime["
 
   /** Close a connection over a limit at once; it never becomes a pipe. */
   function refuse(down: TcpSocket<Pipe>): void {
+    routeTraffic(tel, ref.current)?.error("connection_limit");
     down.data = REFUSED;
     down.terminate();
   }
