@@ -7,12 +7,13 @@ import { RoundRobin } from "../../src/balancer/round-robin.ts";
 import type { Balancer, Outcome, PickContext } from "../../src/balancer/types.ts";
 import type { Endpoint, Entrypoint, TrafficPolicy } from "../../src/model/types.ts";
 import { createTcpProxy, makeTcpProxyFactory } from "../../src/proxy/tcp/index.ts";
-import { ConnectionBudget, defaultProxyOptions, type ListenerProxyFactory, type ProxyOptions, type Route, type RouteRef } from "../../src/proxy/types.ts";
+import { ConnectionBudget, type ListenerProxyFactory, type ProxyOptions, type Route } from "../../src/proxy/types.ts";
 import { withConnectTimeout } from "../../src/runtime/connect-timeout.ts";
 import { rt } from "../../src/runtime/index.ts";
 import type { Runtime, TcpHandlers } from "../../src/runtime/types.ts";
 import { entrypoint } from "../support/entrypoints.ts";
 import { freePort } from "../support/ports.ts";
+import { startTcpProxy } from "../support/tcp-proxy-harness.ts";
 import { connectClient, echoServer, type TestClient } from "../support/tcp-peers.ts";
 import { waitFor } from "../support/wait.ts";
 
@@ -72,18 +73,7 @@ function recordedRoute(ports: readonly number[], policy?: TrafficPolicy): Route 
 
 /** A proxy on 127.0.0.1:0 for `route`. */
 function startProxy(route: Route, options: Partial<ProxyOptions> = {}, factory: ListenerProxyFactory = createTcpProxy) {
-  const ref: RouteRef = { current: route };
-  const proxy = factory(ref, { ...defaultProxyOptions, connectTimeoutMs: 2_000, ...options });
-  const listener = rt.listenTcp({ hostname: "127.0.0.1", port: 0, handlers: proxy.handlers });
-  return {
-    port: listener.port,
-    proxy,
-    ref,
-    async [Symbol.asyncDispose]() {
-      listener.stop(true);
-      proxy.closeAll();
-    },
-  };
+  return startTcpProxy(route, { connectTimeoutMs: 2_000, ...options }, factory);
 }
 
 /** An ASCII payload of `n` bytes, different per `seed`. */

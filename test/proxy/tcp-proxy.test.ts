@@ -3,30 +3,20 @@
  * backpressure, resets and drain.
  */
 import { describe, expect, test } from "bun:test";
-import { createTcpProxy, makeTcpProxyFactory } from "../../src/proxy/tcp/index.ts";
-import { defaultProxyOptions, type ProxyOptions, type RouteRef } from "../../src/proxy/types.ts";
+import { makeTcpProxyFactory } from "../../src/proxy/tcp/index.ts";
+import { defaultProxyOptions, type ProxyOptions } from "../../src/proxy/types.ts";
 import { rt } from "../../src/runtime/index.ts";
 import type { TcpHandlers, TcpSocket } from "../../src/runtime/types.ts";
 import { entrypoint, route } from "../support/entrypoints.ts";
 import { freePort } from "../support/ports.ts";
+import { startTcpProxy } from "../support/tcp-proxy-harness.ts";
 import { connectClient, echoServer } from "../support/tcp-peers.ts";
 import { patternSender, patternSha256, randomPattern, transferUpstream } from "../support/tcp-transfer.ts";
 import { waitFor } from "../support/wait.ts";
 
 /** A proxy listening on 127.0.0.1:0 in front of `upstreams` (round robin from the first). */
 function startProxy(upstreams: readonly number[], options: Partial<ProxyOptions> = {}) {
-  const ref: RouteRef = { current: route(entrypoint({ endpoints: upstreams })) };
-  const proxy = createTcpProxy(ref, { ...defaultProxyOptions, connectTimeoutMs: 1_000, ...options });
-  const listener = rt.listenTcp({ hostname: "127.0.0.1", port: 0, handlers: proxy.handlers });
-  return {
-    port: listener.port,
-    proxy,
-    ref,
-    async [Symbol.asyncDispose]() {
-      listener.stop(true);
-      proxy.closeAll();
-    },
-  };
+  return startTcpProxy(route(entrypoint({ endpoints: upstreams })), { connectTimeoutMs: 1_000, ...options });
 }
 
 describe("TCP proxy", () => {
