@@ -2,18 +2,23 @@
  * Where the API server is and how to authenticate to it: kubeconfig (explicit path, `$KUBECONFIG`,
  * `~/.kube/config`) or the in-cluster service account.
  *
- * @kubernetes/client-node's `KubeConfig` parses and merges the files and picks the context; the
- * credentials are handled here because client-node's are not refreshable: it reads `token-file`
- * once at load (and ignores kubectl's `tokenFile`), and caches exec credentials with no way to drop
- * them after a 401. Here a token file is re-read every minute and after a 401 (rotated projected
- * service-account tokens), and an exec plugin is re-run when its credential expires and after a 401.
+ * @kubernetes/client-node's kubeconfig types (`config_types`) validate and normalize the clusters,
+ * users and contexts; the files are merged and the context picked here, like kubectl. The credentials
+ * are handled here too because client-node's are not refreshable: it reads `token-file` once at load
+ * (and ignores kubectl's `tokenFile`), and caches exec credentials with no way to drop them after a 401.
+ * Here a token file is re-read every minute and after a 401 (rotated projected service-account tokens),
+ * and an exec plugin is re-run when its credential expires and after a 401.
+ *
+ * Start-up cost: client-node's package entry point loads its whole generated API (about 0.7 s of CPU
+ * and 50 MiB), so only `dist/config_types.js` is imported, and only when a kubeconfig file is read; the
+ * full package is imported for auth providers (oidc, gcp, azure) alone. A `--manifests` run loads none of it.
  */
 import { execFile } from "node:child_process";
 import { stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import process from "node:process";
-import { KubeConfig, type Cluster, type User } from "@kubernetes/client-node";
+import type { Cluster, Context, User } from "@kubernetes/client-node/dist/config_types.js";
 import { parse as parseYaml } from "yaml";
 import { rt, type TlsClientOptions } from "../runtime/index.ts";
 
@@ -134,8 +139,18 @@ async function kubeconfigFiles(
   return [];
 }
 
+/** The clusters, users and contexts of one or more kubeconfig files, merged like kubectl. */
+interface MergedConfig {
+  currentContext: string | undefined;
+  readonly clusters: Map<string, Cluster>;
+  readonly users: Map<string, User>;
+  readonly contexts: Map<string, Context>;
+}
+
 async function fromFiles(files: readonly string[], options: LoadKubeConfigOptions): Promise<KubeConnection> {
-  const kc = new KubeConfig();
+  // Deep import: the package entry point would load all of client-node (see the module comment).
+  const { newClusters, newContexts, newUsers } = await import("@kubernetes/client-node/dist/config_types.js");
+  const kc: MergedConfig = { currentContext: undefined, clusters: new Map(), users: new Map(), contexts: new Map() };
   const raws: { file: string; doc: RawKubeConfig }[] = [];
   for (const [i, file] of files.entries()) {
     let text: string;
@@ -145,24 +160,41 @@ async function fromFiles(files: readonly string[], options: LoadKubeConfigOption
       throw new KubeConfigError(`Cannot read kubeconfig "${file}": ${message(err)}`, { cause: err });
     }
     try {
-      const one = new KubeConfig();
-      one.loadFromString(text);
-      one.makePathsAbsolute(dirname(file));
-      mergeFirstWins(kc, one, i === 0);
-      raws.push({ file, doc: (parseYaml(text) ?? {}) as RawKubeConfig });
+      const parsed: unknown = parseYaml(text);
+      const doc = (parsed !== null && typeof parsed === "object" ? parsed : {}) as RawKubeConfig;
+      const dir = dirname(file);
+      // client-node would read `token-file` here, once and relative to the working directory: token files
+      // are read (and re-read) by tokenFileAuth instead.
+      const users = Array.isArray(doc.users)
+        ? doc.users.map((u) => (u?.user && "token-file" in u.user ? { ...u, user: { ...u.user, "token-file": undefined } } : u))
+        : undefined;
+      const current = doc["current-context"];
+      // Like kubectl, the first file to set current-context or define a name wins.
+      if (i === 0 || !kc.currentContext) kc.currentContext = typeof current === "string" && current ? current : undefined;
+      for (const c of newClusters(doc.clusters)) {
+        if (c.caFile) c.caFile = absoluteTo(dir, c.caFile);
+        if (!kc.clusters.has(c.name)) kc.clusters.set(c.name, c);
+      }
+      for (const u of newUsers(users)) {
+        if (u.certFile) u.certFile = absoluteTo(dir, u.certFile);
+        if (u.keyFile) u.keyFile = absoluteTo(dir, u.keyFile);
+        if (!kc.users.has(u.name)) kc.users.set(u.name, u);
+      }
+      for (const c of newContexts(doc.contexts)) if (!kc.contexts.has(c.name)) kc.contexts.set(c.name, c);
+      raws.push({ file, doc });
     } catch (err) {
       throw new KubeConfigError(`Cannot parse kubeconfig "${file}": ${message(err)}`, { cause: err });
     }
   }
   const source = files.map((f) => `"${f}"`).join(", ");
   if (options.context) {
-    if (!kc.getContextObject(options.context)) {
+    if (!kc.contexts.has(options.context)) {
       throw new KubeConfigError(`Cannot use context "${options.context}": kubeconfig ${source} does not define it`);
     }
-    kc.setCurrentContext(options.context);
+    kc.currentContext = options.context;
   }
-  const contextName = kc.getCurrentContext();
-  const context = kc.getContextObject(contextName);
+  const contextName = kc.currentContext ?? "";
+  const context = kc.contexts.get(contextName);
   if (!context) {
     throw new KubeConfigError(
       contextName
@@ -170,11 +202,11 @@ async function fromFiles(files: readonly string[], options: LoadKubeConfigOption
         : `Cannot load kubeconfig ${source}: no current-context is set (pass a context or run "kubectl config use-context")`,
     );
   }
-  const cluster = kc.getCluster(context.cluster);
+  const cluster = kc.clusters.get(context.cluster);
   if (!cluster) {
     throw new KubeConfigError(`Cannot use context "${contextName}": cluster "${context.cluster}" is not defined in ${source}`);
   }
-  const user = kc.getUser(context.user);
+  const user = (context.user !== undefined ? kc.users.get(context.user) : undefined) ?? null;
   const rawUser = findRawUser(raws, context.user);
   const origin = { source: `kubeconfig ${source}`, context: contextName, cluster: cluster.name, user: context.user };
   return {
@@ -186,12 +218,9 @@ async function fromFiles(files: readonly string[], options: LoadKubeConfigOption
   };
 }
 
-/** Merge like kubectl: the first file to define a name (or set current-context) wins. */
-function mergeFirstWins(into: KubeConfig, from: KubeConfig, first: boolean): void {
-  if (first || !into.currentContext) into.currentContext = from.currentContext;
-  for (const c of from.clusters) if (!into.getCluster(c.name)) into.addCluster(c);
-  for (const u of from.users) if (!into.getUser(u.name)) into.addUser(u);
-  for (const c of from.contexts) if (!into.getContextObject(c.name)) into.addContext(c);
+/** `file` relative to the kubeconfig's directory, like client-node's `makePathsAbsolute`. */
+function absoluteTo(dir: string, file: string): string {
+  return isAbsolute(file) ? file : join(dir, file);
 }
 
 async function inCluster(
@@ -241,6 +270,9 @@ async function tlsOptions(cluster: Cluster, user: User | null, source: string): 
 }
 
 interface RawKubeConfig {
+  "current-context"?: unknown;
+  clusters?: unknown;
+  contexts?: unknown;
   users?: { name?: string; user?: Record<string, unknown> }[];
 }
 
@@ -414,13 +446,24 @@ function execAuth(exec: ExecConfig, cluster: Cluster, timeoutMs: number): Authen
   };
 }
 
-/** Other auth providers (oidc, gcp, azure): delegate to client-node's authenticators. */
+/**
+ * Other auth providers (oidc, gcp, azure): delegate to client-node's authenticators (the whole package,
+ * imported on first use).
+ */
 function clientNodeAuth(user: User, cluster: Cluster, provider: string): Authenticator {
-  const kc = new KubeConfig();
-  kc.loadFromClusterAndUser(cluster, user);
+  let loaded: Promise<{ applyToHTTPSOptions(opts: { headers: Record<string, string> }): Promise<void> }> | undefined;
   return {
     description: `auth-provider "${provider}"`,
     async credentials() {
+      loaded ??= import("@kubernetes/client-node").then(({ KubeConfig }) => {
+        const kc = new KubeConfig();
+        kc.loadFromClusterAndUser(cluster, user);
+        return kc;
+      });
+      const kc = await loaded.catch((err: unknown) => {
+        loaded = undefined;
+        throw new KubeConfigError(`Cannot use auth-provider "${provider}": ${message(err)}`, { cause: err });
+      });
       const opts: { headers: Record<string, string> } = { headers: {} };
       await kc.applyToHTTPSOptions(opts);
       const authorization = opts.headers["Authorization"];

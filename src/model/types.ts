@@ -193,6 +193,24 @@ export interface Snapshot {
   readonly node: NodeInfo;
   /** healthCheckNodePort servers to run (externalTrafficPolicy: Local LoadBalancer Services), sorted by port; always set by the model. */
   readonly healthChecks?: readonly HealthCheckService[] | undefined;
+  /**
+   * How `entrypoints` differs from the previous published snapshot's, so that consumers can do O(changed)
+   * work under endpoint churn. Set by the model store on every snapshot but the first; a consumer uses it
+   * only when `base` is the entrypoint list it last saw (else it compares the lists in full). Not
+   * enumerable: snapshots compare and serialize by content alone.
+   */
+  readonly delta?: EntrypointDelta | undefined;
+}
+
+/** The entrypoints of a snapshot relative to an earlier list (see {@link Snapshot.delta}). */
+export interface EntrypointDelta {
+  /** The previous published snapshot's `entrypoints`. */
+  readonly base: readonly Entrypoint[];
+  /**
+   * Exactly the keys whose entrypoint is not the same object in `base` and in the new list: added, removed,
+   * or replaced by a new object. Every other key has the identical entrypoint object in both.
+   */
+  readonly changed: ReadonlySet<string>;
 }
 
 /** Options of the model: who we are and what we serve. */

@@ -3,7 +3,7 @@ import { type EndpointSlice, type KindName, type Node, parseObject, type Service
 import type { CacheEvent } from "../../src/kube/source.ts";
 import { buildSnapshot } from "../../src/model/build.ts";
 import { ModelStore, type ModelStoreOptions, type PublishInfo } from "../../src/model/store.ts";
-import type { ModelOptions, Snapshot } from "../../src/model/types.ts";
+import type { Entrypoint, ModelOptions, Snapshot } from "../../src/model/types.ts";
 
 const options: ModelOptions = {
   nodeName: "node-a",
@@ -587,6 +587,22 @@ class Mirror {
   }
 }
 
+/** Every key whose entrypoint object differs between `a` and `b` (sorted), and how: by a full comparison. */
+function identityDiff(a: readonly Entrypoint[], b: readonly Entrypoint[]): { keys: string[]; kinds: Set<string> } {
+  const before = new Map(a.map((e) => [e.key, e]));
+  const after = new Map(b.map((e) => [e.key, e]));
+  const keys: string[] = [];
+  const kinds = new Set<string>();
+  for (const key of new Set([...before.keys(), ...after.keys()])) {
+    const x = before.get(key);
+    const y = after.get(key);
+    if (x === y) continue;
+    keys.push(key);
+    kinds.add(x === undefined ? "added" : y === undefined ? "removed" : "replaced");
+  }
+  return { keys: keys.sort(), kinds };
+}
+
 const strip = (s: Snapshot | undefined) => s && { entrypoints: s.entrypoints, errors: s.errors, node: s.node, healthChecks: s.healthChecks };
 
 describe("ModelStore equals a full rebuild (randomized, seeded)", () => {
@@ -620,6 +636,16 @@ describe("ModelStore equals a full rebuild (randomized, seeded)", () => {
           // Published only on change, with consecutive versions.
           expect({ context, changed: previous === undefined || !Bun.deepEquals(strip(previous), strip(snapshot)) }).toEqual({ context, changed: true });
           expect(snapshot!.version).toBe((previous?.version ?? 0) + 1);
+          // The delta names exactly the keys whose entrypoint object differs from the previous snapshot's.
+          if (previous === undefined) expect(snapshot!.delta).toBeUndefined();
+          else {
+            const delta = snapshot!.delta!;
+            expect(delta.base).toBe(previous.entrypoints);
+            const exact = identityDiff(previous.entrypoints, snapshot!.entrypoints);
+            expect({ context, changed: [...delta.changed].sort() }).toEqual({ context, changed: exact.keys });
+            for (const kind of exact.kinds) seen.add(`delta ${kind}`);
+            if (exact.keys.length === 0) seen.add("delta empty");
+          }
           // Entrypoints equal to the previous snapshot's keep their identity.
           for (const entrypoint of snapshot!.entrypoints) {
             const before = previous?.entrypoints.find((e) => e.key === entrypoint.key);
@@ -656,6 +682,10 @@ describe("ModelStore equals a full rebuild (randomized, seeded)", () => {
       "NodePort/udp",
       "affinity ClientIP",
       "affinity cookie",
+      "delta added",
+      "delta empty",
+      "delta removed",
+      "delta replaced",
       "error:EndpointSlice",
       "error:Entrypoint",
       "error:Node",

@@ -14,6 +14,7 @@
  * series (its handle does nothing) and `kubegate_metrics_series_dropped_total{metric}` counts it once
  * per family; it is admitted when room frees up (its data plane picks the series up on its next route).
  */
+import { entrypointByKey } from "../../model/store.ts";
 import type { Entrypoint, Snapshot } from "../../model/types.ts";
 import { bucketIndex, CONNECT_DURATION_BUCKETS, REQUEST_DURATION_BUCKETS } from "./buckets.ts";
 import { escapeLabelValue, type ExpositionWriter, labelPairs } from "./exposition.ts";
@@ -143,14 +144,27 @@ const CODE_CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
 const LABEL_NAMES = ["namespace", "service", "port", "protocol"] as const;
 
 /** The live counters of one Service port. */
+/** The counters of every series nothing was recorded in yet: shared, never written. */
+const ZEROS = new Float64Array(SIZE);
+
 class Series implements ServiceTraffic {
-  readonly v = new Float64Array(SIZE);
+  /**
+   * The counters: {@link ZEROS} until the first update, so that the idle Service ports of a large cluster
+   * (most of them) cost no array (about 400 bytes each).
+   */
+  v: Float64Array = ZEROS;
   constructor(readonly labels: string) {}
+
+  /** The counters, to write. */
+  #w(): Float64Array {
+    const v = this.v;
+    return v !== ZEROS ? v : (this.v = new Float64Array(SIZE));
+  }
 
   request(status: number, seconds: number): void {
     const c = (status / 100) | 0;
     if (c < 1 || c > 5) return;
-    const v = this.v;
+    const v = this.#w();
     v[REQ + c - 1]!++;
     if (seconds === seconds) {
       v[RD + bucketIndex(RB, seconds)]!++;
@@ -160,35 +174,36 @@ class Series implements ServiceTraffic {
 
   connectDuration(seconds: number): void {
     if (seconds !== seconds) return;
-    const v = this.v;
+    const v = this.#w();
     v[CD + bucketIndex(CB, seconds)]!++;
     v[CD_SUM]! += seconds;
   }
 
   connOpened(): void {
-    const v = this.v;
+    const v = this.#w();
     v[ACTIVE]!++;
     v[CONNS]!++;
   }
 
   connClosed(): void {
-    this.v[ACTIVE]!--;
+    this.#w()[ACTIVE]!--;
   }
 
   bytes(received: number, sent: number): void {
-    const v = this.v;
+    const v = this.#w();
     if (received > 0) v[RX]! += received;
     if (sent > 0) v[TX]! += sent;
   }
 
   error(reason: ProxyErrorReason): void {
     const i = REASON_INDEX[reason];
-    if (i !== undefined) this.v[ERR + i]!++;
+    if (i !== undefined) this.#w()[ERR + i]!++;
   }
 
   /** Whether anything was ever recorded (idle series expose only their endpoint counts). */
   touched(): boolean {
     const v = this.v;
+    if (v === ZEROS) return false;
     for (let i = 0; i < SIZE; i++) if (v[i] !== 0) return true;
     return false;
   }
@@ -284,33 +299,17 @@ export class TrafficMetrics implements Collector {
 
   /**
    * Follow a published snapshot: create series for new Service ports, delete those of removed
-   * ones. Walks the previous and new entrypoint lists (both sorted by key); unchanged entrypoints
-   * keep their identity, so they cost a pointer comparison.
+   * ones. With the snapshot's delta relative to the last list seen, only the changed keys are
+   * visited; else the previous and new lists (both sorted by key) are walked, and unchanged
+   * entrypoints (same identity) cost a pointer comparison.
    */
   sync(snapshot: Snapshot): void {
     const prev = this.#entrypoints;
     const next = snapshot.entrypoints;
     if (prev !== next) {
-      let i = 0;
-      let j = 0;
-      while (i < prev.length || j < next.length) {
-        const a = prev[i];
-        const b = next[j];
-        if (a !== undefined && a === b) {
-          i++;
-          j++;
-        } else if (a !== undefined && b !== undefined && a.key === b.key) {
-          this.#change(a, b);
-          i++;
-          j++;
-        } else if (b === undefined || (a !== undefined && a.key < b.key)) {
-          this.#remove(a as Entrypoint);
-          i++;
-        } else {
-          this.#add(b);
-          j++;
-        }
-      }
+      const delta = snapshot.delta;
+      if (delta !== undefined && delta.base === prev) this.#applyDelta(prev, next, delta.changed);
+      else this.#walk(prev, next);
       this.#entrypoints = next;
     }
     for (const slot of this.#orphans) if (slot.refs === 0) this.#delete(slot);
@@ -320,6 +319,50 @@ export class TrafficMetrics implements Collector {
       this.#waiting.delete(slot);
       this.#create(slot);
     }
+  }
+
+  #walk(prev: readonly Entrypoint[], next: readonly Entrypoint[]): void {
+    let i = 0;
+    let j = 0;
+    while (i < prev.length || j < next.length) {
+      const a = prev[i];
+      const b = next[j];
+      if (a !== undefined && a === b) {
+        i++;
+        j++;
+      } else if (a !== undefined && b !== undefined && a.key === b.key) {
+        this.#change(a, b);
+        i++;
+        j++;
+      } else if (b === undefined || (a !== undefined && a.key < b.key)) {
+        this.#remove(a as Entrypoint);
+        i++;
+      } else {
+        this.#add(b);
+        j++;
+      }
+    }
+  }
+
+  /**
+   * Apply the entrypoints of `keys` (every key whose entrypoint differs between `prev` and `next`):
+   * additions first and removals last, so a Service port that moves between entrypoints keeps its series.
+   */
+  #applyDelta(prev: readonly Entrypoint[], next: readonly Entrypoint[], keys: ReadonlySet<string>): void {
+    let removed: Entrypoint[] | undefined;
+    for (const key of keys) {
+      const a = entrypointByKey(prev, key);
+      const b = entrypointByKey(next, key);
+      if (b === undefined) {
+        if (a !== undefined) (removed ??= []).push(a);
+      } else if (a !== undefined && a.name === b.name && a.protocol === b.protocol) {
+        this.#change(a, b);
+      } else {
+        this.#add(b);
+        if (a !== undefined) (removed ??= []).push(a);
+      }
+    }
+    if (removed !== undefined) for (const a of removed) this.#remove(a);
   }
 
   #add(ep: Entrypoint): void {
