@@ -75,7 +75,7 @@ function manifests(nodePort: number, backendPort: number): string {
 }
 
 /** `bun src/main.ts` on `manifestFile`, its JSON log lines collected as they come. Dispose kills it by PID. */
-async function spawnGateway(manifestFile: string, extraArgs: string[]) {
+async function spawnGateway(manifestFile: string, extraArgs: string[], env: Record<string, string> = {}) {
   const child = Bun.spawn(
     [
       process.execPath, "src/main.ts",
@@ -83,7 +83,7 @@ async function spawnGateway(manifestFile: string, extraArgs: string[]) {
       "--healthz-bind-address", "127.0.0.1:0", "--metrics-bind-address", "127.0.0.1:0", "--no-access-log",
       ...extraArgs,
     ],
-    { cwd: root, stdout: "pipe", stderr: "pipe" },
+    { cwd: root, stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } },
   );
   const lines: Record<string, unknown>[] = [];
   let stderr = "";
@@ -235,4 +235,32 @@ describe("graceful shutdown of the gateway process", () => {
     expect(await held).toBe("failed");
     be.release();
   }, 30_000);
+
+  test("with tracing on (the SDK loads only then), a request's spans are exported on SIGTERM", async () => {
+    const spans: { name: string; kind: number }[] = [];
+    const receiver = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch(req) {
+        const body = (await req.json()) as { resourceSpans: { scopeSpans: { spans: { name: string; kind: number }[] }[] }[] };
+        for (const rs of body.resourceSpans) for (const ss of rs.scopeSpans) spans.push(...ss.spans);
+        return Response.json({});
+      },
+    });
+    try {
+      using gw = await spawnGateway(file, ["--tracing", "--tracing-sample-ratio", "1"], {
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `http://127.0.0.1:${receiver.port}/v1/traces`,
+        OTEL_BSP_SCHEDULE_DELAY: "600000", // only the flush on exit exports
+      });
+      expect(gw.logged(/^kubegate started$/)?.tracing).toContain("TraceIdRatioBased{1}");
+      expect(await freshRequest(nodePort, "/traced")).toStartWith("HTTP/1.1 200");
+      expect(spans).toEqual([]);
+      gw.child.kill("SIGTERM");
+      expect(await gw.child.exited).toBe(0);
+      // SERVER (kind 2) for the request, CLIENT (kind 3) for the upstream attempt.
+      expect(spans.map((s) => s.kind).sort()).toEqual([2, 3]);
+    } finally {
+      await receiver.stop(true);
+    }
+  });
 });
