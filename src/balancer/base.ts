@@ -31,8 +31,8 @@ const DRAWS = 8;
 export abstract class EndpointBalancer implements Balancer {
   readonly state: ClusterState;
   readonly slowStartMs: number;
-  /** `hosts[i]` is the shared state of `endpoints[i]`. */
-  protected readonly hosts: readonly HostState[];
+  /** `hosts[i]` is the shared state of `endpoints[i]` (see {@link hosts}). */
+  #hosts: readonly HostState[] | undefined = undefined;
   /** Until this clock time some endpoint is still ramping up (slow start); -Infinity: none is. */
   #rampUntil = -Infinity;
 
@@ -42,12 +42,21 @@ export abstract class EndpointBalancer implements Balancer {
     options: AlgorithmOptions = {},
     honoursSlowStart = true,
   ) {
-    this.state = options.state ?? new ClusterState("", { now: options.now });
-    this.hosts = this.state.sync(endpoints);
+    const state = (this.state = options.state ?? new ClusterState("", { now: options.now }));
+    state.sync(endpoints);
     this.slowStartMs = honoursSlowStart ? Math.max(0, options.slowStartMs ?? 0) : 0;
-    if (this.slowStartMs > 0) {
+    // Only endpoints that joined a non-empty set ramp up: skip the hosts when none joined within the window.
+    if (this.slowStartMs > 0 && state.lastJoin + this.slowStartMs > state.now()) {
       for (const h of this.hosts) this.#rampUntil = Math.max(this.#rampUntil, h.servingSince + this.slowStartMs);
     }
+  }
+
+  /**
+   * `hosts[i]` is the shared state of `endpoints[i]`, fetched from the cluster state on first use (an
+   * ejection, a ramp-up or a least-request pick): a balancer that only rotates holds no per-endpoint state.
+   */
+  protected get hosts(): readonly HostState[] {
+    return (this.#hosts ??= this.state.hostsOf(this.endpoints));
   }
 
   pick(ctx: PickContext): Endpoint | undefined {

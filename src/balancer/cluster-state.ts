@@ -13,6 +13,10 @@
  * - an ejection that would put more than `maxEjectionPercent` of the cluster's endpoints out at once is
  *   refused, except that one endpoint may always be ejected (as in Envoy);
  * - an ejected endpoint is readmitted when its time is up (checked lazily, on the next pick or stats read).
+ *
+ * Memory: per-endpoint state is created on a cluster's first traffic, not at sync. At 10k Services x 10
+ * endpoints most clusters never see a connection, and such a cluster holds only its serving-set array (the
+ * snapshot's own) and the join times of endpoints added since (slow start).
  */
 import type { Endpoint } from "../model/types.ts";
 import { endpointKey } from "./affinity.ts";
@@ -82,8 +86,20 @@ export interface ClusterStateOptions {
   readonly now?: (() => number) | undefined;
 }
 
+/** Whether `a` and `b` hold the same endpoint objects in the same order. */
+function sameEndpoints(a: readonly Endpoint[], b: readonly Endpoint[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /**
  * The per-cluster state shared by the balancers of a Service port across routes (see the module doc).
+ *
+ * Per-endpoint {@link HostState}s are created lazily, on the first `begin`/`end`/{@link host}/{@link hostsOf}:
+ * until then (a cluster that never had traffic) the state holds only the serving set it was last synced to
+ * and the join times of endpoints that joined a non-empty set (slow start).
  *
  * @example
  * const state = new ClusterState("ns/web:http", { outlier: { consecutiveFailures: 5, baseEjectionMs: 30_000, maxEjectionPercent: 50 } });
@@ -93,10 +109,16 @@ export interface ClusterStateOptions {
 export class ClusterState {
   readonly now: () => number;
   readonly outlier: OutlierSettings | undefined;
-  /** Serving hosts by `address:port`. */
-  readonly #hosts = new Map<string, HostState>();
-  /** Endpoint objects seen in {@link sync} -> their host (objects of older snapshots included, weakly). */
-  #byEndpoint = new WeakMap<Endpoint, HostState>();
+  /** The serving set of the last {@link sync}. */
+  #serving: readonly Endpoint[] = [];
+  /** Serving hosts by `address:port` (undefined until some host is needed). */
+  #hosts: Map<string, HostState> | undefined = undefined;
+  /** Endpoint objects seen -> their host (objects of older snapshots included, weakly); with {@link #hosts}. */
+  #byEndpoint: WeakMap<Endpoint, HostState> | undefined = undefined;
+  /** While there are no hosts: when each endpoint that joined a non-empty serving set did (by key). */
+  #joined: Map<string, number> | undefined = undefined;
+  /** Clock time an endpoint last joined a non-empty serving set (-Infinity: never). */
+  #lastJoin = -Infinity;
   #ejected = 0;
   #ejectionsTotal = 0;
   /** Earliest `ejectedUntil` among ejected hosts (Infinity: none). */
@@ -113,7 +135,7 @@ export class ClusterState {
 
   /** Serving endpoints known. */
   get size(): number {
-    return this.#hosts.size;
+    return this.#hosts?.size ?? this.#serving.length;
   }
 
   /** Endpoints ejected now, as of the last {@link refresh}. */
@@ -126,30 +148,41 @@ export class ClusterState {
     return this.#ejectionsTotal;
   }
 
+  /** Clock time an endpoint last joined a non-empty serving set, i.e. started a slow start (-Infinity: never). */
+  get lastJoin(): number {
+    return this.#lastJoin;
+  }
+
   /**
-   * The cluster's serving set is now `serving`: returns their hosts (same order). New endpoints start serving
-   * now (slow start), except when the cluster had none serving (nothing to protect: they start at full weight);
-   * hosts no longer serving are dropped with their state. Idempotent for the same set.
+   * The cluster's serving set is now `serving`. New endpoints start serving now (slow start), except when the
+   * cluster had none serving (nothing to protect: they start at full weight); hosts no longer serving are
+   * dropped with their state. Idempotent for the same set; O(1) when the state holds no hosts and `serving`
+   * holds the same endpoint objects as the last set.
    */
-  sync(serving: readonly Endpoint[]): HostState[] {
+  sync(serving: readonly Endpoint[]): void {
+    const prev = this.#serving;
+    this.#serving = serving;
+    // The same set again (another route of the cluster, or a route rebuilt for another reason).
+    if (sameEndpoints(prev, serving)) return;
     const hosts = this.#hosts;
+    if (hosts === undefined) return this.#syncJoins(prev, serving);
+    const byEndpoint = this.#byEndpoint!;
     const fresh = hosts.size === 0;
     const now = fresh ? -Infinity : this.now();
-    const out = new Array<HostState>(serving.length);
     const seen = new Set<HostState>();
     for (let i = 0; i < serving.length; i++) {
       const ep = serving[i]!;
-      let host = this.#byEndpoint.get(ep);
+      let host = byEndpoint.get(ep);
       if (host === undefined || !host.live) {
         const key = endpointKey(ep);
         host = hosts.get(key);
         if (host === undefined) {
           host = newHost(key, ep, now);
           hosts.set(key, host);
+          if (!fresh) this.#lastJoin = now;
         }
-        this.#byEndpoint.set(ep, host);
+        byEndpoint.set(ep, host);
       }
-      out[i] = host;
       seen.add(host);
     }
     if (seen.size !== hosts.size) {
@@ -164,27 +197,88 @@ export class ClusterState {
       }
       this.#recomputeNextReadmit();
     }
-    return out;
+  }
+
+  /** {@link sync} without hosts: keep the join times of endpoints that joined a non-empty set and still serve. */
+  #syncJoins(prev: readonly Endpoint[], serving: readonly Endpoint[]): void {
+    if (prev.length === 0 || serving.length === 0) {
+      this.#joined = undefined;
+      return;
+    }
+    const before = new Set<string>();
+    for (const ep of prev) before.add(endpointKey(ep));
+    const after = new Set<string>();
+    let joined = this.#joined;
+    let now: number | undefined;
+    for (const ep of serving) {
+      const key = endpointKey(ep);
+      after.add(key);
+      if (before.has(key)) continue;
+      now ??= this.now();
+      (joined ??= new Map()).set(key, now);
+      this.#lastJoin = now;
+    }
+    if (joined !== undefined) for (const key of joined.keys()) if (!after.has(key)) joined.delete(key);
+    this.#joined = joined !== undefined && joined.size !== 0 ? joined : undefined;
+  }
+
+  /** Create the hosts of the serving set (on first need). */
+  #activate(): WeakMap<Endpoint, HostState> {
+    const hosts = new Map<string, HostState>();
+    const byEndpoint = new WeakMap<Endpoint, HostState>();
+    const joined = this.#joined;
+    for (const ep of this.#serving) {
+      const key = endpointKey(ep);
+      let host = hosts.get(key);
+      if (host === undefined) {
+        host = newHost(key, ep, joined?.get(key) ?? -Infinity);
+        hosts.set(key, host);
+      }
+      byEndpoint.set(ep, host);
+    }
+    this.#hosts = hosts;
+    this.#byEndpoint = byEndpoint;
+    this.#joined = undefined;
+    return byEndpoint;
   }
 
   /** The host of `ep` (an endpoint object of any snapshot), or undefined when it is not serving. */
   host(ep: Endpoint): HostState | undefined {
-    const host = this.#byEndpoint.get(ep);
+    const byEndpoint = this.#byEndpoint ?? this.#activate();
+    const host = byEndpoint.get(ep);
     if (host !== undefined && host.live) return host;
-    const byKey = this.#hosts.get(endpointKey(ep));
-    if (byKey !== undefined) this.#byEndpoint.set(ep, byKey);
+    const byKey = this.#hosts!.get(endpointKey(ep));
+    if (byKey !== undefined) byEndpoint.set(ep, byKey);
     return byKey;
+  }
+
+  /**
+   * The hosts of `endpoints` (same order), for a balancer that reads their state (in flight, slow start,
+   * ejection). An endpoint no longer serving gets a host of its own that is not {@link HostState.live}.
+   */
+  hostsOf(endpoints: readonly Endpoint[]): HostState[] {
+    const out = new Array<HostState>(endpoints.length);
+    for (let i = 0; i < endpoints.length; i++) {
+      const ep = endpoints[i]!;
+      let host = this.host(ep);
+      if (host === undefined) {
+        host = newHost(endpointKey(ep), ep, -Infinity);
+        host.live = false;
+      }
+      out[i] = host;
+    }
+    return out;
   }
 
   /** A request/connection was dispatched to `ep`. */
   begin(ep: Endpoint): void {
-    const host = this.#byEndpoint.get(ep) ?? this.host(ep);
+    const host = (this.#byEndpoint ?? this.#activate()).get(ep) ?? this.host(ep);
     if (host !== undefined) host.inflight++;
   }
 
   /** The request/connection on `ep` ended with `outcome`: in-flight count, then outlier detection. */
   end(ep: Endpoint, outcome: Outcome): void {
-    const host = this.#byEndpoint.get(ep) ?? this.host(ep);
+    const host = (this.#byEndpoint ?? this.#activate()).get(ep) ?? this.host(ep);
     if (host === undefined) return;
     if (host.inflight > 0) host.inflight--;
     this.record(host, outcome);
@@ -206,7 +300,7 @@ export class ClusterState {
     if (++host.failures < o.consecutiveFailures) return;
     const now = this.now();
     this.refresh(now);
-    const total = this.#hosts.size;
+    const total = this.size;
     // Envoy: refuse beyond the max percentage, but one host may always be ejected.
     if (this.#ejected > 0 && (this.#ejected + 1) * 100 > o.maxEjectionPercent * total) return;
     const base = Math.max(0, o.baseEjectionMs);
@@ -226,7 +320,7 @@ export class ClusterState {
   /** Readmit endpoints whose ejection is over at `now`; returns the number still ejected. Cheap when none is due. */
   refresh(now: number): number {
     if (this.#ejected > 0 && now >= this.#nextReadmit) {
-      for (const host of this.#hosts.values()) {
+      for (const host of this.#hosts!.values()) {
         if (host.ejected && now >= host.ejectedUntil) {
           host.ejected = false;
           host.failures = 0;
@@ -251,7 +345,7 @@ export class ClusterState {
     this.refresh(this.now());
     const rows: EjectedEndpoint[] = [];
     if (this.#ejected === 0) return rows;
-    for (const h of this.#hosts.values()) {
+    for (const h of this.#hosts!.values()) {
       if (h.ejected) rows.push({ address: h.address, port: h.port, until: h.ejectedUntil, ejections: h.ejections });
     }
     return rows.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.port - b.port));
@@ -264,7 +358,7 @@ export class ClusterState {
 
   #recomputeNextReadmit(): void {
     let next = Infinity;
-    if (this.#ejected > 0) for (const h of this.#hosts.values()) if (h.ejected && h.ejectedUntil < next) next = h.ejectedUntil;
+    if (this.#ejected > 0) for (const h of this.#hosts!.values()) if (h.ejected && h.ejectedUntil < next) next = h.ejectedUntil;
     this.#nextReadmit = next;
   }
 }

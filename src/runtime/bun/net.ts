@@ -1,6 +1,11 @@
 /**
  * Bun's TCP and UDP behind the runtime port. Bun's sockets already have the shape of
  * {@link TcpSocket}, so they are passed to handlers unwrapped: the data path pays nothing here.
+ *
+ * Memory at 10k listeners: no closure per listener. Bun's handler object depends only on the port handlers'
+ * `data`/`drain`/`end`/`close` functions (shared by every TCP proxy listener, so one object for all of them);
+ * `open` reaches the listener through the socket's initial `data`. `data`, `drain`, `end` and `close` are
+ * called as plain functions (no `this`).
  */
 import type {
   TcpConnectOptions,
@@ -41,62 +46,147 @@ function setNoDelay(this: Bun.Socket<unknown>, on: boolean): void {
   nativeSetNoDelay!.call(this, on);
 }
 
-/** Bun handler objects per port handler object: one per listener and one for all upstream connects of a proxy. */
-const adapted = new WeakMap<TcpHandlers<never>, BunHandlers>();
+/** The error Bun reported for a socket before its `close` (folded into the port's `close`); one map for all sockets. */
+const errors = new WeakMap<object, Error>();
+
+function recordError(s: object, err: Error): void {
+  errors.set(s, err);
+}
+
+/** Replace Bun's `end` and `setNoDelay` on a socket that just opened (see {@link halfClose}, {@link setNoDelay}). */
+function patch(s: object): void {
+  const o = s as { end: unknown; setNoDelay: typeof setNoDelay };
+  nativeSetNoDelay ??= o.setNoDelay as unknown as typeof nativeSetNoDelay;
+  o.end = halfClose;
+  o.setNoDelay = setNoDelay;
+}
 
 /**
- * Adapt port handlers to Bun's handler object (same callback names; `error` folds into `close`), once per
- * handler object: `connectTcp` is called per proxied connection with the same handlers.
+ * Stands in for an absent `end` or `close` handler. `end` is always set because Bun closes a socket whose
+ * peer sent FIN when it has no `end` callback, even with `allowHalfOpen`; the port keeps it writable.
  */
-function toBunHandlers<T>(h: TcpHandlers<T>): BunHandlers {
+function ignore(): void {}
+
+type CloseHandler = NonNullable<TcpHandlers<unknown>["close"]>;
+type BunClose = NonNullable<BunHandlers["close"]>;
+/** Bun `close` callbacks per port `close` handler (the error of `error`/`connectError` folds into it). */
+const closers = new WeakMap<CloseHandler, BunClose>();
+
+function closer(close: CloseHandler | undefined): BunClose {
+  if (close === undefined) return ignore;
+  let c = closers.get(close);
+  if (c === undefined) {
+    c = (s: Bun.Socket<unknown>, err?: Error) => close(s as unknown as TcpSocket, err ?? errors.get(s));
+    closers.set(close, c);
+  }
+  return c;
+}
+
+/** Bun handler objects per port handler object used to connect: one per proxy kind, not per connection. */
+const connectAdapted = new WeakMap<TcpHandlers<never>, BunHandlers>();
+
+/**
+ * Adapt port handlers to Bun's handler object for `connectTcp` (same callback names; `error` folds into
+ * `close`), once per handler object: `connectTcp` is called per proxied connection with the same handlers.
+ * Handlers are called as plain functions (no `this`), as the listener adapter does.
+ */
+function connectHandlers<T>(h: TcpHandlers<T>): BunHandlers {
   const key = h as unknown as TcpHandlers<never>;
-  let b = adapted.get(key);
+  let b = connectAdapted.get(key);
   if (b === undefined) {
-    b = adapt(h);
-    adapted.set(key, b);
+    b = {
+      binaryType: "buffer",
+      open: (s) => {
+        patch(s);
+        h.open?.(s as unknown as TcpSocket<T>);
+      },
+      data: h.data as unknown as BunHandlers["data"],
+      drain: h.drain as BunHandlers["drain"],
+      end: (h.end ?? ignore) as BunHandlers["end"],
+      error: recordError,
+      close: closer(h.close as CloseHandler | undefined),
+      connectError: recordError,
+    } as BunHandlers;
+    connectAdapted.set(key, b);
   }
   return b;
 }
 
-function adapt<T>(h: TcpHandlers<T>): BunHandlers {
-  const errors = new WeakMap<object, Error>();
-  return {
+/**
+ * A Bun listener behind the port. It is the listener's Bun `data`, which Bun copies into every accepted
+ * socket, so one module-level `open` ({@link listenerOpen}) finds the listener's current handlers: no
+ * closure per listener here.
+ */
+class BunTcpListener<T> implements TcpListener<T> {
+  server!: Bun.TCPSocketListener<unknown>;
+  port = 0;
+
+  constructor(public handlers: TcpHandlers<T>) {}
+
+  get hostname(): string {
+    return this.server.hostname;
+  }
+
+  reload(handlers: TcpHandlers<T>): void {
+    this.server.reload({ socket: listenerHandlers(handlers) as Bun.SocketHandler<unknown> });
+    this.handlers = handlers;
+  }
+
+  stop(closeActive = false): void {
+    this.server.stop(closeActive);
+  }
+}
+
+/** `open` of every accepted socket: the socket's `data` is its listener until the port's `open` sets its own. */
+function listenerOpen(s: Bun.Socket<unknown>): void {
+  const listener = s.data as BunTcpListener<unknown>;
+  s.data = undefined;
+  patch(s);
+  listener.handlers.open?.(s as unknown as TcpSocket);
+}
+
+/**
+ * The last Bun handler object built for listeners, by its `close` callback: listeners of one proxy kind share
+ * it, while listeners with a `close` of their own (a source-range guard, an HTTP proxy) get their own.
+ */
+const listenerAdapted = new WeakMap<BunClose, BunHandlers>();
+
+/**
+ * Bun's handler object for a listener running `h`. It depends only on `h`'s `data`/`drain`/`end`/`close`
+ * (never on `open`, see {@link listenerOpen}), so listeners whose handlers share those functions (every TCP
+ * proxy's) share one object.
+ */
+function listenerHandlers<T>(h: TcpHandlers<T>): BunHandlers {
+  const close = closer(h.close as CloseHandler | undefined);
+  const end = h.end ?? ignore;
+  const cached = listenerAdapted.get(close);
+  if (cached !== undefined && cached.data === h.data && cached.drain === h.drain && cached.end === end) return cached;
+  const b = {
     binaryType: "buffer",
-    open: (s) => {
-      const o = s as unknown as { end: unknown; setNoDelay: typeof setNoDelay };
-      nativeSetNoDelay ??= o.setNoDelay as unknown as typeof nativeSetNoDelay;
-      o.end = halfClose;
-      o.setNoDelay = setNoDelay;
-      h.open?.(s as unknown as TcpSocket<T>);
-    },
-    data: h.data as unknown as BunHandlers["data"],
-    drain: h.drain as BunHandlers["drain"],
-    end: (s) => h.end?.(s as unknown as TcpSocket<T>),
-    error: (s, err) => void errors.set(s, err),
-    close: (s, err) => h.close?.(s as unknown as TcpSocket<T>, err ?? errors.get(s)),
-    connectError: (s, err) => void errors.set(s, err),
+    open: listenerOpen,
+    data: h.data,
+    drain: h.drain,
+    end,
+    error: recordError,
+    close,
   } as BunHandlers;
+  listenerAdapted.set(close, b);
+  return b;
 }
 
 export function listenTcp<T>(options: TcpListenOptions<T>): TcpListener<T> {
-  const server = Bun.listen<T>({
+  const listener = new BunTcpListener(options.handlers);
+  const server = Bun.listen<unknown>({
     hostname: options.hostname,
     port: options.port,
     allowHalfOpen: true,
     ...(options.reusePort ? { reusePort: true } : {}),
-    data: undefined as T,
-    socket: toBunHandlers(options.handlers) as Bun.SocketHandler<T>,
-  } as Bun.TCPSocketListenOptions<T>);
-  return {
-    hostname: server.hostname,
-    port: server.port,
-    reload(handlers) {
-      server.reload({ socket: toBunHandlers(handlers) as Bun.SocketHandler<T> });
-    },
-    stop(closeActive = false) {
-      server.stop(closeActive);
-    },
-  };
+    data: listener,
+    socket: listenerHandlers(options.handlers) as Bun.SocketHandler<unknown>,
+  } as Bun.TCPSocketListenOptions<unknown>);
+  listener.server = server;
+  listener.port = server.port;
+  return listener;
 }
 
 export async function connectTcp<T>(options: TcpConnectOptions<T>): Promise<TcpSocket<T>> {
@@ -105,7 +195,7 @@ export async function connectTcp<T>(options: TcpConnectOptions<T>): Promise<TcpS
     port: options.port,
     allowHalfOpen: true,
     data: options.data,
-    socket: toBunHandlers(options.handlers) as Bun.SocketHandler<T>,
+    socket: connectHandlers(options.handlers) as Bun.SocketHandler<T>,
   } as Bun.TCPSocketConnectOptions<T>);
   return (await withConnectTimeout(connecting, options, (s) => s.terminate())) as unknown as TcpSocket<T>;
 }
