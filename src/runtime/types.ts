@@ -58,7 +58,10 @@ export interface TcpSocket<T = unknown> {
   setNoDelay(on: boolean): void;
 }
 
-/** Event handlers for sockets of one listener or one outbound connection. */
+/**
+ * Event handlers for sockets of one listener or one outbound connection. They are called as plain functions
+ * (no `this`): keep per-listener state in a closure or reach it through `socket.data`.
+ */
 export interface TcpHandlers<T = unknown> {
   /** Called once, before any `data`, for accepted sockets (and for connected ones). */
   open?(socket: TcpSocket<T>): void;
