@@ -97,6 +97,65 @@ describe("heads as forwarded", () => {
     expect(r.head + r.rawBody).toBe(head + "abc");
   });
 
+  test("a lone `Connection: keep-alive` passes as received while both connections stay open, and only then", async () => {
+    const head = "HTTP/1.1 200 OK\r\nServer: raw\r\nconnection:  Keep-Alive \r\nContent-Length: 2\r\n\r\n";
+    await using up = new RawUpstream("up", (_req, s) => void s.write(bytes(head + "ok")));
+    await using px = startProxy([up.endpoint]);
+    await using c = await RawClient.connect(px.port);
+    // Kept open: the response head goes as received, and so does the request's own keep-alive line.
+    c.send("GET /a HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n");
+    const kept = await c.readResponse();
+    expect(kept.head + kept.rawBody).toBe(head + "ok");
+    expect(up.requests[0]!.head.startsWith("GET /a HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nX-Forwarded-For: ")).toBe(true);
+    // The client asks to close: our Connection replaces the upstream's.
+    c.send("GET /b HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    const closing = await c.readResponse();
+    expect(closing.head).toBe("HTTP/1.1 200 OK\r\nServer: raw\r\nContent-Length: 2\r\nConnection: close\r\n\r\n");
+    expect(up.requests[1]!.head.startsWith("GET /b HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: ")).toBe(true);
+  });
+
+  test("`Connection: keep-alive` with another hop-by-hop field, twice, or from HTTP/1.0 is dropped", async () => {
+    const heads = [
+      "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n",
+      "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n",
+    ];
+    let i = 0;
+    await using up = new RawUpstream("up", (_req, s) => void s.write(bytes(heads[i++]! + "ok")));
+    await using px = startProxy([up.endpoint]);
+    await using c = await RawClient.connect(px.port);
+    const got: string[] = [];
+    for (let n = 0; n < heads.length; n++) {
+      c.send(`GET /${n} HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nKeep-Alive: timeout=9\r\n\r\n`);
+      const r = await c.readResponse();
+      got.push(r.head + r.rawBody);
+    }
+    expect(got).toEqual([
+      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+      "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ]);
+    for (const r of up.requests) expect(r.head).not.toMatch(/keep-alive/i);
+  });
+
+  test("a rebuilt response head carries the first body bytes in the same write, from small to 16 KiB and beyond", async () => {
+    const sizes = [1, 700, 16 * 1024, 16 * 1024 + 1, 100_000];
+    let i = 0;
+    await using up = new RawUpstream("up", (_req, s) => {
+      const n = sizes[i++]!;
+      const body = "0123456789abcdefghijklmnopqrstuvwxyz".repeat(Math.ceil(n / 36)).slice(0, n);
+      s.write(bytes(`HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: ${n}\r\n\r\n${body}`));
+    });
+    await using px = startProxy([up.endpoint]);
+    await using c = await RawClient.connect(px.port);
+    for (const n of sizes) {
+      c.send(`GET /${n} HTTP/1.1\r\nHost: h\r\n\r\n`);
+      const r = await c.readResponse();
+      expect(r.head).toBe(`HTTP/1.1 200 OK\r\nContent-Length: ${n}\r\n\r\n`);
+      expect(r.body).toBe("0123456789abcdefghijklmnopqrstuvwxyz".repeat(Math.ceil(n / 36)).slice(0, n));
+    }
+  });
+
   test("a trusted peer's forwarding fields are kept and appended to", async () => {
     await using up = new RawUpstream();
     await using px = startProxy([up.endpoint], { trustForwarded: (peer) => peer === "127.0.0.1" });

@@ -1,6 +1,7 @@
 /** Unit tables for the HTTP/1.1 head parsers and the chunked-body validator. */
 import { describe, expect, test } from "bun:test";
 import { ChunkedDecoder } from "../../src/proxy/http/chunked.ts";
+import { ClientContext } from "../../src/proxy/http/head.ts";
 import {
   B_CHUNKED,
   B_CLOSE,
@@ -90,6 +91,10 @@ describe("parseRequestHead accepts", () => {
     ["absolute-form without path", "GET https://a.example HTTP/1.1\r\nHost: h\r\n\r\n", { authStart: 12, authEnd: 21 }],
     ["a target with obs-text", "GET /caf\xe9 HTTP/1.1\r\nHost: h\r\n\r\n", {}],
     ["X-Forwarded-For", "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n", { rewrite: true }],
+    ["a lone Connection: keep-alive", "GET / HTTP/1.1\r\nHost: h\r\nConnection: Keep-Alive\r\n\r\n", { conn: C_KEEP_ALIVE, rewrite: false, keepAliveLine: true }],
+    ["Connection: keep-alive twice", "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nConnection: keep-alive\r\n\r\n", { rewrite: true, keepAliveLine: false }],
+    ["Connection: keep-alive with Keep-Alive", "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\r\n", { rewrite: true, keepAliveLine: false }],
+    ["Connection: keep-alive from HTTP/1.0", "GET / HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n", { rewrite: true, keepAliveLine: false }],
   ];
   test.each(accepted)("%s", (_name, head, expected) => {
     const r = parseReq(head);
@@ -190,6 +195,9 @@ describe("parseResponseHead and framing (RFC 9112 §6.3)", () => {
     ["Connection: close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false, B_LENGTH, { conn: C_CLOSE, rewrite: true }],
     ["Keep-Alive is hop-by-hop", "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 1\r\n\r\n", false, B_LENGTH, { rewrite: true }],
     ["end-to-end fields only", "HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 1\r\n\r\n", false, B_LENGTH, { rewrite: false }],
+    ["a lone Connection: keep-alive", "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", false, B_LENGTH, { conn: C_KEEP_ALIVE, rewrite: false, keepAliveLine: true }],
+    ["Connection: keep-alive, x", "HTTP/1.1 200 OK\r\nConnection: keep-alive, x\r\nContent-Length: 1\r\n\r\n", false, B_LENGTH, { rewrite: true, keepAliveLine: false }],
+    ["Connection: keep-alive from HTTP/1.0", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", false, B_LENGTH, { rewrite: true, keepAliveLine: false }],
   ];
   test.each(cases)("%s", (_name, head, isHead, framing, expected) => {
     const r = parseRes(head);
@@ -212,6 +220,26 @@ describe("parseResponseHead and framing (RFC 9112 §6.3)", () => {
   ])("rejects %j", (head, reason) => {
     const r = parseRes(head);
     expect({ ok: r.ok, reason: r.info.error }).toEqual({ ok: false, reason });
+  });
+});
+
+describe("ClientContext", () => {
+  test("reads the local address only when a request needs it (each read is a getsockname)", () => {
+    let reads = 0;
+    const local = {
+      get localAddress() {
+        reads++;
+        return "::ffff:10.0.0.1";
+      },
+      get localPort() {
+        reads++;
+        return 30080;
+      },
+    };
+    const ctx = new ClientContext("::ffff:192.0.2.7", local, false);
+    expect({ ip: ctx.ip, reads }).toEqual({ ip: "192.0.2.7", reads: 0 });
+    expect([ctx.localHost, ctx.localHost]).toEqual(["10.0.0.1:30080", "10.0.0.1:30080"]);
+    expect(reads).toBe(2);
   });
 });
 

@@ -170,6 +170,9 @@ export class Downstream implements UpstreamOwner {
   readonly tel: ProxyTelemetry | undefined;
   /** The metrics handle the connection was counted on (connOpened/connClosed). */
   readonly connTraffic: ServiceTraffic | undefined;
+  /** The route {@link trafficOfRoute} is the metrics handle of. */
+  trafficRoute: Route | null = null;
+  trafficOfRoute: ServiceTraffic | undefined = undefined;
   /** Bytes from / to the client not reported yet. */
   rx = 0;
   tx = 0;
@@ -196,7 +199,9 @@ export class Downstream implements UpstreamOwner {
 
   constructor(readonly proxy: ProxyHost, readonly sock: TcpSocket<Downstream>) {
     const o = proxy.options;
-    this.ctx = new ClientContext(sock.remoteAddress, sock.localAddress, sock.localPort, o.trustForwarded?.(sock.remoteAddress) ?? false);
+    // The peer's address is read once (each read of a socket address is a syscall); the local one only if needed.
+    const peer = sock.remoteAddress;
+    this.ctx = new ClientContext(peer, sock, o.trustForwarded?.(peer) ?? false);
     this.pick = { clientAddress: this.ctx.ip, exclude: undefined, hashKey: undefined };
     this.cfg = proxy.settings(proxy.ref.current);
     this.setDeadline(D_HEADER, this.cfg.requestHeaderTimeoutMs);
@@ -309,7 +314,7 @@ export class Downstream implements UpstreamOwner {
     if (this.inflight) this.report(this.status, "client_closed");
     const t = this.connTraffic;
     if (t === undefined) return;
-    const rt = this.route !== null ? (routeTraffic(this.tel, this.route) ?? t) : t;
+    const rt = this.route !== null ? (this.traffic(this.route) ?? t) : t;
     if (this.rx || this.tx) rt.bytes(this.rx, this.tx);
     this.rx = this.tx = 0;
     t.connClosed();
@@ -464,7 +469,7 @@ export class Downstream implements UpstreamOwner {
     }
     const small = n <= COALESCE_BYTES;
     const tr = this.trace;
-    this.first = buildRequestHead(buf, req, this.ctx, this.upgradeReq, n && small ? buf.subarray(headEnd, rest) : null, tr === null ? null : tr.inject);
+    this.first = buildRequestHead(buf, req, this.ctx, this.upgradeReq, small ? rest : headEnd, tr === null ? null : tr.inject);
     this.traceAt = tr === null ? -1 : injected.at;
     this.firstBody = small ? null : buf.subarray(headEnd, rest);
     this.buf = rest < buf.length ? buf.subarray(rest) : null;
@@ -521,6 +526,13 @@ export class Downstream implements UpstreamOwner {
     }
   }
 
+  /** The metrics handle of `route` (cached for the last route: one identity check per request). */
+  traffic(route: Route): ServiceTraffic | undefined {
+    if (route === this.trafficRoute) return this.trafficOfRoute;
+    this.trafficRoute = route;
+    return (this.trafficOfRoute = routeTraffic(this.tel, route));
+  }
+
   /** Report the current request once: metrics, spans, access log. A failure before any request counts as one. */
   report(status: number, reason: ProxyErrorReason | undefined): void {
     const tel = this.tel;
@@ -532,7 +544,7 @@ export class Downstream implements UpstreamOwner {
     const rx = this.rx;
     const tx = this.tx;
     this.rx = this.tx = 0;
-    const t = routeTraffic(tel, route);
+    const t = this.traffic(route);
     if (t !== undefined) {
       t.request(status, secs);
       if (reason !== undefined) t.error(reason);
@@ -839,11 +851,10 @@ export class Downstream implements UpstreamOwner {
     const framing = responseFraming(res, this.isHead);
     const upKeep = res.minor === 1 ? (res.conn & C_CLOSE) === 0 : (res.conn & C_KEEP_ALIVE) !== 0 && (res.conn & C_CLOSE) === 0;
     this.upReusable = upKeep && framing !== B_CLOSE && !this.upgradeReq;
-    this.dechunk = this.minor === 0 && framing === B_CHUNKED;
+    const dechunk = (this.dechunk = this.minor === 0 && framing === B_CHUNKED);
     this.closeAfter =
-      !this.keepAlive || this.proxy.draining || (this.clientEof && !this.buf) || framing === B_CLOSE || this.dechunk || !this.reqDone;
+      !this.keepAlive || this.proxy.draining || (this.clientEof && !this.buf) || framing === B_CLOSE || dechunk || !this.reqDone;
     const conn = this.closeAfter ? CONN_CLOSE : this.minor === 0 ? CONN_KEEP_ALIVE : CONN_AS_IS;
-    const head = buildResponseHead(buf, 0, res, conn, this.dechunk, this.setCookie());
     this.resBody = framing;
     this.resRemaining = res.contentLength;
     this.pstate = P_BODY;
@@ -851,10 +862,12 @@ export class Downstream implements UpstreamOwner {
 
     if (framing === B_NONE) {
       if (end < buf.length) this.upReusable = false; // bytes after a bodiless response
-      this.clientWrite(head ?? buf.subarray(0, end));
+      const head = buildResponseHead(buf, 0, res, conn, false, this.setCookie());
+      this.clientWrite(head ?? (end === buf.length ? buf : buf.subarray(0, end)));
       return this.responseDone();
     }
-    if (framing === B_LENGTH || (framing === B_CHUNKED && !this.dechunk)) {
+    if (framing === B_LENGTH || (framing === B_CHUNKED && !dechunk)) {
+      // The body bytes of this chunk (validated first: nothing is sent before a 502 is ruled out).
       let n: number;
       let done: boolean;
       if (framing === B_LENGTH) {
@@ -873,13 +886,13 @@ export class Downstream implements UpstreamOwner {
         n = r - end;
         done = d.done;
       }
-      // One write for head and first body bytes when possible.
+      // One write for head and first body bytes, copied into the rebuilt head when small.
+      const small = n <= COALESCE_BYTES;
+      const head = buildResponseHead(buf, 0, res, conn, false, this.setCookie(), small ? end + n : end);
       if (!head) this.clientWrite(end + n === buf.length ? buf : buf.subarray(0, end + n));
-      else if (n === 0) this.clientWrite(head);
-      else if (n <= COALESCE_BYTES) this.clientWrite(concat(head, buf.subarray(end, end + n)));
       else {
         this.clientWrite(head);
-        this.clientWrite(buf.subarray(end, end + n));
+        if (!small) this.clientWrite(buf.subarray(end, end + n));
       }
       if (done) {
         if (end + n < buf.length) this.upReusable = false;
@@ -888,7 +901,8 @@ export class Downstream implements UpstreamOwner {
       this.updateUpstreamReading();
       return;
     }
-    if (this.dechunk) (this.resDecoder ??= new ChunkedDecoder(this.proxy.options.maxHeaderBytes)).reset();
+    if (dechunk) (this.resDecoder ??= new ChunkedDecoder(this.proxy.options.maxHeaderBytes)).reset();
+    const head = buildResponseHead(buf, 0, res, conn, dechunk, this.setCookie());
     this.clientWrite(head ?? buf.subarray(0, end));
     if (end < buf.length) this.responseBody(buf, end);
     else this.updateUpstreamReading();

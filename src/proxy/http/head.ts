@@ -24,37 +24,66 @@ import {
   type ResponseInfo,
 } from "./parser.ts";
 
+/** Where a downstream connection was accepted (read only when needed: each read is a `getsockname`). */
+export interface LocalEnd {
+  readonly localAddress: string;
+  readonly localPort: number;
+}
+
 /** Per-downstream-connection facts the request head needs, plus a cache of the forwarding fields. */
 export class ClientContext {
   /** Client IP as written in X-Forwarded-For (IPv4-mapped IPv6 shown as IPv4). */
   readonly ip: string;
   /** The `for=` parameter of Forwarded (IPv6 quoted and bracketed). */
   readonly forwardedFor: string;
-  /** Host to send upstream for HTTP/1.0 requests without one: the address the client connected to. */
-  readonly localHost: string;
   /** Keep the client's X-Forwarded-* and Forwarded fields and append to them. */
   readonly trusted: boolean;
+  readonly #local: LocalEnd;
+  #localHost = "";
   #cacheHost: Uint8Array | null = null;
   #cacheSuffix: Uint8Array | null = null;
 
-  constructor(remoteAddress: string, localAddress: string, localPort: number, trusted: boolean) {
+  constructor(remoteAddress: string, local: LocalEnd, trusted: boolean) {
     this.ip = normalizeIp(remoteAddress);
     this.forwardedFor = this.ip.includes(":") ? `"[${this.ip}]"` : this.ip;
-    const local = normalizeIp(localAddress);
-    this.localHost = local.includes(":") ? `[${local}]:${localPort}` : `${local}:${localPort}`;
+    this.#local = local;
     this.trusted = trusted;
   }
 
-  /** The forwarding fields plus the head's final CRLF for an untrusted client, cached by Host value. */
+  /** Host to send upstream for HTTP/1.0 requests without one: the address the client connected to. */
+  get localHost(): string {
+    if (this.#localHost === "") {
+      const local = normalizeIp(this.#local.localAddress);
+      const port = this.#local.localPort;
+      this.#localHost = local.includes(":") ? `[${local}]:${port}` : `${local}:${port}`;
+    }
+    return this.#localHost;
+  }
+
+  /**
+   * The forwarding fields plus the head's final CRLF for an untrusted client, cached by Host value: per
+   * connection, and the last one built for any connection (clients behind one address, or one client opening
+   * connection after connection, share it).
+   */
   suffixFor(buf: Uint8Array, hs: number, he: number): Uint8Array {
     const cached = this.#cacheHost;
     if (cached && this.#cacheSuffix && rangeEquals(buf, hs, he, cached)) return this.#cacheSuffix;
-    const host = latin1(buf, hs, he);
-    this.#cacheHost = buf.slice(hs, he);
-    this.#cacheSuffix = latin1Bytes(forwardingFields(this.ip, this.forwardedFor, host, null, false, false) + "\r\n");
-    return this.#cacheSuffix;
+    const last = lastSuffix;
+    if (last !== null && last.ip === this.ip && rangeEquals(buf, hs, he, last.host)) {
+      this.#cacheHost = last.host;
+      return (this.#cacheSuffix = last.suffix);
+    }
+    const host = buf.slice(hs, he);
+    const suffix = latin1Bytes(forwardingFields(this.ip, this.forwardedFor, latin1(buf, hs, he), null, false, false) + "\r\n");
+    this.#cacheHost = host;
+    this.#cacheSuffix = suffix;
+    lastSuffix = { ip: this.ip, host, suffix };
+    return suffix;
   }
 }
+
+/** The forwarding fields built last, for any connection (see {@link ClientContext.suffixFor}); never mutated. */
+let lastSuffix: { readonly ip: string; readonly host: Uint8Array; readonly suffix: Uint8Array } | null = null;
 
 /** Strip the IPv4-mapped prefix so IPv4 clients of a dual-stack listener read as IPv4. */
 function normalizeIp(addr: string): string {
@@ -99,15 +128,16 @@ function dropRequestField(k: number, upgrade: boolean, absolute: boolean, truste
 }
 
 /**
- * The request head to send upstream for the request parsed into `info` from `buf`, followed by `body`
- * (the first body bytes, sent in the same write). `upgrade` keeps Upgrade and sends `Connection: upgrade`.
+ * The request head to send upstream for the request parsed into `info` from `buf`, followed by the first
+ * body bytes buf[info.headEnd..bodyEnd) (sent in the same write; pass `info.headEnd` for none). `upgrade`
+ * keeps Upgrade and sends `Connection: upgrade`.
  */
 export function buildRequestHead(
   buf: Uint8Array,
   info: RequestInfo,
   ctx: ClientContext,
   upgrade: boolean,
-  body: Uint8Array | null,
+  bodyEnd: number,
   trace: TraceInject | null = null,
 ): Uint8Array {
   const absolute = info.authStart >= 0;
@@ -142,15 +172,17 @@ export function buildRequestHead(
     suffix = latin1Bytes(forwardingFields(ctx.ip, ctx.forwardedFor, host, prior, hasProto, hasHost) + "\r\n");
   }
 
-  const bodyLen = body ? body.length : 0;
+  const headEnd = info.headEnd;
+  const bodyLen = bodyEnd - headEnd;
   const start = info.start;
   const last = info.headEnd - 2; // start of the final empty line
   if (!info.rewrite && !upgrade && trace === null) {
-    // Fast path: origin-form HTTP/1.1 with nothing to drop: copy the head, append the forwarding fields.
+    // Fast path: origin-form HTTP/1.1 with nothing to drop (a lone `Connection: keep-alive` stays: the
+    // upstream connection is persistent too): copy the head, append the forwarding fields.
     const headLen = last - start;
     const out = new Uint8Array(headLen + suffix.length + bodyLen);
-    copyRange(out, copyRange(out, 0, buf, start, last), suffix, 0, suffix.length);
-    if (body) out.set(body, headLen + suffix.length);
+    const pos = copyRange(out, copyRange(out, 0, buf, start, last), suffix, 0, suffix.length);
+    if (bodyLen > 0) copyRange(out, pos, buf, headEnd, bodyEnd);
     return out;
   }
 
@@ -211,11 +243,8 @@ export function buildRequestHead(
     }
   }
   pos = copyRange(out, pos, suffix, 0, suffix.length);
-  if (body) {
-    out.set(body, pos);
-    pos += bodyLen;
-  }
-  return out.subarray(0, pos);
+  if (bodyLen > 0) pos = copyRange(out, pos, buf, headEnd, bodyEnd);
+  return pos === max ? out : out.slice(0, pos);
 }
 
 /**
@@ -239,9 +268,10 @@ export const CONN_UPGRADE = 3;
 
 /**
  * The response head to send downstream for the response parsed into `info` from buf[start..info.headEnd),
- * or null when the received head can be forwarded unchanged. `dropFraming` removes Transfer-Encoding
- * (the body is being de-chunked for an HTTP/1.0 client). `addLine` is a field line (with CRLF) to append,
- * e.g. the affinity cookie's Set-Cookie.
+ * followed by the body bytes buf[info.headEnd..bodyEnd) in the same array (for one write); or null when the
+ * received head can be forwarded unchanged. `dropFraming` removes Transfer-Encoding (the body is being
+ * de-chunked for an HTTP/1.0 client). `addLine` is a field line (with CRLF) to append, e.g. the affinity
+ * cookie's Set-Cookie. The result is sized exactly (no view of a larger array: see {@link copyRange}).
  */
 export function buildResponseHead(
   buf: Uint8Array,
@@ -250,27 +280,33 @@ export function buildResponseHead(
   conn: number,
   dropFraming: boolean,
   addLine: Uint8Array | null = null,
+  bodyEnd = info.headEnd,
 ): Uint8Array | null {
   if (!info.rewrite && conn === CONN_AS_IS && !dropFraming && addLine === null) return null;
   const last = info.headEnd - 2;
   const extra = conn === CONN_CLOSE ? CONNECTION_CLOSE : conn === CONN_KEEP_ALIVE ? CONNECTION_KEEP_ALIVE : conn === CONN_UPGRADE ? CONNECTION_UPGRADE : null;
-  const out = new Uint8Array(last - start + (extra ? extra.length : 0) + (addLine ? addLine.length : 0) + 2);
+  const n = info.fieldCount;
+  let dropped = 0;
+  for (let i = 0; i < n; i++) if (dropResponseField(kinds[i]!, conn, dropFraming)) dropped += fields[i * 5 + 4]! - fields[i * 5]!;
+  const out = new Uint8Array(last - start - dropped + (extra ? extra.length : 0) + (addLine ? addLine.length : 0) + 2 + (bodyEnd - info.headEnd));
   let pos = 0;
   let run = start;
-  for (let i = 0; i < info.fieldCount; i++) {
-    const k = kinds[i]!;
-    const drop = HOP_BY_HOP[k] === 1 ? !(k === F_UPGRADE && conn === CONN_UPGRADE) : dropFraming && k === F_TRANSFER_ENCODING;
-    if (!drop) continue;
+  for (let i = 0; i < n; i++) {
+    if (!dropResponseField(kinds[i]!, conn, dropFraming)) continue;
     const ls = fields[i * 5]!;
     if (ls > run) pos = copyRange(out, pos, buf, run, ls);
     run = fields[i * 5 + 4]!;
   }
   if (last > run) pos = copyRange(out, pos, buf, run, last);
-  if (extra) {
-    pos = copyRange(out, pos, extra, 0, extra.length);
-  }
+  if (extra) pos = copyRange(out, pos, extra, 0, extra.length);
   if (addLine) pos = copyRange(out, pos, addLine, 0, addLine.length);
   out[pos++] = 13;
   out[pos++] = 10;
-  return out.subarray(0, pos);
+  if (bodyEnd > info.headEnd) copyRange(out, pos, buf, info.headEnd, bodyEnd);
+  return out;
+}
+
+/** Whether field `k` of a response is dropped (not copied) when forwarding downstream. */
+function dropResponseField(k: number, conn: number, dropFraming: boolean): boolean {
+  return HOP_BY_HOP[k] === 1 ? !(k === F_UPGRADE && conn === CONN_UPGRADE) : dropFraming && k === F_TRANSFER_ENCODING;
 }

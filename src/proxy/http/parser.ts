@@ -149,9 +149,16 @@ export const fields: Int32Array = new Int32Array(MAX_FIELDS * 5);
 /** Kind of each field line of the last parse (F_*). */
 export const kinds: Uint8Array = new Uint8Array(MAX_FIELDS);
 
-/** Decode bytes as latin1 (heads are octets; this keeps obs-text byte-exact). */
+/**
+ * Decode bytes as latin1 (heads are octets; this keeps obs-text byte-exact). Short ranges are decoded by a
+ * loop: a `subarray` of a freshly received chunk costs more than decoding it (see `copyRange` in bytes.ts).
+ */
 export function latin1(buf: Uint8Array, s: number, e: number): string {
   let out = "";
+  if (e - s <= 256) {
+    for (let i = s; i < e; i++) out += String.fromCharCode(buf[i]!);
+    return out;
+  }
   for (let i = s; i < e; i += 4096) {
     out += String.fromCharCode.apply(null, buf.subarray(i, Math.min(e, i + 4096)) as unknown as number[]);
   }
@@ -358,7 +365,10 @@ export class RequestInfo {
   authStart = -1;
   authEnd = -1;
   pathStart = -1;
-  /** True when any field needs dropping or rewriting (hop-by-hop, X-Forwarded-*, Forwarded). */
+  /**
+   * True when any field needs dropping or rewriting (hop-by-hop, X-Forwarded-*, Forwarded), other than a lone
+   * `Connection: keep-alive` ({@link keepAliveLine}).
+   */
   rewrite = false;
   /**
    * Content-Length or Transfer-Encoding is valid but not written canonically (`Name: value` with one space,
@@ -366,6 +376,11 @@ export class RequestInfo {
    * framing differently (implies {@link rewrite}).
    */
   reframe = false;
+  /**
+   * The head's one hop-by-hop field is `Connection: keep-alive`, and nothing else needs rewriting: it may be
+   * forwarded as received on a connection that stays open (see {@link keepAliveOnly}).
+   */
+  keepAliveLine = false;
 
   reset(): void {
     this.error = "";
@@ -379,6 +394,7 @@ export class RequestInfo {
     this.authStart = this.authEnd = this.pathStart = -1;
     this.rewrite = false;
     this.reframe = false;
+    this.keepAliveLine = false;
     this.minor = 1;
   }
 }
@@ -445,6 +461,8 @@ export function parseRequestHead(buf: Uint8Array, start: number, headEnd: number
   info.fieldCount = n;
 
   let te = false;
+  let connSeen = false;
+  let keptLine = false;
   for (let i = 0; i < n; i++) {
     const k = kinds[i]!;
     if (k === F_OTHER) continue;
@@ -478,7 +496,9 @@ export function parseRequestHead(buf: Uint8Array, start: number, headEnd: number
         return bad(info, "field name with an underscore in place of a framing field's hyphen");
       case F_CONNECTION:
         if (!connection(buf, vs, ve, info)) return bad(info, "invalid Connection field value");
-        info.rewrite = true;
+        if (keepAliveOnly(info, connSeen)) keptLine = true;
+        else info.rewrite = true;
+        connSeen = true;
         break;
       case F_EXPECT:
         if (ve - vs === 12 && eqLower(buf, vs, V_100_CONTINUE)) info.expectContinue = true;
@@ -499,6 +519,7 @@ export function parseRequestHead(buf: Uint8Array, start: number, headEnd: number
   }
   if (info.minor === 1 && info.host < 0) return bad(info, "missing Host field");
   if (info.authStart >= 0 || info.minor === 0) info.rewrite = true;
+  info.keepAliveLine = keptLine && !info.rewrite;
   if (info.connOther) markConnectionNamed(buf, n, info.connOther);
   return 0;
 }
@@ -586,8 +607,10 @@ export class ResponseInfo {
   chunked = false;
   conn = 0;
   connOther: string[] | null = null;
-  /** True when any field needs dropping (hop-by-hop). */
+  /** True when any field needs dropping (hop-by-hop), other than a lone `Connection: keep-alive` ({@link keepAliveLine}). */
   rewrite = false;
+  /** The head's one hop-by-hop field is `Connection: keep-alive` (see {@link RequestInfo.keepAliveLine}). */
+  keepAliveLine = false;
 
   reset(): void {
     this.error = "";
@@ -597,6 +620,7 @@ export class ResponseInfo {
     this.conn = 0;
     this.connOther = null;
     this.rewrite = false;
+    this.keepAliveLine = false;
   }
 }
 
@@ -636,6 +660,8 @@ export function parseResponseHead(buf: Uint8Array, start: number, headEnd: numbe
     return false;
   }
   info.fieldCount = n;
+  let connSeen = false;
+  let keptLine = false;
   for (let i = 0; i < n; i++) {
     const k = kinds[i]!;
     if (k === F_OTHER) continue;
@@ -660,7 +686,9 @@ export function parseResponseHead(buf: Uint8Array, start: number, headEnd: numbe
       }
       case F_CONNECTION:
         if (!connection(buf, vs, ve, info)) return reject(info, "invalid Connection field value");
-        info.rewrite = true;
+        if (info.minor === 1 && keepAliveOnly(info, connSeen)) keptLine = true;
+        else info.rewrite = true;
+        connSeen = true;
         break;
       case F_HOST:
       case F_EXPECT:
@@ -681,7 +709,18 @@ export function parseResponseHead(buf: Uint8Array, start: number, headEnd: numbe
     markConnectionNamed(buf, n, info.connOther);
     info.rewrite = true;
   }
+  info.keepAliveLine = keptLine && !info.rewrite;
   return true;
+}
+
+/**
+ * Whether the Connection field just applied to `info` leaves the head forwardable as received: it is the
+ * head's only Connection field and says just `keep-alive`. Sent on a connection the forwarder keeps open,
+ * that line is exactly the control option the forwarder would send for its own hop (RFC 9110 §7.6.1 lets an
+ * intermediary replace Connection with its own options), so the head need not be rebuilt to drop it.
+ */
+function keepAliveOnly(info: { conn: number; connOther: string[] | null }, seenBefore: boolean): boolean {
+  return !seenBefore && info.conn === C_KEEP_ALIVE && info.connOther === null;
 }
 
 /**

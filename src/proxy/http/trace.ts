@@ -45,24 +45,16 @@ function fieldValue(buf: Uint8Array, i: number): string {
   return latin1(buf, fields[i * 5 + 2]!, fields[i * 5 + 3]!);
 }
 
-/** Decode a short latin1 range without a subarray (request method and path). */
-function short(buf: Uint8Array, s: number, e: number): string {
-  if (e - s > 256) return latin1(buf, s, e);
-  let out = "";
-  for (let i = s; i < e; i++) out += String.fromCharCode(buf[i]!);
-  return out;
-}
-
 /** The request path (target without the query), and the method, of the head just parsed. */
 export function requestLine(buf: Uint8Array, req: RequestInfo): { method: string; path: string } {
-  const method = short(buf, req.start, req.methodEnd);
+  const method = latin1(buf, req.start, req.methodEnd);
   let s = req.pathStart >= 0 ? req.pathStart : req.targetStart;
   const e = req.targetEnd;
   let q = s;
   while (q < e && buf[q] !== 63) q++; // "?"
   if (s === q && req.pathStart >= 0) return { method, path: "/" };
   if (s > e) s = e;
-  return { method, path: short(buf, s, q) };
+  return { method, path: latin1(buf, s, q) };
 }
 
 /** The trace state of one request. */
