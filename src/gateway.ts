@@ -107,6 +107,7 @@ export function proxyOptions(config: Config): HttpProxyOptions {
     retryIdempotent: config.retryIdempotent,
     maxConnectionsPerListener: config.maxConnectionsPerListener,
     ...(config.maxConnections > 0 ? { connections: new ConnectionBudget(config.maxConnections) } : {}),
+    lifecycle: { closing: false },
     ...(trust ? { trustForwarded: trust } : {}),
   };
 }
@@ -359,6 +360,8 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   async function shutdownSequence(delayMs: number, reason: string): Promise<void> {
     const started = performance.now();
     health.shutdown();
+    // Kept-alive HTTP clients get `Connection: close` on their next response and reconnect elsewhere.
+    if (proxy.lifecycle) proxy.lifecycle.closing = true;
     for (const notify of adminSubscribers) notify();
     const bound = listeners.counts().bound;
     const delay = bound > 0 ? delayMs : 0;

@@ -54,6 +54,8 @@ export interface ProxyOptions {
   readonly maxConnectionsPerListener: number;
   /** The gateway-wide connection budget (`--max-connections`), shared by every listener; absent: no limit. */
   readonly connections?: ConnectionBudget | undefined;
+  /** The gateway's lifecycle, shared by every listener; absent: never closing (tests, benchmarks). */
+  readonly lifecycle?: Lifecycle | undefined;
   /** Metrics, traces and access log of the data plane; absent: none (tests, benchmarks). */
   readonly telemetry?: ProxyTelemetry | undefined;
 }
@@ -104,6 +106,15 @@ export const defaultProxyOptions: ProxyOptions = {
   retryIdempotent: true,
   maxConnectionsPerListener: 0,
 };
+
+/**
+ * What the data plane reads of the gateway's lifecycle. `closing` turns true at the shutdown signal: from then on
+ * HTTP responses carry `Connection: close` and their connections close after them (kept-alive clients move to
+ * another node during `--shutdown-delay`, before the listeners stop), while new connections are still accepted.
+ */
+export interface Lifecycle {
+  closing: boolean;
+}
 
 /**
  * The open downstream connections of the whole gateway against `--max-connections`: every listener's proxy

@@ -126,6 +126,26 @@ async function spawnGateway(manifestFile: string, extraArgs: string[], env: Reco
 /** One request on a new connection (never a pooled one): the raw response text. */
 const freshRequest = (port: number, path = "/") => tcpExchange(port, `GET ${path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n`);
 
+/** A kept-alive client connection: requests in sequence, each answered in full (the body ends with END). */
+async function keepAliveClient(port: number) {
+  const s = connect({ host: "127.0.0.1", port });
+  await new Promise<void>((resolve, reject) => (s.once("connect", resolve), s.once("error", reject)));
+  let received = "";
+  let closed = false;
+  s.on("data", (d: Buffer) => void (received += d.toString("latin1")));
+  s.on("close", () => void (closed = true));
+  return {
+    async request(path: string): Promise<string> {
+      const start = received.length;
+      s.write(`GET ${path} HTTP/1.1\r\nHost: web\r\n\r\n`);
+      await waitFor(() => received.slice(start).endsWith("END\n"), { what: `the response to ${path}` });
+      return received.slice(start);
+    },
+    closed: () => closed,
+    [Symbol.dispose]: () => void s.destroy(),
+  };
+}
+
 /** Whether a TCP connection to `port` is refused. */
 const refused = (port: number) =>
   new Promise<boolean>((resolve) => {
@@ -192,9 +212,15 @@ describe("graceful shutdown of the gateway process", () => {
     expect(before.status).toBe(200);
     const held = fetch(`http://127.0.0.1:${nodePort}/held`).then(async (r) => ({ status: r.status, body: await r.text() }));
     await be.arrived("/held");
+    using kept = await keepAliveClient(nodePort);
+    expect((await kept.request("/first")).toLowerCase()).not.toContain("connection: close");
 
     gw.child.kill("SIGTERM");
     await gw.waitLog(/^Shutdown started/);
+    // A kept-alive client is told to go (Connection: close on its next response) during the delay, and let go.
+    expect((await kept.request("/second")).toLowerCase()).toContain("connection: close");
+    await waitFor(() => kept.closed(), { what: "the kept-alive connection to be closed after its response" });
+    expect(gw.logged(/^Listeners stop accepting/)).toBeUndefined();
     const h = await health(`${gw.healthz}/healthz`);
     expect(h.status).toBe(503);
     // kube-proxy's body shape, unchanged.

@@ -96,8 +96,9 @@ export class HttpProxy implements ListenerProxy<Downstream | null>, ProxyHost {
     return s;
   }
 
+  /** Draining, or the gateway is closing (shutdown signal): responses then carry `Connection: close`. */
   get draining(): boolean {
-    return this.#draining;
+    return this.#draining || this.options.lifecycle?.closing === true;
   }
 
   active(): number {
