@@ -10,7 +10,7 @@ import { createTcpProxy } from "../../src/proxy/tcp/index.ts";
 import { rt } from "../../src/runtime/index.ts";
 import { entrypoint, snapshot } from "../support/entrypoints.ts";
 import { freePort } from "../support/ports.ts";
-import { connectClient, echoServer } from "../support/tcp-peers.ts";
+import { canConnect, connectClient, echoServer, echoTag as tagOf } from "../support/tcp-peers.ts";
 
 function manager(options: ListenerManagerOptions = {}) {
   return new ListenerManager({ http: createTcpProxy, tcp: createTcpProxy }, { drainGraceMs: 1_000, retryIntervalMs: 0, ...options });
@@ -20,20 +20,7 @@ function tcp(name: string, port: number, endpoints: readonly number[]): Entrypoi
   return entrypoint({ name: `test/${name}:tcp`, port, endpoints });
 }
 
-async function tagOf(port: number): Promise<string> {
-  await using c = await connectClient(rt, port);
-  return (await c.exchange("x", 3)).split(":")[0]!;
-}
 
-async function canConnect(port: number): Promise<boolean> {
-  try {
-    const s = await rt.connectTcp({ hostname: "127.0.0.1", port, handlers: { data() {} }, data: undefined });
-    s.terminate();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function ports(n: number): Promise<number[]> {
   const out: number[] = [];

@@ -11,7 +11,7 @@ import type { ListenerProxyFactory } from "../../src/proxy/types.ts";
 import { rt } from "../../src/runtime/index.ts";
 import { entrypoint, snapshot } from "../support/entrypoints.ts";
 import { freePort } from "../support/ports.ts";
-import { connectClient, echoServer } from "../support/tcp-peers.ts";
+import { canConnect, connectClient, echoServer, echoTag as tagOf } from "../support/tcp-peers.ts";
 import { waitFor } from "../support/wait.ts";
 
 /** Stands in for the HTTP proxy: greets with `http-stub` and closes. */
@@ -53,21 +53,7 @@ function manager(options: ListenerManagerOptions = {}) {
   return Object.assign(m, { log });
 }
 
-async function canConnect(port: number): Promise<boolean> {
-  try {
-    const s = await rt.connectTcp({ hostname: "127.0.0.1", port, handlers: { data() {} }, data: undefined });
-    s.terminate();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
-/** One exchange on a new connection: the tag of the upstream that answered. */
-async function tagOf(port: number, hostname = "127.0.0.1"): Promise<string> {
-  await using c = await connectClient(rt, port, { hostname });
-  return (await c.exchange("x", 3)).split(":")[0]!;
-}
 
 function tcp(name: string, port: number, endpoints: readonly number[], extra: Partial<Parameters<typeof entrypoint>[0]> = {}): Entrypoint {
   return entrypoint({ name: `test/${name}:tcp`, port, endpoints, ...extra });

@@ -2,6 +2,7 @@
  * Real TCP peers for data-plane tests: echo upstreams and scripted clients, written against the
  * runtime port so the same helpers run on Bun (`rt`) and on Deno (`src/runtime/deno/net.ts`).
  */
+import { rt } from "../../src/runtime/index.ts";
 import type { Runtime, TcpHandlers, TcpSocket } from "../../src/runtime/types.ts";
 
 export type Net = Pick<Runtime, "listenTcp" | "connectTcp">;
@@ -225,4 +226,21 @@ export function concat(chunks: readonly Uint8Array[]): Uint8Array {
     at += c.length;
   }
   return out;
+}
+
+/** Whether a TCP connection to `port` on 127.0.0.1 is accepted (it is closed at once). */
+export async function canConnect(port: number): Promise<boolean> {
+  try {
+    const s = await rt.connectTcp({ hostname: "127.0.0.1", port, handlers: { data() {} }, data: undefined });
+    s.terminate();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** One exchange on a new connection to a proxy in front of {@link echoServer}s: the tag of the one that answered. */
+export async function echoTag(port: number, hostname = "127.0.0.1"): Promise<string> {
+  await using c = await connectClient(rt, port, { hostname });
+  return (await c.exchange("x", 3)).split(":")[0]!;
 }
