@@ -18,16 +18,15 @@
  * limit allows and the report says so. Everything started is stopped at the end.
  */
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
 import { startHttpPod, startTcpEchoPod } from "../support/pod-backends.ts";
 import { PortAllocator } from "./lib/ports.ts";
 import { waitForHttp, waitForPort } from "./lib/probe.ts";
-import { type Daemon, ProcessGroup } from "./lib/procs.ts";
+import { type Daemon, scriptGroup } from "./lib/procs.ts";
 import { repoRoot } from "./lib/targets.ts";
 
 const { values: args } = parseArgs({
@@ -80,23 +79,7 @@ if (counts.http < N || counts.tcp < N) {
 // ---------------------------------------------------------------------------------------------------------
 // Gateway process, backends
 
-const tmp = mkdtempSync(join(tmpdir(), "kubegate-idle-"));
-const group = new ProcessGroup(tmp);
-let cleaned = false;
-function cleanupSync(): void {
-  if (cleaned) return;
-  cleaned = true;
-  group.killAllSync();
-  rmSync(tmp, { recursive: true, force: true });
-}
-process.on("exit", cleanupSync);
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.on(sig, () => {
-    log(`${sig}: stopping`);
-    cleanupSync();
-    process.exit(130);
-  });
-}
+const { tmp, group, cleanup: cleanupSync } = scriptGroup("kubegate-idle-", log);
 
 const httpPod = startHttpPod({ name: "idle-http", hostname: "127.0.0.1" });
 const tcpPod = startTcpEchoPod({ name: "idle-tcp", hostname: "127.0.0.1" });

@@ -11,7 +11,7 @@
  * processes are waited out or repeated. See BENCHMARKS.md for the method and its limits.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Backends, startBackends } from "./backends/start.ts";
@@ -21,7 +21,7 @@ import { type CpuUsage, cpuUsage, irqTimeAccounting, othersBusyPct, sampleCpu } 
 import { h2loadArgs, h2loadFailed, parseH2loadLog } from "./lib/h2load.ts";
 import { iperfClientArgs, parseIperfJson } from "./lib/iperf.ts";
 import { PortAllocator } from "./lib/ports.ts";
-import { type Daemon, ProcessGroup } from "./lib/procs.ts";
+import { type Daemon, scriptGroup } from "./lib/procs.ts";
 import { type Failure, type RawRun, renderReport, reviveRawRun } from "./lib/render.ts";
 import type { Sample } from "./lib/report.ts";
 import { median } from "./lib/stats.ts";
@@ -60,27 +60,10 @@ try {
   process.exit(1);
 }
 
-const tmp = mkdtempSync(join(tmpdir(), "kubegate-bench-"));
 // At nice -10 (as root) the benchmark's processes win most of the CPU from other work on a shared machine.
 const nice = process.getuid?.() === 0 ? -10 : undefined;
-const group = new ProcessGroup(tmp, nice === undefined ? {} : { nice });
+const { tmp, group, cleanup: cleanupSync } = scriptGroup("kubegate-bench-", log, nice === undefined ? {} : { nice });
 const ports = new PortAllocator();
-let cleaned = false;
-/** Kill every child by PID and remove the temp dir (sync: also runs from the exit handler). */
-function cleanupSync(): void {
-  if (cleaned) return;
-  cleaned = true;
-  group.killAllSync();
-  rmSync(tmp, { recursive: true, force: true });
-}
-process.on("exit", cleanupSync);
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.on(sig, () => {
-    log(`${sig}: stopping`);
-    cleanupSync();
-    process.exit(130);
-  });
-}
 
 // This script and everything it starts run on the load core unless pinned elsewhere.
 spawnSync("taskset", ["-a", "-p", "-c", String(loadCore), String(process.pid)], { stdio: "ignore" });

@@ -4,7 +4,8 @@
  * by PID and killed by PID, with its descendants (nginx's workers), at the end or on a signal.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 /**
@@ -253,4 +254,37 @@ export class ProcessGroup implements AsyncDisposable {
     const roots = [...this.#live.keys()];
     return [...new Set([...roots, ...roots.flatMap((p) => descendants(p))])];
   }
+}
+
+/**
+ * A process group in a fresh temp dir for a benchmark script, cleaned up (children SIGKILLed by PID, the dir removed)
+ * on exit and on SIGINT/SIGTERM/SIGHUP.
+ *
+ * `cleanup` does the same at once (idempotent).
+ *
+ * @example const { tmp, group, cleanup } = scriptGroup("kubegate-bench-", log, { nice: -10 });
+ */
+export function scriptGroup(
+  prefix: string,
+  log: (line: string) => void,
+  options: { readonly nice?: number } = {},
+): { tmp: string; group: ProcessGroup; cleanup: () => void } {
+  const tmp = mkdtempSync(join(tmpdir(), prefix));
+  const group = new ProcessGroup(tmp, options);
+  let cleaned = false;
+  const cleanupSync = (): void => {
+    if (cleaned) return;
+    cleaned = true;
+    group.killAllSync();
+    rmSync(tmp, { recursive: true, force: true });
+  };
+  process.on("exit", cleanupSync);
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.on(sig, () => {
+      log(`${sig}: stopping`);
+      cleanupSync();
+      process.exit(130);
+    });
+  }
+  return { tmp, group, cleanup: cleanupSync };
 }
