@@ -10,19 +10,10 @@
 import type { SyncStatus } from "../../kube/source.ts";
 import type { Entrypoint, SessionAffinity, Snapshot } from "../../model/types.ts";
 
-/** Cumulative traffic counters of one Service port, from the metrics view. */
-export interface TrafficSample {
-  /** The Service port: `namespace/service:port` (an entrypoint's `name`; NodePort and LoadBalancer entrypoints share it). */
-  readonly key: string;
-  /** HTTP requests (TCP/UDP: connections/flows) since start. */
-  readonly requests: number;
-  /** Failed requests/connections (5xx, proxy errors) since start. */
-  readonly errors: number;
-  /** Open connections (TCP/HTTP) or flows (UDP) now. */
-  readonly active: number;
-  readonly bytesIn: number;
-  readonly bytesOut: number;
-}
+import type { TrafficSample } from "../../telemetry/metrics/traffic.ts";
+
+/** Cumulative traffic counters of one Service port, from the metrics view (`TrafficMetrics.samples()`). */
+export type { TrafficSample };
 
 /** A traffic sample with its rates over the last window (absent until two samples exist). */
 export interface PageTraffic extends TrafficSample {
