@@ -14,6 +14,7 @@ import { startApiServer, type AccessRequest, type TestApiServer } from "../suppo
 import { waitFor } from "../support/wait.ts";
 import { BOOKMARK_MS, clientFor, fastTuning } from "../kube/helpers.ts";
 import { ingressOf, lbService, rawNode } from "./helpers.ts";
+import { jsonLines } from "../support/child-io.ts";
 
 const LEASE = { leaseDurationSeconds: 2, renewDeadlineMs: 1_500, retryPeriodMs: 300 };
 const TOKENS = ["token-a", "token-b"];
@@ -51,19 +52,6 @@ async function startController(server: TestApiServer, token: string, node: strin
 const leaseOf = (server: TestApiServer) =>
   server.get("leases", "kube-system", "kubegate-lb-controller") as { spec: Record<string, unknown>; metadata: { resourceVersion: string } } | undefined;
 
-async function* jsonLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<Record<string, unknown>> {
-  const decoder = new TextDecoder();
-  let buf = "";
-  const reader = stream.getReader();
-  for (let r = await reader.read(); !r.done; r = await reader.read()) {
-    buf += decoder.decode(r.value, { stream: true });
-    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (line.trim()) yield JSON.parse(line) as Record<string, unknown>;
-    }
-  }
-}
 
 describe("leader election", () => {
   test("after a SIGKILL of the leader, the follower takes over within leaseDuration + retryPeriod", async () => {

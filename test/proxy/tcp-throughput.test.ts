@@ -5,23 +5,10 @@
 import { expect, test } from "bun:test";
 import { rt } from "../../src/runtime/index.ts";
 import { patternSha256, randomPattern, transferClient, transferUpstream } from "../support/tcp-transfer.ts";
+import { jsonLines } from "../support/child-io.ts";
 
 const GiB = 1024 * 1024 * 1024;
 
-/** Read JSON lines from a child's stdout. */
-async function* jsonLines(stream: ReadableStream<Uint8Array>) {
-  const decoder = new TextDecoder();
-  let buf = "";
-  const reader = stream.getReader();
-  for (let r = await reader.read(); !r.done; r = await reader.read()) {
-    buf += decoder.decode(r.value, { stream: true });
-    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      if (line.trim()) yield JSON.parse(line) as Record<string, number>;
-    }
-  }
-}
 
 test("1 GiB each way through the proxy arrives intact, and the proxy's RSS grows < 64 MiB", async () => {
   const pattern = randomPattern();
@@ -32,7 +19,7 @@ test("1 GiB each way through the proxy arrives intact, and the proxy's RSS grows
     stdout: "pipe",
     stderr: "inherit",
   });
-  const lines = jsonLines(child.stdout);
+  const lines = jsonLines<Record<string, number>>(child.stdout);
   const { port } = (await lines.next()).value!;
   const started = performance.now();
   const [down, up] = await Promise.all([transferClient(rt, port!, pattern, GiB), upstream.received]);

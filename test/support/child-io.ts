@@ -34,3 +34,18 @@ export function tcpExchange(port: number, payload: string): Promise<string> {
     s.end(payload);
   });
 }
+
+/** The JSON lines of a child's stdout, as they arrive (blank lines skipped). */
+export async function* jsonLines<T = Record<string, unknown>>(stream: ReadableStream<Uint8Array>): AsyncGenerator<T> {
+  const decoder = new TextDecoder();
+  let buf = "";
+  const reader = stream.getReader();
+  for (let r = await reader.read(); !r.done; r = await reader.read()) {
+    buf += decoder.decode(r.value, { stream: true });
+    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (line.trim()) yield JSON.parse(line) as T;
+    }
+  }
+}

@@ -10,6 +10,7 @@
 import type { SyncStatus } from "../../kube/source.ts";
 import type { Entrypoint, SessionAffinity, Snapshot } from "../../model/types.ts";
 
+import type { StateStatus } from "../../kube/state-file.ts";
 import type { TrafficSample } from "../../telemetry/metrics/traffic.ts";
 
 /** Cumulative traffic counters of one Service port, from the metrics view (`TrafficMetrics.samples()`). */
@@ -66,22 +67,8 @@ export interface AdminHealth {
   readonly shuttingDown?: boolean | undefined;
 }
 
-/** The state file's status (`--state-file`; `PersistentSource.state()` in src/kube/state-file.ts). */
-export interface AdminStateFile {
-  readonly file: string;
-  /** Serving objects replayed from the file that the live source has not confirmed yet. */
-  readonly stale: boolean;
-  /** When the replayed state was written (ms since the epoch). */
-  readonly savedAt?: number | undefined;
-  readonly replayed: number;
-  readonly removed: number;
-  readonly skipped: number;
-  readonly loadError?: string | undefined;
-  readonly writes: number;
-  readonly writeErrors: number;
-  readonly lastWriteAt?: number | undefined;
-  readonly lastWriteError?: string | undefined;
-}
+/** The state file's status (`PersistentSource.state()`), as the page shows it. */
+export type AdminStateFile = StateStatus;
 
 /** The state file on the page. */
 export interface PageStateFile {
