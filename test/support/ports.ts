@@ -21,3 +21,10 @@ export async function freePort(host = "127.0.0.1"): Promise<number> {
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
 }
+
+/**
+ * A port that refuses connections on 127.0.0.1: a privileged port no test listens on. Never a port that was
+ * bound and closed: the next `port: 0` listener (a proxy under test, say) may receive that very port, and a
+ * proxy whose endpoint is itself forwards to itself until it runs out of file descriptors (seen in CI-like runs).
+ */
+export const REFUSED_PORT = 1;

@@ -13,6 +13,7 @@ import { defaultProxyOptions } from "../../src/proxy/types.ts";
 import { rt } from "../../src/runtime/index.ts";
 import { setupTracing } from "../../src/telemetry/tracing/setup.ts";
 import { endpoint, header, RawUpstream, route, startProxy, waitFor } from "../proxy/support/http-harness.ts";
+import { REFUSED_PORT } from "../support/ports.ts";
 
 const TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID = "00f067aa0ba902b7";
@@ -23,13 +24,8 @@ function inMemory(sampleRatio: number) {
   return { exporter, tracing, [Symbol.asyncDispose]: () => tracing.shutdown() };
 }
 
-/** A port nothing listens on (bound then closed). */
-function deadPort(): number {
-  const l = rt.listenTcp<unknown>({ hostname: "127.0.0.1", port: 0, handlers: { data() {} } });
-  const port = l.port;
-  l.stop(true);
-  return port;
-}
+/** A port that refuses connections (see REFUSED_PORT). */
+const deadPort = () => REFUSED_PORT;
 
 function podEndpoint(port: number, pod: string): Endpoint {
   return { ...endpoint(port), targetRef: { kind: "Pod", name: pod, namespace: "default" } };
