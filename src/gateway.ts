@@ -21,8 +21,8 @@ import type { CacheEvent, Source, SourceSink, SyncStatus } from "./kube/source.t
 import { PersistentSource, type StateStatus } from "./kube/state-file.ts";
 import { GatewayMetrics, ipFamiliesOf } from "./telemetry/metrics/index.ts";
 import { ListenerManager } from "./listeners/manager.ts";
-import { RouteBuilder } from "./balancer/routes.ts";
-import { DnsRegistry } from "./proxy/dns/registry.ts";
+import { RouteBuilder } from "./routes/builder.ts";
+import { DnsRegistry } from "./routes/dns/registry.ts";
 import { type Logger, rateLimited, silentLogger } from "./log.ts";
 import { ModelStore } from "./model/store.ts";
 import type { Entrypoint, ModelOptions, Snapshot } from "./model/types.ts";

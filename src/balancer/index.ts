@@ -1,6 +1,6 @@
 /**
- * Balancers: one {@link Balancer} interface (`types.ts`), its algorithms, and the {@link RouteBuilder} that
- * composes them into each entrypoint's route. Every algorithm passes `test/balancer/conformance.ts`.
+ * Balancers: one {@link Balancer} interface (`types.ts`), its algorithms, and the per-Service-port state they
+ * share; `routes/builder.ts` composes them into each entrypoint's route. Every algorithm passes `test/balancer/conformance.ts`.
  */
 export type { Balancer, Outcome, PickContext } from "./types.ts";
 export { type AlgorithmOptions, EndpointBalancer, SLOW_START_MIN_WEIGHT } from "./base.ts";
@@ -32,11 +32,3 @@ export {
   endpointKey,
 } from "./affinity.ts";
 export { CookieAffinity, type CookieSettings, cookieToken } from "./cookie.ts";
-export {
-  type BalancingInfo,
-  type ExternalNameLease,
-  type ExternalNames,
-  type ExternalNameStatus,
-  RouteBuilder,
-  type RouteBuilderOptions,
-} from "./routes.ts";

@@ -20,13 +20,14 @@
  *   (and `close`, to hide refused sockets from the proxy) is wrapped, and only on listeners whose
  *   entrypoint has ranges: the data path pays nothing.
  */
-import { RouteBuilder } from "../balancer/routes.ts";
+import { RouteBuilder } from "../routes/builder.ts";
 import { type Logger, rateLimited, silentLogger } from "../log.ts";
 import { entrypointByKey } from "../model/store.ts";
 import type { Entrypoint, Snapshot } from "../model/types.ts";
-import { DnsRegistry } from "../proxy/dns/registry.ts";
+import { DnsRegistry } from "../routes/dns/registry.ts";
 import { defaultProxyOptions, routeTraffic } from "../proxy/types.ts";
-import type { ListenerProxy, ListenerProxyFactory, ProxyOptions, Route, RouteRef } from "../proxy/types.ts";
+import type { ListenerProxy, ListenerProxyFactory, ProxyOptions } from "../proxy/types.ts";
+import type { Route, RouteRef } from "../routes/types.ts";
 import type { UdpListenerProxy, UdpProxyFactory } from "../proxy/udp/types.ts";
 import { rt } from "../runtime/index.ts";
 import type { Runtime, TcpHandlers } from "../runtime/types.ts";

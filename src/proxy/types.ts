@@ -1,32 +1,14 @@
 /**
- * What the listeners give the data plane. A listener stays bound across snapshots; its
- * {@link RouteRef} is swapped when the entrypoint changes, so new connections (and new requests
- * on kept-alive HTTP connections) take the new endpoints while open TCP connections finish where
- * they are (Traefik's switcher, without re-registering handlers).
+ * The contract between the listeners and the proxies: gateway-wide proxy options, the telemetry they report to,
+ * and the shape of a listener's proxy ({@link ListenerProxy}, built by a {@link ListenerProxyFactory} from the
+ * listener's {@link RouteRef}, see `routes/types.ts`).
  */
-import type { CookieAffinity } from "../balancer/cookie.ts";
-import type { Balancer } from "../balancer/types.ts";
 import type { Entrypoint } from "../model/types.ts";
+import type { Route, RouteRef } from "../routes/types.ts";
 import type { TcpHandlers } from "../runtime/types.ts";
 import type { AccessLog } from "../telemetry/access-log.ts";
 import type { ServiceTraffic } from "../telemetry/metrics/traffic.ts";
 import type { ProxyTracing } from "../telemetry/tracing/types.ts";
-
-/** An entrypoint with its balancer: immutable, one per snapshot in which the entrypoint changed. */
-export interface Route {
-  readonly entrypoint: Entrypoint;
-  readonly balancer: Balancer;
-  /**
-   * HTTP cookie affinity (annotation `kubegate.io/affinity-cookie`): requests whose cookie names a serving
-   * endpoint go there; other responses set the cookie. Built by `RouteBuilder`; absent for other routes.
-   */
-  readonly cookie?: CookieAffinity | undefined;
-}
-
-/** The switch: one per bound listener; `current` is replaced on each snapshot that changes the route. */
-export interface RouteRef {
-  current: Route;
-}
 
 /** Gateway-wide data-plane settings (later issues add per-Service overrides by annotation). */
 export interface ProxyOptions {

@@ -2,8 +2,8 @@ import { expect, test } from "bun:test";
 import { EventRecorder, serviceRef } from "../../src/controller/events.ts";
 import { silentLogger } from "../../src/log.ts";
 import { startApiServer } from "../support/apiserver.ts";
-import { clientFor } from "../kube/helpers.ts";
-import { lbService, parsed } from "./helpers.ts";
+import { clientFor } from "../support/kube-sinks.ts";
+import { lbService, parsed } from "../support/controller-objects.ts";
 
 type EventObj = { metadata: { name: string }; count: number; message: string; firstTimestamp: string; lastTimestamp: string; involvedObject: object };
 

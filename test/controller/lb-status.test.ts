@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import type { EndpointSlice, Node, Service } from "../../src/kube/objects.ts";
 import { inScope, planLoadBalancers, sameIngress, type LbPlanInput } from "../../src/controller/lb-status.ts";
 import { parsePool } from "../../src/controller/pool.ts";
-import { lbService, parsed, rawNode, rawSlice } from "./helpers.ts";
+import { lbService, parsed, rawNode, rawSlice } from "../support/controller-objects.ts";
 
 const proxy = (...ips: string[]) => ips.map((ip) => ({ ip, ipMode: "Proxy" as const }));
 

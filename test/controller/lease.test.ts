@@ -12,8 +12,8 @@ import type { KubeClient } from "../../src/kube/client.ts";
 import { silentLogger } from "../../src/log.ts";
 import { startApiServer, type AccessRequest, type TestApiServer } from "../support/apiserver.ts";
 import { waitFor } from "../support/wait.ts";
-import { BOOKMARK_MS, clientFor, fastTuning } from "../kube/helpers.ts";
-import { ingressOf, lbService, rawNode } from "./helpers.ts";
+import { BOOKMARK_MS, clientFor, fastTuning } from "../support/kube-sinks.ts";
+import { ingressOf, lbService, rawNode } from "../support/controller-objects.ts";
 import { jsonLines } from "../support/child-io.ts";
 
 const LEASE = { leaseDurationSeconds: 2, renewDeadlineMs: 1_500, retryPeriodMs: 300 };

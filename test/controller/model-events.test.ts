@@ -6,7 +6,7 @@ import { silentLogger } from "../../src/log.ts";
 import { buildSnapshot } from "../../src/model/build.ts";
 import type { ModelOptions, Snapshot } from "../../src/model/types.ts";
 import { startApiServer } from "../support/apiserver.ts";
-import { clientFor } from "../kube/helpers.ts";
+import { clientFor } from "../support/kube-sinks.ts";
 
 const options: ModelOptions = {
   nodeName: "node-a",

@@ -4,8 +4,8 @@ import { startLbController, type LbControllerOptions } from "../../src/controlle
 import { silentLogger } from "../../src/log.ts";
 import { startApiServer, type TestApiServer } from "../support/apiserver.ts";
 import { waitFor } from "../support/wait.ts";
-import { BOOKMARK_MS, clientFor, fastTuning } from "../kube/helpers.ts";
-import { ingressOf, lbService, rawNode, rawSlice } from "./helpers.ts";
+import { BOOKMARK_MS, clientFor, fastTuning } from "../support/kube-sinks.ts";
+import { ingressOf, lbService, rawNode, rawSlice } from "../support/controller-objects.ts";
 
 const fastLease = { leaseDurationSeconds: 1, renewDeadlineMs: 700, retryPeriodMs: 150 };
 const proxy = (...ips: string[]) => ips.map((ip) => ({ ip, ipMode: "Proxy" }));

@@ -10,10 +10,10 @@ import { makeUdpProxyFactory } from "../../src/proxy/udp/proxy.ts";
 import { defaultProxyOptions, type ProxyTelemetry } from "../../src/proxy/types.ts";
 import { rt } from "../../src/runtime/index.ts";
 import { GatewayMetrics } from "../../src/telemetry/metrics/index.ts";
-import { RawClient, RawUpstream, route, startProxy, waitFor } from "../proxy/support/http-harness.ts";
+import { RawClient, RawUpstream, route, startProxy, waitFor } from "../support/http-harness.ts";
 import { entrypoint, route as routeOf } from "../support/entrypoints.ts";
 import { udpClient, udpEcho } from "../support/udp-peers.ts";
-import { parseScrape, valueOf } from "../telemetry/metrics-parse.ts";
+import { parseScrape, valueOf } from "../support/metrics-parse.ts";
 
 function gatewayMetrics() {
   const metrics = new GatewayMetrics();

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { Reflector } from "../../src/kube/reflector.ts";
 import { startApiServer } from "../support/apiserver.ts";
 import { waitFor } from "../support/wait.ts";
-import { BOOKMARK_MS, RecordingSink, captureLog, clientFor, expectInSync, fastTuning, service } from "./helpers.ts";
+import { BOOKMARK_MS, RecordingSink, captureLog, clientFor, expectInSync, fastTuning, service } from "../support/kube-sinks.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kubegate-auth-test-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

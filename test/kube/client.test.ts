@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { KubeApiError, KubeClient, type WatchEvent } from "../../src/kube/client.ts";
 import type { KubeConnection } from "../../src/kube/kubeconfig.ts";
 import { startApiServer } from "../support/apiserver.ts";
-import { clientFor, service } from "./helpers.ts";
+import { clientFor, service } from "../support/kube-sinks.ts";
 
 const Events = { group: "events.k8s.io", version: "v1", plural: "events", namespaced: true } as const;
 

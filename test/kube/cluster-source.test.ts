@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { ClusterSource } from "../../src/kube/cluster-source.ts";
 import { startApiServer } from "../support/apiserver.ts";
 import { waitFor } from "../support/wait.ts";
-import { BOOKMARK_MS, RecordingSink, clientFor, fastTuning, service, slice } from "./helpers.ts";
+import { BOOKMARK_MS, RecordingSink, clientFor, fastTuning, service, slice } from "../support/kube-sinks.ts";
 
 const node = (name: string, zone: string) => ({
   apiVersion: "v1",

@@ -7,7 +7,7 @@ import { Reflector, type ReflectorTuning } from "../../src/kube/reflector.ts";
 import type { KindName } from "../../src/kube/objects.ts";
 import { startApiServer, type TestApiServer } from "../support/apiserver.ts";
 import { waitFor } from "../support/wait.ts";
-import { BOOKMARK_MS, RecordingSink, clientFor, expectInSync, fastTuning, service, slice } from "./helpers.ts";
+import { BOOKMARK_MS, RecordingSink, clientFor, expectInSync, fastTuning, service, slice } from "../support/kube-sinks.ts";
 import type { KubeClient } from "../../src/kube/client.ts";
 
 function reflect(

@@ -4,15 +4,16 @@
  * its endpoint leaves, and moves when the affine endpoint refuses connections.
  */
 import { describe, expect, test } from "bun:test";
-import { RouteBuilder } from "../../src/balancer/routes.ts";
+import { RouteBuilder } from "../../src/routes/builder.ts";
 import type { Endpoint, Entrypoint } from "../../src/model/types.ts";
 import { createTcpProxy } from "../../src/proxy/tcp/index.ts";
-import { defaultProxyOptions, type RouteRef } from "../../src/proxy/types.ts";
+import { defaultProxyOptions } from "../../src/proxy/types.ts";
+import type { RouteRef } from "../../src/routes/types.ts";
 import { rt } from "../../src/runtime/index.ts";
 import { manualClock } from "../balancer/conformance.ts";
 import { entrypoint } from "../support/entrypoints.ts";
 import { connectClient, echoServer } from "../support/tcp-peers.ts";
-import { RawClient, RawUpstream, startProxy } from "./support/http-harness.ts";
+import { RawClient, RawUpstream, startProxy } from "../support/http-harness.ts";
 
 const TIMEOUT_S = 30;
 

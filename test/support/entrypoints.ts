@@ -4,7 +4,7 @@
  */
 import { RoundRobin } from "../../src/balancer/round-robin.ts";
 import type { Endpoint, Entrypoint, EntrypointProtocol, Snapshot } from "../../src/model/types.ts";
-import type { Route } from "../../src/proxy/types.ts";
+import type { Route } from "../../src/routes/types.ts";
 
 /** A ready endpoint. */
 export function endpoint(port: number, address = "127.0.0.1"): Endpoint {

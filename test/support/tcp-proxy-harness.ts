@@ -1,6 +1,7 @@
 /** A TCP proxy listener on 127.0.0.1:0 for proxy tests: the factory's handlers on a real listener. */
 import { createTcpProxy } from "../../src/proxy/tcp/index.ts";
-import { defaultProxyOptions, type ListenerProxy, type ListenerProxyFactory, type ProxyOptions, type Route, type RouteRef } from "../../src/proxy/types.ts";
+import { defaultProxyOptions, type ListenerProxy, type ListenerProxyFactory, type ProxyOptions } from "../../src/proxy/types.ts";
+import type { Route, RouteRef } from "../../src/routes/types.ts";
 import { rt } from "../../src/runtime/index.ts";
 
 export interface TcpProxyHarness extends AsyncDisposable {

@@ -20,7 +20,8 @@
  * const listener = rt.listenTcp({ hostname: "0.0.0.0", port: 8080, handlers: proxy.handlers });
  */
 import type { TcpHandlers, TcpSocket } from "../../runtime/types.ts";
-import { type ListenerProxy, type ListenerProxyFactory, type Route, type RouteRef, routeTraffic } from "../types.ts";
+import { type ListenerProxy, type ListenerProxyFactory, routeTraffic } from "../types.ts";
+import type { Route, RouteRef } from "../../routes/types.ts";
 import { Downstream, type ProxyHost } from "./downstream.ts";
 import type { HttpProxyOptions } from "./options.ts";
 import { routeSettings, type RouteSettings } from "./settings.ts";

@@ -7,7 +7,7 @@
  * and route of a Service port (keyed by the entrypoint's `name`).
  */
 import type { HashOn, TrafficPolicy } from "../../model/types.ts";
-import type { Route } from "../types.ts";
+import type { Route } from "../../routes/types.ts";
 import type { HttpProxyOptions } from "./options.ts";
 
 /** Where a consistent-hash key comes from: none (client IP), a header, or a cookie. */

@@ -32,7 +32,8 @@ import type { Endpoint } from "../../model/types.ts";
 import type { Outcome, PickContext } from "../../balancer/types.ts";
 import type { Runtime, TcpHandlers, TcpSocket } from "../../runtime/types.ts";
 import type { ProxyErrorReason, ServiceTraffic } from "../../telemetry/metrics/traffic.ts";
-import { type ListenerProxy, type ListenerProxyFactory, type ProxyOptions, type Route, type RouteRef, routeTraffic } from "../types.ts";
+import { type ListenerProxy, type ListenerProxyFactory, type ProxyOptions, routeTraffic } from "../types.ts";
+import type { Route, RouteRef } from "../../routes/types.ts";
 import { proxyV2Header } from "./proxy-protocol.ts";
 
 /** Bytes a downstream may send before its upstream is connected; past this the downstream is paused. */

@@ -26,7 +26,8 @@ import { canonicalIP, ipFamily } from "../../model/net.ts";
 import { rateLimited, silentLogger } from "../../log.ts";
 import type { UdpSocket } from "../../runtime/types.ts";
 import type { ServiceTraffic } from "../../telemetry/metrics/traffic.ts";
-import { type Route, type RouteRef, routeTraffic } from "../types.ts";
+import { routeTraffic } from "../types.ts";
+import type { Route, RouteRef } from "../../routes/types.ts";
 import {
   defaultUdpIdleTimeoutMs,
   defaultUdpMaxFlows,

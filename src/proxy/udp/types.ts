@@ -5,7 +5,8 @@
  */
 import type { Logger } from "../../log.ts";
 import type { Runtime, UdpSocket } from "../../runtime/types.ts";
-import type { ProxyTelemetry, RouteRef } from "../types.ts";
+import type { ProxyTelemetry } from "../types.ts";
+import type { RouteRef } from "../../routes/types.ts";
 
 /** Per-listener hooks the listener manager gives a UDP proxy. */
 export interface UdpProxyHooks {
