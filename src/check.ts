@@ -8,7 +8,7 @@
  * const code = await runCheck(config, { out: console.log, err: console.error });
  */
 import type { Config } from "./config/flags.ts";
-import { modelOptions } from "./gateway.ts";
+import { modelOptions } from "./control-plane/index.ts";
 import { KubeClient } from "./kube/client.ts";
 import { loadKubeConfig } from "./kube/kubeconfig.ts";
 import { loadManifests } from "./kube/manifests.ts";

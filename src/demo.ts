@@ -20,7 +20,7 @@ const parsed = parseFlags(
     "--drain-grace-period", "1s",
     ...process.argv.slice(2),
   ],
-  { hostname: "demo-node" },
+  { hostname: "demo-node", env: process.env },
 );
 if (parsed.kind !== "run") {
   console.error(parsed.kind === "error" ? parsed.message : "The demo takes gateway flags only");

@@ -33,7 +33,7 @@ const args = process.argv.slice(2);
 const isCheck = args[0] === "check";
 const argv = isCheck ? args.slice(1) : args;
 const host = hostname();
-const parsed = await loadConfig(argv, { hostname: host });
+const parsed = await loadConfig(argv, { hostname: host, env: process.env });
 switch (parsed.kind) {
   case "help":
     console.log(parsed.text);
@@ -72,7 +72,7 @@ if (parsed.configFile) {
   try {
     configWatch = watchConfig(path, () => {
       reloading = reloading.then(async () => {
-        config = await reloadConfig(config, { argv, hostname: host, path, log, onReload });
+        config = await reloadConfig(config, { argv, hostname: host, env: process.env, path, log, onReload });
       });
     });
   } catch (err) {

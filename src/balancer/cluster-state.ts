@@ -18,6 +18,7 @@
  * endpoints most clusters never see a connection, and such a cluster holds only its serving-set array (the
  * snapshot's own) and the join times of endpoints added since (slow start).
  */
+import { sameList } from "../model/equal.ts";
 import type { Endpoint } from "../model/types.ts";
 import { endpointKey } from "./affinity.ts";
 import type { Outcome } from "./types.ts";
@@ -84,14 +85,6 @@ export interface ClusterStateOptions {
   readonly outlier?: OutlierSettings | undefined;
   /** Clock, ms (injected for tests; default `Date.now`). */
   readonly now?: (() => number) | undefined;
-}
-
-/** Whether `a` and `b` hold the same endpoint objects in the same order. */
-function sameEndpoints(a: readonly Endpoint[], b: readonly Endpoint[]): boolean {
-  if (a === b) return true;
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /**
@@ -163,7 +156,7 @@ export class ClusterState {
     const prev = this.#serving;
     this.#serving = serving;
     // The same set again (another route of the cluster, or a route rebuilt for another reason).
-    if (sameEndpoints(prev, serving)) return;
+    if (sameList(prev, serving)) return;
     const hosts = this.#hosts;
     if (hosts === undefined) return this.#syncJoins(prev, serving);
     const byEndpoint = this.#byEndpoint!;

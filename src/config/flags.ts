@@ -143,6 +143,8 @@ export const Config = v.object({
   stateFile: v.pipe(v.string(), v.transform((x) => (x === "" ? undefined : x))),
   maxEndpointsPerService: Count,
   metricsMaxSeries: Count,
+  /** The `OTEL_*` environment variables (tracing's endpoint, headers, sampler), read once here. */
+  otelEnv: v.optional(v.record(v.string(), v.string()), {}),
 });
 export type Config = v.InferOutput<typeof Config>;
 
@@ -201,6 +203,15 @@ export interface FlagDefaults {
   readonly hostname: string;
   /** Values of the config file (already validated by `parseConfigFile`); flags override them. */
   readonly file?: { readonly path: string; readonly values: FlagValues } | undefined;
+  /** The process environment; its `OTEL_*` variables become {@link Config.otelEnv} (default: none). */
+  readonly env?: Readonly<Record<string, string | undefined>> | undefined;
+}
+
+/** The `OTEL_*` variables of `env` (OpenTelemetry's SDK configuration: endpoint, headers, sampler, service name). */
+export function otelEnvOf(env: Readonly<Record<string, string | undefined>> = {}): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (k.startsWith("OTEL_") && v !== undefined) out[k] = v;
+  return out;
 }
 
 /**
@@ -228,7 +239,8 @@ export function parseFlags(argv: readonly string[], defaults: FlagDefaults): Par
   for (const [flag, key] of Object.entries(configKeyOf) as [FlagName, keyof Config][]) raw[key] = get(flag);
   raw.nodeName ??= defaults.hostname;
   for (const k of ["kubeconfig", "manifests"] as const) if (raw[k] === undefined) delete raw[k];
-  const result = v.safeParse(Config, raw);
+  const parsedRaw: Record<string, unknown> = { ...raw, otelEnv: otelEnvOf(defaults.env) };
+  const result = v.safeParse(Config, parsedRaw);
   if (!result.success) {
     const message = result.issues
       .map((i) => {

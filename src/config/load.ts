@@ -20,6 +20,8 @@ export type LoadedArgs =
 export interface LoadOptions {
   /** The default node name. */
   readonly hostname: string;
+  /** The process environment (its `OTEL_*` variables configure tracing); default: none. */
+  readonly env?: Readonly<Record<string, string | undefined>> | undefined;
   /** Reads the config file (default: the runtime's). */
   readonly readTextFile?: ((path: string) => Promise<string>) | undefined;
 }
@@ -30,7 +32,7 @@ export interface LoadOptions {
  * @example const parsed = await loadConfig(["--config", "kubegate.yaml"], { hostname: "node-a" });
  */
 export async function loadConfig(argv: readonly string[], options: LoadOptions): Promise<LoadedArgs> {
-  const first = parseFlags(argv, { hostname: options.hostname });
+  const first = parseFlags(argv, { hostname: options.hostname, env: options.env });
   if (first.kind === "help" || first.kind === "version") return first;
   const path = configPathOf(argv);
   // The file cannot fix a bad flag (flags win), so a flag error is reported without reading it.
@@ -44,7 +46,7 @@ export async function loadConfig(argv: readonly string[], options: LoadOptions):
   }
   const file = parseConfigFile(text, path);
   if (!file.ok) return { kind: "error", message: file.errors.join("\n"), origin: "file" };
-  const merged = parseFlags(argv, { hostname: options.hostname, file: { path, values: file.values } });
+  const merged = parseFlags(argv, { hostname: options.hostname, env: options.env, file: { path, values: file.values } });
   return merged.kind === "error" ? { ...merged, origin: "file" } : merged;
 }
 
@@ -93,15 +95,17 @@ export function classifyChange(running: Config, next: Config): ConfigChange {
 
 /** The config file key of a Config key, for messages (`drainGracePeriodMs` -> `drainGracePeriod`). */
 export function fileKeyOf(key: keyof Config): string {
-  const flag: FlagName = flagOfConfigKey[key];
-  const spec = flagSpecs[flag] as { key?: string };
-  return spec.key ?? key;
+  const flag: FlagName | undefined = flagOfConfigKey[key];
+  const spec = flag ? (flagSpecs[flag] as { key?: string }) : undefined;
+  return spec?.key ?? key;
 }
 
 export interface ReloadOptions {
   /** The argv the gateway started with (its flags still override the file). */
   readonly argv: readonly string[];
   readonly hostname: string;
+  /** The process environment, as given to {@link loadConfig}. */
+  readonly env?: Readonly<Record<string, string | undefined>> | undefined;
   /** The file, as given to `--config`. */
   readonly path: string;
   readonly log: Logger;

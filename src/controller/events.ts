@@ -12,7 +12,8 @@
  *   numbers); what it drops is counted in `status()`.
  * - Writes are serialized and never throw: a failure is logged (rate-limited) and counted.
  */
-import { KubeApiError, type KubeClient, type KubeObject, type ResourceRef } from "../kube/client.ts";
+import { KubeApiError, type KubeObject, type ResourceRef } from "../kube/client.ts";
+import type { EventClient } from "./client.ts";
 import type { Service } from "../kube/objects.ts";
 import { createLogger, rateLimited, type LogFields, type Logger } from "../log.ts";
 
@@ -35,7 +36,7 @@ export type EventType = "Normal" | "Warning";
 export type RecordOutcome = "created" | "counted" | "dropped" | "failed";
 
 export interface EventRecorderOptions {
-  readonly client: KubeClient;
+  readonly client: EventClient;
   /** This node's name: `source.host` and `reportingInstance`. */
   readonly nodeName: string;
   /** `source.component` and `reportingComponent` (default `kubegate`). */

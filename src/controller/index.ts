@@ -11,17 +11,18 @@
  * RBAC: leases get, create, patch (coordination.k8s.io, the Lease's namespace); services list, watch; services/status
  * patch; nodes and endpointslices list, watch (node-address mode); events create, patch (core).
  */
-import type { KubeClient } from "../kube/client.ts";
 import type { KindName } from "../kube/objects.ts";
 import { Reflector, type ReflectorTuning } from "../kube/reflector.ts";
 import type { SyncStatus } from "../kube/source.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { ObjectCache } from "./cache.ts";
+import type { ControllerClient } from "./client.ts";
 import { EventRecorder, type EventRecorderStatus } from "./events.ts";
 import { LeaderElector, type LeaderElectionStatus } from "./lease.ts";
 import { LbReconciler, type LbFailure } from "./lb-reconciler.ts";
 import { parsePool } from "./pool.ts";
 
+export type { ControllerClient, EventClient, LeaseClient, ListWatchClient, PatchClient } from "./client.ts";
 export { EventRecorder, serviceRef, type InvolvedObject, type EventType, type RecordOutcome } from "./events.ts";
 export { LeaderElector, NotLeaderError, type LeaderElectorOptions } from "./lease.ts";
 export { parsePool, PoolError, type Pool } from "./pool.ts";
@@ -46,7 +47,8 @@ export interface LbLeaseOptions {
 }
 
 export interface LbControllerOptions {
-  readonly client: KubeClient;
+  /** The API client (a `KubeClient`; tests pass an in-memory fake). */
+  readonly client: ControllerClient;
   /** This node's name (Lease identity, Event source). */
   readonly nodeName: string;
   /** `--lb-pool` CIDRs: allocate from them (MetalLB style) instead of writing node addresses. */

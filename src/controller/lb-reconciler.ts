@@ -10,11 +10,12 @@
  * `AllocationFailed` Warning Events (again when the message changes, else at most once per resync).
  */
 import { Backoff, type BackoffOptions } from "../kube/backoff.ts";
-import { KubeApiError, type KubeClient } from "../kube/client.ts";
+import { KubeApiError } from "../kube/client.ts";
 import type { KindName } from "../kube/objects.ts";
 import type { CacheEvent } from "../kube/source.ts";
 import { createLogger, rateLimited, type LogFields, type Logger } from "../log.ts";
 import type { ObjectCache } from "./cache.ts";
+import type { PatchClient } from "./client.ts";
 import { serviceRef, type EventRecorder } from "./events.ts";
 import { NotLeaderError } from "./lease.ts";
 import { inScope, planLoadBalancers, type LbIngress } from "./lb-status.ts";
@@ -27,7 +28,7 @@ export interface Fence {
 }
 
 export interface LbReconcilerOptions {
-  readonly client: KubeClient;
+  readonly client: PatchClient;
   readonly cache: ObjectCache;
   readonly fence: Fence;
   readonly events: EventRecorder;

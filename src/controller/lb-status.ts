@@ -19,7 +19,7 @@
  *   carries only `ipMode: Proxy` entries (written by an earlier leader).
  */
 import type { EndpointSlice, Node, Service } from "../kube/objects.ts";
-import { LOAD_BALANCER_CLASS } from "../model/service.ts";
+import { LOAD_BALANCER_CLASS, ownsLoadBalancer } from "../model/in-scope.ts";
 import { compareIP, ipFamily, type IPFamily } from "../model/net.ts";
 import { describePool, firstFree, poolAddress, type Pool } from "./pool.ts";
 
@@ -85,9 +85,7 @@ export interface LbPlan {
 
 /** Whether kubegate implements this Service's load balancer. */
 export function inScope(service: Service, claimUnclassed: boolean): boolean {
-  if (service.spec.type !== "LoadBalancer") return false;
-  const cls = service.spec.loadBalancerClass;
-  return cls === LOAD_BALANCER_CLASS || ((cls === undefined || cls === "") && claimUnclassed);
+  return ownsLoadBalancer(service, { claimUnclassedLoadBalancers: claimUnclassed });
 }
 
 /** Whether two ingress lists are the same (order matters: we write a sorted list). */

@@ -17,7 +17,8 @@
  * Expiry is judged from the record's `renewTime` with the local wall clock, so nodes' clocks must agree to
  * within leaseDuration − renewDeadline (NTP does far better). The clock is injected for tests.
  */
-import { KubeApiError, type KubeClient, type KubeObject, type ResourceRef } from "../kube/client.ts";
+import { KubeApiError, type KubeObject, type ResourceRef } from "../kube/client.ts";
+import type { LeaseClient } from "./client.ts";
 import { createLogger, type Logger } from "../log.ts";
 
 /** The Lease resource. */
@@ -33,7 +34,7 @@ export interface LeaseRecord {
 }
 
 export interface LeaderElectorOptions {
-  readonly client: KubeClient;
+  readonly client: LeaseClient;
   /** This candidate's `holderIdentity` (unique per process: node name plus a random suffix). */
   readonly identity: string;
   /** Lease name (default `kubegate-lb-controller`). */

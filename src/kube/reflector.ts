@@ -40,7 +40,8 @@ export interface ReflectorTuning {
 }
 
 export interface ReflectorOptions<K extends KindName> extends ReflectorTuning {
-  readonly client: KubeClient;
+  /** What the reflector uses of the client: list and watch. */
+  readonly client: Pick<KubeClient, "list" | "watch">;
   readonly kind: K;
   readonly sink: SourceSink;
   readonly namespace?: string | undefined;

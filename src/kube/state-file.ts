@@ -254,7 +254,7 @@ type Mirror = { [K in KindName]: Map<string, KindObjects[K]> };
  * A {@link Source} that persists what `inner` delivers and replays it at start-up.
  *
  * @example
- * await using source = await PersistentSource.open(new ClusterSource({ client, nodeName }), { path: "/var/lib/kubegate/state.json", nodeName, log });
+ * await using source = await PersistentSource.open(new ApiServerSource({ client, nodeName }), { path: "/var/lib/kubegate/state.json", nodeName, log });
  * source.start(store); // replays the file (stale), then lists and watches the cluster
  * source.state().stale; // true until the cluster has been listed
  */

@@ -1,6 +1,6 @@
 /**
  * The pure half of listener reconciliation: which sockets a snapshot asks for. One listener per
- * (address, port, transport) of every servable entrypoint; `manager.ts` binds, swaps and drains.
+ * (address, port, transport) of every servable entrypoint; `manager.ts` and its parts bind, swap and drain.
  */
 import type { Entrypoint, Snapshot } from "../model/types.ts";
 

@@ -1,7 +1,7 @@
 /**
  * loadBalancerSourceRanges as a check the listeners run when a connection opens (or a UDP flow
  * starts): the CIDRs are parsed once per entrypoint change, and a source is allowed when any range
- * contains it. Pure; the listener manager counts and logs what it refuses.
+ * contains it. Pure; `source-admission.ts` runs it on live listeners, counting and logging refusals.
  */
 import { cidrContains, type ParsedCidr, parseCidr, parseIP } from "../model/net.ts";
 import type { Entrypoint } from "../model/types.ts";

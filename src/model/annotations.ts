@@ -351,21 +351,3 @@ export function policyOf(parsed: ServiceAnnotations, omit?: ReadonlySet<keyof Tr
   }
   return out === undefined ? undefined : Object.freeze(out as TrafficPolicy);
 }
-
-function sameHashOn(a: HashOn | undefined, b: HashOn | undefined): boolean {
-  if (a === b) return true;
-  if (!a || !b || a.source !== b.source) return false;
-  return a.source === "client-ip" || a.name === (b as typeof a).name;
-}
-
-/** Two policies that say the same (absent and undefined fields are alike). */
-export function samePolicy(a: TrafficPolicy | undefined, b: TrafficPolicy | undefined): boolean {
-  if (a === b) return true;
-  if (!a || !b) return false;
-  for (const field of POLICY_FIELDS) {
-    if (field === "hashOn") {
-      if (!sameHashOn(a.hashOn, b.hashOn)) return false;
-    } else if (a[field] !== b[field]) return false;
-  }
-  return true;
-}

@@ -13,22 +13,18 @@
  * snapshot.entrypoints.map((e) => e.key); // ["LoadBalancer/default/web:http", "NodePort/default/web:http"]
  */
 import type { EndpointSlice, KindName, Node, Service } from "../kube/objects.ts";
+import type { Exposure } from "./claims.ts";
 import { ClaimIndex, withError } from "./conflicts.ts";
 import { sliceServiceKey } from "./endpoints.ts";
-import { compareHealthChecks, healthCheckConflict, healthCheckError } from "./health.ts";
-import {
-  type BuildContext,
-  computeService,
-  type Exposure,
-  type HealthCandidate,
-  nodeZone,
-  type PreparedOptions,
-  prepareOptions,
-  serviceKey,
-} from "./service.ts";
+import { serviceKey } from "./in-scope.ts";
+import { type BuildContext, nodeZone, type PreparedOptions, prepareOptions } from "./prepared-options.ts";
+import { computeService } from "./service.ts";
+import { compareHealthChecks, type HealthCandidate, healthCheckConflict, healthCheckError } from "./service-health.ts";
 import type { Entrypoint, HealthCheckService, ModelError, ModelOptions, NodeInfo, Snapshot } from "./types.ts";
 
-export { LOAD_BALANCER_CLASS, ModelOptionsError, PROTOCOL_ANNOTATION, SERVICE_PROXY_NAME_LABEL } from "./service.ts";
+export { PROTOCOL_ANNOTATION } from "./annotations.ts";
+export { LOAD_BALANCER_CLASS, SERVICE_PROXY_NAME_LABEL } from "./in-scope.ts";
+export { ModelOptionsError } from "./prepared-options.ts";
 
 /** The empty health check list, shared. */
 export const NO_HEALTH_CHECKS: readonly HealthCheckService[] = Object.freeze([]);

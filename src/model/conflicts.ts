@@ -4,15 +4,16 @@
  * contested claim; an entrypoint that loses any claim gets `error` set and is not bound. Each claim is
  * decided on its own (a loser still holds its rank on its other claims), so a change never cascades.
  */
-import { compareRank, type Exposure } from "./service.ts";
+import { type claimPort, compareRank, type Exposure } from "./claims.ts";
+import { sameApartFromError } from "./equal.ts";
 import type { Entrypoint } from "./types.ts";
 
-/** Claimants per (claim port, address), best rank first. Used whole by the build, kept up to date by the store. */
+/** Claimants per (claim, address), best rank first (a claim is a {@link claimPort} number). Used whole by the build, kept up to date by the store. */
 export class ClaimIndex {
   readonly #byPort = new Map<number, Map<string, Exposure[]>>();
 
   /** Insert `exposure` on each of its claims, in rank order; calls `touched` per claim. */
-  add(exposure: Exposure, touched?: (port: number, address: string) => void): void {
+  add(exposure: Exposure, touched?: (claim: number, address: string) => void): void {
     const port = exposure.claimPort;
     let byAddress = this.#byPort.get(port);
     if (!byAddress) this.#byPort.set(port, (byAddress = new Map()));
@@ -30,7 +31,7 @@ export class ClaimIndex {
   }
 
   /** Remove the claims of `exposure` (matched by entrypoint key); calls `touched` per claim. */
-  remove(exposure: Exposure, touched?: (port: number, address: string) => void): void {
+  remove(exposure: Exposure, touched?: (claim: number, address: string) => void): void {
     const port = exposure.claimPort;
     const byAddress = this.#byPort.get(port);
     if (!byAddress) return;
@@ -55,9 +56,9 @@ export class ClaimIndex {
     }
   }
 
-  /** Everyone claiming `address` on `port`, best first. */
-  claimants(port: number, address: string): readonly Exposure[] {
-    return this.#byPort.get(port)?.get(address) ?? [];
+  /** Everyone claiming `address` with `claim` ({@link claimPort}), best first. */
+  claimants(claim: number, address: string): readonly Exposure[] {
+    return this.#byPort.get(claim)?.get(address) ?? [];
   }
 
   /**
@@ -87,11 +88,6 @@ export function conflictMessage(loser: Entrypoint, winner: Entrypoint, address: 
  */
 export function withError(base: Entrypoint, error: string | undefined, previous?: Entrypoint): Entrypoint {
   if (error === undefined) return base;
-  if (previous && previous.error === error && sameBase(previous, base)) return previous;
+  if (previous && previous.error === error && sameApartFromError(previous, base)) return previous;
   return Object.freeze({ ...base, error });
-}
-
-function sameBase(withErr: Entrypoint, base: Entrypoint): boolean {
-  for (const k of Object.keys(base) as (keyof Entrypoint)[]) if (withErr[k] !== base[k]) return false;
-  return Object.keys(withErr).length === Object.keys(base).length + 1;
 }

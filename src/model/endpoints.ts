@@ -14,6 +14,7 @@
  * - Conditions: ready nil -> true; serving nil -> ready (the API's rule); terminating nil -> false.
  */
 import type { EndpointSlice, ServicePort } from "../kube/objects.ts";
+import { sameHints, sameList, sameTargetRef } from "./equal.ts";
 import { formatIP, type IPFamily, ipSortKey, parseIP, parseIPv4Number } from "./net.ts";
 import type { Endpoint, EndpointSelection, ModelError } from "./types.ts";
 
@@ -185,25 +186,6 @@ export function slicePortFor(
   return undefined;
 }
 
-function sameList(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
-  if (a === b) return true;
-  if (!a || !b || a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-function sameHints(a: Endpoint["hints"], b: Endpoint["hints"]): boolean {
-  if (a === b) return true;
-  if (!a || !b) return false;
-  return sameList(a.forZones, b.forZones) && sameList(a.forNodes, b.forNodes);
-}
-
-function sameRef(a: Endpoint["targetRef"], b: Endpoint["targetRef"]): boolean {
-  if (a === b) return true;
-  if (!a || !b) return false;
-  return a.kind === b.kind && a.name === b.name && a.namespace === b.namespace;
-}
-
 /** Whether an endpoint built from `se` on `port` would equal `ep`. */
 function matches(ep: Endpoint, se: SliceEndpoint, port: number): boolean {
   return (
@@ -215,7 +197,7 @@ function matches(ep: Endpoint, se: SliceEndpoint, port: number): boolean {
     ep.nodeName === se.nodeName &&
     ep.zone === se.zone &&
     sameHints(ep.hints, se.hints) &&
-    sameRef(ep.targetRef, se.targetRef)
+    sameTargetRef(ep.targetRef, se.targetRef)
   );
 }
 
@@ -232,14 +214,6 @@ function makeEndpoint(se: SliceEndpoint, port: number): Endpoint {
   if (se.hints !== undefined) ep.hints = se.hints;
   if (se.targetRef !== undefined) ep.targetRef = se.targetRef;
   return Object.freeze(ep);
-}
-
-/** Two endpoint lists with the same elements (by identity). */
-export function sameEndpoints(a: readonly Endpoint[], b: readonly Endpoint[]): boolean {
-  if (a === b) return true;
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /**
@@ -285,7 +259,7 @@ export function mergeEndpoints(
     const old = byId?.get(`${se.address} ${port}`);
     result[i] = old && matches(old, se, port) ? old : makeEndpoint(se, port);
   }
-  if (previous && sameEndpoints(previous, result)) return previous;
+  if (previous && sameList(previous, result)) return previous;
   return Object.freeze(result);
 }
 
@@ -352,13 +326,6 @@ for (const policy of ["Cluster", "Local"] as const) {
 function makeSelection(policy: Policy, topology: Topology, fallback: Fallback, topologyIgnored: string | undefined): EndpointSelection {
   if (topologyIgnored === undefined) return PLAIN_SELECTIONS[policy][topology][fallback];
   return Object.freeze({ policy, topology, topologyIgnored, fallback });
-}
-
-/** Two selections that say the same. */
-export function sameSelection(a: EndpointSelection | undefined, b: EndpointSelection | undefined): boolean {
-  if (a === b) return true;
-  if (!a || !b) return false;
-  return a.policy === b.policy && a.topology === b.topology && a.fallback === b.fallback && a.topologyIgnored === b.topologyIgnored;
 }
 
 function filterOrSame(endpoints: readonly Endpoint[], keep: (ep: Endpoint) => boolean): readonly Endpoint[] {

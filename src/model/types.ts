@@ -1,6 +1,6 @@
 /**
- * The model's output: an immutable Snapshot of what this node serves. Produced by the pure
- * model (`build.ts`/`incremental.ts`), consumed by listeners, the data plane and the admin API.
+ * The model's output: an immutable Snapshot of what this node serves. Produced by the pure model (the full
+ * build, `build.ts`, and the incremental store, `store.ts`), consumed by listeners, the data plane and the admin API.
  * Envoy vocabulary: entrypoint (listener) -> cluster -> endpoint.
  */
 
@@ -94,7 +94,11 @@ export interface Entrypoint {
   readonly cluster: Cluster;
   /** The Service's externalTrafficPolicy. */
   readonly externalTrafficPolicy: "Cluster" | "Local";
-  /** Annotations of the Service (for per-Service options in later issues). */
+  /**
+   * The Service's annotations, as they are (one frozen object shared by its entrypoints). Nothing downstream reads
+   * them: the `kubegate.io/*` ones are already parsed into the fields that use them (`protocol`,
+   * `sessionAffinity.cookie`, `proxyProtocol`, `externalName`, `policy`).
+   */
   readonly annotations: Readonly<Record<string, string>>;
   /** Set when this entrypoint cannot be served (e.g. a listener conflict); it is then not bound. */
   readonly error?: string | undefined;

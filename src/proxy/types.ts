@@ -21,7 +21,7 @@ export interface ProxyOptions {
   /** HTTP: time allowed for a client to send a full request head, ms (408 after). */
   readonly requestHeaderTimeoutMs: number;
   /** HTTP: time allowed for the upstream's response head, ms (504 after). */
-  readonly upstreamResponseTimeoutMs: number;
+  readonly responseHeaderTimeoutMs: number;
   /** HTTP: max request/response head size in bytes (431 for requests). */
   readonly maxHeaderBytes: number;
   /** HTTP: a whole exchange may last at most this, ms (0: no limit). Per-Service override in the route's policy. */
@@ -80,7 +80,7 @@ export const defaultProxyOptions: ProxyOptions = {
   connectAttempts: 3,
   idleTimeoutMs: 300_000,
   requestHeaderTimeoutMs: 30_000,
-  upstreamResponseTimeoutMs: 60_000,
+  responseHeaderTimeoutMs: 60_000,
   maxHeaderBytes: 64 * 1024,
   maxRequestDurationMs: 0,
   maxConcurrentRequests: 0,

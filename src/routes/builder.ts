@@ -8,7 +8,8 @@
  * DNS leases of ExternalName entrypoints. The listener manager keeps one builder and calls {@link route} for
  * each entrypoint of a snapshot, then {@link retain} with all of them.
  */
-import type { BalancerAlgorithm, Endpoint, Entrypoint, HashOn, SessionAffinity, TrafficPolicy } from "../model/types.ts";
+import { sameAffinity, sameBalancerPolicy, sameExternalTarget } from "../model/equal.ts";
+import type { BalancerAlgorithm, Entrypoint, HashOn } from "../model/types.ts";
 import type { ExternalNameLease, ExternalNames, ExternalNameStatus, Route } from "./types.ts";
 export type { ExternalNameLease, ExternalNames, ExternalNameStatus } from "./types.ts";
 import { AffinityTable, type AffinityRow, ClientIpAffinity } from "../balancer/affinity.ts";
@@ -52,33 +53,11 @@ export interface BalancingInfo {
   readonly ejected?: readonly EjectedEndpoint[] | undefined;
 }
 
-function sameAffinity(a: SessionAffinity | undefined, b: SessionAffinity | undefined): boolean {
-  if (a === b) return true;
-  if (a === undefined || b === undefined || a.mode !== b.mode || a.timeoutSeconds !== b.timeoutSeconds) return false;
-  const ca = a.cookie;
-  const cb = b.cookie;
-  return ca === cb || (ca !== undefined && cb !== undefined && ca.name === cb.name && ca.ttlSeconds === cb.ttlSeconds);
-}
-
-function sameHashOn(a: HashOn | undefined, b: HashOn | undefined): boolean {
-  if (a === b) return true;
-  const sa = a?.source ?? "client-ip";
-  const sb = b?.source ?? "client-ip";
-  if (sa !== sb) return false;
-  return sa === "client-ip" || (a !== undefined && b !== undefined && a.source !== "client-ip" && b.source !== "client-ip" && a.name === b.name);
-}
-
-function samePolicy(a: TrafficPolicy | undefined, b: TrafficPolicy | undefined): boolean {
-  return a === b || (a?.balancer === b?.balancer && (a?.slowStartMs ?? 0) === (b?.slowStartMs ?? 0) && sameHashOn(a?.hashOn, b?.hashOn));
-}
-
 /** Whether `b` can keep `a`'s balancer (and its round-robin position). */
 function sameBalancing(a: Entrypoint, b: Entrypoint): boolean {
   if (a.protocol !== b.protocol || a.name !== b.name || !sameAffinity(a.sessionAffinity, b.sessionAffinity)) return false;
-  if (!samePolicy(a.policy, b.policy)) return false;
-  const ea = a.externalName;
-  const eb = b.externalName;
-  if (ea !== undefined || eb !== undefined) return ea !== undefined && eb !== undefined && ea.hostname === eb.hostname && ea.port === eb.port;
+  if (!sameBalancerPolicy(a.policy, b.policy)) return false;
+  if (a.externalName !== undefined || b.externalName !== undefined) return sameExternalTarget(a.externalName, b.externalName);
   return a.cluster === b.cluster;
 }
 

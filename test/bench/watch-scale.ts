@@ -15,7 +15,7 @@ import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { ClusterSource } from "../../src/kube/cluster-source.ts";
+import { ApiServerSource } from "../../src/kube/apiserver-source.ts";
 import { loadKubeConfig } from "../../src/kube/kubeconfig.ts";
 import type { KindName } from "../../src/kube/objects.ts";
 import type { CacheEvent, SourceSink } from "../../src/kube/source.ts";
@@ -161,7 +161,7 @@ export async function runWatchBench(options: BenchOptions): Promise<BenchResult>
 
   const sink = options.sink ?? eventSink();
   const kube = await loadKubeConfig({ path: api.kubeconfig, env: () => undefined });
-  await using source = new ClusterSource({ kube, log: silentLogger });
+  await using source = new ApiServerSource({ kube, log: silentLogger });
   const syncStart = performance.now();
   source.start(sink);
   await sink.ready();

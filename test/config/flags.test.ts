@@ -45,7 +45,14 @@ describe("parseFlags", () => {
       stateFile: undefined,
       maxEndpointsPerService: 10_000,
       metricsMaxSeries: 20_000,
+      otelEnv: {},
     });
+  });
+
+  test("the OTEL_* variables of the environment are kept in the config, nothing else of it", () => {
+    const r = parseFlags([], { hostname: "h", env: { OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318", OTEL_SERVICE_NAME: "edge", HOME: "/root", PATH: "/bin" } });
+    if (r.kind !== "run") throw new Error(JSON.stringify(r));
+    expect(r.config.otelEnv).toEqual({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318", OTEL_SERVICE_NAME: "edge" });
   });
 
   test("every flag is parsed", () => {
@@ -122,6 +129,7 @@ describe("parseFlags", () => {
       stateFile: "/var/lib/kubegate/state.json",
       maxEndpointsPerService: 500,
       metricsMaxSeries: 100,
+      otelEnv: {},
     });
   });
 

@@ -1,9 +1,8 @@
 /**
- * Leader election against the test API server: one writer, takeover after a SIGKILL within
- * leaseDuration + retryPeriod, graceful release, and no write from a deposed leader.
- *
- * Controllers authenticate with different tokens (`token:0`, `token:1`), and an authorizer records who asked
- * for what: that is how the tests tell the writers apart.
+ * Leader election. On the in-memory fake: one writer, no write from a deposed leader, graceful release, a 409 or a
+ * failed renewal ends the term at once, and a leader whose requests hang stops at its renew deadline, before a
+ * follower takes over. On the wire (the test API server and a child process, which a test can SIGKILL): a killed
+ * leader is replaced within leaseDuration + retryPeriod.
  */
 import { describe, expect, test } from "bun:test";
 import { startLbController, type LbController } from "../../src/controller/index.ts";
@@ -11,51 +10,170 @@ import { leaseExpired, LeaderElector, microTime, NotLeaderError } from "../../sr
 import type { KubeClient } from "../../src/kube/client.ts";
 import { silentLogger } from "../../src/log.ts";
 import { startApiServer, type AccessRequest, type TestApiServer } from "../support/apiserver.ts";
+import { FakeKube, fakeTuning } from "../support/fake-kube.ts";
 import { waitFor } from "../support/wait.ts";
 import { BOOKMARK_MS, clientFor, fastTuning } from "../support/kube-sinks.ts";
 import { ingressOf, lbService, rawNode } from "../support/controller-objects.ts";
 import { jsonLines } from "../support/child-io.ts";
 
+/** Timings on the wire, with a child process to start. */
 const LEASE = { leaseDurationSeconds: 2, renewDeadlineMs: 1_500, retryPeriodMs: 300 };
+/** Timings on the fake. */
+const FAST = { leaseDurationSeconds: 1, renewDeadlineMs: 700, retryPeriodMs: 150 };
+const LEASE_NAME = "kube-system/kubegate-lb-controller";
 const TOKENS = ["token-a", "token-b"];
 
-/** Records every resource request with its user; `deny` refuses some. */
-function recordAccess(server: TestApiServer) {
-  const log: (AccessRequest & { at: number })[] = [];
-  let deny: (a: AccessRequest) => boolean = () => false;
-  server.setAuthorizer((a) => {
-    log.push({ ...a, at: performance.now() });
-    return !deny(a);
+type LeaseObj = { spec: Record<string, unknown>; metadata: { resourceVersion: string } };
+const leaseOf = (kube: FakeKube) => kube.get("leases", "kube-system", "kubegate-lb-controller") as LeaseObj | undefined;
+const statusWrites = (kube: FakeKube, from = 0) => kube.calls.slice(from).filter((c) => c.resource === "services" && c.subresource === "status" && c.verb === "patch");
+const leaseWrites = (kube: FakeKube, user: string) => kube.calls.filter((c) => c.user === user && c.resource === "leases" && c.verb === "patch");
+
+/** A controller on the fake, acting as `user`. */
+const startLb = (kube: FakeKube, user: string, node: string) =>
+  startLbController({ client: kube.client(user), nodeName: node, lease: FAST, reflector: fakeTuning, log: silentLogger });
+
+/** An elector on the fake that records when and why its terms start and end. */
+function elector(kube: FakeKube, identity: string) {
+  const terms: { at: number; what: string }[] = [];
+  const e = new LeaderElector({
+    client: kube.client(identity),
+    identity,
+    ...FAST,
+    log: silentLogger,
+    onStartedLeading: () => terms.push({ at: Date.now(), what: "started" }),
+    onStoppedLeading: (why) => terms.push({ at: Date.now(), what: `stopped: ${why}` }),
   });
-  return {
-    log,
-    setDeny(f: (a: AccessRequest) => boolean) {
-      deny = f;
-    },
-    statusWrites: (from = 0) => log.slice(from).filter((a) => a.resource === "services" && a.subresource === "status" && (a.verb === "patch" || a.verb === "update")),
-  };
+  e.start();
+  return Object.assign(e, { terms });
 }
-
-async function startController(server: TestApiServer, token: string, node: string): Promise<{ lb: LbController; client: KubeClient } & AsyncDisposable> {
-  const client = await clientFor(server, { token });
-  const lb = startLbController({ client, nodeName: node, lease: LEASE, reflector: fastTuning, log: silentLogger });
-  return {
-    lb,
-    client,
-    async [Symbol.asyncDispose]() {
-      await lb[Symbol.asyncDispose]();
-      client.close();
-    },
-  };
-}
-
-const leaseOf = (server: TestApiServer) =>
-  server.get("leases", "kube-system", "kubegate-lb-controller") as { spec: Record<string, unknown>; metadata: { resourceVersion: string } } | undefined;
-
 
 describe("leader election", () => {
+  test("a deposed leader makes no write after losing the lease; only the leader ever writes", async () => {
+    const kube = new FakeKube().load(`${import.meta.dir}/fixtures/lease-handover.yaml`);
+    await using a = startLb(kube, "a", "node-a");
+    await waitFor(() => a.status().leading, { what: "A to lead" });
+    await using b = startLb(kube, "b", "node-b");
+    await waitFor(() => b.status().election.holder === a.identity, { what: "B to observe A's lease" });
+    kube.create(lbService("one"));
+    await waitFor(() => ingressOf(kube.get("services", "default", "one")) !== undefined, { what: "A's write" });
+    expect(statusWrites(kube).map((x) => x.user)).toEqual(["a"]);
+
+    // A's renewals are refused from now on: it must stop leading at its next renewal and write nothing more.
+    const cut = kube.calls.length;
+    using _refused = kube.failNext(Infinity, { match: (x) => x.user === "a" && x.resource === "leases" && x.verb !== "get", status: 403 });
+    await waitFor(() => !a.status().leading, { timeoutMs: 2_000, what: "A to stop leading" });
+    // A change that a still-writing A would act on at once.
+    kube.create(lbService("two"));
+    await waitFor(() => b.status().leading, { timeoutMs: 5_000, what: "B to take over" });
+    await waitFor(() => ingressOf(kube.get("services", "default", "two")) !== undefined, { what: "B's write" });
+    expect(statusWrites(kube, cut).map((x) => `${x.name}:${x.user}`)).toEqual(["two:b"]);
+    expect(kube.calls.slice(cut).some((x) => x.user === "a" && x.resource === "leases" && x.verb === "patch" && x.status === 403)).toBe(true);
+    expect(a.status()).toMatchObject({ leading: false, election: { holder: b.identity } });
+    expect(a.status().writes).toBe(1);
+  });
+
+  test("a graceful stop releases the lease: the follower takes over well before it would expire", async () => {
+    const kube = new FakeKube().load(`${import.meta.dir}/fixtures/lease-handover.yaml`);
+    const a = startLb(kube, "a", "node-a");
+    await waitFor(() => a.status().leading, { what: "A to lead" });
+    const first = leaseOf(kube)!.spec;
+    expect(first).toEqual({
+      holderIdentity: a.identity,
+      leaseDurationSeconds: 1,
+      acquireTime: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/),
+      renewTime: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/),
+      leaseTransitions: 0,
+    });
+    expect(a.identity).toStartWith("node-a_");
+    await using b = startLb(kube, "b", "node-b");
+    await waitFor(() => b.status().election.holder === a.identity, { what: "B to observe A" });
+    await a[Symbol.asyncDispose]();
+    // A's writes of the Lease: created, renewed, released (no holder).
+    const writes = kube.calls.filter((x) => x.user === "a" && x.resource === "leases" && (x.verb === "create" || x.verb === "patch"));
+    const [lastRenewal, released] = writes.slice(-2);
+    expect(released).toMatchObject({ verb: "patch", status: 200, body: { spec: { holderIdentity: null, leaseDurationSeconds: 1 } } });
+    expect(lastRenewal).toMatchObject({ body: { spec: { holderIdentity: a.identity } } });
+    expect([200, 201]).toContain(lastRenewal!.status!);
+    // Unreleased, A's Lease would expire leaseDuration after its last renewal.
+    const expiresAt = Date.parse(String((lastRenewal?.body as LeaseObj).spec["renewTime"])) + FAST.leaseDurationSeconds * 1000;
+    await waitFor(() => b.status().leading, { what: "B to lead" });
+    expect(Date.now()).toBeLessThan(expiresAt);
+    expect(leaseOf(kube)?.spec).toMatchObject({ holderIdentity: b.identity, leaseTransitions: 1 });
+  });
+
+  test("a 409 on renewal (another candidate wrote the Lease) ends the term at once", async () => {
+    const kube = new FakeKube();
+    await using a = elector(kube, "a");
+    await waitFor(() => a.isLeader(), { what: "A to lead" });
+    // Another candidate takes the Lease (say, after a pause of A's): A's next renewal carries a stale resourceVersion.
+    kube.patch("leases", "kube-system", "kubegate-lb-controller", { spec: { holderIdentity: "b", renewTime: microTime(Date.now()), leaseDurationSeconds: 30, leaseTransitions: 1 } });
+    await waitFor(() => a.terms.length === 2, { what: "A's term to end" });
+    expect(a.terms.map((t) => t.what)).toEqual(["started", `stopped: failed to renew lease "${LEASE_NAME}": lease "${LEASE_NAME}" was written by another candidate`]);
+    expect(leaseWrites(kube, "a").at(-1)?.status).toBe(409);
+    await waitFor(() => a.status().holder === "b", { what: "A to observe the new holder" });
+    expect(a.isLeader()).toBe(false);
+    expect(leaseOf(kube)?.spec).toMatchObject({ holderIdentity: "b", leaseTransitions: 1 });
+  });
+
+  test("a renewal that fails ends the term at once; the next attempt takes the Lease back without a transition", async () => {
+    const kube = new FakeKube();
+    await using a = elector(kube, "a");
+    await waitFor(() => a.isLeader(), { what: "A to lead" });
+    const { acquireTime } = leaseOf(kube)!.spec;
+    using _once = kube.failNext(1, { match: (x) => x.resource === "leases" && x.verb === "patch", status: 500 });
+    await waitFor(() => a.terms.length === 3, { what: "A to lose and regain the lease" });
+    expect(a.terms.map((t) => t.what)).toEqual(["started", expect.stringMatching(new RegExp(`^stopped: failed to renew lease "${LEASE_NAME}": .*500`)), "started"]);
+    expect(leaseWrites(kube, "a").map((x) => x.status)).toContain(500);
+    expect(leaseOf(kube)?.spec).toMatchObject({ holderIdentity: "a", leaseTransitions: 0, acquireTime });
+  });
+
+  test("a leader whose requests hang stops at its renew deadline, before a follower takes over within leaseDuration + retryPeriod", async () => {
+    const kube = new FakeKube();
+    await using a = elector(kube, "a");
+    await waitFor(() => a.isLeader(), { what: "A to lead" });
+    await using b = elector(kube, "b");
+    await waitFor(() => b.status().holder === "a", { what: "B to observe A's lease" });
+    // A is cut off (a partition, or a process gone): the API server hears nothing more from it.
+    using _cut = kube.failNext(Infinity, { match: (x) => x.user === "a", hang: true });
+    await waitFor(() => a.terms.length === 2, { timeoutMs: 2_000, what: "A to stop leading" });
+    expect(a.terms[1]?.what).toBe(`stopped: no renewal of lease "${LEASE_NAME}" within ${FAST.renewDeadlineMs} ms`);
+    const lastRenew = Date.parse(String(leaseOf(kube)?.spec["renewTime"]));
+    expect(leaseOf(kube)?.spec["holderIdentity"]).toBe("a");
+    await waitFor(() => b.isLeader(), { timeoutMs: 5_000, intervalMs: 5, what: "B to lead" });
+    const [stopped, started] = [a.terms[1]!.at, b.terms[0]!.at];
+    console.log(`A stopped ${stopped - lastRenew} ms and B took over ${started - lastRenew} ms after A's last renewal`);
+    expect(stopped).toBeLessThan(started);
+    expect(started - lastRenew).toBeLessThanOrEqual(FAST.leaseDurationSeconds * 1000 + FAST.retryPeriodMs);
+    expect(a.isLeader()).toBe(false);
+    expect(leaseOf(kube)?.spec).toMatchObject({ holderIdentity: "b", leaseTransitions: 1 });
+  });
+});
+
+describe("leader election on the wire", () => {
+  /** Records every resource request with its user. */
+  function recordAccess(server: TestApiServer) {
+    const log: AccessRequest[] = [];
+    server.setAuthorizer((a) => (log.push(a), true));
+    return {
+      statusWrites: () => log.filter((a) => a.resource === "services" && a.subresource === "status" && (a.verb === "patch" || a.verb === "update")),
+    };
+  }
+
+  async function startController(server: TestApiServer, token: string, node: string): Promise<{ lb: LbController; client: KubeClient } & AsyncDisposable> {
+    const client = await clientFor(server, { token });
+    const lb = startLbController({ client, nodeName: node, lease: LEASE, reflector: fastTuning, log: silentLogger });
+    return {
+      lb,
+      client,
+      async [Symbol.asyncDispose]() {
+        await lb[Symbol.asyncDispose]();
+        client.close();
+      },
+    };
+  }
+
   test("after a SIGKILL of the leader, the follower takes over within leaseDuration + retryPeriod", async () => {
-    await using server = await startApiServer({ tokens: TOKENS, bookmarkIntervalMs: BOOKMARK_MS });
+    await using server = await startApiServer({ tokens: TOKENS, bookmarkIntervalMs: BOOKMARK_MS, rbac: "lb-controller" });
     const access = recordAccess(server);
     server.create(rawNode("node-a", ["10.0.0.1"]));
     server.create(rawNode("node-b", ["10.0.0.2"]));
@@ -83,75 +201,24 @@ describe("leader election", () => {
     console.log(`follower took over ${tookMs.toFixed(0)} ms after the SIGKILL (bound ${LEASE.leaseDurationSeconds * 1000 + LEASE.retryPeriodMs} ms)`);
     expect(tookMs).toBeLessThanOrEqual(LEASE.leaseDurationSeconds * 1000 + LEASE.retryPeriodMs);
 
-    expect(leaseOf(server)?.spec).toMatchObject({ holderIdentity: follower.lb.identity, leaseDurationSeconds: 2, leaseTransitions: 1 });
+    const lease = server.get("leases", "kube-system", "kubegate-lb-controller") as LeaseObj | undefined;
+    expect(lease?.spec).toMatchObject({ holderIdentity: follower.lb.identity, leaseDurationSeconds: 2, leaseTransitions: 1 });
     server.create(lbService("after"));
     await waitFor(() => ingressOf(server.get("services", "default", "after")) !== undefined, { what: "the new leader's write" });
     expect(new Set(access.statusWrites().map((a) => `${a.name}:${a.user}`))).toEqual(new Set(["before:token:0", "after:token:1"]));
-  }, 15_000);
-
-  test("a deposed leader makes no write after losing the lease; only the leader ever writes", async () => {
-    await using server = await startApiServer({ tokens: TOKENS, bookmarkIntervalMs: BOOKMARK_MS });
-    const access = recordAccess(server);
-    server.create(rawNode("node-a", ["10.0.0.1"]));
-    await using a = await startController(server, TOKENS[0]!, "node-a");
-    await waitFor(() => a.lb.status().leading, { what: "A to lead" });
-    await using b = await startController(server, TOKENS[1]!, "node-b");
-    await waitFor(() => b.lb.status().election.holder === a.lb.identity, { what: "B to observe A's lease" });
-    server.create(lbService("one"));
-    await waitFor(() => ingressOf(server.get("services", "default", "one")) !== undefined, { what: "A's write" });
-    expect(access.statusWrites().map((x) => x.user)).toEqual(["token:0"]);
-
-    // A's renewals are refused from now on: it must stop leading at its next renewal and write nothing more.
-    const cut = access.log.length;
-    access.setDeny((x) => x.user === "token:0" && x.resource === "leases" && x.verb !== "get");
-    await waitFor(() => !a.lb.status().leading, { timeoutMs: 2_000, what: "A to stop leading" });
-    // A change that a still-writing A would act on at once.
-    server.create(lbService("two"));
-    await waitFor(() => b.lb.status().leading, { timeoutMs: 5_000, what: "B to take over" });
-    await waitFor(() => ingressOf(server.get("services", "default", "two")) !== undefined, { what: "B's write" });
-    expect(access.statusWrites(cut).map((x) => `${x.name}:${x.user}`)).toEqual(["two:token:1"]);
-    expect(access.log.slice(cut).some((x) => x.user === "token:0" && x.resource === "leases" && x.verb === "patch")).toBe(true);
-    expect(a.lb.status()).toMatchObject({ leading: false, election: { holder: b.lb.identity } });
-    expect(a.lb.status().writes).toBe(1);
-  }, 15_000);
-
-  test("a graceful stop releases the lease: the follower takes over well before it would expire", async () => {
-    await using server = await startApiServer({ tokens: TOKENS, bookmarkIntervalMs: BOOKMARK_MS });
-    server.create(rawNode("node-a", ["10.0.0.1"]));
-    const a = await startController(server, TOKENS[0]!, "node-a");
-    await waitFor(() => a.lb.status().leading, { what: "A to lead" });
-    const first = leaseOf(server)!.spec;
-    expect(first).toEqual({
-      holderIdentity: a.lb.identity,
-      leaseDurationSeconds: 2,
-      acquireTime: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/),
-      renewTime: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/),
-      leaseTransitions: 0,
-    });
-    expect(a.lb.identity).toStartWith("node-a_");
-    await using b = await startController(server, TOKENS[1]!, "node-b");
-    await waitFor(() => b.lb.status().election.holder === a.lb.identity, { what: "B to observe A" });
-    const stoppedAt = performance.now();
-    await a[Symbol.asyncDispose]();
-    await waitFor(() => b.lb.status().leading, { what: "B to lead" });
-    expect(performance.now() - stoppedAt).toBeLessThan(LEASE.leaseDurationSeconds * 1000);
-    expect(leaseOf(server)?.spec).toMatchObject({ holderIdentity: b.lb.identity, leaseTransitions: 1 });
   }, 15_000);
 });
 
 describe("LeaderElector", () => {
   test("whileLeading refuses a write without a lease and never calls it", async () => {
-    await using server = await startApiServer();
-    using client = await clientFor(server);
-    await using elector = new LeaderElector({ client, identity: "x", ...LEASE, log: silentLogger });
+    await using elector = new LeaderElector({ client: new FakeKube().client(), identity: "x", ...LEASE, log: silentLogger });
     let called = false;
     await expect(elector.whileLeading(async () => (called = true))).rejects.toThrow(NotLeaderError);
     expect(called).toBe(false);
   });
 
-  test("inconsistent timings are refused", async () => {
-    await using server = await startApiServer();
-    using client = await clientFor(server);
+  test("inconsistent timings are refused", () => {
+    const client = new FakeKube().client();
     expect(() => new LeaderElector({ client, identity: "x", leaseDurationSeconds: 1, renewDeadlineMs: 1_000 })).toThrow(
       'Invalid renew deadline "1000 ms": it must be shorter than the lease duration (1 s)',
     );

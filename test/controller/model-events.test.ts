@@ -1,3 +1,7 @@
+/**
+ * The model's Service problems as Warning Events: which errors become Events on which Service (a fake recorder), and
+ * the Event as written (the in-memory fake API), once per problem.
+ */
 import { describe, expect, test } from "bun:test";
 import { EventRecorder, type InvolvedObject } from "../../src/controller/events.ts";
 import { modelErrorEvent, modelErrorEvents } from "../../src/controller/model-events.ts";
@@ -5,8 +9,7 @@ import { parseObject, type EndpointSlice, type Service } from "../../src/kube/ob
 import { silentLogger } from "../../src/log.ts";
 import { buildSnapshot } from "../../src/model/build.ts";
 import type { ModelOptions, Snapshot } from "../../src/model/types.ts";
-import { startApiServer } from "../support/apiserver.ts";
-import { clientFor } from "../support/kube-sinks.ts";
+import { FakeKube } from "../support/fake-kube.ts";
 
 const options: ModelOptions = {
   nodeName: "node-a",
@@ -154,26 +157,23 @@ describe("modelErrorEvents (fake recorder)", () => {
   });
 });
 
-test("the Event lands on the API server where `kubectl describe service` looks for it, once", async () => {
-  await using server = await startApiServer();
-  server.create(rawService("web", { annotations: { "kubegate.io/balancer": "fastest" } }));
-  server.create(rawService("fine", { port: 81 }));
-  using client = await clientFor(server);
+test("the Event is written where `kubectl describe service` looks for it, once", async () => {
+  const kube = new FakeKube().load(`${import.meta.dir}/fixtures/kubectl-describe.yaml`);
+  const client = kube.client();
   await using recorder = new EventRecorder({ client, nodeName: "node-a", log: silentLogger });
   const report = modelErrorEvents(recorder);
 
-  // The Services as the API server stored them (uids, node ports), through the model.
+  // The Services as the cluster stores them (with uids), through the model.
   const services = (await client.list("Service", { namespace: "shop" })).items.map(service);
   const uid = services.find((s) => s.metadata.name === "web")?.metadata.uid;
   expect(uid).toBeString();
   report(snapshotOf(services));
   await recorder.flush();
 
-  // What `kubectl describe service web` selects: involvedObject kind, name, namespace and uid. (Read on the server:
-  // the gateway's RBAC, enforced here, lets it create Events, not list them.)
+  // What `kubectl describe service web` selects: involvedObject kind, name, namespace and uid.
   type EventObj = { involvedObject?: { kind?: string; name?: string; namespace?: string; uid?: string } };
   const describe = () =>
-    (server.items("events") as EventObj[]).filter(
+    (kube.items("events") as EventObj[]).filter(
       ({ involvedObject: o }) => o?.kind === "Service" && o.name === "web" && o.namespace === "shop" && o.uid === uid,
     );
   const events = describe();
@@ -186,12 +186,12 @@ test("the Event lands on the API server where `kubectl describe service` looks f
     involvedObject: { kind: "Service", name: "web", namespace: "shop", uid },
     source: { component: "kubegate", host: "node-a" },
   });
-  expect(server.items("events")).toHaveLength(1);
+  expect(kube.items("events")).toHaveLength(1);
 
   // The next snapshot with the same problem writes nothing.
-  const writes = server.requests.filter((r) => r.path.includes("/events")).length;
+  const writes = kube.calls.filter((c) => c.resource === "events").length;
   report(snapshotOf(services));
   await recorder.flush();
-  expect(server.requests.filter((r) => r.path.includes("/events")).length).toBe(writes);
+  expect(kube.calls.filter((c) => c.resource === "events").length).toBe(writes);
   expect(recorder.status()).toMatchObject({ created: 1, counted: 0, failed: 0 });
 });

@@ -1,14 +1,16 @@
 /**
- * The role grants nothing the code never uses: a representative run of the gateway with --lb-controller
- * (LoadBalancer status from a pool, a port it cannot bind reported as an Event and then counted on a repeat,
- * the Lease acquired and released) is recorded by the test API server, which enforces the rendered roles.
- * Every request must be granted, every granted permission must be exercised, and removing any one of them
- * must refuse at least one request of the run.
+ * The roles grant nothing the code never uses, per deployment: a representative run of the gateway with
+ * --lb-controller (LoadBalancer status from a pool, a port it cannot bind reported as an Event and then
+ * counted on a repeat, the Lease acquired and released) against the lb-controller overlay's roles, and of a
+ * plain gateway (the same Event) against the edge deployment's, is recorded by the test API server, which
+ * enforces those roles. Every request must be granted, every granted permission must be exercised, and
+ * removing any one of them must refuse at least one request of the run.
  */
 import { expect, test } from "bun:test";
 import { parseFlags } from "../../src/config/flags.ts";
 import { startGateway } from "../../src/gateway.ts";
 import { startApiServer, type AccessRequest } from "../support/apiserver.ts";
+import { startTestGateway } from "../support/gateway.ts";
 import { freePort } from "../support/ports.ts";
 import { gatewayPolicy, ruleAllows, type Grant } from "../support/rbac.ts";
 import { waitFor } from "../support/wait.ts";
@@ -21,7 +23,7 @@ const show = (g: Grant) => `${g.verb} ${g.group || "core"}/${g.resource}${g.reso
 
 test("every permission the roles grant is used by a representative run, and each one is needed", async () => {
   const access: AccessRequest[] = [];
-  await using api = await startApiServer({ bookmarkIntervalMs: 500, authorize: (a) => (access.push(a), true) });
+  await using api = await startApiServer({ rbac: "lb-controller", bookmarkIntervalMs: 500, authorize: (a) => (access.push(a), true) });
   const backend = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("ok") });
   await using _backend = { [Symbol.asyncDispose]: () => backend.stop(true) };
   // A port somebody else holds: the gateway reports it as an Event.
@@ -78,7 +80,7 @@ test("every permission the roles grant is used by a representative run, and each
 
   const lease = api.get("leases", "kube-system", "kubegate-lb-controller") as { spec: { holderIdentity?: string } } | undefined;
   expect(lease?.spec.holderIdentity ?? "").toBe(""); // released
-  const policy = await gatewayPolicy();
+  const policy = await gatewayPolicy("lb-controller");
   const refused = access.filter((a) => !policy.authorize(a));
   expect(refused).toEqual([]);
   expect(api.requests.filter((r) => r.status === 403)).toEqual([]);
@@ -101,6 +103,50 @@ test("every permission the roles grant is used by a representative run, and each
     "patch coordination.k8s.io/leases",
     "patch core/events",
     "patch core/services/status",
+    "watch core/nodes",
+    "watch core/services",
+    "watch discovery.k8s.io/endpointslices",
+  ]);
+}, 20_000);
+
+test("every permission the edge deployment grants is used by a plain gateway, and each one is needed", async () => {
+  const access: AccessRequest[] = [];
+  await using api = await startApiServer({ bookmarkIntervalMs: 500, authorize: (a) => (access.push(a), true) });
+  const taken = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  await using _taken = { [Symbol.asyncDispose]: async () => taken.stop(true) };
+  const [port, otherNodePort] = [await freePort(), await freePort()];
+  const ports = (nodePort: number) => [{ name: "http", port, targetPort: 8080, nodePort }];
+  api.create({ apiVersion: "v1", kind: "Node", metadata: { name: "node-a" }, status: { addresses: [{ type: "InternalIP", address: "127.0.0.1" }] } });
+  api.create({
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: "shop", namespace: "e2e", labels: { "service.kubernetes.io/service-proxy-name": "kubegate" } },
+    spec: { type: "NodePort", selector: { app: "shop" }, ports: ports(taken.port) },
+  });
+  {
+    await using gw = await startTestGateway(api);
+    type Ev = { reason: string; count?: number };
+    const bindEvent = () => (api.items("events") as Ev[]).find((e) => e.reason === "FailedToBindListener");
+    await waitFor(() => bindEvent(), { what: "the FailedToBindListener Event" });
+    const bindError = () => gw.listeners.status().some((s) => s.listeners.some((l) => l.error?.includes(`:${taken.port}`)));
+    api.patch("services", "e2e", "shop", { spec: { ports: ports(otherNodePort) } });
+    await waitFor(() => !bindError(), { what: "the bind failure to clear" });
+    api.patch("services", "e2e", "shop", { spec: { ports: ports(taken.port) } });
+    await waitFor(() => (bindEvent()?.count ?? 0) >= 2, { what: "the repeated Event to be counted" });
+  } // dispose: throws if the edge roles refused anything
+
+  const policy = await gatewayPolicy("edge");
+  expect(access.filter((a) => !policy.authorize(a))).toEqual([]);
+  const grants = policy.grants();
+  expect(grants.filter((g) => !access.some((a) => grantAllows(g, a))).map(show)).toEqual([]);
+  expect(grants.filter((g) => access.every((a) => policy.without(g).authorize(a))).map(show)).toEqual([]);
+  const used = [...new Set(access.map((a) => `${a.verb} ${a.group || "core"}/${a.resource}${a.subresource ? `/${a.subresource}` : ""}`))].sort();
+  expect(used).toEqual([
+    "create core/events",
+    "list core/nodes",
+    "list core/services",
+    "list discovery.k8s.io/endpointslices",
+    "patch core/events",
     "watch core/nodes",
     "watch core/services",
     "watch discovery.k8s.io/endpointslices",

@@ -1,11 +1,13 @@
 /**
- * test/support/rbac.ts matches rules like kube-apiserver, and the test API server enforces the rendered roles
- * over HTTP by default (so the whole integration suite runs under them).
+ * test/support/rbac.ts matches rules like kube-apiserver, and the test API server enforces the roles of one
+ * rendered deployment over HTTP by default (edge; lb-controller on request), so the whole integration suite
+ * runs under the roles its gateways' flags imply.
  */
 import { describe, expect, test } from "bun:test";
 import type { AccessRequest } from "../support/apiserver.ts";
 import { startApiServer } from "../support/apiserver.ts";
-import { gatewayPolicy, policyFor, ruleAllows, type PolicyRule } from "../support/rbac.ts";
+import { startTestGateway } from "../support/gateway.ts";
+import { deploymentFor, gatewayPolicy, policyFor, ruleAllows, type PolicyRule } from "../support/rbac.ts";
 import type { Manifest } from "./render.ts";
 
 const req = (verb: string, resource: string, extra: Partial<AccessRequest> = {}): AccessRequest => ({ verb, resource, group: "", user: "u", ...extra });
@@ -66,7 +68,7 @@ describe("bindings", () => {
 
 describe("the test API server enforces the gateway's roles", () => {
   test("granted requests are served; anything else is 403 Forbidden naming the verb and resource", async () => {
-    await using api = await startApiServer();
+    await using api = await startApiServer({ rbac: "lb-controller" });
     api.create({ apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default" }, spec: { ports: [{ port: 80 }] } });
     const tls = { ca: api.ca, cert: api.clientCert, key: api.clientKey };
     const call = (path: string, init: RequestInit = {}) => fetch(`${api.url}${path}`, { ...init, tls } as RequestInit);
@@ -114,7 +116,52 @@ describe("the test API server enforces the gateway's roles", () => {
     expect(res.status).toBe(200);
   });
 
-  test("the enforced policy is the union of the base and the lb-controller overlay", async () => {
-    expect((await gatewayPolicy()).scopes.map((s) => s.role).sort()).toEqual(["ClusterRole/kubegate", "ClusterRole/kubegate-lb-controller", "Role/kube-system/kubegate-lb-controller"]);
+  test("by default the edge deployment's roles: no Leases, no services/status; refusals are recorded", async () => {
+    await using api = await startApiServer();
+    expect(api.rbac).toBe("edge");
+    api.create({ apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default" }, spec: { ports: [{ port: 80 }] } });
+    const tls = { ca: api.ca, cert: api.clientCert, key: api.clientKey };
+    const call = (path: string, init: RequestInit = {}) => fetch(`${api.url}${path}`, { ...init, tls } as RequestInit);
+    expect((await call("/api/v1/services")).status).toBe(200);
+    const status = await call("/api/v1/namespaces/default/services/web/status", { method: "PATCH", headers: { "content-type": "application/merge-patch+json" }, body: "{}" });
+    expect(status.status).toBe(403);
+    expect((await call("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kubegate-lb-controller")).status).toBe(403);
+    expect(api.forbidden.map((a) => `${a.verb} ${a.resource}${a.subresource ? `/${a.subresource}` : ""}`)).toEqual(["patch services/status", "get leases"]);
+    api.clearRequests();
+    expect(api.forbidden).toEqual([]);
+  });
+
+  test("a test's own authorizer refusing is not an RBAC refusal", async () => {
+    await using api = await startApiServer({ authorize: () => false });
+    expect((await fetch(`${api.url}/api/v1/services`, { tls: { ca: api.ca, cert: api.clientCert, key: api.clientKey } } as RequestInit)).status).toBe(403);
+    expect(api.forbidden).toEqual([]);
+  });
+
+  test("each deployment binds its own roles: edge is base's, lb-controller adds the Lease and status rules", async () => {
+    const roles = async (d: "base" | "edge" | "lb-controller") => (await gatewayPolicy(d)).scopes.map((s) => s.role).sort();
+    expect(await roles("base")).toEqual(["ClusterRole/kubegate"]);
+    expect(await roles("edge")).toEqual(["ClusterRole/kubegate"]);
+    expect((await gatewayPolicy("edge")).grants()).toEqual((await gatewayPolicy("base")).grants());
+    expect(await roles("lb-controller")).toEqual(["ClusterRole/kubegate", "ClusterRole/kubegate-lb-controller", "Role/kube-system/kubegate-lb-controller"]);
+  });
+
+  test("the flags pick the deployment; a gateway cannot start on a server granting other roles", async () => {
+    expect(deploymentFor([])).toBe("edge");
+    expect(deploymentFor(["--lb-controller", "--lb-pool", "10.0.0.0/24"])).toBe("lb-controller");
+    expect(() => deploymentFor(["--config", "x.yaml"])).toThrow("Cannot tell the deployment from a config file");
+    await using lb = await startApiServer({ rbac: "lb-controller" });
+    await expect(startTestGateway(lb, [])).rejects.toThrow(`The gateway's flags need the "edge" deployment's roles, but the test API server enforces "lb-controller"`);
+    await using edge = await startApiServer();
+    await expect(startTestGateway(edge, ["--lb-controller"])).rejects.toThrow(`need the "lb-controller" deployment's roles, but the test API server enforces "edge"`);
+  });
+
+  test("a request the deployment refuses fails the gateway's test when the gateway is disposed", async () => {
+    await using api = await startApiServer();
+    api.create({ apiVersion: "v1", kind: "Node", metadata: { name: "node-a" }, status: { addresses: [{ type: "InternalIP", address: "127.0.0.1" }] } });
+    const gw = await startTestGateway(api);
+    // Stands for a request of the gateway that the edge roles refuse (a plain gateway touching a Lease).
+    const res = await fetch(`${api.url}/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/x`, { tls: { ca: api.ca, cert: api.clientCert, key: api.clientKey } } as RequestInit);
+    expect(res.status).toBe(403);
+    await expect(gw[Symbol.asyncDispose]()).rejects.toThrow(`RBAC of the "edge" deployment refused 1 request(s) of the gateway: get coordination.k8s.io/leases in "kube-system" "x"`);
   });
 });

@@ -1,8 +1,9 @@
 /**
  * The whole gateway against the test API server over mTLS: Services and EndpointSlices written
  * through the server change what is bound and where traffic goes, with real sockets and clients.
+ * Each test starts its own API server, backends and gateway, so any one runs alone.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { connect, type Socket } from "node:net";
 import type { Gateway } from "../../src/gateway.ts";
 import { startTestGateway } from "../support/gateway.ts";
@@ -90,36 +91,49 @@ const canConnect = (port: number) =>
     s.once("error", () => resolve(false));
   });
 
-describe("gateway against the test API server", () => {
-  let api: TestApiServer;
+/**
+ * A fresh cluster for one test: the API server with node-a and the NodePort Service "web" (HTTP and TCP)
+ * on two endpoints (backends a and b; c is started but not an endpoint), and a gateway synced to it.
+ */
+async function startCluster() {
+  const api = await startApiServer({ bookmarkIntervalMs: 500 });
+  const be = backends(["a", "b", "c"]);
+  const ports = { http: await freePort(), tcp: await freePort() };
+  api.create({ apiVersion: "v1", kind: "Node", metadata: { name: "node-a", labels: { "topology.kubernetes.io/zone": "z1" } } });
+  api.create(service("web", ports));
+  api.create(slice("web", "web-a", be.http[0]!.port!, be.tcp[0]!.port));
+  api.create(slice("web", "web-b", be.http[1]!.port!, be.tcp[1]!.port));
   let gw: Gateway;
-  let be: ReturnType<typeof backends>;
-  let ports: { http: number; tcp: number };
-
-  beforeAll(async () => {
-    api = await startApiServer({ bookmarkIntervalMs: 500 });
-    be = backends(["a", "b", "c"]);
-    ports = { http: await freePort(), tcp: await freePort() };
-    api.create({ apiVersion: "v1", kind: "Node", metadata: { name: "node-a", labels: { "topology.kubernetes.io/zone": "z1" } } });
-    api.create(service("web", ports));
-    api.create(slice("web", "web-a", be.http[0]!.port!, be.tcp[0]!.port));
-    api.create(slice("web", "web-b", be.http[1]!.port!, be.tcp[1]!.port));
+  try {
     gw = await startTestGateway(api, ["--drain-grace-period", "200ms"]);
-  });
+  } catch (err) {
+    be[Symbol.dispose]();
+    await api[Symbol.asyncDispose]();
+    throw err;
+  }
+  return {
+    api,
+    be,
+    gw,
+    ports,
+    /** The admin API's snapshot view. */
+    admin: async () =>
+      (await (await fetch(`http://127.0.0.1:${gw.adminPort}/api/snapshot`)).json()) as {
+        entrypoints: { name: string; type: string; protocol: string; port: number; endpoints: { port: number; ready: boolean }[] }[];
+        errors: { object: string; message: string }[];
+      },
+    async [Symbol.asyncDispose]() {
+      await gw[Symbol.asyncDispose]();
+      be[Symbol.dispose]();
+      await api[Symbol.asyncDispose]();
+    },
+  };
+}
 
-  afterAll(async () => {
-    await gw?.[Symbol.asyncDispose]();
-    be?.[Symbol.dispose]();
-    await api?.[Symbol.asyncDispose]();
-  });
-
-  const admin = async () =>
-    (await (await fetch(`http://127.0.0.1:${gw.adminPort}/api/snapshot`)).json()) as {
-      entrypoints: { name: string; type: string; protocol: string; port: number; endpoints: { port: number; ready: boolean }[] }[];
-      errors: { object: string; message: string }[];
-    };
-
+describe("gateway against the test API server", () => {
   test("health: /healthz, /livez with kube-proxy's bodies and /readyz once synced", async () => {
+    await using cluster = await startCluster();
+    const { gw } = cluster;
     const h = await fetch(`http://127.0.0.1:${gw.healthPort}/healthz`);
     expect(h.status).toBe(200);
     expect(h.headers.get("content-type")).toBe("application/json");
@@ -132,16 +146,22 @@ describe("gateway against the test API server", () => {
   });
 
   test("/metrics on the admin address speaks Prometheus text with kube-proxy's names", async () => {
+    await using cluster = await startCluster();
+    const { gw } = cluster;
+    // One probe for kubeproxy_proxy_healthz_total to count (this test does not rely on another's).
+    expect((await fetch(`http://127.0.0.1:${gw.healthPort}/healthz`)).status).toBe(200);
     const res = await fetch(`http://127.0.0.1:${gw.adminPort}/metrics`);
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
     const text = await res.text();
     expect(text).toMatch(/^kubeproxy_sync_proxy_rules_last_timestamp_seconds\{ip_family="IPv4"\} \d/m);
-    expect(text).toMatch(/^kubeproxy_proxy_healthz_total\{code="200"\} [1-9]/m);
+    expect(text).toMatch(/^kubeproxy_proxy_healthz_total\{code="200"\} 1$/m);
     expect(text).toMatch(/^kubegate_endpoints\{namespace="e2e",service="web",port="http",protocol="http",state="ready"\} 2$/m);
   });
 
   test("HTTP and TCP NodePorts round-robin over the endpoints", async () => {
+    await using cluster = await startCluster();
+    const { be, ports, admin } = cluster;
     const seen = new Set<string>();
     for (let i = 0; i < 4; i++) seen.add(await (await fetch(`http://127.0.0.1:${ports.http}/`)).text());
     expect([...seen].sort()).toEqual(["a", "b"]);
@@ -159,6 +179,8 @@ describe("gateway against the test API server", () => {
   });
 
   test("an endpoint change reaches an open keep-alive connection and spares established TCP connections", async () => {
+    await using cluster = await startCluster();
+    const { api, be, gw, ports } = cluster;
     // An established TCP connection, on whichever endpoint it got.
     using established = tcpClient(ports.tcp);
     await established.opened;
@@ -168,13 +190,11 @@ describe("gateway against the test API server", () => {
     api.remove("endpointslices", "e2e", "web-a");
     api.remove("endpointslices", "e2e", "web-b");
     api.create(slice("web", "web-c", be.http[2]!.port!, be.tcp[2]!.port));
-    const started = performance.now();
-    // The same keep-alive client (fetch pools connections) sees c within 1 s.
+    // The same keep-alive client (fetch pools connections) sees c. How fast is a benchmark's question
+    // (`npm run bench:scale` measures propagation to a real request), not a bound to assert on a loaded box.
     await waitFor(async () => (await (await fetch(`http://127.0.0.1:${ports.http}/`)).text()) === "c", {
-      timeoutMs: 1_000,
       what: "the HTTP entrypoint to route to the new endpoint",
     });
-    expect(performance.now() - started).toBeLessThan(1_000);
     expect(gw.snapshot()!.version).toBeGreaterThan(version);
     // New TCP connections go to c; the established one still talks to its old endpoint.
     using fresh = tcpClient(ports.tcp);
@@ -184,19 +204,22 @@ describe("gateway against the test API server", () => {
   });
 
   test("a nodePort change rebinds, and NodePort -> ClusterIP stops listening", async () => {
+    await using cluster = await startCluster();
+    const { api, ports, admin } = cluster;
     const moved = { http: await freePort(), tcp: await freePort() };
     const svc = api.get("services", "e2e", "web") as ReturnType<typeof service>;
     api.update({ ...svc, spec: { ...svc.spec, ports: service("web", moved).spec.ports } });
     await waitFor(async () => (await canConnect(moved.http)) && !(await canConnect(ports.http)), { what: "the rebind" });
-    expect(await (await fetch(`http://127.0.0.1:${moved.http}/`)).text()).toBe("c");
+    expect(["a", "b"]).toContain(await (await fetch(`http://127.0.0.1:${moved.http}/`)).text());
     const current = api.get("services", "e2e", "web") as ReturnType<typeof service>;
     api.update({ ...current, spec: { ...current.spec, type: "ClusterIP", ports: current.spec.ports.map(({ nodePort, ...p }) => p) } });
     await waitFor(async () => !(await canConnect(moved.http)) && !(await canConnect(moved.tcp)), { what: "the listeners to close" });
     expect((await admin()).entrypoints.filter((e) => e.name.startsWith("e2e/web:"))).toEqual([]);
-    ports = moved;
   });
 
   test("a port conflict between two LoadBalancer Services is reported; the older wins and the rest serve", async () => {
+    await using cluster = await startCluster();
+    const { api, be, admin } = cluster;
     // ServiceLB style: both want the same Service port on the node's addresses (nodePorts differ, as a real
     // API server enforces).
     const lbPort = await freePort();

@@ -10,7 +10,8 @@ import { freePort } from "../support/ports.ts";
 import { waitFor } from "../support/wait.ts";
 
 test("--lb-controller writes status from the pool, the address serves, and bind failures become Events", async () => {
-  await using api = await startApiServer({ bookmarkIntervalMs: 500 });
+  // The cluster runs the lb-controller overlay: its roles add Leases and services/status to the edge ones.
+  await using api = await startApiServer({ rbac: "lb-controller", bookmarkIntervalMs: 500 });
   const backend = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("lb-ok") });
   await using _backend = { [Symbol.asyncDispose]: () => backend.stop(true) };
   // A port somebody else holds: the gateway must report it, not crash.

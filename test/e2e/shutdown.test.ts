@@ -196,10 +196,9 @@ describe("graceful shutdown of the gateway process", () => {
     expect(res.status).toBe(200);
     expect(res.body).toBe(BODY);
     expect(await gw.child.exited).toBe(0);
-    // It waited for the request (the backend took 5 s from its arrival), not for the 15 s grace period.
-    const tookMs = performance.now() - signalledAt;
-    expect(tookMs).toBeGreaterThan(4_000);
-    expect(tookMs).toBeLessThan(12_000);
+    // It waited for the request (the backend took 5 s from its arrival), not for the 15 s grace period: the
+    // drain finished (logged below) rather than running out; no upper wall-time bound on a loaded box.
+    expect(performance.now() - signalledAt).toBeGreaterThan(4_000);
     const order = ["Signal received: shutting down", "Shutdown started: /healthz and /readyz answer 503", "Listeners stop accepting: draining open connections", "Drain finished", "kubegate stopped"];
     expect(gw.messages().filter((m) => order.includes(m))).toEqual(order);
     expect(gw.logged(/^Drain grace period over/)).toBeUndefined();

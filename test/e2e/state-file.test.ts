@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseFlags } from "../../src/config/flags.ts";
 import { type Gateway, startGateway } from "../../src/gateway.ts";
-import { ClusterSource } from "../../src/kube/cluster-source.ts";
+import { ApiServerSource } from "../../src/kube/apiserver-source.ts";
 import { loadKubeConfig } from "../../src/kube/kubeconfig.ts";
 import { silentLogger } from "../../src/log.ts";
 import { startApiServer, type TestApiServer } from "../support/apiserver.ts";
@@ -59,7 +59,7 @@ async function gateway(api: TestApiServer, extraArgs: string[] = []): Promise<Ga
     { hostname: "node-a" },
   );
   if (parsed.kind !== "run") throw new Error(`Bad flags: ${JSON.stringify(parsed)}`);
-  const source = new ClusterSource({ kube: await loadKubeConfig(kubeconfig), nodeName: "node-a", backoff: { baseMs: 50, capMs: 200 }, log: silentLogger });
+  const source = new ApiServerSource({ kube: await loadKubeConfig(kubeconfig), nodeName: "node-a", backoff: { baseMs: 50, capMs: 200 }, log: silentLogger });
   const gw = await startGateway(parsed.config, { source });
   await gw.ready();
   return gw;

@@ -185,7 +185,9 @@ describe("passive outlier detection: an endpoint answering 500 is ejected, then 
       during++;
       await new Promise((r) => setTimeout(r, 2));
     }
-    expect({ requestsDuringEjection: during > 20, badGotNone: bad.stats.requests === K }).toEqual({ requestsDuringEjection: true, badGotNone: true });
+    // How many fit in the window depends on the box's load; 6 is two round-robin cycles over the three
+    // endpoints: enough that "bad" would have been picked twice had it not been ejected.
+    expect({ requestsDuringEjection: during >= 6, badGotNone: bad.stats.requests === K }).toEqual({ requestsDuringEjection: true, badGotNone: true });
 
     // Readmitted once the ejection time is over: find the first request that reaches it again.
     let readmittedAt = 0;

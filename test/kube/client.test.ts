@@ -39,7 +39,7 @@ describe("KubeClient", () => {
       action: "Bind",
       reportingController: "kubegate",
       reportingInstance: "node-a",
-      eventTime: new Date().toISOString(),
+      eventTime: new Date().toISOString().replace(/Z$/, "000Z"), // a MicroTime: six fractional digits, or 400
     });
     expect(server.items("events.events.k8s.io")).toHaveLength(1);
 

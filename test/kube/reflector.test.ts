@@ -209,8 +209,12 @@ describe("Reflector", () => {
 
   test("a malformed object is reported as invalid; the others are unaffected; a fixed version is upserted", async () => {
     await using server = await startApiServer({ bookmarkIntervalMs: BOOKMARK_MS });
+    // Malformed for kubegate, yet stored by a real cluster: kube-apiserver validates an EndpointSlice port's
+    // name, protocol and appProtocol but never its number (ValidateEndpointSlice), while kubegate's schema
+    // wants 1-65535. (A bad addressType would be refused by the API server, and it is immutable.)
+    const badPort = (name: string, ip: string, port: number) => ({ ...slice(name, "web", [ip]), ports: [{ name: "http", port, protocol: "TCP" }] });
     server.create(slice("good", "web", ["10.0.0.1"]));
-    server.create({ ...slice("bad", "web", ["10.0.0.2"]), addressType: "Bogus" });
+    server.create(badPort("bad", "10.0.0.2", 0));
     using client = await clientFor(server);
     const sink = new RecordingSink();
     await using r = reflect(client, "EndpointSlice", sink);
@@ -218,11 +222,11 @@ describe("Reflector", () => {
     await expectInSync(server, sink, r);
     const bad = sink.events.find((e) => e.type === "invalid");
     expect(bad).toMatchObject({ type: "invalid", kind: "EndpointSlice", key: "default/bad" });
-    expect(bad && "message" in bad ? bad.message : "").toContain("addressType");
+    expect(bad && "message" in bad ? bad.message : "").toContain("ports");
     expect(r.status().objects).toBe(1);
 
-    server.create({ ...slice("bad-2", "web", ["10.0.0.3"]), endpoints: [{ addresses: [] }] });
-    server.patch("endpointslices", "default", "bad", { addressType: "IPv4" });
+    server.create(badPort("bad-2", "10.0.0.3", 65536));
+    server.patch("endpointslices", "default", "bad", { ports: [{ name: "http", port: 8080, protocol: "TCP" }] });
     await expectInSync(server, sink, r);
     expect(sink.state.EndpointSlice.get("default/bad")).toHaveProperty("object");
     expect(sink.state.EndpointSlice.get("default/bad-2")).toHaveProperty("invalid");

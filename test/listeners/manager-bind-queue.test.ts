@@ -4,16 +4,16 @@
  * a later snapshot removes them or the manager closes first.
  */
 import { describe, expect, test } from "bun:test";
-import { ListenerManager, type ListenerManagerOptions } from "../../src/listeners/manager.ts";
 import type { Entrypoint } from "../../src/model/types.ts";
 import { createTcpProxy } from "../../src/proxy/tcp/index.ts";
 import { rt } from "../../src/runtime/index.ts";
+import { listenerManager, type TestListenerOptions } from "../support/listeners.ts";
 import { entrypoint, snapshot } from "../support/entrypoints.ts";
 import { freePort } from "../support/ports.ts";
 import { canConnect, connectClient, echoServer, echoTag as tagOf } from "../support/tcp-peers.ts";
 
-function manager(options: ListenerManagerOptions = {}) {
-  return new ListenerManager({ http: createTcpProxy, tcp: createTcpProxy }, { drainGraceMs: 1_000, retryIntervalMs: 0, ...options });
+function manager(options: TestListenerOptions = {}) {
+  return listenerManager({ http: createTcpProxy, tcp: createTcpProxy }, { drainGraceMs: 1_000, retryIntervalMs: 0, ...options });
 }
 
 function tcp(name: string, port: number, endpoints: readonly number[]): Entrypoint {

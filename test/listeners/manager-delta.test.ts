@@ -4,16 +4,16 @@
  * snapshot it applied, and reconciles in full when the delta adds or removes entrypoints.
  */
 import { describe, expect, test } from "bun:test";
-import { ListenerManager } from "../../src/listeners/manager.ts";
 import type { Entrypoint, Snapshot } from "../../src/model/types.ts";
 import { createTcpProxy } from "../../src/proxy/tcp/index.ts";
 import { rt } from "../../src/runtime/index.ts";
+import { listenerManager } from "../support/listeners.ts";
 import { entrypoint, snapshot } from "../support/entrypoints.ts";
 import { freePort } from "../support/ports.ts";
 import { canConnect, connectClient, echoServer, echoTag as tagOf } from "../support/tcp-peers.ts";
 
 function manager() {
-  return new ListenerManager({ http: createTcpProxy, tcp: createTcpProxy }, { drainGraceMs: 1_000, retryIntervalMs: 0 });
+  return listenerManager({ http: createTcpProxy, tcp: createTcpProxy }, { drainGraceMs: 1_000, retryIntervalMs: 0 });
 }
 
 function tcp(name: string, port: number, endpoints: readonly number[]): Entrypoint {

@@ -3,20 +3,20 @@
  * changes from snapshots, removal, bind failures, and TCP beside UDP on one port.
  */
 import { describe, expect, test } from "bun:test";
-import { ListenerManager, type ListenerManagerOptions } from "../../src/listeners/manager.ts";
 import type { Entrypoint } from "../../src/model/types.ts";
 import { createTcpProxy } from "../../src/proxy/tcp/index.ts";
 import { makeUdpProxyFactory } from "../../src/proxy/udp/index.ts";
 import { rt } from "../../src/runtime/index.ts";
+import { listenerManager, type TestListenerOptions } from "../support/listeners.ts";
 import { entrypoint, snapshot } from "../support/entrypoints.ts";
 import { freePort } from "../support/ports.ts";
 import { connectClient, echoServer } from "../support/tcp-peers.ts";
 import { freeUdpPort, udpClient, udpEcho } from "../support/udp-peers.ts";
 import { waitFor } from "../support/wait.ts";
 
-function manager(options: ListenerManagerOptions = {}) {
+function manager(options: TestListenerOptions = {}) {
   const udp = makeUdpProxyFactory({ bindUdp: rt.bindUdp, idleTimeoutMs: 5_000 });
-  return new ListenerManager({ http: createTcpProxy, tcp: createTcpProxy, udp }, { drainGraceMs: 1_000, retryIntervalMs: 0, ...options });
+  return listenerManager({ http: createTcpProxy, tcp: createTcpProxy, udp }, { drainGraceMs: 1_000, retryIntervalMs: 0, ...options });
 }
 
 /** A port free for TCP and for UDP on 127.0.0.1 (a UDP-free port may be a TCP client's local port). */

@@ -3,12 +3,12 @@
  * connections, drains, rebinds, and ports that cannot be bound.
  */
 import { describe, expect, test } from "bun:test";
-import { ListenerManager, type ListenerManagerOptions } from "../../src/listeners/manager.ts";
 import type { Logger } from "../../src/log.ts";
 import type { Entrypoint } from "../../src/model/types.ts";
 import { createTcpProxy } from "../../src/proxy/tcp/index.ts";
 import type { ListenerProxyFactory } from "../../src/proxy/types.ts";
 import { rt } from "../../src/runtime/index.ts";
+import { listenerManager, type TestListenerOptions } from "../support/listeners.ts";
 import { entrypoint, snapshot } from "../support/entrypoints.ts";
 import { freePort } from "../support/ports.ts";
 import { canConnect, connectClient, echoServer, echoTag as tagOf } from "../support/tcp-peers.ts";
@@ -47,9 +47,9 @@ function capture(): Logger & { lines: LogLine[] } {
   return { lines, debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
 }
 
-function manager(options: ListenerManagerOptions = {}) {
+function manager(options: TestListenerOptions = {}) {
   const log = capture();
-  const m = new ListenerManager({ http: httpStub, tcp: createTcpProxy }, { drainGraceMs: 2_000, retryIntervalMs: 0, log, ...options });
+  const m = listenerManager({ http: httpStub, tcp: createTcpProxy }, { drainGraceMs: 2_000, retryIntervalMs: 0, log, ...options });
   return Object.assign(m, { log });
 }
 

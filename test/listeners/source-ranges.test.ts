@@ -4,12 +4,12 @@
  */
 import { describe, expect, test } from "bun:test";
 import { sourceAllowed, sourceGuard } from "../../src/listeners/source-ranges.ts";
-import { ListenerManager } from "../../src/listeners/manager.ts";
 import type { Logger } from "../../src/log.ts";
 import type { Entrypoint } from "../../src/model/types.ts";
 import { createTcpProxy } from "../../src/proxy/tcp/index.ts";
 import { makeUdpProxyFactory } from "../../src/proxy/udp/index.ts";
 import { rt } from "../../src/runtime/index.ts";
+import { listenerManager } from "../support/listeners.ts";
 import { entrypoint, snapshot } from "../support/entrypoints.ts";
 import { freePort } from "../support/ports.ts";
 import { connectClient, echoServer } from "../support/tcp-peers.ts";
@@ -33,7 +33,7 @@ function manager() {
   const at = (level: string) => (msg: string, fields?: Readonly<Record<string, unknown>>) => void lines.push({ level, msg, fields });
   const log: Logger = { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
   const udp = makeUdpProxyFactory({ bindUdp: rt.bindUdp });
-  const m = new ListenerManager({ http: createTcpProxy, tcp: createTcpProxy, udp }, { drainGraceMs: 1_000, retryIntervalMs: 0, log, refusedLogIntervalMs: 60_000 });
+  const m = listenerManager({ http: createTcpProxy, tcp: createTcpProxy, udp }, { drainGraceMs: 1_000, retryIntervalMs: 0, log, refusedLogIntervalMs: 60_000 });
   return Object.assign(m, { lines });
 }
 

@@ -17,7 +17,6 @@ import {
   ProtocolAnnotation,
   ProxyProtocolAnnotation,
   RetryIdempotentAnnotation,
-  samePolicy,
   SlowStartAnnotation,
   TimeoutAnnotation,
 } from "../../src/model/annotations.ts";
@@ -255,17 +254,5 @@ describe("traffic policy annotations", () => {
     expect(messages).toHaveLength(1);
     expect(messages[0]).toStartWith(`Annotation "${key}" on Service "ns/web" is invalid: expected `);
     expect(messages[0]).toEndWith(', got "bogus value"; ignored');
-  });
-
-  test("samePolicy compares by value, hashOn included", () => {
-    const a = policyOf(parse({ "kubegate.io/balancer": "maglev", "kubegate.io/hash-on": "cookie:s" }).values);
-    const b = policyOf(parse({ "kubegate.io/hash-on": "cookie:s", "kubegate.io/balancer": "maglev" }).values);
-    expect(a).not.toBe(b);
-    expect(samePolicy(a, b)).toBe(true);
-    expect(samePolicy(a, policyOf(parse({ "kubegate.io/balancer": "maglev", "kubegate.io/hash-on": "cookie:S" }).values))).toBe(false);
-    expect(samePolicy(a, policyOf(parse({ "kubegate.io/balancer": "maglev", "kubegate.io/hash-on": "header:s" }).values))).toBe(false);
-    expect(samePolicy(a, policyOf(parse({ "kubegate.io/balancer": "maglev" }).values))).toBe(false);
-    expect(samePolicy(undefined, undefined)).toBe(true);
-    expect(samePolicy(a, undefined)).toBe(false);
   });
 });

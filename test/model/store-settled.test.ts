@@ -3,7 +3,7 @@
  * marks health updated from `onSettled`, or a quiet cluster's Node heartbeats would make /healthz 503.
  */
 import { expect, test } from "bun:test";
-import { HealthState } from "../../src/admin/health.ts";
+import { HealthState } from "../../src/admin/proxy-health.ts";
 import { parseObject } from "../../src/kube/objects.ts";
 import { ModelStore } from "../../src/model/store.ts";
 

@@ -4,7 +4,6 @@
  */
 import { describe, expect, test } from "bun:test";
 import { RouteBuilder } from "../../src/routes/builder.ts";
-import { ListenerManager } from "../../src/listeners/manager.ts";
 import { DnsRegistry } from "../../src/routes/dns/registry.ts";
 import type { Entrypoint } from "../../src/model/types.ts";
 import { closeIdleUpstreams, createHttpProxy } from "../../src/proxy/http/index.ts";
@@ -12,6 +11,7 @@ import { createTcpProxy } from "../../src/proxy/tcp/index.ts";
 import { defaultProxyOptions } from "../../src/proxy/types.ts";
 import type { RouteRef } from "../../src/routes/types.ts";
 import { rt } from "../../src/runtime/index.ts";
+import { listenerManager } from "../support/listeners.ts";
 import { entrypoint, snapshot } from "../support/entrypoints.ts";
 import { freePort } from "../support/ports.ts";
 import { connectClient, echoServer } from "../support/tcp-peers.ts";
@@ -23,7 +23,7 @@ function external(name: string, protocol: "tcp" | "http", port: number, target: 
 }
 
 function manager() {
-  const m = new ListenerManager({ http: createHttpProxy, tcp: createTcpProxy }, { drainGraceMs: 500, retryIntervalMs: 0 });
+  const m = listenerManager({ http: createHttpProxy, tcp: createTcpProxy }, { drainGraceMs: 500, retryIntervalMs: 0 });
   return Object.assign(m, {
     async [Symbol.asyncDispose]() {
       await m.close(500);

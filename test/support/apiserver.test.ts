@@ -230,8 +230,14 @@ describe("in-process server", () => {
     const put = await call(api, "/api/v1/namespaces/crud/services/crud", { method: "PUT", body: JSON.stringify(withStatus) });
     expect(put.body.status).toEqual({ loadBalancer: {} });
     expect(put.body.spec.selector).toEqual({ app: "y" });
-    const statusPut = await call(api, "/api/v1/namespaces/crud/services/crud/status", { method: "PUT", body: JSON.stringify({ ...withStatus, metadata: put.body.metadata, spec: { ...withStatus.spec, selector: { app: "z" } } }) });
-    expect(statusPut.body.status.loadBalancer.ingress).toEqual([{ ip: "192.0.2.1" }]);
+    const statusOf = (metadata: Obj) => JSON.stringify({ ...withStatus, metadata, spec: { ...withStatus.spec, selector: { app: "z" } } });
+    // A ClusterIP Service may not carry load balancer ingress (ValidateLoadBalancerStatus).
+    const notLb = await call(api, "/api/v1/namespaces/crud/services/crud/status", { method: "PUT", body: statusOf(put.body.metadata) });
+    expect(notLb.status).toBe(422);
+    expect(notLb.body.details.causes).toEqual([{ reason: "FieldValueForbidden", message: "Forbidden: may only be used when `spec.type` is 'LoadBalancer'", field: "status.loadBalancer.ingress" }]);
+    const lb = await call(api, "/api/v1/namespaces/crud/services/crud", { method: "PATCH", body: JSON.stringify({ spec: { type: "LoadBalancer" } }), headers: { "content-type": "application/merge-patch+json" } });
+    const statusPut = await call(api, "/api/v1/namespaces/crud/services/crud/status", { method: "PUT", body: statusOf(lb.body.metadata) });
+    expect(statusPut.body.status.loadBalancer.ingress).toEqual([{ ip: "192.0.2.1", ipMode: "VIP" }]); // defaulted
     expect(statusPut.body.spec.selector).toEqual({ app: "y" });
 
     const merge = await call(api, "/api/v1/namespaces/crud/services/crud", { method: "PATCH", body: JSON.stringify({ metadata: { labels: { a: "1" } }, spec: { selector: null } }), headers: { "content-type": "application/merge-patch+json" } });
@@ -365,7 +371,18 @@ describe("in-process server", () => {
     expect(lease.status).toBe(201); // leases allow create on update
     const ev = await call(api, "/apis/events.k8s.io/v1/namespaces/default/events", {
       method: "POST",
-      body: JSON.stringify({ apiVersion: "events.k8s.io/v1", kind: "Event", metadata: { generateName: "gate." }, reason: "Synced", regarding: { kind: "Service", name: "web" } }),
+      body: JSON.stringify({
+        apiVersion: "events.k8s.io/v1",
+        kind: "Event",
+        metadata: { generateName: "gate." },
+        eventTime: "2025-01-01T00:00:00.000000Z",
+        type: "Normal",
+        reason: "Synced",
+        action: "Sync",
+        reportingController: "kubegate.io/gateway",
+        reportingInstance: "node-a",
+        regarding: { kind: "Service", name: "web", namespace: "default" },
+      }),
     });
     expect(ev.status).toBe(201);
     expect(ev.body.metadata.name).toMatch(/^gate\.[a-z0-9]{5}$/);
@@ -600,6 +617,146 @@ describe("authentication and authorization", () => {
       { verb: "list", resource: "services", group: "", namespace: "x", user: "kubegate-test" },
       { verb: "watch", resource: "services", group: "", namespace: "x", user: "kubegate-test" },
     ]);
+  });
+});
+
+describe("writes are validated like kube-apiserver", () => {
+  let api: TestApiServer;
+  beforeAll(async () => {
+    api = await startApiServer({ rbac: false }); // this server's own verbs, beyond the gateway's role
+  });
+  afterAll(async () => {
+    await api[Symbol.asyncDispose]();
+  });
+  const send = (path: string, method: string, body: unknown, type = "application/json") =>
+    call(api, path, { method, body: JSON.stringify(body), headers: { "content-type": type } });
+  const merge = (path: string, body: unknown) => send(path, "PATCH", body, "application/merge-patch+json");
+  const slice = (name: string, extra: Obj = {}): Obj => ({
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    metadata: { name, namespace: "v", labels: { "kubernetes.io/service-name": "web" } },
+    addressType: "IPv4",
+    endpoints: [{ addresses: ["10.0.0.1"] }],
+    ports: [{ name: "http", port: 8080 }],
+    ...extra,
+  });
+  const SLICES = "/apis/discovery.k8s.io/v1/namespaces/v/endpointslices";
+
+  test("an unknown addressType is 422 Invalid with kube-apiserver's whole Status body", async () => {
+    const res = await send(SLICES, "POST", slice("bogus", { addressType: "Bogus" }));
+    expect(res.status).toBe(422);
+    expect(res.body).toEqual({
+      kind: "Status",
+      apiVersion: "v1",
+      metadata: {},
+      status: "Failure",
+      message: 'EndpointSlice.discovery.k8s.io "bogus" is invalid: addressType: Unsupported value: "Bogus": supported values: "FQDN", "IPv4", "IPv6"',
+      reason: "Invalid",
+      details: {
+        name: "bogus",
+        group: "discovery.k8s.io",
+        kind: "EndpointSlice",
+        causes: [{ reason: "FieldValueNotSupported", message: 'Unsupported value: "Bogus": supported values: "FQDN", "IPv4", "IPv6"', field: "addressType" }],
+      },
+      code: 422,
+    });
+    // The in-process methods refuse it too: a test cannot stage what a real cluster refuses.
+    expect(() => api.create(slice("bogus", { addressType: "Bogus" }))).toThrow("addressType: Unsupported value");
+    expect(api.get("endpointslices", "v", "bogus")).toBeUndefined();
+  });
+
+  test("addressType is immutable; several errors are listed in one message", async () => {
+    const created = await send(SLICES, "POST", slice("imm"));
+    expect(created.status).toBe(201);
+    expect(created.body.ports).toEqual([{ name: "http", port: 8080, protocol: "TCP" }]); // SetDefaults_EndpointPort
+    const changed = await merge(`${SLICES}/imm`, { addressType: "IPv6", endpoints: [{ addresses: ["fd00::1"] }] });
+    expect(changed.status).toBe(422);
+    expect(changed.body.message).toBe('EndpointSlice.discovery.k8s.io "imm" is invalid: addressType: Invalid value: "IPv6": field is immutable');
+    expect(() => api.patch("endpointslices", "v", "imm", { addressType: "FQDN" })).toThrow("field is immutable");
+    const several = await merge(`${SLICES}/imm`, { endpoints: [{ addresses: [] }, { addresses: ["0.0.0.0", "fd00::1"] }], ports: [{ name: "Http", protocol: "QUIC" }] });
+    expect(several.body.details.causes.map((c: Obj) => `${c.field}: ${c.reason}`)).toEqual([
+      "endpoints[0].addresses: FieldValueRequired",
+      "endpoints[1].addresses[0]: FieldValueInvalid",
+      "endpoints[1].addresses[1]: FieldValueInvalid",
+      "ports[0].name: FieldValueInvalid",
+      "ports[0].protocol: FieldValueNotSupported",
+    ]);
+    expect(several.body.message).toStartWith('EndpointSlice.discovery.k8s.io "imm" is invalid: [endpoints[0].addresses: Required value: must contain at least 1 address, endpoints[1].addresses[0]: Invalid value: "0.0.0.0": may not be unspecified (0.0.0.0), ');
+  });
+
+  test("what kube-apiserver accepts is stored: a port number out of range, a loopback address (a documented difference)", async () => {
+    const res = await send(SLICES, "POST", slice("odd", { endpoints: [{ addresses: ["127.0.0.1"] }], ports: [{ name: "http", port: 0, protocol: "TCP" }] }));
+    expect(res.status).toBe(201);
+  });
+
+  test("Leases: spec rules (422), MicroTime and int32 decoding (400 on create, 422 on patch)", async () => {
+    const LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases";
+    const lease = (spec: Obj): Obj => ({ apiVersion: "coordination.k8s.io/v1", kind: "Lease", metadata: { name: "l" }, spec });
+    const zero = await send(LEASES, "POST", lease({ holderIdentity: "a", leaseDurationSeconds: 0, leaseTransitions: -1 }));
+    expect(zero.body).toMatchObject({
+      code: 422,
+      message: 'Lease.coordination.k8s.io "l" is invalid: [spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0, spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0]',
+    });
+    const seconds = await send(LEASES, "POST", lease({ holderIdentity: "a", renewTime: "2025-01-01T00:00:00Z" }));
+    expect(seconds.body).toMatchObject({ code: 400, reason: "BadRequest" });
+    expect(seconds.body.message).toStartWith('Lease in version "v1" cannot be handled as a Lease: parsing time "2025-01-01T00:00:00Z"');
+    const ok = await send(LEASES, "POST", lease({ holderIdentity: "a", leaseDurationSeconds: 15, renewTime: "2025-01-01T00:00:00.123000Z" }));
+    expect(ok.status).toBe(201);
+    const text = await merge(`${LEASES}/l`, { spec: { leaseDurationSeconds: "15" } });
+    expect(text.body).toMatchObject({ code: 422, reason: "Invalid", details: { causes: [{ reason: "FieldValueInvalid", field: "patch" }] } });
+    expect(text.body.message).toContain("json: cannot unmarshal string into Go struct field LeaseSpec.spec.leaseDurationSeconds of type int32");
+  });
+
+  test("core/v1 Events: the involved object's namespace must be the Event's; a repeat is a patch of count", async () => {
+    const EVENTS = "/api/v1/namespaces/shop/events";
+    const event = (ns: string): Obj => ({
+      apiVersion: "v1",
+      kind: "Event",
+      metadata: { name: "web.1", namespace: "shop" },
+      involvedObject: { kind: "Service", name: "web", namespace: ns },
+      reason: "FailedToBindListener",
+      message: "port in use",
+      type: "Warning",
+      source: { component: "kubegate", host: "node-a" },
+      firstTimestamp: "2025-01-01T00:00:00Z",
+      lastTimestamp: "2025-01-01T00:00:00Z",
+      count: 1,
+    });
+    const other = await send(EVENTS, "POST", event("default"));
+    expect(other.body).toMatchObject({ code: 422, message: 'Event "web.1" is invalid: involvedObject.namespace: Invalid value: "default": does not match event.namespace' });
+    expect((await send(EVENTS, "POST", event("shop"))).status).toBe(201);
+    expect((await merge(`${EVENTS}/web.1`, { count: 2, lastTimestamp: "2025-01-01T00:00:05Z" })).body.count).toBe(2);
+    expect((await merge(`${EVENTS}/web.1`, { count: "3" })).body).toMatchObject({ code: 422, details: { causes: [{ field: "patch" }] } });
+  });
+
+  test("events.k8s.io/v1 Events: the new API's required fields on create, immutable fields on update", async () => {
+    const EVENTS = "/apis/events.k8s.io/v1/namespaces/default/events";
+    const bare = await send(EVENTS, "POST", { apiVersion: "events.k8s.io/v1", kind: "Event", metadata: { name: "e" }, reason: "Synced", regarding: { kind: "Service", name: "web" } });
+    expect(bare.body.details.causes.map((c: Obj) => c.field)).toEqual(["eventTime", "type"]);
+    const good = { apiVersion: "events.k8s.io/v1", kind: "Event", metadata: { name: "e" }, eventTime: "2025-01-01T00:00:00.000000Z", type: "Normal", reason: "Synced", action: "Sync", reportingController: "kubegate.io/gateway", reportingInstance: "node-a", regarding: { kind: "Service", name: "web", namespace: "default" } };
+    expect((await send(EVENTS, "POST", good)).status).toBe(201);
+    const changed = await merge(`${EVENTS}/e`, { reason: "Other" });
+    expect(changed.body.message).toBe('Event.events.k8s.io "e" is invalid: reason: Invalid value: "Other": field is immutable');
+  });
+
+  test("Service status: only status changes through /status; ingress ip, hostname and ipMode rules; a type change clears it", async () => {
+    api.create({ apiVersion: "v1", kind: "Service", metadata: { name: "lb", namespace: "v" }, spec: { type: "LoadBalancer", ports: [{ port: 80 }] } });
+    const STATUS = "/api/v1/namespaces/v/services/lb/status";
+    const ingress = (...entries: Obj[]) => ({ spec: { type: "ClusterIP" }, status: { loadBalancer: { ingress: entries } } });
+    const bad = await merge(STATUS, ingress({ ip: "300.1.1.1", ipMode: "Proxy" }, { ip: "192.0.2.1", ipMode: "Bogus" }, { hostname: "192.0.2.2", ipMode: "Proxy" }));
+    expect(bad.body.details.causes.map((c: Obj) => `${c.field}: ${c.message}`)).toEqual([
+      'status.loadBalancer.ingress[0].ip: Invalid value: "300.1.1.1": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)',
+      'status.loadBalancer.ingress[1].ipMode: Unsupported value: "Bogus": supported values: "Proxy", "VIP"',
+      "status.loadBalancer.ingress[2].ipMode: Forbidden: may not be specified when `ip` is not set",
+      'status.loadBalancer.ingress[2].hostname: Invalid value: "192.0.2.2": must be a DNS name, not an IP address',
+    ]);
+    const good = await merge(STATUS, ingress({ ip: "192.0.2.1", ipMode: "Proxy" }, { hostname: "lb.example.com" }));
+    expect(good.status).toBe(200);
+    expect(good.body.spec.type).toBe("LoadBalancer"); // the spec change was ignored
+    expect(good.body.status.loadBalancer.ingress).toEqual([{ ip: "192.0.2.1", ipMode: "Proxy" }, { hostname: "lb.example.com" }]);
+    const cluster = api.patch("services", "v", "lb", { spec: { type: "ClusterIP" } }) as Obj;
+    expect(cluster.status).toEqual({ loadBalancer: {} });
+    expect(() => api.updateStatus({ ...cluster, status: { loadBalancer: { ingress: [{ ip: "192.0.2.1", ipMode: "Proxy" }] } } })).toThrow("may only be used when `spec.type` is 'LoadBalancer'");
   });
 });
 

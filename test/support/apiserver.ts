@@ -9,19 +9,26 @@
  * purpose; they are methods here and `POST /_control/<name>` over HTTP for the process mode
  * (`apiserver-main.ts`).
  *
+ * Writes are decoded, defaulted and validated like kube-apiserver does for the kinds kubegate writes (core/v1
+ * and events.k8s.io/v1 Events, Leases, Service status) and for EndpointSlices (test/support/api-validation.ts):
+ * a refused write is the same 400 or 422 Invalid Status a real server answers, through HTTP and through the
+ * in-process methods alike, so a test cannot stage a state a real cluster would refuse.
+ *
  * Known differences from kube-apiserver (deliberate): core/v1 and events.k8s.io/v1 Events are stored
  * separately (no cross-version conversion); strategic merge patch is applied as a JSON merge patch (lists
  * are replaced, not merged by key); server-side apply is a merge patch that creates when absent; no
  * finalizers, no deletionTimestamp, no generation, no managedFields; JSON only (protobuf is not offered).
  * Client certificates are checked by TLS only; the user of a cert-authenticated request is the test client
- * cert's CN, `kubegate-test`.
+ * cert's CN, `kubegate-test`. Objects are stored as written (unknown fields kept, no round trip through the Go
+ * types); EndpointSlice addresses may be loopback (see api-validation.ts).
  *
- * RBAC: by default every resource request is decided by the gateway's shipped roles (deploy/base plus the
- * lb-controller overlay, rendered by test/support/rbac.ts), whoever authenticates: every identity of this
- * server stands for the gateway's ServiceAccount, so the integration suite gets 403 for anything the roles do
- * not grant. Objects that tests set up through the in-process methods (`create`, `patch`, ...) and the controls
- * are not requests and are not checked. Tests of this server itself, which write through HTTP, pass
- * `rbac: false`.
+ * RBAC: every resource request is decided by the roles one shipped deployment binds to the gateway's
+ * ServiceAccount (rendered by test/support/rbac.ts): `rbac: "edge"` by default (deploy/base's roles), or
+ * `rbac: "lb-controller"` for a cluster running the controller. Every identity of this server stands for that
+ * ServiceAccount, so a gateway gets 403 for anything its deployment does not grant; the refusals are kept in
+ * `forbidden` (test/support/gateway.ts fails a test whose gateway was refused). Objects that tests set up
+ * through the in-process methods (`create`, `patch`, ...) and the controls are not requests and are not
+ * checked. Tests of this server itself, which write through HTTP, pass `rbac: false`.
  *
  * @example
  * await using api = await startApiServer();
@@ -32,9 +39,10 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer as
 import { createServer as createHttpsServer } from "node:https";
 import type { Socket } from "node:net";
 import { parse as parseYaml } from "yaml";
+import { DecodeError, type FieldError, invalidStatus, KIND_RULES, type KindRules } from "./api-validation.ts";
 import { testCerts } from "./certs.ts";
 import { kubeconfigYaml, writeKubeconfigFile } from "./kubeconfig.ts";
-import { gatewayPolicy, type RbacPolicy } from "./rbac.ts";
+import { type Deployment, gatewayPolicy, type RbacPolicy } from "./rbac.ts";
 
 // ---------------------------------------------------------------------------------------------------------
 // Public types
@@ -71,10 +79,12 @@ export interface ApiServerOptions {
    */
   authorize?: (a: AccessRequest) => boolean;
   /**
-   * Enforce the gateway's rendered ClusterRole/Role (test/support/rbac.ts) on every resource request (default
-   * true). False only for tests of the server itself that use verbs the gateway never sends.
+   * Enforce the roles this deployment binds to the gateway (test/support/rbac.ts) on every resource request:
+   * `"edge"` (the default, also `true`; deploy/base's roles), `"base"` (the same roles) or `"lb-controller"`
+   * (plus the Lease and services/status rules). False only for tests of the server itself that use verbs
+   * the gateway never sends.
    */
-  rbac?: boolean;
+  rbac?: boolean | Deployment;
   /** Events kept per resource for watch replay and continue tokens (default 100 000); older RVs get 410. */
   historyLimit?: number;
   /** Events a watcher may have queued and unsent before it is closed as unresponsive (default 100 000). */
@@ -175,6 +185,10 @@ export interface TestApiServer extends AsyncDisposable {
   setAuthorizer(authorize: ((a: AccessRequest) => boolean) | undefined): void;
   /** Log of served requests (controls excluded). */
   readonly requests: readonly RequestLogEntry[];
+  /** The deployment whose roles are enforced (undefined with `rbac: false`). */
+  readonly rbac: Deployment | undefined;
+  /** Requests refused by RBAC (not by a test's `authorize`), oldest first; `clearRequests` empties it too. */
+  readonly forbidden: readonly AccessRequest[];
   clearRequests(): void;
   /** Open watch streams (of one resource, e.g. `services`, or of all). */
   watchCount(resource?: string): number;
@@ -370,6 +384,30 @@ const detailsOf = (t: ResourceType, name?: string): Obj => ({
   kind: t.plural,
 });
 const keyOf = (ns: string | undefined, name: string): string => (ns ? `${ns}/${name}` : name);
+const rulesOf = (t: ResourceType): KindRules => KIND_RULES[`${apiVersionOf(t)}/${t.kind}`] ?? {};
+
+/** 422 Invalid, as kube-apiserver answers a write that fails validation. */
+function invalidError(t: ResourceType, name: string, errs: readonly FieldError[]): ApiError {
+  const { message, details } = invalidStatus(t.kind, t.group, name, errs);
+  return new ApiError(422, "Invalid", message, details);
+}
+
+/** Decode check of a create/update body: 400, "cannot be handled as". */
+function decodeBody(t: ResourceType, o: Obj): void {
+  try {
+    rulesOf(t).decode?.(o);
+  } catch (e) {
+    if (!(e instanceof DecodeError)) throw e;
+    throw new ApiError(400, "BadRequest", `${t.kind} in version "${t.version}" cannot be handled as a ${t.kind}: ${e.message}`, undefined, { cause: e });
+  }
+}
+
+/** Validate a create (`old` undefined) or an update; throws 422 Invalid. */
+function validateWrite(t: ResourceType, o: Obj, old: Obj | undefined, sub: "status" | undefined): void {
+  const rules = rulesOf(t);
+  const errs = sub === "status" ? (old && rules.validateStatus ? rules.validateStatus(o, old) : []) : (rules.validate?.(o, old) ?? []);
+  if (errs.length > 0) throw invalidError(t, str(metaOf(o)["name"]) ?? "", errs);
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Service defaulting: cluster IPs and node ports, like the apiserver's allocators.
@@ -455,6 +493,8 @@ class ServiceAllocator {
     if (type !== "ExternalName" && typeof spec["clusterIP"] === "string") this.usedIPs.add(spec["clusterIP"]);
     const out: Obj = { ...o, spec };
     out["status"] ??= { loadBalancer: {} };
+    // dropTypeDependentFields: "Clear the load-balancer status if it is no longer appropriate."
+    if (old && type !== "LoadBalancer" && isObj(out["status"])) out["status"] = { ...out["status"], loadBalancer: {} };
     return out;
   }
 
@@ -588,7 +628,8 @@ const fieldsMatch = (reqs: readonly FieldRequirement[], o: Obj): boolean =>
 // ---------------------------------------------------------------------------------------------------------
 // Patches
 
-function mergePatch(target: unknown, patch: unknown): unknown {
+/** RFC 7386 merge patch (also used by the in-memory client, `fake-kube.ts`). */
+export function mergePatch(target: unknown, patch: unknown): unknown {
   if (!isObj(patch)) return patch;
   const out: Obj = isObj(target) ? { ...target } : {};
   for (const [k, v] of Object.entries(patch)) {
@@ -988,8 +1029,10 @@ class Store {
     m["uid"] = crypto.randomUUID();
     m["creationTimestamp"] = new Date().toISOString().replace(/\.\d+Z$/, "Z");
     delete m["deletionTimestamp"];
-    let prepared = obj;
-    if (rs.type.prepare) prepared = rs.type.prepare(obj, undefined, { allocator: this.allocator });
+    decodeBody(rs.type, obj);
+    let prepared = rulesOf(rs.type).defaults?.(obj) ?? obj;
+    validateWrite(rs.type, prepared, undefined, undefined);
+    if (rs.type.prepare) prepared = rs.type.prepare(prepared, undefined, { allocator: this.allocator });
     return this.write(rs, "ADDED", key, prepared, undefined);
   }
 
@@ -1029,15 +1072,22 @@ class Store {
     if (uid && uid !== om["uid"]) {
       throw new ApiError(409, "Conflict", `Operation cannot be fulfilled on ${qualified(rs.type)} "${name}": Precondition failed: UID in precondition: ${uid}, UID in object meta: ${String(om["uid"])}`, detailsOf(rs.type, name));
     }
+    decodeBody(rs.type, obj);
+    const rules = rulesOf(rs.type);
     let next: Obj;
     if (sub === "status") {
+      // Only status changes through /status; spec and metadata changes are ignored there.
       next = { ...old, status: obj["status"] };
+      next = rules.defaultsStatus?.(next) ?? next;
+      validateWrite(rs.type, next, old, "status");
     } else {
       next = { ...obj, metadata: { ...m, uid: om["uid"], creationTimestamp: om["creationTimestamp"] } };
       if (rs.type.statusSubresource) {
         if (old["status"] === undefined) delete next["status"];
         else next["status"] = old["status"];
       }
+      next = rules.defaults?.(next) ?? next;
+      validateWrite(rs.type, next, old, undefined);
       if (rs.type.prepare) next = rs.type.prepare(next, old, { allocator: this.allocator });
     }
     const cmpNext = { ...next, metadata: { ...metaOf(next), resourceVersion: om["resourceVersion"] } };
@@ -1057,6 +1107,15 @@ class Store {
     }
     const patched = kind === "json" ? jsonPatch(old, patch) : mergePatch(old, patch);
     if (!isObj(patched)) throw new ApiError(422, "Invalid", `${rs.type.kind} "${name}" is invalid: the patched object is not an object`);
+    try {
+      rulesOf(rs.type).decode?.(patched);
+    } catch (e) {
+      if (!(e instanceof DecodeError)) throw e;
+      // kube-apiserver: a patched object its Go type cannot hold is a 422 on the field "patch".
+      const err: FieldError = { type: "Invalid", field: "patch", value: JSON.stringify(patched), detail: e.message };
+      const { message, details } = invalidStatus("", "", "", [err]);
+      throw new ApiError(422, "Invalid", message, { causes: details["causes"] }, { cause: e });
+    }
     const pm = metaOf(patched);
     if (pm["name"] !== name || (rs.type.namespaced && pm["namespace"] !== metaOf(old)["namespace"])) {
       throw new ApiError(422, "Invalid", `${rs.type.kind} "${name}" is invalid: metadata.name: Invalid value: the name and namespace of a patched object may not change`);
@@ -1445,7 +1504,9 @@ class ApiServerImpl implements TestApiServer {
   private controlServer: Server | undefined;
   private tokens: string[] | undefined;
   private authorizer: ((a: AccessRequest) => boolean) | undefined;
-  private readonly rbac: RbacPolicy | undefined;
+  private readonly policy: RbacPolicy | undefined;
+  readonly rbac: Deployment | undefined;
+  private denied: AccessRequest[] = [];
   private watchErrorMode: WatchErrorMode = "event";
   private failures: { n: number; status: number; options: FailNextOptions }[] = [];
   private log: RequestLogEntry[] = [];
@@ -1462,9 +1523,10 @@ class ApiServerImpl implements TestApiServer {
     readonly clientKey: string,
     private readonly serverCert: string,
     private readonly serverKey: string,
-    rbac: RbacPolicy | undefined,
+    rbac: { deployment: Deployment; policy: RbacPolicy } | undefined,
   ) {
-    this.rbac = rbac;
+    this.rbac = rbac?.deployment;
+    this.policy = rbac?.policy;
     this.tls = options.tls ?? true;
     this.requireClientCert = this.tls && (options.requireClientCert ?? this.tls);
     this.store = new Store(options.historyLimit ?? 100_000, options.nodePortRange, options.uniqueNodePorts ?? true);
@@ -1710,6 +1772,11 @@ class ApiServerImpl implements TestApiServer {
 
   clearRequests(): void {
     this.log = [];
+    this.denied = [];
+  }
+
+  get forbidden(): readonly AccessRequest[] {
+    return this.denied;
   }
 
   watchCount(resource?: string): number {
@@ -1964,7 +2031,7 @@ class ApiServerImpl implements TestApiServer {
     if (verb === undefined || (sub !== undefined && !["get", "update", "patch"].includes(verb))) {
       throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
     }
-    if (this.authorizer || this.rbac) {
+    if (this.authorizer || this.policy) {
       const a: AccessRequest = {
         verb,
         resource: t.plural,
@@ -1975,7 +2042,11 @@ class ApiServerImpl implements TestApiServer {
         ...(name !== undefined ? { name } : {}),
       };
       // The test's authorizer first, so that it sees every request; then RBAC.
-      const allowed = (this.authorizer?.(a) ?? true) && (this.rbac?.authorize(a) ?? true);
+      let allowed = this.authorizer?.(a) ?? true;
+      if (allowed && this.policy && !this.policy.authorize(a)) {
+        allowed = false;
+        this.denied.push(a);
+      }
       if (!allowed) {
         const res = sub ? `${t.plural}/${sub}` : t.plural;
         const scope = namespace !== undefined ? `in the namespace "${namespace}"` : "at the cluster scope";
@@ -2114,7 +2185,10 @@ class ApiServerImpl implements TestApiServer {
   }
 }
 
-/** Start a test API server (HTTPS + mTLS by default) on 127.0.0.1, enforcing the gateway's RBAC unless `rbac: false`. */
+/**
+ * Start a test API server (HTTPS + mTLS by default) on 127.0.0.1, enforcing the roles of the gateway's edge
+ * deployment (or of `rbac`'s) unless `rbac: false`.
+ */
 export async function startApiServer(options: ApiServerOptions = {}): Promise<TestApiServer> {
   const tls = options.tls ?? true;
   const certs = tls ? await testCerts() : undefined;
@@ -2125,11 +2199,15 @@ export async function startApiServer(options: ApiServerOptions = {}): Promise<Te
     certs?.clientKey ?? "",
     certs?.serverCert ?? "",
     certs?.serverKey ?? "",
-    options.rbac === false ? undefined : await gatewayPolicy(),
+    options.rbac === false ? undefined : await rbacFor(options.rbac === undefined || options.rbac === true ? "edge" : options.rbac),
   );
   await impl.listen(options.port ?? 0);
   if (options.controlPort !== undefined) await impl.startControl(options.controlPort);
   return impl;
+}
+
+async function rbacFor(deployment: Deployment): Promise<{ deployment: Deployment; policy: RbacPolicy }> {
+  return { deployment, policy: await gatewayPolicy(deployment) };
 }
 
 function listenOn(server: Server, port: number, hostname: string): Promise<void> {

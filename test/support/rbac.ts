@@ -1,7 +1,8 @@
 /**
- * Kubernetes RBAC for the test API server: the gateway's rendered roles (deploy/base plus the lb-controller
- * overlay, since the suite runs the controller too) decide every resource request, so the integration suite
- * answers 403 to anything the shipped roles do not grant.
+ * Kubernetes RBAC for the test API server: the roles one deployment of the gateway binds (deploy/overlays/edge,
+ * whose RBAC is deploy/base's, or deploy/overlays/lb-controller, which adds the Lease and services/status
+ * rules) decide every resource request, so the integration suite answers 403 to anything the deployment the
+ * gateway's flags imply does not grant: a gateway without `--lb-controller` gets only the base roles.
  *
  * Rule matching is kube-apiserver's (pkg/apis/rbac/v1/evaluation_helpers.go): `*` in apiGroups, resources
  * and verbs; `resource/subresource` and `*\/subresource`; `resourceNames` only match requests that name an
@@ -41,8 +42,31 @@ export interface Grant {
 /** The ServiceAccount the shipped bindings grant to. */
 export const GATEWAY_SUBJECT = { kind: "ServiceAccount", name: "kubegate", namespace: "kubegate-system" } as const;
 
-/** The kustomizations whose roles the test API server enforces (their union). */
-export const ENFORCED_KUSTOMIZATIONS = ["deploy/base", "deploy/overlays/lb-controller"] as const;
+/** The shipped deployments and their kustomizations: the roles a cluster grants depend on which one it applied. */
+export const DEPLOYMENTS = {
+  base: "deploy/base",
+  edge: "deploy/overlays/edge",
+  "lb-controller": "deploy/overlays/lb-controller",
+} as const;
+
+/** One shipped deployment (a key of {@link DEPLOYMENTS}). */
+export type Deployment = keyof typeof DEPLOYMENTS;
+
+/**
+ * The deployment a gateway's command line needs: `lb-controller` with `--lb-controller` (the only flag that
+ * needs more than the base roles), else `edge`.
+ * @example deploymentFor(["--lb-controller", "--lb-pool", "10.0.0.0/24"]) // "lb-controller"
+ */
+export function deploymentFor(args: readonly string[]): Deployment {
+  const on = args.some((a) => a === "--lb-controller" || a === "--lb-controller=true");
+  if (args.some((a) => a.startsWith("--config"))) {
+    throw new Error(`Cannot tell the deployment from a config file: pass --lb-controller on the command line (args: ${JSON.stringify(args)})`);
+  }
+  return on ? "lb-controller" : "edge";
+}
+
+/** Whether two deployments bind the same roles (base and edge do: the edge overlay only patches the DaemonSet). */
+export const sameRoles = (a: Deployment, b: Deployment): boolean => (a === "lb-controller") === (b === "lb-controller");
 
 const has = (list: readonly string[], v: string): boolean => list.includes("*") || list.includes(v);
 
@@ -164,24 +188,18 @@ export function policyFor(objects: readonly Manifest[], subject: { kind: string;
   return new RbacPolicy(scopes);
 }
 
-let cached: Promise<RbacPolicy> | undefined;
+const cached = new Map<Deployment, Promise<RbacPolicy>>();
 
 /**
- * The gateway's policy: the roles bound to its ServiceAccount in {@link ENFORCED_KUSTOMIZATIONS}, rendered
- * once per process.
+ * The gateway's policy in one deployment: the roles its kustomization binds to the gateway's ServiceAccount,
+ * rendered once per process.
+ * @example (await gatewayPolicy("edge")).authorize({ verb: "patch", resource: "services", subresource: "status", group: "", user: "u" }) // false
  */
-export function gatewayPolicy(): Promise<RbacPolicy> {
-  cached ??= (async () => {
-    const objects: Manifest[] = [];
-    const seen = new Set<string>();
-    for (const dir of ENFORCED_KUSTOMIZATIONS) {
-      for (const o of await renderKustomization(dir)) {
-        const id = `${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`;
-        if (!seen.has(id)) objects.push(o);
-        seen.add(id);
-      }
-    }
-    return policyFor(objects);
-  })();
-  return cached;
+export function gatewayPolicy(deployment: Deployment): Promise<RbacPolicy> {
+  let p = cached.get(deployment);
+  if (!p) {
+    p = renderKustomization(DEPLOYMENTS[deployment]).then((objects) => policyFor(objects));
+    cached.set(deployment, p);
+  }
+  return p;
 }

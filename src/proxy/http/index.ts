@@ -49,7 +49,7 @@ export class HttpProxy implements ListenerProxy<Downstream | null>, ProxyHost {
   refused = 0;
 
   constructor(readonly ref: RouteRef, readonly options: HttpProxyOptions) {
-    this.#shortest = Math.min(options.requestHeaderTimeoutMs, options.upstreamResponseTimeoutMs, options.idleTimeoutMs);
+    this.#shortest = Math.min(options.requestHeaderTimeoutMs, options.responseHeaderTimeoutMs, options.idleTimeoutMs);
     if (options.maxRequestDurationMs > 0) this.#shortest = Math.min(this.#shortest, options.maxRequestDurationMs);
     this.#tickMs = tickFor(this.#shortest);
     const conns = this.#conns;

@@ -1,4 +1,5 @@
 /** Responses the gateway generates itself (errors), with a short text body and a machine-readable reason. */
+import type { ProxyErrorReason } from "../../telemetry/metrics/traffic.ts";
 import { latin1Bytes } from "./bytes.ts";
 
 const REASONS: Readonly<Record<number, string>> = {
@@ -20,23 +21,11 @@ export function reasonPhrase(status: number): string {
 
 /**
  * Why the gateway generated a response: the value of its `x-kubegate-reason` field, so clients and load
- * tests can tell the gateway's own errors from the upstream's (which never carry it).
+ * tests can tell the gateway's own errors from the upstream's (which never carry it). The same word is the
+ * `reason` of the error metric, the span's `error.type` and the access log's `error` (one vocabulary:
+ * {@link ProxyErrorReason}).
  */
-export type GatewayReason =
-  | "bad-request"
-  | "method-not-allowed"
-  | "version-not-supported"
-  | "request-timeout"
-  | "header-too-large"
-  | "body-too-large"
-  | "no-endpoints"
-  | "circuit-breaker"
-  | "connect-failed"
-  | "connect-timeout"
-  | "upstream-reset"
-  | "upstream-timeout"
-  | "invalid-response"
-  | "max-duration";
+export type GatewayReason = Exclude<ProxyErrorReason, "source_refused" | "client_closed" | "connection_limit">;
 
 /** The name of the field that carries a {@link GatewayReason}. */
 export const REASON_HEADER = "x-kubegate-reason";
@@ -45,7 +34,7 @@ export const REASON_HEADER = "x-kubegate-reason";
  * A complete HTTP/1.1 response with a `text/plain` body and an `x-kubegate-reason` field.
  *
  * @example
- * errorResponse(503, 'no endpoints available for service "default/web:http"\n', false, "no-endpoints")
+ * errorResponse(503, 'no endpoints available for service "default/web:http"\n', false, "no_endpoints")
  */
 export function errorResponse(status: number, body: string, close: boolean, reason: GatewayReason): Uint8Array {
   const bytes = new TextEncoder().encode(body);

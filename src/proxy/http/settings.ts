@@ -42,7 +42,7 @@ export class RouteSettings {
     const p = policy ?? {};
     this.connectTimeoutMs = p.connectTimeoutMs ?? options.connectTimeoutMs;
     this.requestHeaderTimeoutMs = p.requestHeaderTimeoutMs ?? options.requestHeaderTimeoutMs;
-    this.responseHeaderTimeoutMs = p.responseHeaderTimeoutMs ?? options.upstreamResponseTimeoutMs;
+    this.responseHeaderTimeoutMs = p.responseHeaderTimeoutMs ?? options.responseHeaderTimeoutMs;
     this.idleTimeoutMs = p.idleTimeoutMs ?? options.idleTimeoutMs;
     this.upstreamIdleTimeoutMs = p.idleTimeoutMs ?? 0;
     this.maxRequestDurationMs = p.maxRequestDurationMs ?? options.maxRequestDurationMs;

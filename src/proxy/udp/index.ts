@@ -24,7 +24,7 @@ export const createUdpProxy: UdpProxyFactory = makeUdpProxyFactory({ bindUdp: rt
 /**
  * A UDP data-plane factory on the current runtime with these settings.
  *
- * @example new ListenerManager({ http, tcp, udp: udpProxyFactory({ idleTimeoutMs: 60_000, log }) })
+ * @example new ListenerManager({ http, tcp, udp: udpProxyFactory({ idleTimeoutMs: 60_000, log }) }, { routes })
  */
 export function udpProxyFactory(settings: Omit<UdpProxySettings, "bindUdp"> = {}): UdpProxyFactory {
   return makeUdpProxyFactory({ bindUdp: rt.bindUdp, ...settings });

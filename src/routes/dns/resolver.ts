@@ -12,6 +12,7 @@
  */
 import * as dns from "node:dns/promises";
 import { isIP } from "node:net";
+import { sameList } from "../../model/equal.ts";
 import type { Endpoint } from "../../model/types.ts";
 
 /** What one resolution found. */
@@ -122,10 +123,6 @@ function compareAddresses(a: string, b: string): number {
   const fa = a.includes(":") ? 1 : 0;
   const fb = b.includes(":") ? 1 : 0;
   return fa - fb || (a < b ? -1 : a > b ? 1 : 0);
-}
-
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 /**

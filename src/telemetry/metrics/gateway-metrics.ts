@@ -1,7 +1,7 @@
 /**
  * Every metric the gateway exposes on `/metrics`, in one registry: kube-proxy's sync and health
- * metrics, per-Service traffic, watch relists/restarts and listener states. The composition root
- * creates one, feeds it from the sink and `onSnapshot`, and hands `traffic` to the data plane.
+ * metrics, per-Service traffic, watch relists/restarts and listener states. The control plane
+ * creates one, feeds it from the sink and `onSnapshot`, and registers the data plane's traffic counters.
  */
 import { Kinds } from "../../kube/objects.ts";
 import type { CacheEvent, SyncStatus } from "../../kube/source.ts";
@@ -41,8 +41,13 @@ export interface StateFileView {
 export interface GatewayMetricsOptions {
   /** IP families the node serves (default `["IPv4"]`); see `ipFamiliesOf`. */
   readonly ipFamilies?: readonly IpFamily[] | undefined;
-  /** At most this many Service ports get per-Service series (default 20 000). */
+  /** At most this many Service ports get per-Service series (default 20 000); ignored with `traffic`. */
   readonly maxSeries?: number | undefined;
+  /**
+   * The data plane's per-Service traffic counters, registered here; the data plane follows the snapshots with them.
+   * Default: a new one of this registry's own, followed by {@link GatewayMetrics.applied} (tests, benchmarks).
+   */
+  readonly traffic?: TrafficMetrics | undefined;
   /** The health server's answer counts (the object passed to `healthApp`). */
   readonly healthCounts?: HealthCountsView | undefined;
   /** Sync state of the sources, read at scrape time. */
@@ -85,6 +90,7 @@ export class GatewayMetrics {
   /** The `/metrics` handler. */
   readonly handler: (req: Request) => Response;
   #snapshot: Snapshot | undefined;
+  readonly #ownsTraffic: boolean;
 
   constructor(options: GatewayMetricsOptions = {}) {
     this.registry = new Registry({ onCollectError: options.onCollectError });
@@ -94,7 +100,8 @@ export class GatewayMetrics {
       snapshot: () => this.#snapshot,
       now: options.now,
     });
-    this.traffic = new TrafficMetrics({ maxSeries: options.maxSeries });
+    this.#ownsTraffic = options.traffic === undefined;
+    this.traffic = options.traffic ?? new TrafficMetrics({ maxSeries: options.maxSeries });
     this.registry.register(this.traffic);
 
     const sources = options.sources;
@@ -215,7 +222,7 @@ export class GatewayMetrics {
    */
   applied(snapshot: Snapshot, info: PublishInfo, applySeconds: number): void {
     this.#snapshot = snapshot;
-    this.traffic.sync(snapshot);
+    if (this.#ownsTraffic) this.traffic.sync(snapshot);
     this.kubeProxy.applied(info, applySeconds);
   }
 

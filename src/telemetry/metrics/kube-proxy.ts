@@ -31,7 +31,7 @@ function familyOf(address: string): IpFamily {
   return address.includes(":") ? "IPv6" : "IPv4";
 }
 
-/** Answers counted by the health server, per endpoint and HTTP code (`admin/health.ts`' HealthCounts). */
+/** Answers counted by the health server, per endpoint and HTTP code (`admin/proxy-health.ts`' HealthCounts). */
 export type HealthCountsView = Readonly<Record<"healthz" | "livez", Readonly<Record<string, number>>>>;
 
 export interface KubeProxyMetricsOptions {

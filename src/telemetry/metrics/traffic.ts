@@ -20,19 +20,24 @@ import { bucketIndex, CONNECT_DURATION_BUCKETS, REQUEST_DURATION_BUCKETS } from 
 import { escapeLabelValue, type ExpositionWriter, labelPairs } from "./exposition.ts";
 import type { Collector } from "./registry.ts";
 
-/** Why the proxy failed a request or connection (label `reason` of `kubegate_proxy_errors_total`). */
+/**
+ * Why the proxy failed a request or connection: the `reason` label of `kubegate_proxy_errors_total`, the
+ * `error.type` of the request's span, the access log's `error`, and (for the ones that answer a request, see
+ * `GatewayReason` in `proxy/http/responses.ts`) the `x-kubegate-reason` field of the gateway's own responses.
+ * One snake_case vocabulary everywhere.
+ */
 export const PROXY_ERROR_REASONS = [
   /** The Service port has no serving endpoint (HTTP 503; TCP closed). */
   "no_endpoints",
   /** Every connect attempt was refused or failed (HTTP 502). */
   "connect_failed",
-  /** Every connect attempt timed out (HTTP 504 or 502). */
+  /** Every connect attempt timed out (HTTP 502). */
   "connect_timeout",
-  /** The upstream did not send a response head in time (HTTP 504). */
+  /** The upstream did not send a response head in time (HTTP 504), or stalled mid-response (cut). */
   "upstream_timeout",
-  /** The upstream closed or reset the connection mid-exchange (HTTP 502). */
+  /** The upstream closed or reset the connection mid-exchange (HTTP 502), or broke the response body's framing (cut). */
   "upstream_reset",
-  /** The client sent a malformed or too large request (HTTP 400/431). */
+  /** The client sent a malformed request (HTTP 400). */
   "bad_request",
   /** The client did not send a full request head in time (HTTP 408). */
   "request_timeout",
@@ -46,6 +51,16 @@ export const PROXY_ERROR_REASONS = [
   "body_too_large",
   /** The connection was closed at accept: the listener's or the gateway's connection limit was reached. */
   "connection_limit",
+  /** HTTP 405: a CONNECT request (the gateway is not a forward proxy). */
+  "method_not_allowed",
+  /** HTTP 505: the request was not HTTP/1.x. */
+  "version_not_supported",
+  /** HTTP 431: the request head was over the size or field-count limit. */
+  "header_too_large",
+  /** HTTP 502: the upstream's response head (or the framing of its body, before any of it was relayed) was invalid. */
+  "invalid_response",
+  /** HTTP 504: the exchange took longer than the max request duration before the response head. */
+  "max_duration",
 ] as const;
 export type ProxyErrorReason = (typeof PROXY_ERROR_REASONS)[number];
 

@@ -152,7 +152,7 @@ describe("upstream failures", () => {
 
   test("504 when the response head does not arrive in time", async () => {
     await using up = new RawUpstream("up", () => {});
-    await using px = startProxy([up.endpoint], { upstreamResponseTimeoutMs: 150 });
+    await using px = startProxy([up.endpoint], { responseHeaderTimeoutMs: 150 });
     await using c = await RawClient.connect(px.port);
     const t0 = Date.now();
     c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n");

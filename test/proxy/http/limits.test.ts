@@ -42,7 +42,7 @@ describe("slow clients", () => {
       const r = await c.readResponse({ timeoutMs: 3000 });
       expect({ status: r.status, reason: header(r, "x-kubegate-reason"), connection: header(r, "connection") }).toEqual({
         status: 408,
-        reason: "request-timeout",
+        reason: "request_timeout",
         connection: "close",
       });
       await c.whenClosed;
@@ -86,7 +86,7 @@ describe("size limits", () => {
     await using c = await RawClient.connect(px.port);
     c.send(`GET / HTTP/1.1\r\n${H}X-Big: ${"a".repeat(1100)}\r\n\r\n`);
     const r = await c.readResponse();
-    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 431, reason: "header-too-large" });
+    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 431, reason: "header_too_large" });
     await c.whenClosed;
     expect(up.accepts).toBe(0);
   });
@@ -104,7 +104,7 @@ describe("size limits", () => {
     const r = await c.readResponse();
     expect({ status: r.status, reason: header(r, "x-kubegate-reason"), body: r.body }).toEqual({
       status: 413,
-      reason: "body-too-large",
+      reason: "body_too_large",
       body: "Content too large: the request body exceeds 10 bytes\n",
     });
     await c.whenClosed;
@@ -117,7 +117,7 @@ describe("size limits", () => {
     await using c = await RawClient.connect(px.port);
     c.send(`POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n5\r\nghijk\r\n0\r\n\r\n`);
     const r = await c.readResponse();
-    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 413, reason: "body-too-large" });
+    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 413, reason: "body_too_large" });
     await c.whenClosed;
     expect(up.received.length).toBe(0);
   });
@@ -162,7 +162,7 @@ describe("size limits", () => {
 });
 
 describe("circuit breaking", () => {
-  test("requests beyond maxConcurrentRequests get 503 circuit-breaker, keep the connection, and pass once others finish", async () => {
+  test("requests beyond maxConcurrentRequests get 503 circuit_open, keep the connection, and pass once others finish", async () => {
     const h = holdingUpstream();
     await using up = h.up;
     await using px = startProxy([up.endpoint], { maxConcurrentRequests: 2 });
@@ -177,7 +177,7 @@ describe("circuit breaking", () => {
     const r = await c.readResponse();
     expect({ status: r.status, reason: header(r, "x-kubegate-reason"), connection: header(r, "connection") }).toEqual({
       status: 503,
-      reason: "circuit-breaker",
+      reason: "circuit_open",
       connection: undefined,
     });
     h.release();
@@ -203,7 +203,7 @@ describe("circuit breaking", () => {
     await using b = await RawClient.connect(lb.port);
     b.send(GET);
     const r = await b.readResponse();
-    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 503, reason: "circuit-breaker" });
+    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 503, reason: "circuit_open" });
     await using c = await RawClient.connect(other.port);
     c.send(GET);
     await waitFor(() => h.held.length === 2, "another cluster's request held");
@@ -215,7 +215,7 @@ describe("circuit breaking", () => {
   test("a slot is given back when the client goes away mid-request, and when the gateway answers an error", async () => {
     const h = holdingUpstream();
     await using up = h.up;
-    await using px = startProxy([up.endpoint], { maxConcurrentRequests: 1, upstreamResponseTimeoutMs: 100 });
+    await using px = startProxy([up.endpoint], { maxConcurrentRequests: 1, responseHeaderTimeoutMs: 100 });
     {
       await using a = await RawClient.connect(px.port);
       a.send(GET);
@@ -272,15 +272,15 @@ describe("connection limits", () => {
 });
 
 describe("max request duration", () => {
-  test("504 max-duration when the response head has not started in time", async () => {
+  test("504 max_duration when the response head has not started in time", async () => {
     const h = holdingUpstream();
     await using up = h.up;
-    await using px = startProxy([up.endpoint], { maxRequestDurationMs: 150, upstreamResponseTimeoutMs: 60_000 });
+    await using px = startProxy([up.endpoint], { maxRequestDurationMs: 150, responseHeaderTimeoutMs: 60_000 });
     await using c = await RawClient.connect(px.port);
     const t0 = Date.now();
     c.send(GET);
     const r = await c.readResponse({ timeoutMs: 3000 });
-    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 504, reason: "max-duration" });
+    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 504, reason: "max_duration" });
     expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
     await c.whenClosed;
   });
@@ -308,16 +308,16 @@ describe("max request duration", () => {
 });
 
 describe("per-Service policy overrides", () => {
-  test("responseHeaderTimeoutMs from the policy: 504 upstream-timeout", async () => {
+  test("responseHeaderTimeoutMs from the policy: 504 upstream_timeout", async () => {
     await using up = new RawUpstream("up", () => {});
-    await using px = startProxy([up.endpoint], { upstreamResponseTimeoutMs: 60_000 }, "127.0.0.1", { policy: { responseHeaderTimeoutMs: 150 } });
+    await using px = startProxy([up.endpoint], { responseHeaderTimeoutMs: 60_000 }, "127.0.0.1", { policy: { responseHeaderTimeoutMs: 150 } });
     await using c = await RawClient.connect(px.port);
     const t0 = Date.now();
     c.send(GET);
     const r = await c.readResponse({ timeoutMs: 3000 });
     expect({ status: r.status, reason: header(r, "x-kubegate-reason"), body: r.body }).toEqual({
       status: 504,
-      reason: "upstream-timeout",
+      reason: "upstream_timeout",
       body: 'Gateway timeout: service "default/web:http" did not respond within 150 ms\n',
     });
     expect(Date.now() - t0).toBeGreaterThanOrEqual(140);

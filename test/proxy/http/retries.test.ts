@@ -66,14 +66,14 @@ describe("connect failures", () => {
     expect(balancer.events.filter((e) => e.startsWith("unmatched"))).toEqual([]);
   });
 
-  test("attempts are bounded by connectAttempts, on distinct endpoints: 502 connect-failed", async () => {
+  test("attempts are bounded by connectAttempts, on distinct endpoints: 502 connect_failed", async () => {
     const ports = [refusedPort(), refusedPort(), refusedPort(), refusedPort()];
     const { px, balancer } = recordingProxy(ports.map((p) => endpoint(p)), { connectAttempts: 3 });
     await using _px = px;
     await using c = await RawClient.connect(px.port);
     c.send(`GET / HTTP/1.1\r\n${H}\r\n`);
     const r = await c.readResponse();
-    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 502, reason: "connect-failed" });
+    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 502, reason: "connect_failed" });
     expect(balancer.events).toEqual(ports.slice(0, 3).flatMap((p) => [`begin ${p}`, `end ${p} connect-failure`]));
     expect(balancer.picks.map((p) => p.exclude)).toEqual([[], ports.slice(0, 1), ports.slice(0, 2)]);
   });
@@ -138,7 +138,7 @@ describe("the keep-alive race", () => {
     }
     c.send(`POST /pay HTTP/1.1\r\n${H}Content-Length: 2\r\n\r\nok`);
     const r = await c.readResponse();
-    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 502, reason: "upstream-reset" });
+    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 502, reason: "upstream_reset" });
     await c.whenClosed;
     // /1's connection to a was pooled and idle: the POST still opened a new one.
     expect(a.requests.map((q) => `${q.method} ${q.target}@${q.conn}`)).toEqual(["GET /1@0", "POST /pay@1"]);
@@ -175,7 +175,7 @@ describe("the keep-alive race", () => {
     await using c = await RawClient.connect(px.port);
     c.send(`POST /pay HTTP/1.1\r\n${H}Content-Length: 2\r\n\r\nok`);
     const r = await c.readResponse();
-    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 502, reason: "upstream-reset" });
+    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 502, reason: "upstream_reset" });
     expect({ a: a.requests.length, b: b.requests.length }).toEqual({ a: 1, b: 0 });
   });
 
@@ -268,7 +268,7 @@ describe("outcomes reported to the balancer", () => {
       if (req.target === "/hang") return void held.push(s as TcpSocket<unknown>);
       s.write(bytes(`HTTP/1.1 ${status} X\r\nContent-Length: 0\r\n\r\n`));
     });
-    const { px, balancer } = recordingProxy([up.endpoint], { upstreamResponseTimeoutMs: 100 });
+    const { px, balancer } = recordingProxy([up.endpoint], { responseHeaderTimeoutMs: 100 });
     await using _px = px;
     await using c = await RawClient.connect(px.port);
     c.send(`GET / HTTP/1.1\r\n${H}\r\n`);
@@ -278,7 +278,7 @@ describe("outcomes reported to the balancer", () => {
     expect((await c.readResponse()).status).toBe(404);
     c.send(`GET /hang HTTP/1.1\r\n${H}\r\n`);
     const r = await c.readResponse();
-    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 504, reason: "upstream-timeout" });
+    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 504, reason: "upstream_timeout" });
     await waitFor(() => balancer.open === 0, "every attempt ended");
     const p = up.port;
     expect(balancer.events).toEqual([`begin ${p}`, `end ${p} server-error`, `begin ${p}`, `end ${p} success`, `begin ${p}`, `end ${p} server-error`]);
@@ -297,14 +297,14 @@ describe("outcomes reported to the balancer", () => {
     expect(balancer.events).toEqual([`begin ${up.port}`, `end ${up.port} success`]);
   });
 
-  test("an invalid response head is a server error (502 invalid-response)", async () => {
+  test("an invalid response head is a server error (502 invalid_response)", async () => {
     await using up = new RawUpstream("up", (_req, s) => void s.write(bytes("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx")));
     const { px, balancer } = recordingProxy([up.endpoint]);
     await using _px = px;
     await using c = await RawClient.connect(px.port);
     c.send(`GET / HTTP/1.1\r\n${H}\r\n`);
     const r = await c.readResponse();
-    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 502, reason: "invalid-response" });
+    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 502, reason: "invalid_response" });
     await waitFor(() => balancer.open === 0, "the attempt ended");
     expect(balancer.events).toEqual([`begin ${up.port}`, `end ${up.port} server-error`]);
   });

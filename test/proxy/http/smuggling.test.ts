@@ -86,7 +86,7 @@ describe("smuggling vectors are refused with 400 and a closed connection", () =>
 
   test.each(vectors)("%s (one write)", async (_name, request) => {
     const r = await rejectedVector([request]);
-    expect(r).toMatchObject({ status: 400, connection: "close", reason: "bad-request", extra: "" });
+    expect(r).toMatchObject({ status: 400, connection: "close", reason: "bad_request", extra: "" });
     expect(r.upstream).toEqual({ targets: [], bodies: [], partial: [] });
   });
 
@@ -98,7 +98,7 @@ describe("smuggling vectors are refused with 400 and a closed connection", () =>
   ];
   test.each(later)("%s, after the head went upstream: the upstream gets a canonical prefix, then the close", async (_name, body) => {
     const r = await rejectedVector([`POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n`, body]);
-    expect(r).toMatchObject({ status: 400, connection: "close", reason: "bad-request" });
+    expect(r).toMatchObject({ status: 400, connection: "close", reason: "bad_request" });
     // Only the head (and any chunks validated before the bad one): never the hidden request.
     expect(r.upstream.targets).toEqual([]);
     expect(r.upstream.partial).toHaveLength(1);
@@ -185,7 +185,7 @@ describe("never an open proxy", () => {
     await using c = await RawClient.connect(px.port);
     c.send("CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n");
     const r = await c.readResponse();
-    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 405, reason: "method-not-allowed" });
+    expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 405, reason: "method_not_allowed" });
     await c.whenClosed;
     expect(up.accepts).toBe(0);
   });

@@ -4,7 +4,7 @@
  * pending gauges, no-local-endpoints per family, healthz/livez codes; plus watch and listener gauges.
  */
 import { describe, expect, test } from "bun:test";
-import { HealthState, healthApp, type HealthCounts } from "../../../src/admin/health.ts";
+import { HealthState, healthApp, type HealthCounts } from "../../../src/admin/proxy-health.ts";
 import { type EndpointSlice, type KindName, parseObject, type Service } from "../../../src/kube/objects.ts";
 import type { CacheEvent } from "../../../src/kube/source.ts";
 import { ModelStore, type PublishInfo } from "../../../src/model/store.ts";

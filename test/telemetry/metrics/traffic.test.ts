@@ -130,14 +130,12 @@ describe("values match the traffic recorded", () => {
     const ep = entrypoint({ name: "shop/web:http", protocol: "http" });
     traffic.sync(snap(ep));
     const t = traffic.forEntrypoint(ep);
-    const started = performance.now();
     for (let i = 0; i < 1_000_000; i++) {
       t.request(200, 0.0007);
       t.bytes(100, 900);
     }
-    const ms = performance.now() - started;
+    // How cheap is a benchmark's figure (`bun test/bench/metrics-scale.ts`), not a wall-time bound here.
     expect(valueOf(scrape(), N.requests, { ...web, code_class: "2xx" })).toBe(1_000_000);
-    expect(ms).toBeLessThan(1_000); // ~20 ms here; the bound only catches a pathological regression
   });
 });
 
@@ -212,9 +210,7 @@ describe("the series cap", () => {
     const { traffic, registry } = setup(5_000);
     const eps = services(10_000);
     const full = snap(...eps);
-    let started = performance.now();
     traffic.sync(full);
-    const syncMs = performance.now() - started;
     expect(traffic.trackedSeries).toBe(5_000);
     expect(traffic.droppedSeries).toBe(5_000);
 
@@ -223,9 +219,7 @@ describe("the series cap", () => {
     expect(refused).toHaveLength(5_000);
     for (const ep of eps) traffic.forEntrypoint(ep).request(200, 0.001);
 
-    started = performance.now();
     const text = registry.expose();
-    const scrapeMs = performance.now() - started;
     const s = parseScrape(text);
     expect(seriesOf(s, N.requests)).toHaveLength(5_000);
     expect(seriesOf(s, N.endpoints)).toHaveLength(5_000 * 4);
@@ -253,10 +247,7 @@ describe("the series cap", () => {
     expect(traffic.trackedSeries).toBe(0);
     expect(traffic.size).toBe(0);
     expect(seriesOf(parseScrape(registry.expose()), N.endpoints)).toEqual([]);
-
-    // Generous bounds: they catch a quadratic walk, not a slow machine.
-    expect(syncMs).toBeLessThan(1_000);
-    expect(scrapeMs).toBeLessThan(2_000);
+    // Sync and scrape times at this scale are figures of `bun test/bench/metrics-scale.ts`, not bounds here.
   });
 
   test("churn through 50k distinct Services keeps memory bounded by the cap", () => {

@@ -1,24 +1,24 @@
 /**
- * healthCheckNodePort servers (externalTrafficPolicy: Local), reconciled from each snapshot the way
- * kube-proxy's ServiceHealthServer does it (pkg/proxy/healthcheck/service_health.go):
+ * Service health: the healthCheckNodePort servers (externalTrafficPolicy: Local), reconciled from each
+ * snapshot the way kube-proxy's ServiceHealthServer does it (pkg/proxy/healthcheck/service_health.go;
+ * kube-proxy's own /healthz, "proxy health", is `admin/proxy-health.ts`):
  *
  * - one HTTP server per Service on `healthCheckNodePort`, on each of its addresses; any path answers;
  * - a Service whose port and addresses are unchanged keeps its servers: only its count changes;
  * - a Service that is gone, or whose port or addresses changed, has its servers closed (and reopened
  *   on the new port);
  * - a port that cannot be bound closes what was opened for that Service and is an error in
- *   {@link HealthCheckServers.status} (kube-proxy raises the Event `FailedToStartServiceHealthcheck`);
- *   it is retried on the next apply and on a timer.
+ *   {@link ServiceHealthServers.status} (kube-proxy raises the Event `FailedToStartServiceHealthcheck`);
+ *   it is retried on the next apply and on a timer (the listeners' {@link BindQueue}, binding at once).
  */
-import { bindReason } from "../listeners/manager.ts";
-import { hostPort } from "../listeners/desired.ts";
+import { BindQueue, bindErrorMessage } from "../listeners/bind-queue.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import type { HealthCheckService, Snapshot } from "../model/types.ts";
 import { rt } from "../runtime/index.ts";
 import type { HttpServer, Runtime } from "../runtime/types.ts";
 import { healthCheckResponse } from "./response.ts";
 
-export interface HealthCheckServersOptions {
+export interface ServiceHealthServersOptions {
   /** The proxy's own health (kube-proxy's `serviceProxyHealthy`), read on every request: wire it to HealthState. */
   readonly proxyHealthy: () => boolean;
   /** How often health checks that failed to start are retried, ms (default 5 s; 0: only on `apply`). */
@@ -29,7 +29,7 @@ export interface HealthCheckServersOptions {
 }
 
 /** One health check, for the admin API. */
-export interface HealthCheckState {
+export interface ServiceHealthState {
   readonly namespace: string;
   readonly name: string;
   readonly port: number;
@@ -55,32 +55,38 @@ interface Instance {
   error: string | undefined;
 }
 
-const DEFAULT_RETRY_INTERVAL_MS = 5_000;
-
 /**
  * Runs the healthCheckNodePort servers of the latest snapshot. Dispose to close them.
  *
  * @example
- * await using checks = new HealthCheckServers({ proxyHealthy: () => health.healthy().healthy, log });
+ * await using checks = new ServiceHealthServers({ proxyHealthy: () => health.healthy().healthy, log });
  * checks.apply(snapshot);
  * checks.status(); // [{ namespace: "ns", name: "web", port: 32000, addresses: ["10.0.0.5"], localEndpoints: 1, bound: true }]
  */
-export class HealthCheckServers implements AsyncDisposable {
+export class ServiceHealthServers implements AsyncDisposable {
   readonly #proxyHealthy: () => boolean;
-  readonly #retryIntervalMs: number;
   readonly #log: Logger;
   readonly #serveHttp: Runtime["serveHttp"];
+  /** Starts health checks at once (no queue: there are few), and runs the retry timer. */
+  readonly #binds: BindQueue<Instance>;
   /** By `namespace/name`. */
   #instances = new Map<string, Instance>();
   readonly #closing = new Set<Promise<void>>();
-  #retryTimer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
-  constructor(options: HealthCheckServersOptions) {
+  constructor(options: ServiceHealthServersOptions) {
     this.#proxyHealthy = options.proxyHealthy;
-    this.#retryIntervalMs = options.retryIntervalMs ?? DEFAULT_RETRY_INTERVAL_MS;
     this.#log = options.log ?? silentLogger;
     this.#serveHttp = options.serveHttp ?? rt.serveHttp;
+    this.#binds = new BindQueue<Instance>({
+      bind: (inst) => this.#start(inst),
+      anyFailed: () => {
+        for (const inst of this.#instances.values()) if (inst.servers.length === 0) return true;
+        return false;
+      },
+      retry: () => this.retryFailed(),
+      retryIntervalMs: options.retryIntervalMs,
+    });
   }
 
   /** Reconcile the servers with `snapshot.healthChecks`. Never throws: a port that cannot be bound is reported in {@link status}. */
@@ -102,6 +108,7 @@ export class HealthCheckServers implements AsyncDisposable {
         this.#stop(inst, hc === undefined ? "removed" : "port or addresses changed");
       }
     }
+    const toStart: Instance[] = [];
     for (const [key, hc] of wanted) {
       let inst = this.#instances.get(key);
       if (inst === undefined) {
@@ -118,13 +125,14 @@ export class HealthCheckServers implements AsyncDisposable {
         this.#instances.set(key, inst);
       }
       inst.localEndpoints = hc.localEndpoints;
-      if (inst.servers.length === 0) this.#start(inst);
+      if (inst.servers.length === 0) toStart.push(inst);
     }
-    this.#scheduleRetry();
+    this.#binds.bind(toStart);
+    this.#binds.scheduleRetry();
   }
 
   /** Every health check of the last snapshot, by port then name. */
-  status(): HealthCheckState[] {
+  status(): ServiceHealthState[] {
     return [...this.#instances.values()]
       .sort((a, b) => a.port - b.port || (a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
       .map((i) => {
@@ -135,14 +143,16 @@ export class HealthCheckServers implements AsyncDisposable {
 
   /** Retry starting the health checks that failed (also runs on a timer while any have failed). */
   retryFailed(): void {
-    for (const inst of this.#instances.values()) if (inst.servers.length === 0) this.#start(inst);
-    this.#scheduleRetry();
+    const failed: Instance[] = [];
+    for (const inst of this.#instances.values()) if (inst.servers.length === 0) failed.push(inst);
+    this.#binds.bind(failed);
+    this.#binds.scheduleRetry();
   }
 
   /** Close every server. */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#stopRetry();
+    this.#binds.close();
     for (const inst of this.#instances.values()) this.#stop(inst, "shutting down");
     this.#instances.clear();
     await Promise.all(this.#closing);
@@ -165,7 +175,7 @@ export class HealthCheckServers implements AsyncDisposable {
       } catch (err) {
         // Like kube-proxy: close what was opened, so a retry (or another owner of the port) starts clean.
         for (const s of servers) this.#dispose(s);
-        this.#failed(inst, `Cannot start health check "${inst.namespace}/${inst.name}" on ${hostPort(address, inst.port)}: ${bindReason(err)}`);
+        this.#failed(inst, bindErrorMessage(`Cannot start health check "${inst.namespace}/${inst.name}"`, address, inst.port, err));
         return;
       }
     }
@@ -202,18 +212,5 @@ export class HealthCheckServers implements AsyncDisposable {
     });
     this.#closing.add(closing);
     void closing.finally(() => this.#closing.delete(closing));
-  }
-
-  #scheduleRetry(): void {
-    const failed = [...this.#instances.values()].some((i) => i.servers.length === 0);
-    if (!failed || this.#closed) return this.#stopRetry();
-    if (this.#retryTimer !== undefined || this.#retryIntervalMs <= 0) return;
-    this.#retryTimer = setInterval(() => this.retryFailed(), this.#retryIntervalMs);
-    (this.#retryTimer as { unref?: () => void }).unref?.();
-  }
-
-  #stopRetry(): void {
-    if (this.#retryTimer !== undefined) clearInterval(this.#retryTimer);
-    this.#retryTimer = undefined;
   }
 }

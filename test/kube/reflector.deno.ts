@@ -1,8 +1,8 @@
 /**
- * The kube client and reflector under Deno (Deno.createHttpClient with the kubeconfig's CA and client
- * certificate), against the test API server run by Bun as a separate process.
- *
- *   deno test -A --no-check test/deno/watch.test.ts
+ * The kube client and reflector on Deno (`Deno.createHttpClient` with the kubeconfig's CA and client
+ * certificate), against the test API server run by Bun as a separate process: mTLS sync, watch adds,
+ * dropped watches, 410 relists. The Bun suite beside it (`reflector.test.ts`) covers the reflector itself.
+ * Run by scripts/test.sh: `deno test -A --unstable-net --config tsconfig.deno.json test/kube/reflector.deno.ts`.
  */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";

@@ -1,5 +1,5 @@
 /**
- * kube-proxy's health contract (pkg/proxy/healthcheck/proxy_health.go), for load balancers and
+ * Proxy health: kube-proxy's health contract (pkg/proxy/healthcheck/proxy_health.go), for load balancers and
  * kubelet probes that already speak it: `/healthz` (sync health and node eligibility), `/livez`
  * (sync health only), plus `/readyz` (200 once the first snapshot is live).
  *

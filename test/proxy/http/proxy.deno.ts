@@ -1,34 +1,15 @@
 /**
- * The HTTP/1.1 forwarder on Deno: `createHttpProxy` bound through the Deno port
+ * The HTTP/1.1 forwarder on Deno's sockets: `createHttpProxy` bound through the Deno port
  * (`src/runtime/deno/net.ts`), upstreams served by `Deno.serve`, clients on Deno sockets and fetch.
- * Run: `deno test -A --no-check --unstable-net test/deno/proxy.test.ts`.
+ * The Bun suites beside it cover the forwarder itself; this one covers it on Deno's sockets.
+ * Run by scripts/test.sh: `deno test -A --unstable-net --config tsconfig.deno.json test/proxy/http/proxy.deno.ts`.
  */
 import assert from "node:assert/strict";
-import { createHttpProxy } from "../../src/proxy/http/index.ts";
-import { defaultProxyOptions } from "../../src/proxy/types.ts";
-import * as denoNet from "../../src/runtime/deno/net.ts";
-import { entrypoint, route } from "../support/entrypoints.ts";
-import { waitFor } from "../support/wait.ts";
-
-interface DenoServer extends AsyncDisposable {
-  readonly addr: { readonly port: number };
-  shutdown(): Promise<void>;
-}
-interface DenoConn extends Disposable {
-  write(b: Uint8Array): Promise<number>;
-  read(b: Uint8Array): Promise<number | null>;
-  close(): void;
-}
-const Deno = (globalThis as unknown as {
-  Deno: {
-    test(name: string, fn: () => Promise<void>): void;
-    serve(
-      options: { hostname: string; port: number; onListen?: () => void },
-      handler: (req: Request, info: { remoteAddr: { port: number } }) => Response | Promise<Response>,
-    ): DenoServer;
-    connect(options: { hostname: string; port: number }): Promise<DenoConn>;
-  };
-}).Deno;
+import { createHttpProxy } from "../../../src/proxy/http/index.ts";
+import { defaultProxyOptions } from "../../../src/proxy/types.ts";
+import * as denoNet from "../../../src/runtime/deno/net.ts";
+import { entrypoint, route } from "../../support/entrypoints.ts";
+import { waitFor } from "../../support/wait.ts";
 
 /** An upstream that answers `name method path body`, and records the client port of each request (one port = one connection). */
 function upstream(name: string, respond?: (req: Request) => Response | Promise<Response>) {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { goTime, HealthState, healthApp, toBeDeletedTaint } from "../../src/admin/health.ts";
+import { goTime, HealthState, healthApp, toBeDeletedTaint } from "../../src/admin/proxy-health.ts";
 import type { Node } from "../../src/kube/objects.ts";
 
 const node = (extra: Partial<Node["metadata"]> = {}, taints: { key: string }[] = []): Node => ({

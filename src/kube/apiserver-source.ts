@@ -1,5 +1,5 @@
 /**
- * The cluster as a {@link Source}: one reflector each for Services, EndpointSlices and this node's
+ * The API server as a {@link Source}: one reflector each for Services, EndpointSlices and this node's
  * own Node object (the model needs only its zone and addresses, so only it is watched, by
  * `fieldSelector=metadata.name=<node>`).
  */
@@ -9,7 +9,7 @@ import type { KindName } from "./objects.ts";
 import { Reflector, type ReflectorTuning } from "./reflector.ts";
 import type { Source, SourceSink, SyncStatus } from "./source.ts";
 
-export interface ClusterSourceOptions extends ReflectorTuning {
+export interface ApiServerSourceOptions extends ReflectorTuning {
   /** The API server (from `loadKubeConfig`); a client is made for it and closed on dispose. */
   readonly kube?: KubeConnection | undefined;
   /** Or a ready client (left open on dispose). One of `kube` and `client` is required. */
@@ -22,16 +22,16 @@ export interface ClusterSourceOptions extends ReflectorTuning {
 
 /**
  * @example
- * await using source = new ClusterSource({ kube: await loadKubeConfig(flags.kubeconfig), nodeName: "node-a", log });
+ * await using source = new ApiServerSource({ kube: await loadKubeConfig(flags.kubeconfig), nodeName: "node-a", log });
  * source.start(store);
  */
-export class ClusterSource implements Source {
-  readonly #options: ClusterSourceOptions;
+export class ApiServerSource implements Source {
+  readonly #options: ApiServerSourceOptions;
   readonly #client: KubeClient;
   readonly #ownsClient: boolean;
   #reflectors: Reflector[] = [];
 
-  constructor(options: ClusterSourceOptions) {
+  constructor(options: ApiServerSourceOptions) {
     this.#options = options;
     if (options.client) {
       this.#client = options.client;
@@ -40,7 +40,7 @@ export class ClusterSource implements Source {
       this.#client = new KubeClient(options.kube);
       this.#ownsClient = true;
     } else {
-      throw new TypeError("ClusterSource needs a kube connection or a client");
+      throw new TypeError("ApiServerSource needs a kube connection or a client");
     }
   }
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { ClusterSource } from "../../src/kube/cluster-source.ts";
+import { ApiServerSource } from "../../src/kube/apiserver-source.ts";
 import { startApiServer } from "../support/apiserver.ts";
 import { waitFor } from "../support/wait.ts";
 import { BOOKMARK_MS, RecordingSink, clientFor, fastTuning, service, slice } from "../support/kube-sinks.ts";
@@ -11,7 +11,7 @@ const node = (name: string, zone: string) => ({
   status: { addresses: [{ type: "InternalIP", address: `192.168.0.${name.length}` }] },
 });
 
-describe("ClusterSource", () => {
+describe("ApiServerSource", () => {
   test("syncs Services, EndpointSlices and only this node's Node", async () => {
     await using server = await startApiServer({ bookmarkIntervalMs: BOOKMARK_MS });
     server.create(node("node-a", "z1"));
@@ -20,7 +20,7 @@ describe("ClusterSource", () => {
     server.create(slice("web-1", "web", ["10.0.0.1"]));
     using client = await clientFor(server);
     const sink = new RecordingSink();
-    await using source = new ClusterSource({ client, nodeName: "node-a", ...fastTuning });
+    await using source = new ApiServerSource({ client, nodeName: "node-a", ...fastTuning });
     source.start(sink);
     await waitFor(() => source.status().every((s) => s.synced), { what: "all kinds synced" });
     expect(source.status().map((s) => [s.kind, s.objects, s.phase])).toEqual([
@@ -42,7 +42,7 @@ describe("ClusterSource", () => {
     await using server = await startApiServer({ bookmarkIntervalMs: BOOKMARK_MS });
     using client = await clientFor(server);
     const sink = new RecordingSink();
-    const source = new ClusterSource({ client, ...fastTuning });
+    const source = new ApiServerSource({ client, ...fastTuning });
     source.start(sink);
     await server.waitForWatches(2);
     expect(source.status().map((s) => s.kind)).toEqual(["Service", "EndpointSlice"]);

@@ -3,8 +3,8 @@
  * status codes, count updates without rebinding, removal, port changes and ports that cannot be bound.
  */
 import { describe, expect, test } from "bun:test";
-import { HealthCheckServers } from "../../src/health-check/servers.ts";
-import { healthCheckBody } from "../../src/health-check/response.ts";
+import { ServiceHealthServers } from "../../src/service-health/servers.ts";
+import { healthCheckBody } from "../../src/service-health/response.ts";
 import type { Logger } from "../../src/log.ts";
 import type { HealthCheckService, Snapshot } from "../../src/model/types.ts";
 import { rt } from "../../src/runtime/index.ts";
@@ -25,7 +25,7 @@ function servers(options: { retryIntervalMs?: number } = {}) {
   const at = (level: string) => (msg: string) => void lines.push({ level, msg });
   const log: Logger = { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
   const state = { healthy: true };
-  const s = new HealthCheckServers({ proxyHealthy: () => state.healthy, log, retryIntervalMs: options.retryIntervalMs ?? 0 });
+  const s = new ServiceHealthServers({ proxyHealthy: () => state.healthy, log, retryIntervalMs: options.retryIntervalMs ?? 0 });
   return Object.assign(s, { lines, state });
 }
 
@@ -63,7 +63,7 @@ describe("healthCheckBody", () => {
   });
 });
 
-describe("HealthCheckServers", () => {
+describe("ServiceHealthServers", () => {
   test("200 with kube-proxy's exact body and headers when there is a ready local endpoint", async () => {
     const port = await freePort();
     await using hc = servers();

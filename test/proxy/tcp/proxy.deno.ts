@@ -1,29 +1,24 @@
 /**
- * The TCP proxy on Deno, through the Deno port (`src/runtime/deno/net.ts`): upstreams, clients and
- * the proxy all use Deno sockets. Run: `deno test -A --no-check test/deno/net.test.ts`.
+ * The TCP proxy on Deno's sockets: `makeTcpProxyFactory` over the Deno port (`src/runtime/deno/net.ts`),
+ * with upstreams and clients on Deno sockets too. The Bun suite beside it (`proxy.test.ts`) covers the
+ * proxy itself; this one covers what differs on Deno (EOF instead of RST, backpressure, half-close).
+ * Run by scripts/test.sh: `deno test -A --unstable-net --config tsconfig.deno.json test/proxy/tcp/proxy.deno.ts`.
  *
  * Imports the Deno port directly (not `src/runtime/index.ts`) so this suite needs nothing else of
  * the Deno runtime.
  */
 import assert from "node:assert/strict";
-import { makeTcpProxyFactory } from "../../src/proxy/tcp/proxy.ts";
-import { defaultProxyOptions, type ProxyOptions } from "../../src/proxy/types.ts";
-import * as denoNet from "../../src/runtime/deno/net.ts";
-import type { TcpHandlers } from "../../src/runtime/types.ts";
-import { entrypoint, route } from "../support/entrypoints.ts";
-import { connectClient, echoServer } from "../support/tcp-peers.ts";
-import { patternSha256, randomPattern, transferClient, transferUpstream } from "../support/tcp-transfer.ts";
-import { waitFor } from "../support/wait.ts";
+import { makeTcpProxyFactory } from "../../../src/proxy/tcp/proxy.ts";
+import { defaultProxyOptions, type ProxyOptions } from "../../../src/proxy/types.ts";
+import * as net from "../../../src/runtime/deno/net.ts";
+import type { TcpHandlers, TcpSocket } from "../../../src/runtime/types.ts";
+import { entrypoint, route } from "../../support/entrypoints.ts";
+import { REFUSED_PORT } from "../../support/ports.ts";
+import { connectClient, echoServer } from "../../support/tcp-peers.ts";
+import { patternSha256, randomPattern, transferClient, transferUpstream } from "../../support/tcp-transfer.ts";
+import { waitFor } from "../../support/wait.ts";
 
-const Deno = (globalThis as unknown as {
-  Deno: {
-    test(name: string, fn: () => Promise<void>): void;
-    test(options: { name: string; ignore: boolean; fn: () => Promise<void> }): void;
-    listenDatagram?: unknown;
-  };
-}).Deno;
-const net = denoNet;
-const createTcpProxy = makeTcpProxyFactory(denoNet.connectTcp);
+const createTcpProxy = makeTcpProxyFactory(net.connectTcp);
 
 function startProxy(upstreams: readonly number[], options: Partial<ProxyOptions> = {}) {
   const proxy = createTcpProxy({ current: route(entrypoint({ endpoints: upstreams })) }, { ...defaultProxyOptions, ...options });
@@ -87,12 +82,8 @@ Deno.test("64 MiB each way through the proxy arrives intact", async () => {
 });
 
 Deno.test("a refused endpoint is retried on the next one; no endpoints closes the client", async () => {
-  // A port that was just free: bind and release it.
-  const probe = net.listenTcp({ hostname: "127.0.0.1", port: 0, handlers: { data() {} } });
-  const refused = probe.port;
-  probe.stop(true);
   await using echo = echoServer(net, { tag: "ok" });
-  await using p = startProxy([refused, echo.port]);
+  await using p = startProxy([REFUSED_PORT, echo.port]);
   await using c = await connectClient(net, p.port);
   assert.equal(await c.exchange("hi", 5), "ok:hi");
   assert.equal(echo.accepted, 1);
@@ -108,7 +99,7 @@ Deno.test("backpressure: a paused client stalls the upstream; resuming delivers 
   const total = 64 * 1024 * 1024;
   const chunk = new Uint8Array(256 * 1024).fill(1);
   let accepted = 0;
-  const pump = (s: Parameters<NonNullable<TcpHandlers<unknown>["drain"]>>[0]) => {
+  const pump = (s: TcpSocket<unknown>) => {
     while (accepted < total) {
       const next = chunk.subarray(0, Math.min(chunk.length, total - accepted));
       const n = s.write(next);
@@ -136,26 +127,4 @@ Deno.test("backpressure: a paused client stalls the upstream; resuming delivers 
   await c.receivedAtLeast(total);
   await c.ended;
   assert.equal(c.received, total);
-});
-
-Deno.test({
-  // Deno.listenDatagram is unstable: run with --unstable-net to include this test.
-  name: "UDP: a datagram round trip (needs --unstable-net)",
-  ignore: Deno.listenDatagram === undefined,
-  fn: async () => {
-    const got = Promise.withResolvers<string>();
-    const server = await net.bindUdp({
-      hostname: "127.0.0.1",
-      port: 0,
-      onMessage: (data, port, address) => void server.send(new TextEncoder().encode(`echo:${new TextDecoder().decode(data)}`), port, address),
-    });
-    const client = await net.bindUdp({ hostname: "127.0.0.1", port: 0, onMessage: (data) => got.resolve(new TextDecoder().decode(data)) });
-    try {
-      assert.equal(client.send(new TextEncoder().encode("ping"), server.port, "127.0.0.1"), true);
-      assert.equal(await got.promise, "echo:ping");
-    } finally {
-      client.close();
-      server.close();
-    }
-  },
 });
