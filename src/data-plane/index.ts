@@ -15,7 +15,7 @@ import type { Snapshot } from "../model/types.ts";
 import { createHttpProxy } from "../proxy/http/index.ts";
 import { createTcpProxy } from "../proxy/tcp/index.ts";
 import type { ProxyTelemetry } from "../proxy/types.ts";
-import { udpProxyFactory } from "../proxy/udp/index.ts";
+import { createUdpProxy } from "../proxy/udp/index.ts";
 import { RouteBuilder } from "../routes/builder.ts";
 import { DnsRegistry } from "../routes/dns/registry.ts";
 import { AccessLog } from "../telemetry/access-log.ts";
@@ -56,12 +56,12 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
     ...(tracing ? { tracing: tracing.proxy } : {}),
     ...(accessLog ? { accessLog } : {}),
   };
-  const proxy = { ...proxyOptions(settings.proxy), telemetry };
+  const proxy = { ...proxyOptions(settings.proxy), telemetry, log };
   // Routes (balancers, affinity tables, ExternalName resolvers) outlive snapshots.
   const dns = new DnsRegistry({ log });
   const routes = new RouteBuilder({ externalNames: dns, defaultBalancer: settings.defaultBalancer, outlier: settings.outlier });
   const listeners = new ListenerManager(
-    { http: createHttpProxy, tcp: createTcpProxy, udp: udpProxyFactory({ log, telemetry }) },
+    { http: createHttpProxy, tcp: createTcpProxy, udp: createUdpProxy },
     { proxyOptions: proxy, drainGraceMs: settings.drainGraceMs, log, routes },
   );
   let disposed: Promise<void> | undefined;

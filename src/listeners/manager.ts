@@ -141,6 +141,7 @@ export class ListenerManager implements AsyncDisposable {
     });
     this.#udp = factories.udp && {
       factory: factories.udp,
+      options: this.#proxyOptions,
       bindUdp: options.bindUdp ?? rt.bindUdp,
       wanted: (slot) => !this.#closed && this.#slots.get(slot.key) === slot,
       route: (slot) => this.#routes.get(slot.entrypoint.key),

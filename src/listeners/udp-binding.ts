@@ -3,6 +3,7 @@
  * replaced or the manager closed by the time it does; then the socket is closed at once. Otherwise the
  * UDP proxy (flow table) is attached to it and runs with the entrypoint's route of that moment.
  */
+import type { ProxyOptions } from "../proxy/types.ts";
 import type { UdpListenerProxy, UdpProxyFactory } from "../proxy/udp/types.ts";
 import type { Route, RouteRef } from "../routes/types.ts";
 import type { Runtime } from "../runtime/types.ts";
@@ -11,6 +12,8 @@ import type { Slot } from "./slot.ts";
 /** What a UDP bind needs from the manager. */
 export interface UdpBindContext {
   readonly factory: UdpProxyFactory;
+  /** The gateway's proxy options, as the HTTP and TCP proxies get them. */
+  readonly options: ProxyOptions;
   readonly bindUdp: Runtime["bindUdp"];
   /** Whether `slot` is still wanted (not removed or replaced, the manager open). */
   readonly wanted: (slot: Slot) => boolean;
@@ -33,7 +36,7 @@ export interface UdpBindContext {
  */
 export function bindUdpSlot(slot: Slot, route: Route, ctx: UdpBindContext): void {
   const ref: RouteRef = { current: route };
-  const proxy = ctx.factory(ref, { admit: (address) => ctx.admit(slot, address) });
+  const proxy = ctx.factory(ref, ctx.options, { admit: (address) => ctx.admit(slot, address) });
   slot.binding = true;
   ctx.changed();
   const done: Promise<void> = ctx.bindUdp({ hostname: slot.address, port: slot.port, onMessage: proxy.onMessage }).then(

@@ -108,7 +108,7 @@ describe("per-Service traffic metrics", () => {
     const g = gatewayMetrics();
     await using echo = await udpEcho(rt, { tag: "a" });
     const ep = entrypoint({ protocol: "udp", endpoints: [echo.port] });
-    const proxy = makeUdpProxyFactory({ bindUdp: rt.bindUdp, telemetry: g.telemetry })({ current: routeOf(ep) });
+    const proxy = makeUdpProxyFactory(rt.bindUdp)({ current: routeOf(ep) }, { ...defaultProxyOptions, telemetry: g.telemetry });
     const socket = await rt.bindUdp({ hostname: "127.0.0.1", port: 0, onMessage: proxy.onMessage });
     proxy.attach(socket);
     await using _p = { [Symbol.asyncDispose]: async () => (proxy.closeAll(), socket.close()) };

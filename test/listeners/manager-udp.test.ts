@@ -5,7 +5,8 @@
 import { describe, expect, test } from "bun:test";
 import type { Entrypoint } from "../../src/model/types.ts";
 import { createTcpProxy } from "../../src/proxy/tcp/index.ts";
-import { makeUdpProxyFactory } from "../../src/proxy/udp/index.ts";
+import { makeUdpProxyFactory, type UdpProxyOptions } from "../../src/proxy/udp/index.ts";
+import { defaultProxyOptions } from "../../src/proxy/types.ts";
 import { rt } from "../../src/runtime/index.ts";
 import { listenerManager, type TestListenerOptions } from "../support/listeners.ts";
 import { entrypoint, snapshot } from "../support/entrypoints.ts";
@@ -15,8 +16,9 @@ import { freeUdpPort, udpClient, udpEcho } from "../support/udp-peers.ts";
 import { waitFor } from "../support/wait.ts";
 
 function manager(options: TestListenerOptions = {}) {
-  const udp = makeUdpProxyFactory({ bindUdp: rt.bindUdp, idleTimeoutMs: 5_000 });
-  return listenerManager({ http: createTcpProxy, tcp: createTcpProxy, udp }, { drainGraceMs: 1_000, retryIntervalMs: 0, ...options });
+  const udp = makeUdpProxyFactory(rt.bindUdp);
+  const proxyOptions: UdpProxyOptions = { ...defaultProxyOptions, udp: { idleTimeoutMs: 5_000 } };
+  return listenerManager({ http: createTcpProxy, tcp: createTcpProxy, udp }, { drainGraceMs: 1_000, retryIntervalMs: 0, proxyOptions, ...options });
 }
 
 /** A port free for TCP and for UDP on 127.0.0.1 (a UDP-free port may be a TCP client's local port). */

@@ -32,7 +32,7 @@ function manager() {
   const lines: Line[] = [];
   const at = (level: string) => (msg: string, fields?: Readonly<Record<string, unknown>>) => void lines.push({ level, msg, fields });
   const log: Logger = { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
-  const udp = makeUdpProxyFactory({ bindUdp: rt.bindUdp });
+  const udp = makeUdpProxyFactory(rt.bindUdp);
   const m = listenerManager({ http: createTcpProxy, tcp: createTcpProxy, udp }, { drainGraceMs: 1_000, retryIntervalMs: 0, log, refusedLogIntervalMs: 60_000 });
   return Object.assign(m, { lines });
 }

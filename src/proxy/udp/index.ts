@@ -6,26 +6,17 @@
  */
 import { rt } from "../../runtime/index.ts";
 import { makeUdpProxyFactory } from "./proxy.ts";
-import type { UdpProxyFactory, UdpProxySettings } from "./types.ts";
+import type { UdpProxyFactory } from "./types.ts";
 
 export { makeUdpProxyFactory } from "./proxy.ts";
 export * from "./types.ts";
 
 /**
- * The UDP data plane for one listener with default settings (30 s idle timeout, 4096 flows).
- * Use {@link udpProxyFactory} to change them.
+ * Builds the UDP data plane for one listener (flows bind their upstream sockets on the current runtime). Settings
+ * come in the options, as for the HTTP and TCP proxies: `telemetry`, and `udp` for the flow table's limits.
  *
  * @example
- * const proxy = createUdpProxy({ current: route });
+ * const proxy = createUdpProxy({ current: route }, { ...defaultProxyOptions, udp: { idleTimeoutMs: 60_000 } });
  * proxy.attach(await rt.bindUdp({ hostname: "127.0.0.1", port: 30053, onMessage: proxy.onMessage }));
  */
-export const createUdpProxy: UdpProxyFactory = makeUdpProxyFactory({ bindUdp: rt.bindUdp });
-
-/**
- * A UDP data-plane factory on the current runtime with these settings.
- *
- * @example new ListenerManager({ http, tcp, udp: udpProxyFactory({ idleTimeoutMs: 60_000, log }) }, { routes })
- */
-export function udpProxyFactory(settings: Omit<UdpProxySettings, "bindUdp"> = {}): UdpProxyFactory {
-  return makeUdpProxyFactory({ bindUdp: rt.bindUdp, ...settings });
-}
+export const createUdpProxy: UdpProxyFactory = makeUdpProxyFactory(rt.bindUdp);

@@ -74,15 +74,16 @@ interface Flow {
 }
 
 /**
- * Build a {@link UdpProxyFactory} whose flows bind their upstream sockets with `settings.bindUdp`.
+ * Build a {@link UdpProxyFactory} whose flows bind their upstream sockets with `bindUdp` (as `makeTcpProxyFactory`
+ * takes `connectTcp`).
  *
  * @example
- * const factory = makeUdpProxyFactory({ bindUdp: rt.bindUdp, idleTimeoutMs: 30_000 });
- * const proxy = factory({ current: route });
+ * const factory = makeUdpProxyFactory(rt.bindUdp);
+ * const proxy = factory({ current: route }, { ...defaultProxyOptions, udp: { idleTimeoutMs: 30_000 } });
  * proxy.attach(await rt.bindUdp({ hostname: "127.0.0.1", port: 30053, onMessage: proxy.onMessage }));
  */
-export function makeUdpProxyFactory(settings: UdpProxySettings): UdpProxyFactory {
-  return (ref, hooks = {}) => createProxy(ref, hooks, settings);
+export function makeUdpProxyFactory(bindUdp: UdpProxySettings["bindUdp"]): UdpProxyFactory {
+  return (ref, options, hooks = {}) => createProxy(ref, hooks, { bindUdp, ...options.udp, log: options.log, telemetry: options.telemetry });
 }
 
 function createProxy(ref: RouteRef, hooks: UdpProxyHooks, settings: UdpProxySettings): UdpListenerProxy {

@@ -5,7 +5,7 @@
  */
 import type { Logger } from "../../log.ts";
 import type { Runtime, UdpSocket } from "../../runtime/types.ts";
-import type { ProxyTelemetry } from "../types.ts";
+import type { ProxyOptions, ProxyTelemetry } from "../types.ts";
 import type { RouteRef } from "../../routes/types.ts";
 
 /** Per-listener hooks the listener manager gives a UDP proxy. */
@@ -54,10 +54,21 @@ export interface UdpListenerProxy {
   closeAll(): void;
 }
 
-/** Builds the UDP data plane for one listener; new flows pick endpoints from `ref.current`. */
-export type UdpProxyFactory = (ref: RouteRef, hooks?: UdpProxyHooks) => UdpListenerProxy;
+/**
+ * Builds the UDP data plane for one listener; new flows pick endpoints from `ref.current`. The same shape as the
+ * HTTP and TCP factories (`ListenerProxyFactory`: route ref and the gateway's proxy options), plus the listener's hooks.
+ */
+export type UdpProxyFactory = (ref: RouteRef, options: UdpProxyOptions, hooks?: UdpProxyHooks) => UdpListenerProxy;
 
-/** Settings of a UDP proxy factory. */
+/** {@link ProxyOptions} plus what only the UDP proxy uses (`HttpProxyOptions` is its HTTP counterpart). */
+export interface UdpProxyOptions extends ProxyOptions {
+  /** Flow table limits; absent fields take the UDP defaults (30 s idle, 4096 flows). */
+  readonly udp?: Pick<UdpProxySettings, "idleTimeoutMs" | "maxFlows" | "maxPendingDatagrams"> | undefined;
+  /** Where upstream sockets that cannot be bound are reported (rate-limited). */
+  readonly log?: Logger | undefined;
+}
+
+/** What one UDP proxy runs with (resolved from {@link UdpProxyOptions} and the runtime's `bindUdp`). */
 export interface UdpProxySettings {
   /** Binds the per-flow upstream sockets (ephemeral ports). */
   readonly bindUdp: Runtime["bindUdp"];

@@ -6,6 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { RoundRobin } from "../../../src/balancer/round-robin.ts";
 import type { Balancer } from "../../../src/balancer/types.ts";
 import { makeUdpProxyFactory } from "../../../src/proxy/udp/proxy.ts";
+import { defaultProxyOptions } from "../../../src/proxy/types.ts";
 import type { UdpListenerProxy, UdpProxyHooks, UdpProxySettings } from "../../../src/proxy/udp/types.ts";
 import type { RouteRef } from "../../../src/routes/types.ts";
 import { rt } from "../../../src/runtime/index.ts";
@@ -29,7 +30,8 @@ async function proxyTo(
 ): Promise<Harness> {
   const routeFor = (p: readonly number[]) => route(entrypoint({ protocol: "udp", endpoints: [...p] }));
   const ref: RouteRef = { current: routeFor(ports) };
-  const proxy = makeUdpProxyFactory({ bindUdp: rt.bindUdp, ...settings })(ref, hooks);
+  const { bindUdp = rt.bindUdp, log, telemetry, ...udp } = settings;
+  const proxy = makeUdpProxyFactory(bindUdp)(ref, { ...defaultProxyOptions, udp, log, telemetry }, hooks);
   const socket = await rt.bindUdp({ hostname: "127.0.0.1", port: 0, onMessage: proxy.onMessage });
   proxy.attach(socket);
   return {
@@ -241,7 +243,7 @@ describe("UDP proxy", () => {
     };
     const ep = entrypoint({ protocol: "udp", endpoints: [a.port, b.port] });
     const ref: RouteRef = { current: { entrypoint: ep, balancer: recording } };
-    const proxy = makeUdpProxyFactory({ bindUdp: rt.bindUdp, idleTimeoutMs: 150, maxFlows: 2 })(ref);
+    const proxy = makeUdpProxyFactory(rt.bindUdp)(ref, { ...defaultProxyOptions, udp: { idleTimeoutMs: 150, maxFlows: 2 } });
     const socket = await rt.bindUdp({ hostname: "127.0.0.1", port: 0, onMessage: proxy.onMessage });
     proxy.attach(socket);
     await using _ = { [Symbol.asyncDispose]: async () => (proxy.closeAll(), socket.close()) };
@@ -285,7 +287,7 @@ describe("UDP proxy", () => {
   test("an upstream endpoint on ::1 works (IPv6 upstream socket)", async () => {
     await using echo = await udpEcho(rt, { tag: "six", hostname: "::1" });
     const ref: RouteRef = { current: route(entrypoint({ protocol: "udp", endpoints: [endpoint(echo.port, "::1")] })) };
-    const proxy = makeUdpProxyFactory({ bindUdp: rt.bindUdp })(ref);
+    const proxy = makeUdpProxyFactory(rt.bindUdp)(ref, defaultProxyOptions);
     const socket = await rt.bindUdp({ hostname: "127.0.0.1", port: 0, onMessage: proxy.onMessage });
     proxy.attach(socket);
     await using _ = { [Symbol.asyncDispose]: async () => (proxy.closeAll(), socket.close()) };
