@@ -1,6 +1,6 @@
 /**
  * The admin app (hono), on `--metrics-bind-address`: the live page at `/` (see `page/`), the current
- * snapshot as JSON, sync status, and (later) `/metrics`. Read-only views of the gateway's state.
+ * snapshot as JSON, sync status and `/metrics`. Read-only: what the control plane knows and the data plane reports.
  */
 import { Hono } from "hono";
 import type { SyncStatus } from "../kube/source.ts";

@@ -46,7 +46,7 @@ export interface ListenerProxyFactories {
 export interface ListenerManagerOptions {
   /**
    * Builds each entrypoint's route and keeps affinity tables and ExternalName resolvers across snapshots.
-   * Supplied by whoever builds the manager (the composition root), which also disposes it.
+   * Supplied by whoever builds the manager (the data plane, `data-plane/index.ts`), which also disposes it.
    */
   readonly routes: RouteBuilder;
   /** Data-plane settings handed to every proxy. */

@@ -10,7 +10,7 @@ import type { AccessLog } from "../telemetry/access-log.ts";
 import type { ServiceTraffic } from "../telemetry/metrics/traffic.ts";
 import type { ProxyTracing } from "../telemetry/tracing/types.ts";
 
-/** Gateway-wide data-plane settings (later issues add per-Service overrides by annotation). */
+/** Gateway-wide data-plane settings; Services override some by annotation (the route's `entrypoint.policy`, see `http/settings.ts`). */
 export interface ProxyOptions {
   /** Upstream connect timeout per attempt, ms. */
   readonly connectTimeoutMs: number;

@@ -20,6 +20,8 @@ import { jsonLines } from "../support/child-io.ts";
 const LEASE = { leaseDurationSeconds: 2, renewDeadlineMs: 1_500, retryPeriodMs: 300 };
 /** Timings on the fake. */
 const FAST = { leaseDurationSeconds: 1, renewDeadlineMs: 700, retryPeriodMs: 150 };
+/** FAST with a lease 200 retry periods long: a takeover by release and one by expiry are far apart. */
+const LONG_LEASE = { ...FAST, leaseDurationSeconds: 30 };
 const LEASE_NAME = "kube-system/kubegate-lb-controller";
 const TOKENS = ["token-a", "token-b"];
 
@@ -29,14 +31,76 @@ const statusWrites = (kube: FakeKube, from = 0) => kube.calls.slice(from).filter
 const leaseWrites = (kube: FakeKube, user: string) => kube.calls.filter((c) => c.user === user && c.resource === "leases" && c.verb === "patch");
 
 /** A controller on the fake, acting as `user`. */
-const startLb = (kube: FakeKube, user: string, node: string) =>
-  startLbController({ client: kube.client(user), nodeName: node, lease: FAST, reflector: fakeTuning, log: silentLogger });
+const startLb = (kube: FakeKube, user: string, node: string, lease = FAST) =>
+  startLbController({ client: kube.client(user), nodeName: node, lease, reflector: fakeTuning, log: silentLogger });
 
-/** An elector on the fake that records when and why its terms start and end. */
+/** One Lease request of a candidate: when it was made, and the spec it read (get) or wrote (patch). */
+interface LeaseCall {
+  readonly verb: string;
+  /** Date.now() when the request was made: the candidate reads its clock just before, in the same task. */
+  readonly at: number;
+  spec?: Record<string, unknown> | undefined;
+}
+
+/** `client`, recording its Lease requests into `calls` (a Proxy, so it wraps the fake's and the real client alike). */
+function recordLeaseCalls<C extends object>(client: C, calls: LeaseCall[]): C {
+  const isLease = (r: unknown) => r === "leases" || (r as { plural?: unknown } | undefined)?.plural === "leases";
+  return new Proxy(client, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target) as unknown;
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        const out = (value as (...a: unknown[]) => unknown).apply(target, args);
+        if (!isLease(args[0]) || (prop !== "get" && prop !== "patch")) return out;
+        const call: LeaseCall = { verb: prop, at: Date.now() };
+        calls.push(call);
+        const specOf = (o: unknown) => (o as { spec?: Record<string, unknown> } | undefined)?.spec;
+        if (prop === "patch") call.spec = specOf(args[3]);
+        else void (out as Promise<unknown>).then((o) => void (call.spec = specOf(o)), () => {});
+        return out;
+      };
+    },
+  });
+}
+
+/**
+ * How a follower took the Lease over, from its recorded calls: the holder it took it from, that holder's last
+ * renewal and expiry (renewTime + leaseDurationSeconds, as the follower read it in its last get), the follower's
+ * clock when it decided (the renewTime it wrote), when it made that last get, and when it made the gets before it.
+ */
+function takeover(calls: readonly LeaseCall[]) {
+  const acquire = calls.findIndex((c) => c.verb === "patch");
+  const gets = calls.slice(0, acquire).filter((c) => c.verb === "get");
+  const seen = gets.at(-1)?.spec ?? {};
+  const lastRenew = Date.parse(String(seen["renewTime"]));
+  return {
+    from: seen["holderIdentity"],
+    lastRenew,
+    expiry: lastRenew + Number(seen["leaseDurationSeconds"]) * 1000,
+    decidedAt: Date.parse(String(calls[acquire]?.spec?.["renewTime"])),
+    attemptAt: gets.at(-1)?.at ?? Number.NaN,
+    earlierAttempts: gets.slice(0, -1).map((c) => c.at),
+  };
+}
+
+/**
+ * Assert that the follower took the Lease by its expiry, at its first attempt after it: never before (its own clock
+ * past renewTime + leaseDuration when it wrote), and no attempt after the expiry that left the Lease to the old
+ * holder (+1 ms: the request's timestamp may tick past the clock reading it decided on). Timer-independent: a
+ * loaded box delays the attempts, not their order relative to the expiry.
+ */
+function expectTakeoverAtExpiry(t: ReturnType<typeof takeover>, from: string): void {
+  expect(t.from).toBe(from);
+  expect(t.decidedAt).toBeGreaterThan(t.expiry);
+  expect(t.earlierAttempts.filter((at) => at > t.expiry + 1)).toEqual([]);
+}
+
+/** An elector on the fake that records when and why its terms start and end, and its Lease requests. */
 function elector(kube: FakeKube, identity: string) {
   const terms: { at: number; what: string }[] = [];
+  const leaseCalls: LeaseCall[] = [];
   const e = new LeaderElector({
-    client: kube.client(identity),
+    client: recordLeaseCalls(kube.client(identity), leaseCalls),
     identity,
     ...FAST,
     log: silentLogger,
@@ -44,7 +108,7 @@ function elector(kube: FakeKube, identity: string) {
     onStoppedLeading: (why) => terms.push({ at: Date.now(), what: `stopped: ${why}` }),
   });
   e.start();
-  return Object.assign(e, { terms });
+  return Object.assign(e, { terms, leaseCalls });
 }
 
 describe("leader election", () => {
@@ -74,18 +138,20 @@ describe("leader election", () => {
 
   test("a graceful stop releases the lease: the follower takes over well before it would expire", async () => {
     const kube = new FakeKube().load(`${import.meta.dir}/fixtures/lease-handover.yaml`);
-    const a = startLb(kube, "a", "node-a");
+    // A 30 s lease: B taking over by the release (within a retry period, 150 ms) and B taking over by the expiry
+    // (30 s) are 200x apart, so the bound below needs no tight timing.
+    const a = startLb(kube, "a", "node-a", LONG_LEASE);
     await waitFor(() => a.status().leading, { what: "A to lead" });
     const first = leaseOf(kube)!.spec;
     expect(first).toEqual({
       holderIdentity: a.identity,
-      leaseDurationSeconds: 1,
+      leaseDurationSeconds: LONG_LEASE.leaseDurationSeconds,
       acquireTime: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/),
       renewTime: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/),
       leaseTransitions: 0,
     });
     expect(a.identity).toStartWith("node-a_");
-    await using b = startLb(kube, "b", "node-b");
+    await using b = startLb(kube, "b", "node-b", LONG_LEASE);
     await waitFor(() => b.status().election.holder === a.identity, { what: "B to observe A" });
     await a[Symbol.asyncDispose]();
     // A's writes of the Lease: created, renewed, released (no holder).
@@ -95,7 +161,7 @@ describe("leader election", () => {
     expect(lastRenewal).toMatchObject({ body: { spec: { holderIdentity: a.identity } } });
     expect([200, 201]).toContain(lastRenewal!.status!);
     // Unreleased, A's Lease would expire leaseDuration after its last renewal.
-    const expiresAt = Date.parse(String((lastRenewal?.body as LeaseObj).spec["renewTime"])) + FAST.leaseDurationSeconds * 1000;
+    const expiresAt = Date.parse(String((lastRenewal?.body as LeaseObj).spec["renewTime"])) + LONG_LEASE.leaseDurationSeconds * 1000;
     await waitFor(() => b.status().leading, { what: "B to lead" });
     expect(Date.now()).toBeLessThan(expiresAt);
     expect(leaseOf(kube)?.spec).toMatchObject({ holderIdentity: b.identity, leaseTransitions: 1 });
@@ -139,11 +205,18 @@ describe("leader election", () => {
     expect(a.terms[1]?.what).toBe(`stopped: no renewal of lease "${LEASE_NAME}" within ${FAST.renewDeadlineMs} ms`);
     const lastRenew = Date.parse(String(leaseOf(kube)?.spec["renewTime"]));
     expect(leaseOf(kube)?.spec["holderIdentity"]).toBe("a");
-    await waitFor(() => b.isLeader(), { timeoutMs: 5_000, intervalMs: 5, what: "B to lead" });
+    await waitFor(() => b.isLeader(), { timeoutMs: 10_000, intervalMs: 5, what: "B to lead" });
     const [stopped, started] = [a.terms[1]!.at, b.terms[0]!.at];
-    console.log(`A stopped ${stopped - lastRenew} ms and B took over ${started - lastRenew} ms after A's last renewal`);
+    const t = takeover(b.leaseCalls);
+    console.log(`A stopped ${stopped - lastRenew} ms and B took over ${started - lastRenew} ms after A's last renewal (B's attempt at ${t.attemptAt - lastRenew} ms)`);
     expect(stopped).toBeLessThan(started);
-    expect(started - lastRenew).toBeLessThanOrEqual(FAST.leaseDurationSeconds * 1000 + FAST.retryPeriodMs);
+    expect(t.lastRenew).toBe(lastRenew);
+    // "Within leaseDuration + retryPeriod" by mechanism: B took the Lease at its first attempt after the expiry.
+    expectTakeoverAtExpiry(t, "a");
+    // And B's attempts were in time: that attempt came within leaseDuration + retryPeriod (1.15 s) of A's last
+    // renewal, with a generous 2x allowance for timers running late on a loaded box; a follower that slept a
+    // whole lease duration or more past the expiry (>= 2 s) still fails.
+    expect(t.attemptAt - lastRenew).toBeLessThan(2 * (FAST.leaseDurationSeconds * 1000 + FAST.retryPeriodMs));
     expect(a.isLeader()).toBe(false);
     expect(leaseOf(kube)?.spec).toMatchObject({ holderIdentity: "b", leaseTransitions: 1 });
   });
@@ -159,12 +232,18 @@ describe("leader election on the wire", () => {
     };
   }
 
-  async function startController(server: TestApiServer, token: string, node: string): Promise<{ lb: LbController; client: KubeClient } & AsyncDisposable> {
+  async function startController(
+    server: TestApiServer,
+    token: string,
+    node: string,
+  ): Promise<{ lb: LbController; client: KubeClient; leaseCalls: LeaseCall[] } & AsyncDisposable> {
     const client = await clientFor(server, { token });
-    const lb = startLbController({ client, nodeName: node, lease: LEASE, reflector: fastTuning, log: silentLogger });
+    const leaseCalls: LeaseCall[] = [];
+    const lb = startLbController({ client: recordLeaseCalls(client, leaseCalls), nodeName: node, lease: LEASE, reflector: fastTuning, log: silentLogger });
     return {
       lb,
       client,
+      leaseCalls,
       async [Symbol.asyncDispose]() {
         await lb[Symbol.asyncDispose]();
         client.close();
@@ -194,12 +273,18 @@ describe("leader election on the wire", () => {
     expect(follower.lb.status().leading).toBe(false);
 
     child.kill("SIGKILL");
-    const killedAt = performance.now();
+    const killedAt = Date.now();
     expect(await child.exited).not.toBe(0);
-    await waitFor(() => follower.lb.status().leading, { timeoutMs: 5_000, intervalMs: 5, what: "the follower to lead" });
-    const tookMs = performance.now() - killedAt;
-    console.log(`follower took over ${tookMs.toFixed(0)} ms after the SIGKILL (bound ${LEASE.leaseDurationSeconds * 1000 + LEASE.retryPeriodMs} ms)`);
-    expect(tookMs).toBeLessThanOrEqual(LEASE.leaseDurationSeconds * 1000 + LEASE.retryPeriodMs);
+    await waitFor(() => follower.lb.status().leading, { timeoutMs: 10_000, intervalMs: 5, what: "the follower to lead" });
+    const t = takeover(follower.leaseCalls);
+    const bound = LEASE.leaseDurationSeconds * 1000 + LEASE.retryPeriodMs;
+    console.log(`follower took over ${Date.now() - killedAt} ms after the SIGKILL, its attempt ${t.attemptAt - t.lastRenew} ms after the child's last renewal (bound ${bound} ms)`);
+    // The child's last renewal came before the kill; the follower took its Lease at its first attempt after the expiry.
+    expect(t.lastRenew).toBeLessThanOrEqual(killedAt);
+    expectTakeoverAtExpiry(t, childId);
+    // That attempt came within leaseDuration + retryPeriod of the child's last renewal, with a generous 2x
+    // allowance for a loaded box (two processes and an API server on two cores).
+    expect(t.attemptAt - t.lastRenew).toBeLessThan(2 * bound);
 
     const lease = server.get("leases", "kube-system", "kubegate-lb-controller") as LeaseObj | undefined;
     expect(lease?.spec).toMatchObject({ holderIdentity: follower.lb.identity, leaseDurationSeconds: 2, leaseTransitions: 1 });

@@ -7,6 +7,7 @@ import { describe, expect, test } from "bun:test";
 import type { Entrypoint } from "../../src/model/types.ts";
 import { createTcpProxy } from "../../src/proxy/tcp/index.ts";
 import { rt } from "../../src/runtime/index.ts";
+import type { Runtime } from "../../src/runtime/types.ts";
 import { listenerManager, type TestListenerOptions } from "../support/listeners.ts";
 import { entrypoint, snapshot } from "../support/entrypoints.ts";
 import { freePort } from "../support/ports.ts";
@@ -20,8 +21,29 @@ function tcp(name: string, port: number, endpoints: readonly number[]): Entrypoi
   return entrypoint({ name: `test/${name}:tcp`, port, endpoints });
 }
 
-
-
+/**
+ * A `listenTcp` that records each bind's port and the task it ran in. Tasks are told apart by a microtask: it
+ * runs as soon as the running task returns to the event loop, so binds in one synchronous run share a number.
+ * `mark()` numbers the caller's own task the same way.
+ */
+function recordingBinds() {
+  const binds: { port: number; task: number }[] = [];
+  let task = 0;
+  let current = false;
+  const taskNow = () => {
+    if (!current) {
+      current = true;
+      task++;
+      queueMicrotask(() => void (current = false));
+    }
+    return task;
+  };
+  const listenTcp: Runtime["listenTcp"] = (o) => {
+    binds.push({ port: o.port, task: taskNow() });
+    return rt.listenTcp(o);
+  };
+  return { binds, listenTcp, mark: taskNow };
+}
 async function ports(n: number): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < n; i++) out.push(await freePort());
@@ -47,13 +69,19 @@ describe("ListenerManager bind queue", () => {
   test("the event loop runs between slices", async () => {
     await using echo = echoServer(rt, { tag: "e" });
     const ps = await ports(5);
-    await using m = manager({ syncBinds: 0, bindSliceMs: 0 });
+    const rec = recordingBinds();
+    await using m = manager({ syncBinds: 0, bindSliceMs: 0, listenTcp: rec.listenTcp });
+    const applyTask = rec.mark();
     m.apply(snapshot(...ps.map((p, i) => tcp(`s${i}`, p, [echo.port]))));
     expect(m.counts().bound).toBe(0);
-    const seen = new Promise<number>((resolve) => setTimeout(() => resolve(m.counts().bound), 0));
     await m.settled();
-    expect(await seen).toBeLessThan(5);
     expect(m.counts().bound).toBe(5);
+    // Observed, not raced against a timer: a slice of 0 ms binds one listener and yields, so each of the five
+    // binds ran in a task of its own, none of them in apply's.
+    expect(rec.binds.map((b) => b.port)).toEqual(ps);
+    const tasks = rec.binds.map((b) => b.task);
+    expect(new Set(tasks).size).toBe(5);
+    expect(tasks).not.toContain(applyTask);
   });
 
   test("a queued listener binds with the route of the latest snapshot", async () => {
@@ -72,10 +100,12 @@ describe("ListenerManager bind queue", () => {
   test("a queued listener removed by a later snapshot is never bound", async () => {
     await using echo = echoServer(rt, { tag: "e" });
     const [p0, p1, p2] = await ports(3);
-    await using m = manager({ syncBinds: 1 });
+    const rec = recordingBinds();
+    await using m = manager({ syncBinds: 1, listenTcp: rec.listenTcp });
     m.apply(snapshot(tcp("one", p0!, [echo.port]), tcp("two", p1!, [echo.port]), tcp("three", p2!, [echo.port])));
     m.apply(snapshot(tcp("one", p0!, [echo.port]), tcp("three", p2!, [echo.port])));
     await m.settled();
+    expect(rec.binds.map((b) => b.port)).toEqual([p0!, p2!]);
     expect(await canConnect(p1!)).toBe(false);
     expect(await tagOf(p2!)).toBe("e");
     expect(m.counts()).toMatchObject({ bound: 2, failed: 0 });
@@ -84,11 +114,13 @@ describe("ListenerManager bind queue", () => {
   test("close drops the queue: nothing is bound afterwards", async () => {
     await using echo = echoServer(rt, { tag: "e" });
     const ps = await ports(4);
-    const m = manager({ syncBinds: 1 });
+    const rec = recordingBinds();
+    const m = manager({ syncBinds: 1, listenTcp: rec.listenTcp });
     m.apply(snapshot(...ps.map((p, i) => tcp(`s${i}`, p, [echo.port]))));
     await m.close(0);
     await m.settled();
     await new Promise((resolve) => setTimeout(resolve, 0)); // a slice already scheduled runs now, and must bind nothing
+    expect(rec.binds.map((b) => b.port)).toEqual(ps.slice(0, 1));
     for (const p of ps) expect(await canConnect(p)).toBe(false);
     expect(m.counts()).toMatchObject({ bound: 0 });
   });

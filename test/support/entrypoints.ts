@@ -6,6 +6,14 @@ import { RoundRobin } from "../../src/balancer/round-robin.ts";
 import type { Endpoint, Entrypoint, EntrypointProtocol, Snapshot } from "../../src/model/types.ts";
 import type { Route } from "../../src/routes/types.ts";
 
+/** How tests name an endpoint (recording balancers): its port on 127.0.0.1 (`8080`), else `address:port` (`127.0.0.2:1`). */
+export type EndpointId = number | `${string}:${number}`;
+
+/** The {@link EndpointId} of `ep`. */
+export function endpointId(ep: Endpoint): EndpointId {
+  return ep.address === "127.0.0.1" ? ep.port : `${ep.address}:${ep.port}`;
+}
+
 /** A ready endpoint. */
 export function endpoint(port: number, address = "127.0.0.1"): Endpoint {
   return { address, port, ready: true, serving: true, terminating: false };

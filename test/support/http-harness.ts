@@ -11,6 +11,8 @@ import { defaultProxyOptions, type ListenerProxy } from "../../src/proxy/types.t
 import type { Route, RouteRef } from "../../src/routes/types.ts";
 import { rt } from "../../src/runtime/index.ts";
 import type { TcpSocket } from "../../src/runtime/types.ts";
+import { REFUSED_PORT } from "./ports.ts";
+import { endpointId, type EndpointId } from "./entrypoints.ts";
 
 /** Bytes as latin1 text (exact, for assertions on raw HTTP). */
 export function text(b: Uint8Array): string {
@@ -71,17 +73,18 @@ export function route(endpoints: readonly Endpoint[], name = "default/web:http",
   };
 }
 
-/** One `begin`/`end` call seen by a {@link RecordingBalancer}: `begin 8080`, `end 8080 success`. */
-export type BalancerEvent = `begin ${number}` | `end ${number} ${Outcome}`;
+/** One `begin`/`end` call seen by a {@link RecordingBalancer}: `begin 8080`, `end 127.0.0.2:1 connect-failure`. */
+export type BalancerEvent = `begin ${EndpointId}` | `end ${EndpointId} ${Outcome}`;
 
 /**
  * A round robin (from the first endpoint) that records every `begin`/`end` and every pick's context, and
- * checks that each `end` matches an open `begin` (else it records `unmatched end ...`).
+ * checks that each `end` matches an open `begin` (else it records `unmatched end ...`). Endpoints are named
+ * by {@link endpointId}.
  */
 export class RecordingBalancer implements Balancer {
   readonly #rr: RoundRobin;
   readonly events: string[] = [];
-  readonly picks: { clientAddress: string; hashKey: string | undefined; exclude: number[] }[] = [];
+  readonly picks: { clientAddress: string; hashKey: string | undefined; exclude: EndpointId[] }[] = [];
   readonly #open = new Map<Endpoint, number>();
 
   constructor(readonly endpoints: readonly Endpoint[]) {
@@ -89,21 +92,21 @@ export class RecordingBalancer implements Balancer {
   }
 
   pick(ctx: PickContext): Endpoint | undefined {
-    this.picks.push({ clientAddress: ctx.clientAddress, hashKey: ctx.hashKey, exclude: [...(ctx.exclude ?? [])].map((e) => e.port) });
+    this.picks.push({ clientAddress: ctx.clientAddress, hashKey: ctx.hashKey, exclude: [...(ctx.exclude ?? [])].map(endpointId) });
     return this.#rr.pick(ctx);
   }
 
   begin(ep: Endpoint): void {
     this.#open.set(ep, (this.#open.get(ep) ?? 0) + 1);
-    this.events.push(`begin ${ep.port}`);
+    this.events.push(`begin ${endpointId(ep)}`);
   }
 
   end(ep: Endpoint, outcome: Outcome): void {
     const n = this.#open.get(ep) ?? 0;
-    if (n === 0) this.events.push(`unmatched end ${ep.port} ${outcome}`);
+    if (n === 0) this.events.push(`unmatched end ${endpointId(ep)} ${outcome}`);
     else {
       this.#open.set(ep, n - 1);
-      this.events.push(`end ${ep.port} ${outcome}`);
+      this.events.push(`end ${endpointId(ep)} ${outcome}`);
     }
   }
 
@@ -115,11 +118,13 @@ export class RecordingBalancer implements Balancer {
   }
 }
 
-/** A port on 127.0.0.1 that refuses connections (bound, then released). */
-export function refusedPort(): number {
-  const l = rt.listenTcp({ hostname: "127.0.0.1", port: 0, handlers: { data() {} } });
-  l.stop(true);
-  return l.port;
+/**
+ * The `n`-th (0-based) of distinct endpoints that refuse connections: {@link REFUSED_PORT} on 127.0.0.(n + 1)
+ * (all of 127.0.0.0/8 is loopback on Linux). Never a port that was bound and released: the next `port: 0`
+ * listener, the proxy under test say, may receive it and then forward to itself.
+ */
+export function refusedEndpoint(n = 0): Endpoint {
+  return endpoint(REFUSED_PORT, `127.0.0.${n + 1}`);
 }
 
 export interface ProxyHarness extends AsyncDisposable {

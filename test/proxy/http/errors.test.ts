@@ -1,7 +1,6 @@
 /** What the HTTP forwarder answers itself: malformed and smuggling requests, missing or failing upstreams, timeouts. */
 import { describe, expect, test } from "bun:test";
-import { rt } from "../../../src/runtime/index.ts";
-import { bytes, endpoint, header, RawClient, RawUpstream, startProxy, text, waitFor } from "../../support/http-harness.ts";
+import { bytes, header, RawClient, RawUpstream, refusedEndpoint, startProxy, text, waitFor } from "../../support/http-harness.ts";
 import { Pump } from "../../support/http-stream.ts";
 
 /** Send `request` in one write; return the response and check the connection closes and the upstream saw nothing. */
@@ -124,13 +123,8 @@ describe("upstream failures", () => {
   });
 
   test("502 when every connect attempt is refused, after trying distinct endpoints", async () => {
-    // Ports that were bound and released: connecting to them is refused.
-    const ports = [0, 0, 0].map(() => {
-      const l = rt.listenTcp({ hostname: "127.0.0.1", port: 0, handlers: { data() {} } });
-      l.stop(true);
-      return l.port;
-    });
-    await using px = startProxy(ports.map((p) => endpoint(p)), { connectAttempts: 3 });
+    // Three distinct endpoints that refuse (port 1 on 127.0.0.1, .2 and .3).
+    await using px = startProxy([0, 1, 2].map((n) => refusedEndpoint(n)), { connectAttempts: 3 });
     await using c = await RawClient.connect(px.port);
     c.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
     const r = await c.readResponse();
@@ -142,10 +136,8 @@ describe("upstream failures", () => {
   });
 
   test("a refused endpoint is skipped for a working one", async () => {
-    const l = rt.listenTcp({ hostname: "127.0.0.1", port: 0, handlers: { data() {} } });
-    l.stop(true);
     await using up = new RawUpstream("live");
-    await using px = startProxy([endpoint(l.port), up.endpoint]);
+    await using px = startProxy([refusedEndpoint(), up.endpoint]);
     const r = await fetch(`${px.url}/x`);
     expect(await r.text()).toBe("live GET /x");
   });

@@ -10,17 +10,17 @@ import { closeIdleUpstreams } from "../../../src/proxy/http/index.ts";
 import type { TcpSocket } from "../../../src/runtime/types.ts";
 import {
   bytes,
-  endpoint,
   header,
   RawClient,
   RawUpstream,
   RecordingBalancer,
-  refusedPort,
+  refusedEndpoint,
   startProxy,
   text,
   waitFor,
   type UpstreamHandler,
 } from "../../support/http-harness.ts";
+import { endpointId } from "../../support/entrypoints.ts";
 
 const H = "Host: h\r\n";
 
@@ -44,9 +44,9 @@ function dropsNth(n: number, how: "fin" | "reset"): UpstreamHandler {
 
 describe("connect failures", () => {
   test("connect refused on one of two endpoints: every request succeeds, and the balancer hears of each failure", async () => {
-    const dead = refusedPort();
+    const dead = refusedEndpoint();
     await using up = new RawUpstream("live");
-    const { px, balancer } = recordingProxy([endpoint(dead), up.endpoint]);
+    const { px, balancer } = recordingProxy([dead, up.endpoint]);
     await using _px = px;
     // New connections and keep-alive ones.
     for (let i = 0; i < 6; i++) {
@@ -59,7 +59,7 @@ describe("connect failures", () => {
       expect((await c.readResponse()).body).toBe(`live GET /k${i}`);
     }
     await waitFor(() => balancer.open === 0, "every attempt ended");
-    const failures = balancer.events.filter((e) => e === `end ${dead} connect-failure`).length;
+    const failures = balancer.events.filter((e) => e === `end ${endpointId(dead)} connect-failure`).length;
     // Round robin: the retry's pick takes the live endpoint's turn, so every request tries the dead one first.
     expect(failures).toBe(12);
     expect(balancer.events.filter((e) => e === `end ${up.port} success`).length).toBe(12);
@@ -67,15 +67,18 @@ describe("connect failures", () => {
   });
 
   test("attempts are bounded by connectAttempts, on distinct endpoints: 502 connect_failed", async () => {
-    const ports = [refusedPort(), refusedPort(), refusedPort(), refusedPort()];
-    const { px, balancer } = recordingProxy(ports.map((p) => endpoint(p)), { connectAttempts: 3 });
+    // Four distinct refusing endpoints (127.0.0.1:1 to 127.0.0.4:1), told apart by address.
+    const dead = [0, 1, 2, 3].map((n) => refusedEndpoint(n));
+    const ids = dead.map(endpointId);
+    const { px, balancer } = recordingProxy(dead, { connectAttempts: 3 });
     await using _px = px;
     await using c = await RawClient.connect(px.port);
     c.send(`GET / HTTP/1.1\r\n${H}\r\n`);
     const r = await c.readResponse();
     expect({ status: r.status, reason: header(r, "x-kubegate-reason") }).toEqual({ status: 502, reason: "connect_failed" });
-    expect(balancer.events).toEqual(ports.slice(0, 3).flatMap((p) => [`begin ${p}`, `end ${p} connect-failure`]));
-    expect(balancer.picks.map((p) => p.exclude)).toEqual([[], ports.slice(0, 1), ports.slice(0, 2)]);
+    expect(new Set(ids).size).toBe(4);
+    expect(balancer.events).toEqual(ids.slice(0, 3).flatMap((id) => [`begin ${id}`, `end ${id} connect-failure`]));
+    expect(balancer.picks.map((p) => p.exclude)).toEqual([[], ids.slice(0, 1), ids.slice(0, 2)]);
   });
 });
 

@@ -11,18 +11,19 @@ import { ConnectionBudget, type ListenerProxyFactory, type ProxyOptions } from "
 import type { Route } from "../../../src/routes/types.ts";
 import { withConnectTimeout } from "../../../src/runtime/connect-timeout.ts";
 import { rt } from "../../../src/runtime/index.ts";
+import { AccessLog } from "../../../src/telemetry/access-log.ts";
 import type { Runtime, TcpHandlers } from "../../../src/runtime/types.ts";
-import { entrypoint } from "../../support/entrypoints.ts";
-import { freePort } from "../../support/ports.ts";
+import { endpoint, endpointId, type EndpointId, entrypoint } from "../../support/entrypoints.ts";
+import { REFUSED_PORT } from "../../support/ports.ts";
 import { startTcpProxy } from "../../support/tcp-proxy-harness.ts";
 import { connectClient, echoServer, type TestClient } from "../../support/tcp-peers.ts";
 import { waitFor } from "../../support/wait.ts";
 
-/** Round robin from the first endpoint that records every begin/end and flags unbalanced calls. */
+/** Round robin from the first endpoint that records every begin/end (by {@link endpointId}) and flags unbalanced calls. */
 class RecordingBalancer implements Balancer {
   readonly #inner: Balancer;
-  readonly begins: number[] = [];
-  readonly ends: { port: number; outcome: Outcome }[] = [];
+  readonly begins: EndpointId[] = [];
+  readonly ends: { port: EndpointId; outcome: Outcome }[] = [];
   /** Protocol violations: an end without a begin on that endpoint. */
   readonly violations: string[] = [];
   readonly #inFlight = new Map<Endpoint, number>();
@@ -40,15 +41,15 @@ class RecordingBalancer implements Balancer {
   }
 
   begin(ep: Endpoint): void {
-    this.begins.push(ep.port);
+    this.begins.push(endpointId(ep));
     this.#inFlight.set(ep, (this.#inFlight.get(ep) ?? 0) + 1);
   }
 
   end(ep: Endpoint, outcome: Outcome): void {
     const n = this.#inFlight.get(ep) ?? 0;
-    if (n <= 0) this.violations.push(`end(${ep.port}, ${outcome}) without begin`);
+    if (n <= 0) this.violations.push(`end(${endpointId(ep)}, ${outcome}) without begin`);
     this.#inFlight.set(ep, n - 1);
-    this.ends.push({ port: ep.port, outcome });
+    this.ends.push({ port: endpointId(ep), outcome });
   }
 
   /** Begun and not yet ended, over all endpoints. */
@@ -58,16 +59,16 @@ class RecordingBalancer implements Balancer {
     return n;
   }
 
-  /** Outcomes reported for `port`, counted. */
-  outcomes(port: number): Partial<Record<Outcome, number>> {
+  /** Outcomes reported for the endpoint `port` (an {@link EndpointId}), counted. */
+  outcomes(port: EndpointId): Partial<Record<Outcome, number>> {
     const out: Partial<Record<Outcome, number>> = {};
     for (const e of this.ends) if (e.port === port) out[e.outcome] = (out[e.outcome] ?? 0) + 1;
     return out;
   }
 }
 
-/** A route over 127.0.0.1 `ports` with a recording balancer and an optional per-Service policy. */
-function recordedRoute(ports: readonly number[], policy?: TrafficPolicy): Route & { readonly balancer: RecordingBalancer } {
+/** A route over `ports` (on 127.0.0.1) or endpoints with a recording balancer and an optional per-Service policy. */
+function recordedRoute(ports: readonly (number | Endpoint)[], policy?: TrafficPolicy): Route & { readonly balancer: RecordingBalancer } {
   const ep: Entrypoint = { ...entrypoint({ endpoints: ports }), ...(policy !== undefined ? { policy } : {}) };
   return { entrypoint: ep, balancer: new RecordingBalancer(ep.cluster.serving) };
 }
@@ -111,7 +112,7 @@ function resettingUpstream() {
 
 describe("TCP proxy: balancer feedback and retries", () => {
   test("connect refused on one of two endpoints: every connection succeeds, data intact, feedback balanced", async () => {
-    const refused = await freePort();
+    const refused = REFUSED_PORT;
     await using echo = echoServer(rt);
     const route = recordedRoute([refused, echo.port]);
     await using p = startProxy(route);
@@ -132,8 +133,11 @@ describe("TCP proxy: balancer feedback and retries", () => {
   });
 
   test("attempts are bounded by connectAttempts, each settled as a connect failure, and the client is closed", async () => {
-    const ports = [await freePort(), await freePort(), await freePort()];
-    const route = recordedRoute(ports);
+    // Three distinct endpoints that refuse: port 1 on 127.0.0.1, .2 and .3.
+    const dead = [1, 2, 3].map((n) => endpoint(REFUSED_PORT, `127.0.0.${n}`));
+    const ports = dead.map(endpointId);
+    expect(new Set(ports).size).toBe(3);
+    const route = recordedRoute(dead);
     await using p = startProxy(route, { connectAttempts: 2 });
     await using c = await connectClient(rt, p.port);
     await c.send("hello");
@@ -187,12 +191,13 @@ describe("TCP proxy: balancer feedback and retries", () => {
 
 describe("TCP proxy: per-Service timeouts", () => {
   test("the Service's connect timeout applies per attempt (not the gateway's), then the next endpoint is tried", async () => {
-    // A connect that never completes (a blackholed SYN), failed by the runtime's own timeout helper.
-    const blackhole = await freePort();
+    // A connect that never completes (a blackholed SYN), failed by the runtime's own timeout helper. Its address
+    // (TEST-NET-1) is never dialled: the connect below recognises it.
+    const blackhole = endpoint(REFUSED_PORT, "192.0.2.1");
     const timeouts: (number | undefined)[] = [];
     const connect: Runtime["connectTcp"] = (o) => {
       timeouts.push(o.timeoutMs);
-      return o.port === blackhole ? withConnectTimeout(new Promise<never>(() => {}), o, () => {}) : rt.connectTcp(o);
+      return o.hostname === blackhole.address ? withConnectTimeout(new Promise<never>(() => {}), o, () => {}) : rt.connectTcp(o);
     };
     await using echo = echoServer(rt);
     const route = recordedRoute([blackhole, echo.port], { connectTimeoutMs: 150 });
@@ -201,10 +206,12 @@ describe("TCP proxy: per-Service timeouts", () => {
     await using c = await connectClient(rt, p.port);
     expect(await c.exchange("late", 4)).toBe("late");
     const took = performance.now() - t0;
-    expect(took).toBeGreaterThanOrEqual(140);
-    expect(took).toBeLessThan(3_000);
+    // The Service's 150 ms was handed to each connect, and the blackholed one failed by it.
     expect(timeouts).toEqual([150, 150]);
-    expect(route.balancer.outcomes(blackhole)).toEqual({ "connect-failure": 1 });
+    expect(route.balancer.outcomes(endpointId(blackhole))).toEqual({ "connect-failure": 1 });
+    expect(took).toBeGreaterThanOrEqual(140);
+    // Generous for a loaded box (~150 ms expected): it tells the Service's 150 ms from the gateway's 30 s by 10x.
+    expect(took).toBeLessThan(3_000);
     c.end();
     await c.closed;
     await waitFor(() => route.balancer.inFlight === 0, { what: "the connection to be settled" });
@@ -213,16 +220,23 @@ describe("TCP proxy: per-Service timeouts", () => {
 
   test("the Service's idle timeout closes its idle connections; other routes keep the gateway default", async () => {
     await using echo = echoServer(rt);
+    const closes: string[] = [];
+    const accessLog = new AccessLog({ write: (lines) => void closes.push(...lines.split("\n").map((l) => String((JSON.parse(l) as { close?: unknown }).close))), flushMs: 60_000 });
     // Gateway default: 60 s (a 1 s sweep); the Service asks for 200 ms.
-    await using p = startProxy(recordedRoute([echo.port]), { idleTimeoutMs: 60_000 });
+    await using p = startProxy(recordedRoute([echo.port]), { idleTimeoutMs: 60_000, telemetry: { accessLog } });
     await using lasting = await connectClient(rt, p.port);
     expect(await lasting.exchange("a", 1)).toBe("a");
     p.ref.current = recordedRoute([echo.port], { idleTimeoutMs: 200 });
     await using short = await connectClient(rt, p.port);
     expect(await short.exchange("b", 1)).toBe("b");
     const idle = await closedAfter(short, performance.now());
+    // Closed by the idle sweep, after the Service's timeout.
+    await waitFor(() => (accessLog.flush(), closes.length > 0), { what: "the connection's access log line" });
+    expect(closes).toEqual(["idle_timeout"]);
     expect(idle).toBeGreaterThanOrEqual(190);
-    expect(idle).toBeLessThan(700);
+    // Expected within 200 ms plus two 50 ms sweeps; generous (5x) for a loaded box, and still 40x short of the
+    // gateway's 60 s, so it tells the two timeouts apart.
+    expect(idle).toBeLessThan(1_500);
     expect(lasting.isClosed).toBe(false);
     expect(await lasting.exchange("c", 1)).toBe("c");
   });
@@ -290,7 +304,7 @@ describe("TCP proxy: connection limits", () => {
   });
 
   test("after mixed outcomes the budget returns to 0 and every begin has its end", async () => {
-    const refused = await freePort();
+    const refused = REFUSED_PORT;
     await using echo = echoServer(rt);
     await using reset = resettingUpstream();
     const budget = new ConnectionBudget(100);

@@ -11,7 +11,7 @@ import type { RouteRef } from "../../../src/routes/types.ts";
 import { rt } from "../../../src/runtime/index.ts";
 import type { TcpSocket } from "../../../src/runtime/types.ts";
 import { endpoint, entrypoint, route } from "../../support/entrypoints.ts";
-import { freePort } from "../../support/ports.ts";
+import { REFUSED_PORT } from "../../support/ports.ts";
 import { connectClient } from "../../support/tcp-peers.ts";
 import { waitFor } from "../../support/wait.ts";
 
@@ -122,9 +122,8 @@ describe("PROXY protocol v2 to the upstream", () => {
   });
 
   test("after a refused endpoint, the endpoint that accepts gets exactly one header", async () => {
-    const refused = await freePort();
     await using up = recordingUpstream();
-    await using px = proxyV2([refused, up.port]);
+    await using px = proxyV2([REFUSED_PORT, up.port]);
     await using c = await connectClient(rt, px.port);
     await c.send("payload");
     await waitFor(() => (up.conns[0]?.bytes.length ?? 0) >= 28 + 7, { what: "the upstream's bytes" });

@@ -6,13 +6,28 @@ import { describe, expect, test } from "bun:test";
 import { makeTcpProxyFactory } from "../../../src/proxy/tcp/index.ts";
 import { defaultProxyOptions, type ProxyOptions } from "../../../src/proxy/types.ts";
 import { rt } from "../../../src/runtime/index.ts";
+import { AccessLog } from "../../../src/telemetry/access-log.ts";
 import type { TcpHandlers, TcpSocket } from "../../../src/runtime/types.ts";
 import { entrypoint, route } from "../../support/entrypoints.ts";
-import { freePort } from "../../support/ports.ts";
+import { REFUSED_PORT } from "../../support/ports.ts";
 import { startTcpProxy } from "../../support/tcp-proxy-harness.ts";
 import { connectClient, echoServer } from "../../support/tcp-peers.ts";
 import { patternSender, patternSha256, randomPattern, transferUpstream } from "../../support/tcp-transfer.ts";
 import { waitFor } from "../../support/wait.ts";
+
+/** An access log that keeps the close reason of every TCP connection; `read()` flushes it and returns them. */
+function closeReasons() {
+  const reasons: string[] = [];
+  const write = (lines: string) => void reasons.push(...lines.split("\n").map((l) => String((JSON.parse(l) as { close?: unknown }).close)));
+  const log = new AccessLog({ write, flushMs: 60_000 });
+  return {
+    log,
+    read(): string[] {
+      log.flush();
+      return reasons;
+    },
+  };
+}
 
 /** A proxy listening on 127.0.0.1:0 in front of `upstreams` (round robin from the first). */
 function startProxy(upstreams: readonly number[], options: Partial<ProxyOptions> = {}) {
@@ -83,7 +98,7 @@ describe("TCP proxy", () => {
   });
 
   test("a refused endpoint is retried on the next one", async () => {
-    const refused = await freePort();
+    const refused = REFUSED_PORT;
     await using echo = echoServer(rt, { tag: "ok" });
     await using p = startProxy([refused, echo.port]);
     await using c = await connectClient(rt, p.port);
@@ -92,7 +107,7 @@ describe("TCP proxy", () => {
   });
 
   test("with one attempt allowed, a refused endpoint closes the client", async () => {
-    const refused = await freePort();
+    const refused = REFUSED_PORT;
     await using echo = echoServer(rt);
     await using p = startProxy([refused, echo.port], { connectAttempts: 1 });
     await using c = await connectClient(rt, p.port);
@@ -112,7 +127,8 @@ describe("TCP proxy", () => {
 
   test("an idle connection is closed after the idle timeout; traffic keeps it open", async () => {
     await using echo = echoServer(rt);
-    await using p = startProxy([echo.port], { idleTimeoutMs: 200 });
+    const closes = closeReasons();
+    await using p = startProxy([echo.port], { idleTimeoutMs: 200, telemetry: { accessLog: closes.log } });
     await using c = await connectClient(rt, p.port);
     // Traffic every 50 ms for 500 ms: longer than the timeout, never idle for it.
     for (let i = 1; i <= 10; i++) {
@@ -125,8 +141,13 @@ describe("TCP proxy", () => {
     expect(c.isClosed).toBe(false);
     await c.closed;
     const idle = performance.now() - lastTraffic;
+    // Closed by the idle sweep, not by anything else, and not before the timeout.
+    await waitFor(() => closes.read().length > 0, { what: "the connection's access log line" });
+    expect(closes.read()).toEqual(["idle_timeout"]);
     expect(idle).toBeGreaterThanOrEqual(190);
-    expect(idle).toBeLessThan(1_000);
+    // Expected within the timeout plus two sweeps (50 ms each): ~300 ms. The bound is generous (5x) for a loaded
+    // box; it still fails a sweep at the 1 s maximum interval or the 300 s default timeout.
+    expect(idle).toBeLessThan(1_500);
     await waitFor(() => echo.open === 0, { what: "the upstream side to be closed too" });
   });
 
