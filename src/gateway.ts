@@ -6,7 +6,10 @@
  */
 import type { Config } from "./config/flags.ts";
 import { type ControlPlane, startControlPlane } from "./control-plane/index.ts";
+import { availableCpus } from "./config/host.ts";
 import { type DataPlane, dataPlaneSettings, startDataPlane } from "./data-plane/index.ts";
+import { WorkerPool, workerCommand } from "./data-plane/workers.ts";
+import { rt } from "./runtime/index.ts";
 import type { Source } from "./kube/source.ts";
 import type { StateStatus } from "./kube/state-file.ts";
 import { type Logger, silentLogger } from "./log.ts";
@@ -47,13 +50,35 @@ export interface Gateway extends AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+/** How many data plane workers `--workers` asks for here (0: auto); 1 on runtimes without worker processes (Deno). */
+function workerCount(asked: number, log: Logger): number {
+  const n = asked === 0 ? availableCpus() : asked;
+  if (n > 1 && rt.name !== "bun") {
+    log.warn("Worker processes need Bun: running one data plane in this process", { workers: n, runtime: rt.name });
+    return 1;
+  }
+  return n;
+}
+
 /** Start a gateway. Throws when the health or admin address cannot be bound. */
 export async function startGateway(config: Config, deps: GatewayDeps = {}): Promise<Gateway> {
   const log = deps.log ?? silentLogger;
-  const data = await startDataPlane(dataPlaneSettings(config, pkg.version), { log });
+  const settings = dataPlaneSettings(config, pkg.version);
+  const workers = workerCount(config.workers, log);
+  let data: DataPlane;
+  let traffic;
+  if (workers > 1) {
+    const pool = new WorkerPool(settings, { workers, command: workerCommand(rt.execPath), spawn: rt.spawnChild, log, logLevel: config.logLevel });
+    await pool.started();
+    data = pool;
+  } else {
+    const local = await startDataPlane(settings, { log });
+    data = local;
+    traffic = local.trafficMetrics;
+  }
   let control: ControlPlane;
   try {
-    control = await startControlPlane(config, { dataPlane: data, traffic: data.trafficMetrics, log, ...(deps.source ? { source: deps.source } : {}) });
+    control = await startControlPlane(config, { dataPlane: data, traffic, log, ...(deps.source ? { source: deps.source } : {}) });
   } catch (err) {
     await data[Symbol.asyncDispose]();
     throw err;

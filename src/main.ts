@@ -30,6 +30,11 @@ function levelledLogger(initial: LogLevel): Logger & { setLevel(level: LogLevel)
 }
 
 const args = process.argv.slice(2);
+if (args[0] === "worker") {
+  // A worker process of the compiled binary (`--workers`): it runs until its control plane drains it or goes away.
+  await import("./data-plane/worker-main.ts");
+  await new Promise(() => {});
+}
 const isCheck = args[0] === "check";
 const argv = isCheck ? args.slice(1) : args;
 const host = hostname();

@@ -107,6 +107,13 @@ export const ConfigFile = v.object({
   stateFile: v.optional(Str),
   maxEndpointsPerService: v.optional(Count),
   metricsMaxSeries: v.optional(Count),
+  workers: v.optional(
+    v.pipe(
+      v.union([v.number(), Str], (i) => `expected a number of workers or "auto", ${got(i)}`),
+      v.transform(String),
+      v.regex(/^(auto|\d{1,4})$/, (i) => `expected a number of workers or "auto", ${got(i)}`),
+    ),
+  ),
 } satisfies Record<FileKey, v.GenericSchema>);
 
 /** The result of parsing a config file: flag values, or every problem found (one line each). */

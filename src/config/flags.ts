@@ -52,6 +52,7 @@ export const flagSpecs = {
   "shutdown-delay": { key: "shutdownDelay", type: "string", default: "0s", help: "On SIGTERM, /healthz and /readyz turn 503 at once and listeners keep accepting for this long (so load balancers notice) before draining." },
   "state-file": { key: "stateFile", type: "string", default: "", help: "Persist the last applied objects here and serve them (marked stale) at start-up while the API server is unreachable." },
   "max-endpoints-per-service": { key: "maxEndpointsPerService", type: "string", default: "10000", help: "A Service port with more endpoints than this is reported (Event, admin, logs) and served with the first this-many (0: no limit)." },
+  workers: { key: "workers", type: "string", default: "1", help: "Data plane worker processes: a number, or auto (the CPUs this process may use: affinity and cgroup quota). Each binds every entrypoint with SO_REUSEPORT; one control plane feeds them. Bun only; 1 runs the data plane in the gateway's own process." },
   "metrics-max-series": { key: "metricsMaxSeries", type: "string", default: "20000", help: "At most this many Service ports get per-Service traffic series; past it they are counted in kubegate_metrics_series_dropped_total." },
   "log-level": { key: "logLevel", type: "string", default: "info", help: "debug, info, warn or error." },
   config: { type: "string", help: "A YAML/JSON config file whose keys are the camelCase of these flags (e.g. nodePortAddresses: [127.0.0.0/8]). Flags override it; it overrides the defaults. Reloaded on change: logLevel applies at once, other keys say that a restart is needed." },
@@ -143,6 +144,12 @@ export const Config = v.object({
   stateFile: v.pipe(v.string(), v.transform((x) => (x === "" ? undefined : x))),
   maxEndpointsPerService: Count,
   metricsMaxSeries: Count,
+  /** `--workers`: a number of worker processes, or 0 for auto (resolved at start, see `config/host.ts`). */
+  workers: v.pipe(
+    v.string(),
+    v.check((x) => x === "auto" || (/^\d+$/.test(x) && Number(x) >= 1 && Number(x) <= 1024), 'Expected a number from 1 to 1024 or "auto"'),
+    v.transform((x) => (x === "auto" ? 0 : Number(x))),
+  ),
   /** The `OTEL_*` environment variables (tracing's endpoint, headers, sampler), read once here. */
   otelEnv: v.optional(v.record(v.string(), v.string()), {}),
 });
@@ -167,7 +174,7 @@ const configKeyOf = {
   "max-header-bytes": "maxHeaderBytes", "max-body-bytes": "maxBodyBytes", "retry-idempotent": "retryIdempotent",
   "outlier-consecutive-failures": "outlierConsecutiveFailures", "outlier-ejection-time": "outlierEjectionTimeMs",
   "outlier-max-ejection-percent": "outlierMaxEjectionPercent", "trusted-proxies": "trustedProxies", "shutdown-delay": "shutdownDelayMs",
-  "state-file": "stateFile", "max-endpoints-per-service": "maxEndpointsPerService", "metrics-max-series": "metricsMaxSeries",
+  "state-file": "stateFile", "max-endpoints-per-service": "maxEndpointsPerService", "metrics-max-series": "metricsMaxSeries", workers: "workers",
 } as const satisfies Partial<Record<FlagName, keyof Config>>;
 
 /** The flag that sets each Config key. */

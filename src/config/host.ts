@@ -1,5 +1,6 @@
-/** The host's own interface addresses (node:os works on Bun and Deno). */
-import { networkInterfaces } from "node:os";
+/** What the host is: its interface addresses and the CPUs this process may use (node:os and /sys work on Bun and Deno). */
+import { readFileSync } from "node:fs";
+import { availableParallelism, networkInterfaces } from "node:os";
 
 /** Every IPv4/IPv6 address of this host's interfaces (link-local IPv6 excluded: it needs a zone to bind). */
 export function hostAddresses(): string[] {
@@ -11,4 +12,32 @@ export function hostAddresses(): string[] {
     }
   }
   return [...out];
+}
+
+/**
+ * The CPUs this process may use, like nginx's `worker_processes auto`: the scheduler affinity
+ * (`availableParallelism`), bounded by a cgroup v2 CPU quota (`/sys/fs/cgroup/cpu.max`, e.g. a pod's CPU limit),
+ * rounded up; at least 1.
+ */
+export function availableCpus(readCpuMax: () => string | undefined = cgroupCpuMax): number {
+  const affinity = Math.max(1, availableParallelism());
+  const quota = cpuQuota(readCpuMax());
+  return quota === undefined ? affinity : Math.max(1, Math.min(affinity, Math.ceil(quota)));
+}
+
+/** The CPUs a cgroup v2 `cpu.max` line allows (`"200000 100000"` -> 2), or undefined for `max` or no line. */
+export function cpuQuota(line: string | undefined): number | undefined {
+  const [quota, period] = (line ?? "").trim().split(/\s+/);
+  if (!quota || quota === "max" || !period) return undefined;
+  const q = Number(quota);
+  const p = Number(period);
+  return Number.isFinite(q) && Number.isFinite(p) && q > 0 && p > 0 ? q / p : undefined;
+}
+
+function cgroupCpuMax(): string | undefined {
+  try {
+    return readFileSync("/sys/fs/cgroup/cpu.max", "utf8");
+  } catch {
+    return undefined;
+  }
 }

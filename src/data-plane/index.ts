@@ -28,6 +28,8 @@ export { dataPlaneSettings, proxyOptions, trustedPeers } from "./settings.ts";
 
 export interface DataPlaneDeps {
   readonly log?: Logger | undefined;
+  /** This data plane's worker number, when it runs in a worker process. */
+  readonly worker?: number | undefined;
 }
 
 /** The in-process data plane; {@link trafficMetrics} is its counters as a collector for the node's `/metrics`. */
@@ -62,7 +64,7 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
   const routes = new RouteBuilder({ externalNames: dns, defaultBalancer: settings.defaultBalancer, outlier: settings.outlier });
   const listeners = new ListenerManager(
     { http: createHttpProxy, tcp: createTcpProxy, udp: createUdpProxy },
-    { proxyOptions: proxy, drainGraceMs: settings.drainGraceMs, log, routes },
+    { proxyOptions: proxy, drainGraceMs: settings.drainGraceMs, log, routes, reusePort: settings.reusePort ?? false },
   );
   let disposed: Promise<void> | undefined;
 

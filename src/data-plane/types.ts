@@ -61,6 +61,8 @@ export interface DataPlaneSettings {
   /** One JSON line per request, connection and flow on stdout (`--access-log`). */
   readonly accessLog: boolean;
   readonly tracing: TracingSettings;
+  /** Bind listeners with SO_REUSEPORT (set for worker processes, which all bind every entrypoint). */
+  readonly reusePort?: boolean | undefined;
 }
 
 /** Tracing as the flags and the `OTEL_*` environment ask for it (read once, in config parsing). */

@@ -65,6 +65,11 @@ export interface ListenerManagerOptions {
   readonly log?: Logger | undefined;
   /** The bind function (default: the current runtime's). */
   readonly listenTcp?: Runtime["listenTcp"] | undefined;
+  /**
+   * Bind TCP listeners with SO_REUSEPORT, so that several processes (the worker data planes) each bind every
+   * entrypoint and the kernel spreads new connections over them (default false: one process per port).
+   */
+  readonly reusePort?: boolean | undefined;
   /** The UDP bind function (default: the current runtime's). */
   readonly bindUdp?: Runtime["bindUdp"] | undefined;
   /** At most one log line per entrypoint per this interval about refused sources, ms (default 10 s). */
@@ -90,6 +95,7 @@ export class ListenerManager implements AsyncDisposable {
   readonly #drainGraceMs: number;
   readonly #log: Logger;
   readonly #listenTcp: Runtime["listenTcp"];
+  readonly #reusePort: boolean;
   /** Route construction, with the per-entrypoint state that outlives routes (owned by whoever built the manager). */
   readonly #routeBuilder: RouteBuilder;
   readonly #binds: BindQueue<Slot>;
@@ -115,6 +121,7 @@ export class ListenerManager implements AsyncDisposable {
     this.#drainGraceMs = options.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS;
     this.#log = options.log ?? silentLogger;
     this.#listenTcp = options.listenTcp ?? rt.listenTcp;
+    this.#reusePort = options.reusePort ?? false;
     this.#drains = new Drains(this.#log);
     this.#report = new ListenerReport(this.#log);
     this.#admission = new SourceAdmission({
@@ -280,7 +287,12 @@ export class ListenerManager implements AsyncDisposable {
     const proxy = this.#factories[slot.protocol as "http" | "tcp"](ref, this.#proxyOptions);
     const handlers = proxy.handlers as TcpHandlers<unknown>;
     try {
-      slot.listener = this.#listenTcp({ hostname: slot.address, port: slot.port, handlers: this.#admission.handlers(slot, handlers) });
+      slot.listener = this.#listenTcp({
+        hostname: slot.address,
+        port: slot.port,
+        handlers: this.#admission.handlers(slot, handlers),
+        ...(this.#reusePort ? { reusePort: true } : {}),
+      });
     } catch (err) {
       return this.#bindFailed(slot, err);
     }

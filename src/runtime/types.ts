@@ -138,6 +138,32 @@ export interface HttpServer extends AsyncDisposable {
 
 export type SignalName = "SIGINT" | "SIGTERM" | "SIGHUP";
 
+/** A child process with a message channel (JSON values), e.g. a worker data plane. */
+export interface ChildProcess {
+  readonly pid: number;
+  /** Send a message; false when the channel is closed. */
+  send(message: unknown): boolean;
+  kill(signal?: "SIGTERM" | "SIGKILL"): void;
+  /** Resolves with the exit code (or 128 + signal) once the process has exited. */
+  readonly exited: Promise<number>;
+}
+
+export interface SpawnChildOptions {
+  /** The program and its arguments. */
+  readonly cmd: readonly string[];
+  /** Extra environment variables (the parent's environment is inherited). */
+  readonly env?: Readonly<Record<string, string>> | undefined;
+  readonly onMessage: (message: unknown) => void;
+}
+
+/** The channel to the parent, in a process started by {@link Runtime.spawnChild}. */
+export interface ParentChannel {
+  send(message: unknown): void;
+  onMessage(handler: (message: unknown) => void): void;
+  /** Called once when the parent goes away (exited or closed the channel). */
+  onDisconnect(handler: () => void): void;
+}
+
 export interface Runtime {
   readonly name: "bun" | "deno";
   /** An HTTP client with this TLS configuration. */
@@ -157,4 +183,10 @@ export interface Runtime {
   onSignal(signal: SignalName, handler: () => void): () => void;
   env(name: string): string | undefined;
   exit(code: number): never;
+  /** Start a child process with a message channel; stdout and stderr are the parent's. Throws where unsupported (Deno). */
+  spawnChild(options: SpawnChildOptions): ChildProcess;
+  /** The channel to the parent when this process was started by {@link spawnChild}; undefined otherwise. */
+  parentChannel(): ParentChannel | undefined;
+  /** The program that runs this process's scripts (`bun`, `deno`, or the compiled binary itself). */
+  readonly execPath: string;
 }

@@ -45,6 +45,7 @@ describe("parseFlags", () => {
       stateFile: undefined,
       maxEndpointsPerService: 10_000,
       metricsMaxSeries: 20_000,
+      workers: 1,
       otelEnv: {},
     });
   });
@@ -129,6 +130,7 @@ describe("parseFlags", () => {
       stateFile: "/var/lib/kubegate/state.json",
       maxEndpointsPerService: 500,
       metricsMaxSeries: 100,
+      workers: 1,
       otelEnv: {},
     });
   });

@@ -4,6 +4,7 @@ import { createHttpClient } from "./http.ts";
 import { serveHttp } from "./serve.ts";
 import { bindUdp, connectTcp, listenTcp } from "./net.ts";
 import { exit, env, onSignal, readTextFile, watchPath } from "./system.ts";
+import { execPath, parentChannel, spawnChild } from "./process.ts";
 
 export const bunRuntime: Runtime = {
   name: "bun",
@@ -17,4 +18,7 @@ export const bunRuntime: Runtime = {
   onSignal,
   env,
   exit,
+  spawnChild,
+  parentChannel,
+  execPath,
 };

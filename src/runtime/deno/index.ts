@@ -17,4 +17,9 @@ export const denoRuntime: Runtime = {
   onSignal,
   env,
   exit,
+  spawnChild() {
+    throw new Error("Worker processes need Bun: on Deno kubegate runs one process (--workers 1)");
+  },
+  parentChannel: () => undefined,
+  execPath: (globalThis as unknown as { Deno: { execPath(): string } }).Deno.execPath(),
 };

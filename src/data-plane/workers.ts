@@ -1,0 +1,295 @@
+/**
+ * N worker data planes in child processes, behind the one {@link DataPlane} interface the control plane drives.
+ * Each worker binds every entrypoint with SO_REUSEPORT (the kernel spreads new connections over them) and gets the
+ * same snapshots, as deltas (`protocol.ts`). A worker that exits is started again (after `RESTART_DELAY_MS`) and gets
+ * the current snapshot whole; the others keep serving. Views are assembled from the workers' latest reports:
+ * counters summed, listener states from the snapshot and the workers' failures.
+ */
+import { fileURLToPath } from "node:url";
+import { desiredListeners } from "../listeners/desired.ts";
+import { type Logger, type LogLevel, silentLogger } from "../log.ts";
+import type { Snapshot } from "../model/types.ts";
+import type { ChildProcess, Runtime } from "../runtime/types.ts";
+import { encodeSnapshot, type FromWorker, type ToWorker, type WorkerReport } from "./protocol.ts";
+import type {
+  BalancingInfo,
+  ConnectionCounts,
+  DataPlane,
+  DataPlaneSettings,
+  EntrypointListeners,
+  ListenerCounts,
+  OutlierStats,
+  TrafficSample,
+} from "./types.ts";
+
+/**
+ * The command that starts a worker: the compiled binary runs its own `worker` subcommand; otherwise the runtime
+ * (`execPath`) runs `worker-main.ts` beside this module.
+ */
+export function workerCommand(execPath: string, moduleUrl: string = import.meta.url): string[] {
+  if (moduleUrl.includes("$bunfs") || moduleUrl.includes("~BUN")) return [execPath, "worker"];
+  return [execPath, fileURLToPath(new URL("./worker-main.ts", moduleUrl))];
+}
+
+/** Pause before a worker that exited is started again, ms. */
+export const RESTART_DELAY_MS = 200;
+
+/** One worker as the control plane sees it (admin `/api/status`). */
+export interface WorkerStatus {
+  readonly worker: number;
+  readonly pid: number;
+  /** Started and reporting. */
+  readonly ready: boolean;
+  readonly restarts: number;
+  readonly connections: number;
+  readonly requests: number;
+}
+
+export interface WorkerPoolOptions {
+  /** How many workers. */
+  readonly workers: number;
+  /** The command that starts a worker (see `workerCommand`). */
+  readonly command: readonly string[];
+  readonly spawn: Runtime["spawnChild"];
+  readonly log?: Logger | undefined;
+  /** The workers' log level (default info). */
+  readonly logLevel?: LogLevel | undefined;
+}
+
+interface SettledWaiter {
+  readonly version: number;
+  readonly resolve: () => void;
+}
+
+interface Slot {
+  readonly index: number;
+  proc: ChildProcess | undefined;
+  ready: boolean;
+  restarts: number;
+  report: WorkerReport | undefined;
+  /** Set when the worker answered a drain. */
+  drained: boolean;
+}
+
+/** The data plane as N worker processes. */
+export class WorkerPool implements DataPlane {
+  readonly #settings: DataPlaneSettings;
+  readonly #options: WorkerPoolOptions;
+  readonly #log: Logger;
+  readonly #slots: Slot[] = [];
+  /** The last snapshot applied (what a restarted worker gets whole). */
+  #current: Snapshot | undefined;
+  #closing = false;
+  #stopping = false;
+  #settledWaiters: SettledWaiter[] = [];
+  tracing = "off";
+
+  constructor(settings: DataPlaneSettings, options: WorkerPoolOptions) {
+    this.#settings = { ...settings, reusePort: true };
+    this.#options = options;
+    this.#log = options.log ?? silentLogger;
+    for (let i = 0; i < options.workers; i++) {
+      const slot: Slot = { index: i, proc: undefined, ready: false, restarts: 0, report: undefined, drained: false };
+      this.#slots.push(slot);
+      this.#start(slot);
+    }
+  }
+
+  /** Resolves once every worker has started its data plane; rejects when they have not within `timeoutMs`. */
+  async started(timeoutMs = 30_000): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    while (this.#slots.some((s) => !s.ready)) {
+      if (performance.now() > deadline) {
+        await this.drain(0);
+        throw new Error(`Cannot start the data plane workers: ${this.#slots.filter((s) => !s.ready).length} of ${this.#slots.length} did not start within ${timeoutMs} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  apply(snapshot: Snapshot): void {
+    const message = encodeSnapshot(this.#current, snapshot);
+    this.#current = snapshot;
+    for (const slot of this.#slots) if (slot.proc) this.#send(slot, message);
+  }
+
+  settled(): Promise<void> {
+    const version = this.#current?.version ?? 0;
+    if (this.#settledAt(version)) return Promise.resolve();
+    return new Promise((resolve) => this.#settledWaiters.push({ version, resolve }));
+  }
+
+  closing(): void {
+    this.#closing = true;
+    for (const slot of this.#slots) if (slot.proc) this.#send(slot, { type: "closing" });
+  }
+
+  async drain(graceMs: number): Promise<void> {
+    this.#stopping = true;
+    const exits = this.#slots.map((slot) => slot.proc?.exited ?? Promise.resolve(0));
+    for (const slot of this.#slots) if (slot.proc) this.#send(slot, { type: "drain", graceMs });
+    // A worker that does not finish within the grace period (plus time to exit) is killed.
+    const timer = setTimeout(() => {
+      for (const slot of this.#slots) slot.proc?.kill("SIGKILL");
+    }, graceMs + 5_000);
+    try {
+      await Promise.all(exits);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  listeners(): readonly EntrypointListeners[] {
+    const snapshot = this.#current;
+    if (!snapshot) return [];
+    const settled = this.#settledAt(snapshot.version);
+    const errors = new Map<string, string>();
+    for (const slot of this.#slots) {
+      for (const e of slot.report?.failed ?? []) for (const l of e.listeners) if (l.error) errors.set(`${e.key}|${l.address}|${l.port}`, l.error);
+    }
+    const byKey = new Map<string, { address: string; port: number; bound: boolean; error?: string }[]>();
+    for (const spec of desiredListeners(snapshot).listeners.values()) {
+      const error = errors.get(`${spec.entrypoint.key}|${spec.address}|${spec.port}`);
+      const list = byKey.get(spec.entrypoint.key) ?? [];
+      list.push({ address: spec.address, port: spec.port, bound: settled && error === undefined, ...(error ? { error } : {}) });
+      byKey.set(spec.entrypoint.key, list);
+    }
+    return [...byKey].map(([key, listeners]) => ({ key, listeners }));
+  }
+
+  counts(): ListenerCounts {
+    const reports = this.#reports();
+    const first = reports[0]?.counts;
+    const sum = (f: (c: ListenerCounts) => number) => reports.reduce((n, r) => n + f(r.counts), 0);
+    return {
+      // Every worker binds every listener: one worker's count is the node's.
+      bound: first?.bound ?? 0,
+      failed: Math.max(0, ...reports.map((r) => r.counts.failed)),
+      draining: Math.max(0, ...reports.map((r) => r.counts.draining)),
+      connections: sum((c) => c.connections),
+      flows: sum((c) => c.flows),
+      refused: sum((c) => c.refused),
+    };
+  }
+
+  balancing(_key: string): BalancingInfo | undefined {
+    return undefined;
+  }
+
+  outliers(): readonly OutlierStats[] {
+    // Outlier detection runs per worker (each sees its own share of the traffic): the node's figure is the sum.
+    const byCluster = new Map<string, { cluster: string; ejected: number; ejectionsTotal: number }>();
+    for (const r of this.#reports()) {
+      for (const o of r.outliers) {
+        const acc = byCluster.get(o.cluster) ?? { cluster: o.cluster, ejected: 0, ejectionsTotal: 0 };
+        acc.ejected += o.ejected;
+        acc.ejectionsTotal += o.ejectionsTotal;
+        byCluster.set(o.cluster, acc);
+      }
+    }
+    return [...byCluster.values()];
+  }
+
+  connections(): ConnectionCounts | undefined {
+    const reports = this.#reports().filter((r) => r.connections);
+    if (reports.length === 0) return undefined;
+    return { active: reports.reduce((n, r) => n + r.connections!.active, 0), refused: reports.reduce((n, r) => n + r.connections!.refused, 0) };
+  }
+
+  traffic(): readonly TrafficSample[] {
+    const byKey = new Map<string, { -readonly [K in keyof TrafficSample]: TrafficSample[K] }>();
+    for (const r of this.#reports()) {
+      for (const t of r.traffic) {
+        const acc = byKey.get(t.key);
+        if (!acc) byKey.set(t.key, { ...t });
+        else {
+          acc.requests += t.requests;
+          acc.errors += t.errors;
+          acc.active += t.active;
+          acc.bytesIn += t.bytesIn;
+          acc.bytesOut += t.bytesOut;
+        }
+      }
+    }
+    return [...byKey.values()];
+  }
+
+  /** Each worker's state (admin). */
+  workers(): readonly WorkerStatus[] {
+    return this.#slots.map((s) => ({
+      worker: s.index,
+      pid: s.proc?.pid ?? 0,
+      ready: s.ready,
+      restarts: s.restarts,
+      connections: s.report?.counts.connections ?? 0,
+      requests: (s.report?.traffic ?? []).reduce((n, t) => n + t.requests, 0),
+    }));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (!this.#stopping) await this.drain(0);
+  }
+
+  #reports(): WorkerReport[] {
+    const out: WorkerReport[] = [];
+    for (const s of this.#slots) if (s.report) out.push(s.report);
+    return out;
+  }
+
+  /** Whether every live worker has settled `version`. */
+  #settledAt(version: number): boolean {
+    return this.#slots.every((s) => !s.proc || (s.ready && (s.report?.settledVersion ?? 0) >= version));
+  }
+
+  #start(slot: Slot): void {
+    const proc = this.#options.spawn({ cmd: this.#options.command, onMessage: (m) => this.#onMessage(slot, m as FromWorker) });
+    slot.proc = proc;
+    slot.ready = false;
+    slot.report = undefined;
+    this.#send(slot, { type: "start", worker: slot.index, settings: this.#settings, logLevel: this.#options.logLevel ?? "info" });
+    if (this.#current) this.#send(slot, encodeSnapshot(undefined, this.#current));
+    if (this.#closing) this.#send(slot, { type: "closing" });
+    void proc.exited.then((code) => {
+      if (slot.proc !== proc) return;
+      slot.proc = undefined;
+      slot.ready = false;
+      if (this.#stopping) return;
+      this.#log.warn("A worker exited: starting it again", { worker: slot.index, pid: proc.pid, code });
+      slot.restarts++;
+      this.#checkSettled();
+      setTimeout(() => {
+        if (!this.#stopping) this.#start(slot);
+      }, RESTART_DELAY_MS);
+    });
+  }
+
+  #send(slot: Slot, message: ToWorker): void {
+    slot.proc?.send(message);
+  }
+
+  #onMessage(slot: Slot, m: FromWorker): void {
+    switch (m.type) {
+      case "ready":
+        slot.ready = true;
+        this.tracing = m.tracing;
+        this.#log.info("Worker started", { worker: slot.index, pid: m.pid });
+        break;
+      case "report":
+        slot.report = m;
+        this.#checkSettled();
+        break;
+      case "drained":
+        slot.drained = true;
+        break;
+      case "answer":
+        break;
+    }
+  }
+
+  #checkSettled(): void {
+    if (this.#settledWaiters.length === 0) return;
+    const keep: SettledWaiter[] = [];
+    for (const w of this.#settledWaiters) (this.#settledAt(w.version) ? w.resolve() : keep.push(w));
+    this.#settledWaiters = keep;
+  }
+}
