@@ -68,7 +68,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   let data: DataPlane;
   let traffic;
   if (workers > 1) {
-    const pool = new WorkerPool(settings, { workers, command: workerCommand(rt.execPath), spawn: rt.spawnChild, log, logLevel: config.logLevel });
+    const pool = new WorkerPool(settings, { workers, command: workerCommand(rt.execPath), spawn: rt.spawnChild, log });
     await pool.started();
     data = pool;
   } else {

@@ -37,6 +37,8 @@ export interface AdminView {
   healthChecks?(): unknown;
   /** The LB controller's state, when it runs. */
   controller?(): unknown;
+  /** The data plane's worker processes (`--workers` > 1): pid, connections, requests of each. */
+  workers?(): unknown;
   /** The proxy's health as `/healthz`, `/livez` and `/readyz` report it (shown on the page). */
   health?(): AdminHealth;
   /** The state file's status (`--state-file`): whether the gateway serves replayed, unconfirmed objects. */
@@ -144,6 +146,7 @@ export function adminApp(view: AdminView, options: AdminAppOptions = {}): Hono {
       listeners: view.listeners(),
       ...(view.healthChecks ? { healthChecks: view.healthChecks() } : {}),
       ...(view.controller ? { controller: view.controller() } : {}),
+      ...(view.workers ? { workers: view.workers() } : {}),
     }),
   );
   if (view.metrics) {

@@ -204,6 +204,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
       metrics: metrics.handler,
       subscribe: (notify) => (adminSubscribers.add(notify), () => void adminSubscribers.delete(notify)),
       ...(controller ? { controller: () => controller.status() } : {}),
+      ...(dataPlane.workers ? { workers: () => dataPlane.workers!() } : {}),
     };
     const aApp = adminApp(view, { signal: closing.signal });
     adminServer = rt.serveHttp({ hostname: config.metricsBindAddress.host, port: config.metricsBindAddress.port, fetch: (r) => aApp.fetch(r) });

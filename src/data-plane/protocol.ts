@@ -28,7 +28,7 @@ export interface SnapshotMessage {
 
 /** Control plane -> worker. */
 export type ToWorker =
-  | { readonly type: "start"; readonly worker: number; readonly settings: DataPlaneSettings; readonly logLevel: LogLevel }
+  | { readonly type: "start"; readonly worker: number; readonly settings: DataPlaneSettings }
   | SnapshotMessage
   | { readonly type: "closing" }
   | { readonly type: "drain"; readonly graceMs: number }
@@ -55,7 +55,9 @@ export type FromWorker =
   | { readonly type: "ready"; readonly worker: number; readonly pid: number; readonly tracing: string }
   | WorkerReport
   | { readonly type: "answer"; readonly id: number; readonly value: unknown }
-  | { readonly type: "drained"; readonly worker: number };
+  | { readonly type: "drained"; readonly worker: number }
+  /** A log line of the worker, written by the control plane's logger (the access log goes to stdout directly). */
+  | { readonly type: "log"; readonly level: LogLevel; readonly msg: string; readonly fields?: Readonly<Record<string, unknown>> | undefined };
 
 /**
  * The message for `next`, given the snapshot the workers have (`sent`): the changed entrypoints when `next.delta` is

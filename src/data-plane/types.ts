@@ -110,4 +110,18 @@ export interface DataPlane extends AsyncDisposable {
   traffic(): readonly TrafficSample[];
   /** The tracing sampler in use, or `off` (for the start-up log). */
   readonly tracing: string;
+  /** The worker processes, when the data plane runs in several (`--workers`); absent in process. */
+  workers?(): readonly WorkerStatus[];
 }
+
+/** One worker as the control plane sees it (admin `/api/status`). */
+export interface WorkerStatus {
+  readonly worker: number;
+  readonly pid: number;
+  /** Started and reporting. */
+  readonly ready: boolean;
+  readonly restarts: number;
+  readonly connections: number;
+  readonly requests: number;
+}
+

@@ -4,7 +4,7 @@
  * each settled snapshot. When the control plane goes away the worker exits at once: it never serves routes nobody
  * updates (the pod restarts as a whole; see ARCHITECTURE.md).
  */
-import { createLogger, type LogFields, type Logger, type LogLevel } from "../log.ts";
+import type { LogFields, Logger, LogLevel } from "../log.ts";
 import type { ParentChannel } from "../runtime/types.ts";
 import { startDataPlane, type LocalDataPlane } from "./index.ts";
 import { SnapshotDecoder, type FromWorker, type ToWorker, type WorkerReport } from "./protocol.ts";
@@ -19,7 +19,7 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
   const decoder = new SnapshotDecoder();
   let plane: LocalDataPlane | undefined;
   let worker = -1;
-  let log: Logger = createLogger("info");
+  const log: Logger = channelLogger(send);
   let settled = 0;
   let timer: ReturnType<typeof setInterval> | undefined;
   /** Messages that arrived while the data plane was starting. */
@@ -85,7 +85,6 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
     const m = raw as ToWorker;
     if (m.type === "start" && !starting) {
       worker = m.worker;
-      log = workerLogger(m.logLevel, worker);
       starting = startDataPlane(m.settings, { log, worker }).then((p) => {
         plane = p;
         send({ type: "ready", worker, pid: process.pid, tracing: p.tracing });
@@ -109,14 +108,8 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
   });
 }
 
-/** A logger whose lines carry `"worker": N`. */
-function workerLogger(level: LogLevel, worker: number): Logger {
-  const inner = createLogger(level);
-  const tag = (fields?: LogFields): LogFields => ({ worker, ...fields });
-  return {
-    debug: (msg, fields) => inner.debug(msg, tag(fields)),
-    info: (msg, fields) => inner.info(msg, tag(fields)),
-    warn: (msg, fields) => inner.warn(msg, tag(fields)),
-    error: (msg, fields) => inner.error(msg, tag(fields)),
-  };
+/** A logger that hands each line to the control plane, whose logger writes it (with the worker's number). */
+function channelLogger(send: (m: FromWorker) => void): Logger {
+  const at = (level: LogLevel) => (msg: string, fields?: LogFields) => send({ type: "log", level, msg, ...(fields ? { fields } : {}) });
+  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
 }

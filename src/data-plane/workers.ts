@@ -7,7 +7,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { desiredListeners } from "../listeners/desired.ts";
-import { type Logger, type LogLevel, silentLogger } from "../log.ts";
+import { type Logger, silentLogger } from "../log.ts";
 import type { Snapshot } from "../model/types.ts";
 import type { ChildProcess, Runtime } from "../runtime/types.ts";
 import { encodeSnapshot, type FromWorker, type ToWorker, type WorkerReport } from "./protocol.ts";
@@ -20,6 +20,7 @@ import type {
   ListenerCounts,
   OutlierStats,
   TrafficSample,
+  WorkerStatus,
 } from "./types.ts";
 
 /**
@@ -34,16 +35,6 @@ export function workerCommand(execPath: string, moduleUrl: string = import.meta.
 /** Pause before a worker that exited is started again, ms. */
 export const RESTART_DELAY_MS = 200;
 
-/** One worker as the control plane sees it (admin `/api/status`). */
-export interface WorkerStatus {
-  readonly worker: number;
-  readonly pid: number;
-  /** Started and reporting. */
-  readonly ready: boolean;
-  readonly restarts: number;
-  readonly connections: number;
-  readonly requests: number;
-}
 
 export interface WorkerPoolOptions {
   /** How many workers. */
@@ -52,8 +43,6 @@ export interface WorkerPoolOptions {
   readonly command: readonly string[];
   readonly spawn: Runtime["spawnChild"];
   readonly log?: Logger | undefined;
-  /** The workers' log level (default info). */
-  readonly logLevel?: LogLevel | undefined;
 }
 
 interface SettledWaiter {
@@ -246,7 +235,7 @@ export class WorkerPool implements DataPlane {
     slot.proc = proc;
     slot.ready = false;
     slot.report = undefined;
-    this.#send(slot, { type: "start", worker: slot.index, settings: this.#settings, logLevel: this.#options.logLevel ?? "info" });
+    this.#send(slot, { type: "start", worker: slot.index, settings: this.#settings });
     if (this.#current) this.#send(slot, encodeSnapshot(undefined, this.#current));
     if (this.#closing) this.#send(slot, { type: "closing" });
     void proc.exited.then((code) => {
@@ -282,6 +271,9 @@ export class WorkerPool implements DataPlane {
         slot.drained = true;
         break;
       case "answer":
+        break;
+      case "log":
+        this.#log[m.level](m.msg, { worker: slot.index, ...m.fields });
         break;
     }
   }

@@ -150,6 +150,7 @@ export class ListenerManager implements AsyncDisposable {
       factory: factories.udp,
       options: this.#proxyOptions,
       bindUdp: options.bindUdp ?? rt.bindUdp,
+      reusePort: options.reusePort ?? false,
       wanted: (slot) => !this.#closed && this.#slots.get(slot.key) === slot,
       route: (slot) => this.#routes.get(slot.entrypoint.key),
       admit: (slot, address) => this.#admission.admit(slot, address),

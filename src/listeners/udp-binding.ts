@@ -15,6 +15,8 @@ export interface UdpBindContext {
   /** The gateway's proxy options, as the HTTP and TCP proxies get them. */
   readonly options: ProxyOptions;
   readonly bindUdp: Runtime["bindUdp"];
+  /** Bind with SO_REUSEPORT (worker processes). */
+  readonly reusePort: boolean;
   /** Whether `slot` is still wanted (not removed or replaced, the manager open). */
   readonly wanted: (slot: Slot) => boolean;
   /** The entrypoint's current route (snapshots applied while binding change it). */
@@ -39,7 +41,7 @@ export function bindUdpSlot(slot: Slot, route: Route, ctx: UdpBindContext): void
   const proxy = ctx.factory(ref, ctx.options, { admit: (address) => ctx.admit(slot, address) });
   slot.binding = true;
   ctx.changed();
-  const done: Promise<void> = ctx.bindUdp({ hostname: slot.address, port: slot.port, onMessage: proxy.onMessage }).then(
+  const done: Promise<void> = ctx.bindUdp({ hostname: slot.address, port: slot.port, onMessage: proxy.onMessage, ...(ctx.reusePort ? { reusePort: true } : {}) }).then(
     (socket) => {
       slot.binding = false;
       if (!ctx.wanted(slot)) {

@@ -119,6 +119,8 @@ export interface UdpBindOptions {
   readonly hostname: string;
   readonly port: number;
   readonly onMessage: (data: Uint8Array, port: number, address: string) => void;
+  /** Bind with SO_REUSEPORT (several processes on one port; the kernel keeps each flow on one of them). Bun only. */
+  readonly reusePort?: boolean | undefined;
 }
 
 /** A filesystem watch; dispose to stop. `onChange` is called (possibly several times) after any change. */

@@ -17,6 +17,7 @@ import type {
   UdpSocket,
 } from "../types.ts";
 import { withConnectTimeout } from "../connect-timeout.ts";
+import { createSocket } from "node:dgram";
 
 type BunHandlers = Bun.SocketHandler<unknown, "buffer">;
 
@@ -201,6 +202,8 @@ export async function connectTcp<T>(options: TcpConnectOptions<T>): Promise<TcpS
 }
 
 export async function bindUdp(options: UdpBindOptions): Promise<UdpSocket> {
+  // Bun.udpSocket has no SO_REUSEPORT; Bun's node:dgram does (the worker processes' shared UDP entrypoints).
+  if (options.reusePort) return bindUdpReusePort(options);
   const socket = await Bun.udpSocket({
     hostname: options.hostname,
     port: options.port,
@@ -217,4 +220,23 @@ export async function bindUdp(options: UdpBindOptions): Promise<UdpSocket> {
     send: (data, port, address) => socket.send(data, port, address),
     close: () => socket.close(),
   };
+}
+
+/** A UDP socket bound with SO_REUSEPORT through node:dgram. */
+function bindUdpReusePort(options: UdpBindOptions): Promise<UdpSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = createSocket({ type: options.hostname.includes(":") ? "udp6" : "udp4", reusePort: true });
+    socket.once("error", reject);
+    socket.on("message", (msg, rinfo) => options.onMessage(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), rinfo.port, rinfo.address));
+    socket.bind(options.port, options.hostname, () => {
+      socket.off("error", reject);
+      socket.on("error", () => {}); // a send error is reported by send's return value
+      resolve({
+        hostname: options.hostname,
+        port: socket.address().port,
+        send: (data, port, address) => (socket.send(data, port, address), true),
+        close: () => socket.close(),
+      });
+    });
+  });
 }
