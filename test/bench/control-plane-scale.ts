@@ -13,9 +13,10 @@
  *
  *   bun test/bench/control-plane-scale.ts [--services 10000] [--endpoints-per-slice 10] [--changes 300] [--churn-per-sec 100]
  *     [--sync-only] [--cpu-prof DIR]   (--cpu-prof: the gateway writes a Bun CPU profile, also as Markdown, into DIR on exit)
+ *     [--workers N]   (the gateway's --workers; CPU and RSS are then the whole process tree's)
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -30,6 +31,7 @@ const { values } = parseArgs({
     "churn-per-sec": { type: "string", default: "100" },
     "sync-only": { type: "boolean", default: false },
     "cpu-prof": { type: "string" },
+    workers: { type: "string", default: "1" },
   },
 });
 const N = Number(values.services);
@@ -110,16 +112,50 @@ async function parallel(n: number, limit: number, task: (i: number) => Promise<u
 }
 
 /** CPU time (user + system) of process `pid` so far, ms. */
+/** `pid` and its descendants (the gateway and its worker processes). */
+function processTree(pid: number): number[] {
+  const parentOf = new Map<number, number>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      parentOf.set(Number(entry), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) for (const [child, parent] of parentOf) if (parent === tree[i]) tree.push(child);
+  return tree;
+}
+
+/** CPU time of the gateway's process tree, ms. */
 function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+  let ticks = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+    } catch {
+      // exited meanwhile
+    }
+  }
   return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
 }
 
+/** RSS of the gateway's process tree, MiB. */
 function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) / 1024 : NaN;
+  let kb = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
+      kb += m ? Number(m[1]) : 0;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return kb / 1024;
 }
 
 const loadavg = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
@@ -160,6 +196,7 @@ const gw = spawnChild(
     "--healthz-bind-address", `127.0.0.1:${healthPort}`,
     "--metrics-bind-address", "127.0.0.1:0",
     "--log-level", "warn",
+    "--workers", values.workers!,
   ],
   false,
 );
