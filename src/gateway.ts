@@ -71,6 +71,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     const pool = new WorkerPool(settings, { workers, command: workerCommand(rt.execPath), spawn: rt.spawnChild, log });
     await pool.started();
     data = pool;
+    traffic = pool.trafficMetrics;
   } else {
     const local = await startDataPlane(settings, { log });
     data = local;

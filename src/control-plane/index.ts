@@ -107,6 +107,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
     ...(persistent ? { state: () => persistent.state() } : {}),
     shuttingDown: () => health.shuttingDown,
     outliers: () => dataPlane.outliers(),
+    ...(dataPlane.workers ? { workers: () => dataPlane.workers!() } : {}),
     ...(config.maxConnections > 0 ? { connections: () => dataPlane.connections() ?? { active: 0, refused: 0 } } : {}),
     onCollectError: (metric, err) => log.warn("Metrics view failed", { metric, error: String(err) }),
   });

@@ -51,7 +51,7 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
     serviceVersion: t.serviceVersion,
     onShutdownError: (e) => log.warn("Trace export failed on shutdown", { error: String(e) }),
   });
-  const accessLog = settings.accessLog ? new AccessLog() : undefined;
+  const accessLog = settings.accessLog ? new AccessLog(deps.worker !== undefined ? { worker: deps.worker } : {}) : undefined;
   const trafficMetrics = new TrafficMetrics({ maxSeries: settings.maxTrafficSeries });
   const telemetry: ProxyTelemetry = {
     traffic: (ep) => trafficMetrics.forEntrypoint(ep),

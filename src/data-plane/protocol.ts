@@ -9,7 +9,8 @@
  */
 import type { LogLevel } from "../log.ts";
 import type { Entrypoint, EntrypointDelta, HealthCheckService, ModelError, NodeInfo, Snapshot } from "../model/types.ts";
-import type { ConnectionCounts, DataPlaneSettings, EntrypointListeners, ListenerCounts, OutlierStats, TrafficSample } from "./types.ts";
+import type { TrafficDump } from "../telemetry/metrics/traffic.ts";
+import type { ConnectionCounts, DataPlaneSettings, EntrypointListeners, ListenerCounts, OutlierStats } from "./types.ts";
 
 /** A snapshot as sent: whole (`full`), or the entrypoints that changed since version `base`. */
 export interface SnapshotMessage {
@@ -45,7 +46,8 @@ export interface WorkerReport {
   readonly counts: ListenerCounts;
   readonly outliers: readonly OutlierStats[];
   readonly connections?: ConnectionCounts | undefined;
-  readonly traffic: readonly TrafficSample[];
+  /** The per-Service traffic series changed since the last report (the first report: all of them). */
+  readonly traffic: TrafficDump;
   /** Entrypoints whose listeners failed to bind (their states), so Events and admin see failures without a query. */
   readonly failed: readonly EntrypointListeners[];
 }

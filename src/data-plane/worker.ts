@@ -40,7 +40,7 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
       counts,
       outliers: plane.outliers(),
       ...(connections ? { connections } : {}),
-      traffic: plane.traffic(),
+      traffic: plane.trafficMetrics.dump(), // the only caller: each dump holds what changed since the last
       failed,
     };
     send(message);

@@ -10,6 +10,7 @@ import { desiredListeners } from "../listeners/desired.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import type { Snapshot } from "../model/types.ts";
 import type { ChildProcess, Runtime } from "../runtime/types.ts";
+import { NodeTrafficMetrics } from "../telemetry/metrics/node-traffic.ts";
 import { encodeSnapshot, type FromWorker, type ToWorker, type WorkerReport } from "./protocol.ts";
 import type {
   BalancingInfo,
@@ -72,11 +73,14 @@ export class WorkerPool implements DataPlane {
   #stopping = false;
   #settledWaiters: SettledWaiter[] = [];
   tracing = "off";
+  /** The node's per-Service traffic: the workers' series summed (it follows the snapshots itself). */
+  readonly trafficMetrics: NodeTrafficMetrics;
 
   constructor(settings: DataPlaneSettings, options: WorkerPoolOptions) {
     this.#settings = { ...settings, reusePort: true };
     this.#options = options;
     this.#log = options.log ?? silentLogger;
+    this.trafficMetrics = new NodeTrafficMetrics({ maxSeries: settings.maxTrafficSeries });
     for (let i = 0; i < options.workers; i++) {
       const slot: Slot = { index: i, proc: undefined, ready: false, restarts: 0, report: undefined, drained: false };
       this.#slots.push(slot);
@@ -99,6 +103,7 @@ export class WorkerPool implements DataPlane {
   apply(snapshot: Snapshot): void {
     const message = encodeSnapshot(this.#current, snapshot);
     this.#current = snapshot;
+    this.trafficMetrics.sync(snapshot);
     for (const slot of this.#slots) if (slot.proc) this.#send(slot, message);
   }
 
@@ -161,8 +166,32 @@ export class WorkerPool implements DataPlane {
     };
   }
 
-  balancing(_key: string): BalancingInfo | undefined {
-    return undefined;
+  /**
+   * How an entrypoint balances, as configured (algorithm, hash key, slow start). The state each worker keeps for
+   * itself (affinity table sizes, the endpoints it has ejected) is not gathered here; ejection counts are summed in
+   * {@link outliers}.
+   */
+  balancing(key: string): BalancingInfo | undefined {
+    const ep = this.#entrypoint(key);
+    if (!ep) return undefined;
+    const { policy, externalName } = ep;
+    const algorithm = externalName ? "round-robin" : (policy?.balancer ?? this.#settings.defaultBalancer);
+    const hashing = algorithm === "ring-hash" || algorithm === "maglev";
+    const slowStartMs = !hashing && !externalName ? (policy?.slowStartMs ?? 0) : 0;
+    return {
+      algorithm,
+      ...(hashing ? { hashOn: policy?.hashOn ?? { source: "client-ip" as const } } : {}),
+      ...(slowStartMs > 0 ? { slowStartMs } : {}),
+    };
+  }
+
+  #byKey: { snapshot: Snapshot; map: Map<string, Snapshot["entrypoints"][number]> } | undefined;
+
+  #entrypoint(key: string): Snapshot["entrypoints"][number] | undefined {
+    const snapshot = this.#current;
+    if (!snapshot) return undefined;
+    if (this.#byKey?.snapshot !== snapshot) this.#byKey = { snapshot, map: new Map(snapshot.entrypoints.map((e) => [e.key, e])) };
+    return this.#byKey.map.get(key);
   }
 
   outliers(): readonly OutlierStats[] {
@@ -186,22 +215,9 @@ export class WorkerPool implements DataPlane {
   }
 
   traffic(): readonly TrafficSample[] {
-    const byKey = new Map<string, { -readonly [K in keyof TrafficSample]: TrafficSample[K] }>();
-    for (const r of this.#reports()) {
-      for (const t of r.traffic) {
-        const acc = byKey.get(t.key);
-        if (!acc) byKey.set(t.key, { ...t });
-        else {
-          acc.requests += t.requests;
-          acc.errors += t.errors;
-          acc.active += t.active;
-          acc.bytesIn += t.bytesIn;
-          acc.bytesOut += t.bytesOut;
-        }
-      }
-    }
-    return [...byKey.values()];
+    return this.trafficMetrics.samples();
   }
+
 
   /** Each worker's state (admin). */
   workers(): readonly WorkerStatus[] {
@@ -211,7 +227,7 @@ export class WorkerPool implements DataPlane {
       ready: s.ready,
       restarts: s.restarts,
       connections: s.report?.counts.connections ?? 0,
-      requests: (s.report?.traffic ?? []).reduce((n, t) => n + t.requests, 0),
+      requests: this.trafficMetrics.requestsOf(s.index),
     }));
   }
 
@@ -241,6 +257,7 @@ export class WorkerPool implements DataPlane {
     void proc.exited.then((code) => {
       if (slot.proc !== proc) return;
       slot.proc = undefined;
+      this.trafficMetrics.remove(slot.index);
       slot.ready = false;
       if (this.#stopping) return;
       this.#log.warn("A worker exited: starting it again", { worker: slot.index, pid: proc.pid, code });
@@ -265,6 +282,7 @@ export class WorkerPool implements DataPlane {
         break;
       case "report":
         slot.report = m;
+        if (!this.trafficMetrics.update(slot.index, m.traffic)) this.#log.warn("A worker's traffic report was out of order: dropped", { worker: slot.index });
         this.#checkSettled();
         break;
       case "drained":

@@ -2,6 +2,9 @@
  * The access log: one JSON line per HTTP request, TCP connection or UDP flow, on stdout next to the
  * structured log (`"msg":"access"`), carrying the trace id when the request was sampled.
  *
+ * With worker processes each line names its worker (`"worker":N`, after `msg`, as the structured log's lines do);
+ * a single-process gateway's lines have no such field.
+ *
  * Hot path: a record is one string concatenation appended to a buffer; the buffer is written once
  * per flush interval (or when it grows past {@link AccessLogOptions.maxBufferBytes}), so a busy
  * gateway does one write syscall per interval, not one per request. {@link AccessLog.close} writes
@@ -24,6 +27,8 @@ export interface AccessLogOptions {
   readonly maxBufferBytes?: number | undefined;
   /** Wall clock (tests). */
   readonly now?: (() => number) | undefined;
+  /** The worker process writing (its index): each line gets `"worker":N`. Unset: no such field. */
+  readonly worker?: number | undefined;
 }
 
 /** One HTTP request, as the HTTP forwarder reports it. */
@@ -75,6 +80,8 @@ export class AccessLog {
   readonly #flushMs: number;
   readonly #max: number;
   readonly #now: () => number;
+  /** `"msg":"access",` plus the worker field when set. */
+  readonly #msg: string;
   #lines: string[] = [];
   #size = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -86,6 +93,9 @@ export class AccessLog {
     this.#flushMs = options.flushMs ?? 100;
     this.#max = options.maxBufferBytes ?? 64 * 1024;
     this.#now = options.now ?? Date.now;
+    const worker = options.worker;
+    if (worker !== undefined && !(Number.isInteger(worker) && worker >= 0)) throw new Error(`Invalid access log worker ${worker}: use a whole number of 0 or more`);
+    this.#msg = worker === undefined ? `"msg":"access",` : `"msg":"access","worker":${worker},`;
   }
 
   /** ISO time, the date part formatted at most once per second. */
@@ -102,14 +112,14 @@ export class AccessLog {
   /** Log one HTTP request. */
   http(r: HttpAccessRecord): void {
     this.#push(
-      `{"time":"${this.#time()}","level":"info","msg":"access","protocol":"http","entrypoint":${q(r.entrypoint)},"client":${q(r.client)},"endpoint":${q(r.endpoint)},"method":${q(r.method)},"path":${q(r.path)},"status":${r.status},"bytes_in":${r.bytesIn},"bytes_out":${r.bytesOut},"duration_ms":${round(r.durationMs)}${r.error ? `,"error":${q(r.error)}` : ""}${r.traceId ? `,"trace_id":"${r.traceId}"` : ""}}`,
+      `{"time":"${this.#time()}","level":"info",${this.#msg}"protocol":"http","entrypoint":${q(r.entrypoint)},"client":${q(r.client)},"endpoint":${q(r.endpoint)},"method":${q(r.method)},"path":${q(r.path)},"status":${r.status},"bytes_in":${r.bytesIn},"bytes_out":${r.bytesOut},"duration_ms":${round(r.durationMs)}${r.error ? `,"error":${q(r.error)}` : ""}${r.traceId ? `,"trace_id":"${r.traceId}"` : ""}}`,
     );
   }
 
   /** Log one TCP connection or UDP flow. */
   stream(r: StreamAccessRecord): void {
     this.#push(
-      `{"time":"${this.#time()}","level":"info","msg":"access","protocol":"${r.protocol}","entrypoint":${q(r.entrypoint)},"client":${q(r.client)},"endpoint":${q(r.endpoint)},"bytes_in":${r.bytesIn},"bytes_out":${r.bytesOut},"duration_ms":${round(r.durationMs)},"close":${q(r.close)}${r.traceId ? `,"trace_id":"${r.traceId}"` : ""}}`,
+      `{"time":"${this.#time()}","level":"info",${this.#msg}"protocol":"${r.protocol}","entrypoint":${q(r.entrypoint)},"client":${q(r.client)},"endpoint":${q(r.endpoint)},"bytes_in":${r.bytesIn},"bytes_out":${r.bytesOut},"duration_ms":${round(r.durationMs)},"close":${q(r.close)}${r.traceId ? `,"trace_id":"${r.traceId}"` : ""}}`,
     );
   }
 

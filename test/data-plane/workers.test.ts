@@ -13,6 +13,7 @@ import { rt } from "../../src/runtime/index.ts";
 import { startApiServer } from "../support/apiserver.ts";
 import { startTestGateway } from "../support/gateway.ts";
 import { freePort } from "../support/ports.ts";
+import { parseScrape, seriesOf } from "../support/metrics-parse.ts";
 import { udpClient, udpEcho } from "../support/udp-peers.ts";
 import { waitFor } from "../support/wait.ts";
 
@@ -36,6 +37,14 @@ const alive = (pid: number): boolean => {
     return false;
   }
 };
+
+/** The node's `kubegate_requests_total` for the web Service's HTTP port, summed over code classes. */
+async function requestsCounted(gw: Gateway): Promise<number> {
+  const scrape = parseScrape(await (await fetch(`http://127.0.0.1:${gw.adminPort}/metrics`)).text());
+  return seriesOf(scrape, "kubegate_requests_total")
+    .filter((id) => id.includes('service="web"') && id.includes('port="http"'))
+    .reduce((n, id) => n + (scrape.samples.get(id) ?? 0), 0);
+}
 
 /** One request on a new connection (so the kernel picks a worker for each). */
 const get = async (port: number): Promise<string> => (await fetch(`http://127.0.0.1:${port}/`, { headers: { connection: "close" } })).text();
@@ -127,8 +136,12 @@ describe("--workers 2", () => {
     for (let i = 0; i < 30; i++) expect(await get(c.ports.http)).toBe("b");
   });
 
-  test("a killed worker is started again while the other keeps serving", async () => {
+  test("a killed worker is started again while the other keeps serving; the node's counters never go back", async () => {
     await using c = await startCluster();
+    let made = 0;
+    for (; made < 40; made++) expect(await get(c.ports.http)).toBe("a");
+    // /metrics shows the node's series once: every request, whichever worker served it.
+    await waitFor(async () => (await requestsCounted(c.gw)) === made, { what: `${made} requests in /metrics` });
     const [victim, other] = await workersOf(c.gw);
     process.kill(victim!.pid, "SIGKILL");
     await waitFor(() => !alive(victim!.pid), { what: "the worker to die" });
@@ -144,6 +157,9 @@ describe("--workers 2", () => {
     );
     expect(replaced.find((w) => w.worker === other!.worker)?.pid).toBe(other!.pid);
     for (let i = 0; i < 20; i++) expect(await get(c.ports.http)).toBe("a");
+    made += 40;
+    // What the dead worker had counted stays in the node's total.
+    await waitFor(async () => (await requestsCounted(c.gw)) === made, { what: `${made} requests in /metrics after the restart` });
   });
 
   test("shutdown drains every worker and they exit", async () => {

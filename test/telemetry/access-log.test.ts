@@ -47,6 +47,30 @@ describe("AccessLog", () => {
     expect(lines[0]!.path).toBe('/we"ird\n');
     expect(lines[0]!.time).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
   });
+
+  test("with a worker, every line names it right after msg; without one, lines have no worker field", () => {
+    const http = { entrypoint: "ns/s:p", client: "c", endpoint: "e", method: "GET", path: "/", status: 200, bytesIn: 1, bytesOut: 2, durationMs: 0.25, error: "", traceId: "" };
+    const stream = { protocol: "udp", entrypoint: "ns/s:53", client: "c", endpoint: "e", bytesIn: 1, bytesOut: 2, durationMs: 1, close: "idle_timeout", traceId: "" } as const;
+    const write = (worker: number | undefined): string[] => {
+      const batches: string[] = [];
+      const log = new AccessLog({ write: (b) => void batches.push(b), flushMs: 60_000, ...(worker === undefined ? {} : { worker }) });
+      log.http(http);
+      log.stream(stream);
+      log.close();
+      return batches.flatMap((b) => b.split("\n"));
+    };
+    const [w3http, w3stream] = write(3);
+    expect(w3http).toContain('"msg":"access","worker":3,"protocol":"http",');
+    expect(w3stream).toContain('"msg":"access","worker":3,"protocol":"udp",');
+    expect(JSON.parse(w3http!)).toMatchObject({ msg: "access", worker: 3, status: 200 });
+    expect(JSON.parse(w3stream!)).toMatchObject({ msg: "access", worker: 3, close: "idle_timeout" });
+    expect(JSON.parse(write(0)[0]!)).toMatchObject({ worker: 0 });
+    for (const line of write(undefined)) {
+      expect(line).toContain('"msg":"access","protocol":');
+      expect(JSON.parse(line)).not.toHaveProperty("worker");
+    }
+    expect(() => new AccessLog({ worker: -1 })).toThrow('Invalid access log worker -1: use a whole number of 0 or more');
+  });
 });
 
 describe("access log from the data plane", () => {

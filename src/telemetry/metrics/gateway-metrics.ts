@@ -11,6 +11,7 @@ import { metricsHandler } from "./handler.ts";
 import { type HealthCountsView, type IpFamily, KubeProxyMetrics } from "./kube-proxy.ts";
 import { Registry } from "./registry.ts";
 import { TrafficMetrics } from "./traffic.ts";
+import { WorkerMetrics, type WorkerView } from "./worker-metrics.ts";
 
 /** Listener totals (the listener manager's `counts()`). */
 export interface ListenerCountsView {
@@ -44,10 +45,13 @@ export interface GatewayMetricsOptions {
   /** At most this many Service ports get per-Service series (default 20 000); ignored with `traffic`. */
   readonly maxSeries?: number | undefined;
   /**
-   * The data plane's per-Service traffic counters, registered here; the data plane follows the snapshots with them.
-   * Default: a new one of this registry's own, followed by {@link GatewayMetrics.applied} (tests, benchmarks).
+   * The data plane's per-Service traffic counters, registered here; the data plane follows the snapshots with them
+   * (worker processes: a `NodeTrafficMetrics` summing theirs). Default: a new one of this registry's own, followed by
+   * {@link GatewayMetrics.applied} (tests, benchmarks).
    */
   readonly traffic?: TrafficMetrics | undefined;
+  /** The data plane's worker processes, read at scrape time; without it the `kubegate_worker_*` families are not registered. */
+  readonly workers?: (() => readonly WorkerView[]) | undefined;
   /** The health server's answer counts (the object passed to `healthApp`). */
   readonly healthCounts?: HealthCountsView | undefined;
   /** Sync state of the sources, read at scrape time. */
@@ -176,6 +180,7 @@ export class GatewayMetrics {
         collect: (c) => c.labels().set(connections().refused),
       });
     }
+    if (options.workers) this.registry.register(new WorkerMetrics(options.workers));
     if (options.state) this.#stateMetrics(options.state, options.now ?? Date.now);
     this.handler = metricsHandler(this.registry);
   }

@@ -1,12 +1,14 @@
 /**
  * Prometheus metrics: a small registry (text format 0.0.4), kube-proxy's metrics, per-Service
- * traffic metrics with a series cap, and the `/metrics` handler.
+ * traffic metrics with a series cap (summed over worker processes by `NodeTrafficMetrics`), per-worker
+ * series, and the `/metrics` handler.
  */
 export { CONNECT_DURATION_BUCKETS, exponentialBuckets, linearBuckets, NETWORK_PROGRAMMING_BUCKETS, REQUEST_DURATION_BUCKETS, SYNC_DURATION_BUCKETS } from "./buckets.ts";
 export { CONTENT_TYPE, escapeHelp, escapeLabelValue, ExpositionWriter, formatValue, labelPairs } from "./exposition.ts";
 export { GatewayMetrics, type GatewayMetricsOptions, type ListenerCountsView, type StateFileView } from "./gateway-metrics.ts";
 export { metricsHandler } from "./handler.ts";
 export { type HealthCountsView, type IpFamily, ipFamiliesOf, KubeProxyMetricNames, KubeProxyMetrics, noLocalEndpoints } from "./kube-proxy.ts";
+export { NodeTrafficMetrics } from "./node-traffic.ts";
 export { type Collector, Counter, Gauge, Histogram, Registry } from "./registry.ts";
 export {
   DEFAULT_MAX_SERIES,
@@ -14,7 +16,9 @@ export {
   PROXY_ERROR_REASONS,
   type ProxyErrorReason,
   type ServiceTraffic,
+  type TrafficDump,
   TrafficMetricNames,
   TrafficMetrics,
   type TrafficSample,
 } from "./traffic.ts";
+export { WorkerMetricNames, WorkerMetrics, type WorkerView } from "./worker-metrics.ts";

@@ -13,6 +13,10 @@
  * Cardinality: at most `maxSeries` Service ports get series. Past the cap a Service port gets no
  * series (its handle does nothing) and `kubegate_metrics_series_dropped_total{metric}` counts it once
  * per family; it is admitted when room frees up (its data plane picks the series up on its next route).
+ *
+ * Across processes: {@link TrafficMetrics.dump} turns the counters into plain data (the series changed since
+ * the last dump), which a worker data plane sends to the control plane; there `NodeTrafficMetrics`
+ * (`node-traffic.ts`) sums the workers' dumps into the node's series.
  */
 import { entrypointByKey } from "../../model/store.ts";
 import type { Entrypoint, Snapshot } from "../../model/types.ts";
@@ -168,10 +172,15 @@ class Series implements ServiceTraffic {
    * (most of them) cost no array (about 400 bytes each).
    */
   v: Float64Array = ZEROS;
+  /** Written since the last {@link TrafficMetrics.dump}. */
+  dirty = false;
+  /** Sent by a dump: its deletion has to be reported. */
+  dumped = false;
   constructor(readonly labels: string) {}
 
   /** The counters, to write. */
   #w(): Float64Array {
+    this.dirty = true;
     const v = this.v;
     return v !== ZEROS ? v : (this.v = new Float64Array(SIZE));
   }
@@ -214,14 +223,13 @@ class Series implements ServiceTraffic {
     const i = REASON_INDEX[reason];
     if (i !== undefined) this.#w()[ERR + i]!++;
   }
+}
 
-  /** Whether anything was ever recorded (idle series expose only their endpoint counts). */
-  touched(): boolean {
-    const v = this.v;
-    if (v === ZEROS) return false;
-    for (let i = 0; i < SIZE; i++) if (v[i] !== 0) return true;
-    return false;
-  }
+/** Whether anything was ever recorded in `v` (idle series expose only their endpoint counts). */
+function touched(v: Float64Array): boolean {
+  if (v === ZEROS) return false;
+  for (let i = 0; i < SIZE; i++) if (v[i] !== 0) return true;
+  return false;
 }
 
 /** A Service port referenced by the current snapshot (or by a data plane ahead of it). */
@@ -243,6 +251,63 @@ function slotKey(ep: Entrypoint): string {
 /** The Service port's name (or number) from `namespace/service:port`. */
 function portLabel(ep: Entrypoint): string {
   return ep.name.slice(ep.name.lastIndexOf(":") + 1);
+}
+
+/**
+ * The counters of a {@link TrafficMetrics} as plain data (JSON-safe), for the control plane to sum over workers
+ * (`NodeTrafficMetrics.update`). Dumps of one instance form a sequence: the first is `full`, each later one carries
+ * the series changed since the one before (O(traffic), not O(Service ports)).
+ */
+export interface TrafficDump {
+  /** The {@link TrafficMetrics} that made it: another instance (a restarted worker) starts again from zero. */
+  readonly instance: string;
+  /** 1 for the instance's first dump, then +1 per dump. */
+  readonly seq: number;
+  /** Whether `series` is every series with anything recorded (else: those changed since dump `seq - 1`). */
+  readonly full: boolean;
+  /**
+   * Series key (the Service port: `namespace/service:port`, NUL, protocol) -> its values in the series layout,
+   * trailing zeros left out. A key listed here replaces what the receiver had for it.
+   */
+  readonly series: Readonly<Record<string, readonly number[]>>;
+  /** Keys whose series were deleted (their Service port left the snapshot) since dump `seq - 1`. */
+  readonly removed: readonly string[];
+}
+
+/**
+ * The series layout, for `node-traffic.ts` (which sums series of the same layout); nothing else reads the arrays.
+ * @internal
+ */
+export const SeriesLayout = Object.freeze({
+  /** Values per series. */
+  size: SIZE,
+  /** Adds `from` into `into`; without `gauges`, the open-connection gauge is left out (a retired worker's counts). */
+  add(into: Float64Array, from: ArrayLike<number>, gauges: boolean): void {
+    const n = Math.min(from.length, SIZE);
+    for (let i = 0; i < n; i++) if (gauges || i !== ACTIVE) into[i]! += from[i] as number;
+  },
+  /** The admin page's `requests` of a series: HTTP responses, else connections (flows). */
+  requests(protocol: string, v: ArrayLike<number>): number {
+    if (protocol !== "http") return (v[CONNS] as number | undefined) ?? 0;
+    let n = 0;
+    for (let c = 0; c < 5; c++) n += (v[REQ + c] as number | undefined) ?? 0;
+    return n;
+  },
+  /** Whether anything was recorded in `v`. */
+  touched: (v: Float64Array): boolean => touched(v),
+  /** The protocol of a series key. */
+  protocolOf(key: string): string {
+    return key.slice(key.lastIndexOf("\u0000") + 1);
+  },
+});
+
+/** A dump's values of `v`: a plain array without its trailing zeros. */
+function dumpValues(v: Float64Array): number[] {
+  let end = SIZE;
+  while (end > 0 && v[end - 1] === 0) end--;
+  const out = new Array<number>(end);
+  for (let i = 0; i < end; i++) out[i] = v[i]!;
+  return out;
 }
 
 export interface TrafficMetricsOptions {
@@ -272,6 +337,11 @@ export class TrafficMetrics implements Collector {
   #entrypoints: readonly Entrypoint[] = [];
   #tracked = 0;
   #dropped = 0;
+  /** Identifies this instance's dumps (see {@link TrafficDump.instance}). */
+  readonly #instance = crypto.randomUUID();
+  #dumps = 0;
+  /** Keys of dumped series deleted since the last dump. */
+  #removed: string[] = [];
 
   constructor(options: TrafficMetricsOptions = {}) {
     const max = options.maxSeries ?? DEFAULT_MAX_SERIES;
@@ -427,9 +497,47 @@ export class TrafficMetrics implements Collector {
     this.#slots.delete(slot.key);
     this.#orphans.delete(slot);
     if (slot.series !== undefined) {
+      if (slot.series.dumped) this.#removed.push(slot.key);
       slot.series = undefined;
       this.#tracked--;
     } else this.#waiting.delete(slot);
+  }
+
+  /**
+   * The counters as plain data: the series changed since the previous call (the first call, or `full`: every
+   * series with anything recorded) and the keys of series deleted since. Cost: a pass over the Service ports
+   * (a flag each) plus the changed series. Each call starts a new "since"; one consumer per instance.
+   *
+   * @example
+   * setInterval(() => channel.send({ type: "report", traffic: traffic.dump() }), 250); // in a worker
+   * node.update(worker, message.traffic); // in the control plane (NodeTrafficMetrics)
+   */
+  dump(options: { readonly full?: boolean | undefined } = {}): TrafficDump {
+    const full = options.full === true || this.#dumps === 0;
+    const series: Record<string, number[]> = {};
+    for (const slot of this.#slots.values()) {
+      const s = slot.series;
+      if (s === undefined || !(full ? touched(s.v) : s.dirty)) continue;
+      s.dirty = false;
+      s.dumped = true;
+      series[slot.key] = dumpValues(s.v);
+    }
+    const removed = full ? [] : this.#removed;
+    this.#removed = [];
+    return { instance: this.#instance, seq: ++this.#dumps, full, series, removed };
+  }
+
+  /**
+   * The values a scrape and {@link samples} show for the series `key`, given what this instance recorded
+   * (`own`). The node's collector (`NodeTrafficMetrics`) adds its workers' here.
+   */
+  protected valuesOf(_key: string, own: Float64Array): Float64Array {
+    return own;
+  }
+
+  /** Whether a Service port has a series now (`key` as in {@link TrafficDump.series}). */
+  protected hasSeries(key: string): boolean {
+    return this.#slots.get(key)?.series !== undefined;
   }
 
   /** Cumulative counters per Service port with a series (for the admin page). */
@@ -438,7 +546,7 @@ export class TrafficMetrics implements Collector {
     for (const slot of this.#slots.values()) {
       const s = slot.series;
       if (s === undefined) continue;
-      const v = s.v;
+      const v = this.valuesOf(slot.key, s.v);
       const http = slot.entrypoint.protocol === "http";
       let requests = 0;
       for (let c = 0; c < 5; c++) requests += v[REQ + c]!;
@@ -458,11 +566,13 @@ export class TrafficMetrics implements Collector {
 
   collect(out: ExpositionWriter): void {
     const all: Slot[] = [];
-    const live: Series[] = [];
+    const live: { readonly labels: string; readonly v: Float64Array }[] = [];
     for (const slot of this.#slots.values()) {
-      if (slot.series === undefined) continue;
+      const series = slot.series;
+      if (series === undefined) continue;
       all.push(slot);
-      if (slot.series.touched()) live.push(slot.series);
+      const v = this.valuesOf(slot.key, series.v);
+      if (touched(v)) live.push({ labels: series.labels, v });
     }
     const N = TrafficMetricNames;
 

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 import type { Endpoint, Entrypoint, Snapshot } from "../../../src/model/types.ts";
-import { GatewayMetrics, PROXY_ERROR_REASONS } from "../../../src/telemetry/metrics/index.ts";
+import { GatewayMetrics, NodeTrafficMetrics, PROXY_ERROR_REASONS, TrafficMetrics } from "../../../src/telemetry/metrics/index.ts";
 import { entrypoint } from "../../support/entrypoints.ts";
 
 const observability = fileURLToPath(new URL("../../../deploy/observability/", import.meta.url));
@@ -81,6 +81,42 @@ describe("promtool check metrics", () => {
       .filter((l) => !l.includes("kubeproxy_sync_proxy_rules_no_local_endpoints_total"))
       .join("\n");
     expect(await promtool(["check", "metrics"], without)).toEqual({ code: 0, lines: [] });
+  });
+
+  test("a node with worker processes: traffic summed from two workers' dumps and the per-worker series pass", async () => {
+    const eps = [
+      entrypoint({ name: "shop/web:http", protocol: "http", endpoints: [8080, 8081] }),
+      entrypoint({ name: "shop/db:5432", protocol: "tcp", endpoints: [5432] }),
+      entrypoint({ name: "dns/coredns:53", protocol: "udp", endpoints: [53] }),
+    ];
+    const snapshot: Snapshot = { version: 1, entrypoints: eps.sort((a, b) => (a.key < b.key ? -1 : 1)), errors: [], node: { name: "node-a" } };
+    const traffic = new NodeTrafficMetrics();
+    traffic.sync(snapshot);
+    const workers = [
+      { worker: 0, pid: 101, ready: true, restarts: 0, connections: 3, requests: 10 },
+      { worker: 1, pid: 102, ready: true, restarts: 1, connections: 3, requests: 10 },
+    ];
+    const metrics = new GatewayMetrics({ traffic, workers: () => workers });
+    for (const w of workers) {
+      const plane = new TrafficMetrics();
+      plane.sync(snapshot);
+      for (const ep of eps) {
+        const t = plane.forEntrypoint(ep);
+        t.connOpened();
+        t.connectDuration(0.0008);
+        t.bytes(512, 4096);
+        for (const status of [101, 200, 304, 404, 502]) t.request(status, 0.004);
+        for (const reason of PROXY_ERROR_REASONS) t.error(reason);
+      }
+      traffic.update(w.worker, plane.dump());
+    }
+    metrics.applied(snapshot, { serviceChanges: 3, endpointChanges: 3, triggerTimes: [], buildMs: 1 }, 0.001);
+    const text = metrics.expose();
+    expect(text).toContain('kubegate_requests_total{namespace="shop",service="web",port="http",protocol="http",code_class="2xx"} 2\n');
+    expect(text).toContain('kubegate_worker_up{worker="1"} 1\n');
+    const checked = await promtool(["check", "metrics"], text);
+    expect(checked.lines).toEqual([ALLOWED_LINT]);
+    expect(checked.code).toBe(3);
   });
 
   test("promtool does catch a broken exposition (the check can fail)", async () => {
