@@ -3,8 +3,11 @@
  * tcp mode) and the direct path, in front of the same backends, in one run on one machine.
  *
  *   bun test/bench/run.ts [--quick] [--cases a,b] [--duration 10s] [--repeat 3] [--kubegate-args="..."]
+ *   bun test/bench/run.ts --multi 2 [--quick]     # every core: N workers/threads each, nothing pinned
  *
  * The proxy under test runs on core 1; the load generator, the backends and this script on core 0.
+ * With --multi N nothing is pinned: nginx runs N workers (reuseport), haproxy N threads, kubegate
+ * --workers N, and kubegate --workers 1 is a row of its own ("kubegate-w1"), the baseline of extra ratios.
  * Loads run interleaved across proxies (A B C D, A B C D, ...) and the table reports medians. CPU
  * per request is the proxy's process-tree busy time, with its core's softirq time (loopback network
  * work) counted once (see lib/cpu.ts), divided by the requests it served. Runs disturbed by other
@@ -17,12 +20,13 @@ import { join } from "node:path";
 import { type Backends, startBackends } from "./backends/start.ts";
 import { parseBenchArgs, type BenchOptions } from "./lib/args.ts";
 import { type CaseDef, caseDef } from "./lib/cases.ts";
-import { type CpuUsage, cpuUsage, irqTimeAccounting, othersBusyPct, sampleCpu } from "./lib/cpu.ts";
+import { type CpuSample, type CpuUsage, cpuUsage, cpuUsageUnpinned, irqTimeAccounting, othersBusyPct, sampleCpu } from "./lib/cpu.ts";
 import { h2loadArgs, h2loadFailed, parseH2loadLog } from "./lib/h2load.ts";
 import { iperfClientArgs, parseIperfJson } from "./lib/iperf.ts";
+import { parsePipelineOutput, pipelineArgs } from "./lib/pipeline.ts";
 import { PortAllocator } from "./lib/ports.ts";
 import { type Daemon, scriptGroup } from "./lib/procs.ts";
-import { type Failure, type RawRun, renderReport, reviveRawRun } from "./lib/render.ts";
+import { type Failure, multiBaseline, type RawRun, renderReport, reviveRawRun } from "./lib/render.ts";
 import type { Sample } from "./lib/report.ts";
 import { median } from "./lib/stats.ts";
 import { directTarget, startHaproxy, startKubegate, startNginxProxy, type Target } from "./lib/targets.ts";
@@ -49,9 +53,17 @@ if (opts.fromJson !== undefined) {
 const log = (line: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`);
 
 const nproc = cpus().length;
-const loadCore = 0;
-const proxyCore = nproc >= 2 ? 1 : 0;
-if (proxyCore === loadCore) log("Only one core: proxy and load generator share it, so the figures mean little");
+const multi = opts.multi;
+/** The load core and the proxy's core; both undefined in multi-core mode (nothing pinned). */
+const loadCore: number | undefined = multi === undefined ? 0 : undefined;
+const proxyCore: number | undefined = multi === undefined ? (nproc >= 2 ? 1 : 0) : undefined;
+if (multi === undefined && proxyCore === loadCore) log("Only one core: proxy and load generator share it, so the figures mean little");
+if (multi !== undefined && multi > nproc) log(`--multi ${multi} on ${nproc} cores: the workers share cores, so the figures mean little`);
+/** Spawn options that pin to `core`, or none when it is undefined. */
+const on = (core: number | undefined): { core?: number } => (core === undefined ? {} : { core });
+/** The cores whose counters a run reads: every core when unpinned. */
+const quietCores = multi === undefined ? [...new Set([loadCore!, proxyCore!])] : Array.from({ length: nproc }, (_, i) => i);
+const bun = process.versions.bun ? process.execPath : "bun";
 
 try {
   ensureTools(undefined, log);
@@ -66,11 +78,11 @@ const { tmp, group, cleanup: cleanupSync } = scriptGroup("kubegate-bench-", log,
 const ports = new PortAllocator();
 
 // This script and everything it starts run on the load core unless pinned elsewhere.
-spawnSync("taskset", ["-a", "-p", "-c", String(loadCore), String(process.pid)], { stdio: "ignore" });
+if (loadCore !== undefined) spawnSync("taskset", ["-a", "-p", "-c", String(loadCore), String(process.pid)], { stdio: "ignore" });
 
 const selected: CaseDef[] = opts.cases.map(caseDef);
-const targetCount = 4 + opts.variants.length;
-const perRunS = (c: CaseDef) => (c.load === "iperf3" ? opts.iperfS + 1 : c.load === "h2load" ? opts.durationS + opts.warmupS : opts.durationS);
+const targetCount = 4 + opts.variants.length + (multi === undefined ? 0 : 1);
+const perRunS = (c: CaseDef) => (c.load === "iperf3" ? opts.iperfS + 1 : c.load === "h2load" ? opts.durationS + opts.warmupS : c.load === "pipeline" ? opts.durationS + 1 : opts.durationS);
 const budgetS =
   180 + selected.reduce((a, c) => a + targetCount * (opts.warmupS + 5 + opts.repeat * (1 + opts.noiseRetries) * (perRunS(c) + 15 + opts.quietWaitS + 1)), 0);
 const watchdog = setTimeout(() => {
@@ -96,6 +108,16 @@ const kubegateDaemons: Daemon[] = [];
 /** Pids whose CPU is ours on the load core (the backends). */
 let loadPids: number[] = [];
 
+/** CPU counters now, for the proxy tree `pid`: its core and the load core, or every core when unpinned. */
+function cpuNow(pid: number | undefined): CpuSample {
+  return sampleCpu(pid, proxyCore ?? "all", loadCore ?? "all", loadPids);
+}
+
+/** What a run cost, by the accounting of this mode (pinned or not). */
+function usage(before: CpuSample, after: CpuSample): CpuUsage {
+  return multi === undefined ? cpuUsage(before, after) : cpuUsageUnpinned(before, after);
+}
+
 function alive(t: Target): boolean {
   return t.daemon === undefined || !t.daemon.hasExited();
 }
@@ -105,11 +127,11 @@ function url(t: Target, c: CaseDef): string {
 }
 
 async function wrkOnce(t: Target, c: CaseDef, durationS: number) {
-  const load = { url: url(t, c), connections: opts.connections, threads: 1, durationS, headers: c.headers };
-  const before = sampleCpu(t.pid, proxyCore, loadCore, loadPids);
-  const r = await group.runOk(`wrk-${t.name}`, wrkArgs(load), { core: loadCore, timeoutMs: (durationS + 30) * 1000 });
-  const after = sampleCpu(t.pid, proxyCore, loadCore, loadPids);
-  return { wrk: parseWrkOutput(r.stdout), cpu: cpuUsage(before, after), wallS: r.elapsedMs / 1000 };
+  const load = { url: url(t, c), connections: opts.connections, threads: opts.threads, durationS, headers: c.headers };
+  const before = cpuNow(t.pid);
+  const r = await group.runOk(`wrk-${t.name}`, wrkArgs(load), { ...on(loadCore), timeoutMs: (durationS + 30) * 1000 });
+  const after = cpuNow(t.pid);
+  return { wrk: parseWrkOutput(r.stdout), cpu: usage(before, after), wallS: r.elapsedMs / 1000 };
 }
 
 async function measureWrk(t: Target, c: CaseDef, repeat: number): Promise<Sample> {
@@ -137,12 +159,12 @@ async function measureRate(t: Target, c: CaseDef, repeat: number, rate: number):
   const logFile = join(tmp, `h2load-${t.name}-${repeat}.log`);
   const total = opts.warmupS + opts.durationS;
   const load = { url: url(t, c), rate, clients: opts.rateClients, durationS: Math.ceil(total), logFile };
-  const before = sampleCpu(t.pid, proxyCore, loadCore, loadPids);
-  const r = await group.runOk(`h2load-${t.name}`, h2loadArgs(load), { core: loadCore, timeoutMs: (total + 30) * 1000 });
-  const after = sampleCpu(t.pid, proxyCore, loadCore, loadPids);
+  const before = cpuNow(t.pid);
+  const r = await group.runOk(`h2load-${t.name}`, h2loadArgs(load), { ...on(loadCore), timeoutMs: (total + 30) * 1000 });
+  const after = cpuNow(t.pid);
   const res = parseH2loadLog(readFileSync(logFile, "utf8"), opts.warmupS, load.durationS - opts.warmupS, h2loadFailed(r.stdout));
   rmSync(logFile, { force: true });
-  const cpu = cpuUsage(before, after);
+  const cpu = usage(before, after);
   const proxied = t.pid !== undefined;
   return {
     case: c.name,
@@ -166,12 +188,12 @@ async function measureIperf(t: Target, c: CaseDef, repeat: number): Promise<Samp
   const port = t.ports[c.endpoint]!;
   // The iperf3 server takes one test at a time and needs a moment to reset after one: retry "busy".
   for (let attempt = 1; ; attempt++) {
-    const before = sampleCpu(t.pid, proxyCore, loadCore, loadPids);
+    const before = cpuNow(t.pid);
     const r = await group.run(`iperf3-${t.name}`, [...iperfClientArgs("127.0.0.1", port, opts.iperfS), "-O", "1"], {
-      core: loadCore,
+      ...on(loadCore),
       timeoutMs: (opts.iperfS + 30) * 1000,
     });
-    const after = sampleCpu(t.pid, proxyCore, loadCore, loadPids);
+    const after = cpuNow(t.pid);
     let res;
     try {
       res = parseIperfJson(r.stdout);
@@ -182,7 +204,7 @@ async function measureIperf(t: Target, c: CaseDef, repeat: number): Promise<Samp
       }
       throw err;
     }
-    const cpu = cpuUsage(before, after);
+    const cpu = usage(before, after);
     const proxied = t.pid !== undefined;
     return {
       case: c.name,
@@ -204,6 +226,44 @@ async function measureIperf(t: Target, c: CaseDef, repeat: number): Promise<Samp
   }
 }
 
+/** One run of the pipelined client against `t`'s echo entrypoint. */
+async function pipelineOnce(t: Target, durationS: number) {
+  const load = {
+    host: "127.0.0.1",
+    port: t.ports.echo!,
+    connections: opts.pipelineConnections,
+    depth: opts.pipelineDepth,
+    size: opts.pipelineSize,
+    durationS,
+  };
+  const before = cpuNow(t.pid);
+  const r = await group.runOk(`pipeline-${t.name}`, pipelineArgs(bun, load), { ...on(loadCore), timeoutMs: (durationS + 30) * 1000 });
+  const after = cpuNow(t.pid);
+  return { res: parsePipelineOutput(r.stdout), cpu: usage(before, after), wallS: r.elapsedMs / 1000 };
+}
+
+async function measurePipeline(t: Target, c: CaseDef, repeat: number): Promise<Sample> {
+  const { res, cpu, wallS } = await pipelineOnce(t, opts.durationS);
+  const proxied = t.pid !== undefined;
+  return {
+    case: c.name,
+    target: t.name,
+    kind: t.kind,
+    repeat,
+    throughput: res.mps,
+    offeredRps: Number.NaN,
+    p50Ms: res.p50Ms,
+    p99Ms: res.p99Ms,
+    ops: res.messages,
+    errors: res.errors,
+    cpu: proxied ? cpu : undefined,
+    // CPU over the client's whole life (connecting and exiting too: a few ms) per message echoed in the run.
+    cpuPerOp: proxied && res.messages > 0 ? (cpu.totalS * 1e6) / res.messages : Number.NaN,
+    busyPct: proxied ? (cpu.totalS / wallS) * 100 : Number.NaN,
+    ...shares(cpu, wallS),
+  };
+}
+
 let quietWaitedS = 0;
 
 /**
@@ -215,7 +275,7 @@ async function waitForQuiet(): Promise<void> {
   const started = performance.now();
   const deadline = started + opts.quietWaitS * 1000;
   for (let i = 0; i < 600; i++) {
-    const pct = await othersBusyPct(group.pids(), [loadCore, proxyCore], 1_000);
+    const pct = await othersBusyPct(group.pids(), quietCores, 1_000);
     if (pct <= opts.maxNoisePct) break;
     if (performance.now() >= deadline) {
       log(`Still ${Math.round(pct)}% of a core taken by other processes after ${opts.quietWaitS} s: measuring anyway`);
@@ -265,11 +325,12 @@ async function runCase(c: CaseDef, targets: readonly Target[]): Promise<void> {
     rate = Math.round((await nginxPeak(nginx)) / 2);
     log(`${c.name}: ${rate} req/s over ${opts.rateClients} connections (half of nginx's keep-alive peak)`);
   }
-  if (c.load === "wrk") {
+  if (c.load === "wrk" || c.load === "pipeline") {
     for (const t of here) {
       if (!alive(t)) continue;
       try {
-        await wrkOnce(t, c, opts.warmupS);
+        if (c.load === "wrk") await wrkOnce(t, c, opts.warmupS);
+        else await pipelineOnce(t, opts.warmupS);
       } catch (err) {
         failures.push({ case: c.name, target: t.name, message: `Warm-up failed: ${(err as Error).message}` });
       }
@@ -282,12 +343,22 @@ async function runCase(c: CaseDef, targets: readonly Target[]): Promise<void> {
         continue;
       }
       try {
-        const s = await measureQuietly(() =>
-          c.load === "wrk" ? measureWrk(t, c, repeat) : c.load === "h2load" ? measureRate(t, c, repeat, rate) : measureIperf(t, c, repeat),
-        );
+        const s = await measureQuietly(() => {
+          switch (c.load) {
+            case "wrk":
+              return measureWrk(t, c, repeat);
+            case "h2load":
+              return measureRate(t, c, repeat, rate);
+            case "pipeline":
+              return measurePipeline(t, c, repeat);
+            case "iperf3":
+              return measureIperf(t, c, repeat);
+          }
+        });
         samples.push(s);
-        const tp = c.load === "iperf3" ? `${s.throughput.toFixed(2)} Gbit/s` : `${Math.round(s.throughput)} req/s, p99 ${s.p99Ms.toFixed(2)} ms`;
-        log(`${c.name} #${repeat} ${t.name}: ${tp}, proxy CPU ${Number.isFinite(s.busyPct) ? Math.round(s.busyPct) : "-"}%, load core ${Math.round(s.loadCorePct)}%, other processes ${Math.round(s.noisePct)}%${s.attempts > 1 ? ` (attempt ${s.attempts})` : ""}, errors ${s.errors}`);
+        const unit = c.load === "pipeline" ? "msg/s" : "req/s";
+        const tp = c.load === "iperf3" ? `${s.throughput.toFixed(2)} Gbit/s` : `${Math.round(s.throughput)} ${unit}, p99 ${s.p99Ms.toFixed(2)} ms`;
+        log(`${c.name} #${repeat} ${t.name}: ${tp}, proxy CPU ${Number.isFinite(s.busyPct) ? Math.round(s.busyPct) : "-"}%, ${multi === undefined ? "load core" : "load side"} ${Math.round(s.loadCorePct)}%, other processes ${Math.round(s.noisePct)}%${s.attempts > 1 ? ` (attempt ${s.attempts})` : ""}, errors ${s.errors}`);
       } catch (err) {
         failures.push({ case: c.name, target: t.name, message: (err as Error).message });
         log(`${c.name} #${repeat} ${t.name} failed: ${(err as Error).message}`);
@@ -298,7 +369,15 @@ async function runCase(c: CaseDef, targets: readonly Target[]): Promise<void> {
 
 async function startTargets(b: Backends): Promise<Target[]> {
   const targets: Target[] = [];
-  const kubegates: { name: string; args: readonly string[] }[] = opts.noKubegate ? [] : [{ name: "kubegate", args: opts.kubegateArgs }, ...opts.variants];
+  // In multi-core mode --workers comes last, so it wins over one in --kubegate-args.
+  const workers = (n: number) => (multi === undefined ? [] : ["--workers", String(n)]);
+  const kubegates: { name: string; args: readonly string[] }[] = opts.noKubegate
+    ? []
+    : [
+        { name: "kubegate", args: [...opts.kubegateArgs, ...workers(multi ?? 1)] },
+        ...(multi === undefined ? [] : [{ name: multiBaseline, args: [...opts.kubegateArgs, ...workers(1)] }]),
+        ...opts.variants.map((v) => ({ name: v.name, args: [...v.args, ...workers(multi ?? 1)] })),
+      ];
   for (const k of kubegates) {
     try {
       const t = await startKubegate(group, ports, tmp, proxyCore, b, k.name, k.args, opts.bunArgs);
@@ -310,18 +389,18 @@ async function startTargets(b: Backends): Promise<Target[]> {
       log(`${k.name} did not start; continuing without it: ${(err as Error).message}`);
     }
   }
-  targets.push(await startNginxProxy(group, ports, tmp, proxyCore, b));
-  targets.push(await startHaproxy(group, ports, tmp, proxyCore, b));
+  targets.push(await startNginxProxy(group, ports, tmp, proxyCore, b, multi ?? 1));
+  targets.push(await startHaproxy(group, ports, tmp, proxyCore, b, multi ?? 1));
   targets.push(directTarget(b));
   return targets;
 }
 
 async function main(): Promise<number> {
-  log(`Temp dir ${tmp}; proxy core ${proxyCore}, load core ${loadCore}`);
+  log(multi === undefined ? `Temp dir ${tmp}; proxy core ${proxyCore}, load core ${loadCore}` : `Temp dir ${tmp}; multi-core mode: ${multi} workers/threads per proxy, nothing pinned`);
   const versions = toolVersions();
   const backends = await startBackends(group, ports, tmp, loadCore);
   loadPids = backends.daemons.map((d) => d.pid);
-  log(`Backends on ${backends.http.join(", ")} (HTTP) and ${backends.iperf} (iperf3)`);
+  log(`Backends on ${backends.http.join(", ")} (HTTP), ${backends.iperf} (iperf3) and ${backends.echo} (echo)`);
   const targets = await startTargets(backends);
   log(`Targets: ${targets.map((t) => t.name).join(", ")}`);
   for (const c of selected) {
@@ -332,7 +411,7 @@ async function main(): Promise<number> {
   const raw: RawRun = {
     startedAt: startedAt.toISOString(),
     options: opts,
-    cores: { proxy: proxyCore, load: loadCore },
+    cores: proxyCore === undefined || loadCore === undefined ? null : { proxy: proxyCore, load: loadCore },
     nice: nice ?? null,
     irqTimeAccounting: irqTimeAccounting(),
     machine: machineInfo(),

@@ -1,9 +1,10 @@
 /**
- * Start the backends on the load core: two nginx HTTP backends and one iperf3 server. The direct
- * path is wrk (or iperf3) straight to the first of them.
+ * Start the backends on the load core: two nginx HTTP backends, one iperf3 server and one echo server
+ * (for the pipelined case). The direct path is the load generator straight to the first of them.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { PortAllocator } from "../lib/ports.ts";
 import type { Daemon, ProcessGroup } from "../lib/procs.ts";
 import { waitForHttp, waitForLog } from "../lib/probe.ts";
@@ -15,14 +16,21 @@ export interface Backends {
   readonly http: readonly number[];
   /** Port of the iperf3 server. */
   readonly iperf: number;
+  /** Port of the echo server. */
+  readonly echo: number;
   readonly daemons: readonly Daemon[];
 }
 
+/** The echo server's script. */
+export const echoServerScript = fileURLToPath(new URL("./echo-server.ts", import.meta.url));
+
 /**
- * Start `count` nginx backends and an iperf3 server pinned to `core`, and wait until they serve.
+ * Start `count` nginx backends, an iperf3 server and an echo server pinned to `core` (unpinned when undefined),
+ * and wait until they serve.
  * @throws {Error} when one does not come up.
  */
-export async function startBackends(group: ProcessGroup, ports: PortAllocator, dir: string, core: number, count = 2): Promise<Backends> {
+export async function startBackends(group: ProcessGroup, ports: PortAllocator, dir: string, core: number | undefined, count = 2): Promise<Backends> {
+  const on = core === undefined ? {} : { core };
   const www = join(dir, "www");
   mkdirSync(www, { recursive: true });
   const body = Buffer.alloc(largeBytes);
@@ -38,18 +46,23 @@ export async function startBackends(group: ProcessGroup, ports: PortAllocator, d
     mkdirSync(bdir, { recursive: true });
     const conf = join(bdir, "nginx.conf");
     writeFileSync(conf, nginxBackendConf({ port, dir: bdir, wwwDir: www, runAsRoot }));
-    const d = group.start(`backend-${i}`, ["nginx", "-p", bdir, "-e", "stderr", "-c", conf], { core });
+    const d = group.start(`backend-${i}`, ["nginx", "-p", bdir, "-e", "stderr", "-c", conf], on);
     httpPorts.push(port);
     daemons.push(d);
   }
   const iperfPort = await ports.next();
-  const iperf = group.start("iperf3-server", ["iperf3", "-s", "-p", String(iperfPort), "--forceflush"], { core });
+  const iperf = group.start("iperf3-server", ["iperf3", "-s", "-p", String(iperfPort), "--forceflush"], on);
   daemons.push(iperf);
+  const echoPort = await ports.next();
+  const bun = process.versions.bun ? process.execPath : "bun";
+  const echo = group.start("echo-server", [bun, echoServerScript, String(echoPort)], on);
+  daemons.push(echo);
 
   await Promise.all(httpPorts.map((p, i) => waitForHttp(`http://127.0.0.1:${p}/`, daemons[i]!)));
   // iperf3 is not probed by connecting: a probe would be a failed test for it.
   await waitForLog(iperf, /Server listening on/);
+  await waitForLog(echo, /echo server listening/);
   const dead = daemons.filter((d) => d.hasExited());
   if (dead.length) throw new Error(`Backend "${dead[0]!.name}" exited while starting:\n${dead[0]!.logTail()}`);
-  return { http: httpPorts, iperf: iperfPort, daemons };
+  return { http: httpPorts, iperf: iperfPort, echo: echoPort, daemons };
 }

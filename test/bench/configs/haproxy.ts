@@ -1,6 +1,6 @@
 /**
- * haproxy (1 thread) in both modes: an HTTP frontend with connection reuse to the backends, a TCP
- * frontend to the same backends, and a TCP frontend to the iperf3 server.
+ * haproxy (1 thread, or N with `--multi N`) in both modes: an HTTP frontend with connection reuse to the
+ * backends, a TCP frontend to the same backends, a TCP frontend to the iperf3 server and one to the echo server.
  */
 
 /** Ports of the haproxy frontends and of what they forward to. */
@@ -10,14 +10,19 @@ export interface HaproxyConfig {
   readonly iperfPort: number;
   readonly backends: readonly number[];
   readonly iperfBackend: number;
+  readonly echoPort: number;
+  readonly echoBackend: number;
+  /** `nbthread` (default 1). */
+  readonly threads?: number;
 }
 
 /** haproxy.cfg for the proxy under test. */
 export function haproxyConf(c: HaproxyConfig): string {
   const servers = c.backends.map((p, i) => `  server b${i + 1} 127.0.0.1:${p}`).join("\n");
-  return `# kubegate benchmark: haproxy, 1 thread, http and tcp mode
+  const threads = c.threads ?? 1;
+  return `# kubegate benchmark: haproxy, ${threads} thread${threads === 1 ? "" : "s"}, http and tcp mode
 global
-  nbthread 1
+  nbthread ${threads}
   maxconn 8000
   log stderr format raw local0 err
 
@@ -57,5 +62,14 @@ frontend iperf_in
 backend iperf_be
   mode tcp
   server iperf 127.0.0.1:${c.iperfBackend}
+
+frontend echo_in
+  mode tcp
+  bind 127.0.0.1:${c.echoPort}
+  default_backend echo_be
+
+backend echo_be
+  mode tcp
+  server echo 127.0.0.1:${c.echoBackend}
 `;
 }

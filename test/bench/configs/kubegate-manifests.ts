@@ -1,8 +1,8 @@
 /**
- * The manifest directory kubegate serves in the benchmark: a Node, three NodePort Services (an HTTP
- * entrypoint and a TCP entrypoint over the same two backends, and a TCP entrypoint to the iperf3
+ * The manifest directory kubegate serves in the benchmark: a Node, four NodePort Services (an HTTP
+ * entrypoint and a TCP entrypoint over the same two backends, a TCP entrypoint to the iperf3
  * server, which must have one endpoint because iperf3's control and data connections must meet the
- * same server) and their EndpointSlices.
+ * same server, and a TCP entrypoint to the echo server) and their EndpointSlices.
  */
 import { stringify } from "yaml";
 
@@ -14,6 +14,8 @@ export interface KubegateManifestConfig {
   readonly iperfNodePort: number;
   readonly backends: readonly number[];
   readonly iperfBackend: number;
+  readonly echoNodePort: number;
+  readonly echoBackend: number;
 }
 
 export const benchNamespace = "bench";
@@ -66,8 +68,10 @@ export function kubegateManifests(c: KubegateManifestConfig): string {
     service("web-http", c.httpNodePort, "http"),
     service("web-tcp", c.tcpNodePort),
     service("iperf", c.iperfNodePort),
+    service("echo", c.echoNodePort),
     ...c.backends.flatMap((port, i) => [slice("web-http", i + 1, port, c.nodeName), slice("web-tcp", i + 1, port, c.nodeName)]),
     slice("iperf", 1, c.iperfBackend, c.nodeName),
+    slice("echo", 1, c.echoBackend, c.nodeName),
   ];
   return docs.map((d) => stringify(d)).join("---\n");
 }

@@ -1,5 +1,6 @@
 /**
- * nginx as the reference reverse proxy: 1 worker, an upstream pool with `keepalive 64`, HTTP/1.1
+ * nginx as the reference reverse proxy: 1 worker (or N with `reuseport`: one listening socket per worker,
+ * as kubegate's workers have), an upstream pool with `keepalive 64`, HTTP/1.1
  * to the backends with the Connection header cleared (the documented way to reuse upstream
  * connections). Buffers are large enough that a 64 KiB response never touches a temp file.
  */
@@ -10,12 +11,15 @@ export interface NginxProxyConfig {
   readonly backends: readonly number[];
   readonly dir: string;
   readonly runAsRoot: boolean;
+  /** `worker_processes` (default 1); above 1 the listener gets `reuseport`. */
+  readonly workers?: number;
 }
 
 /** nginx.conf for the proxy under test. */
 export function nginxProxyConf(c: NginxProxyConfig): string {
+  const workers = c.workers ?? 1;
   return `# kubegate benchmark: nginx reverse proxy on 127.0.0.1:${c.port}
-${c.runAsRoot ? "user root;\n" : ""}worker_processes 1;
+${c.runAsRoot ? "user root;\n" : ""}worker_processes ${workers};
 daemon off;
 master_process on;
 pid ${c.dir}/nginx.pid;
@@ -38,7 +42,7 @@ ${c.backends.map((p) => `    server 127.0.0.1:${p};`).join("\n")}
     keepalive_timeout 300s;
   }
   server {
-    listen 127.0.0.1:${c.port} backlog=4096;
+    listen 127.0.0.1:${c.port} backlog=4096${workers > 1 ? " reuseport" : ""};
     location / {
       proxy_pass http://backends;
       proxy_http_version 1.1;

@@ -1,6 +1,6 @@
 /** The benchmark's command line, parsed into options (pure: argv in, options or an error out). */
 import { parseArgs } from "node:util";
-import { type CaseName, caseNames } from "./cases.ts";
+import { type CaseName, caseNames, multiDefaultCases } from "./cases.ts";
 
 /** An extra kubegate process with its own flags, benchmarked as its own row. */
 export interface KubegateVariant {
@@ -16,8 +16,21 @@ export interface BenchOptions {
   readonly repeat: number;
   readonly warmupS: number;
   readonly iperfS: number;
+  /** wrk connections. */
   readonly connections: number;
+  /** wrk threads. */
+  readonly threads: number;
   readonly rateClients: number;
+  /** The pipelined case: connections, messages in flight per connection, bytes per message. */
+  readonly pipelineConnections: number;
+  readonly pipelineDepth: number;
+  readonly pipelineSize: number;
+  /**
+   * Multi-core mode: every proxy unpinned with this many workers/threads (nginx `worker_processes` + reuseport,
+   * haproxy `nbthread`, kubegate `--workers`), plus kubegate `--workers 1` as the row "kubegate-w1"; undefined
+   * for the pinned single-core run. (Absent from the JSON of runs made before the mode existed.)
+   */
+  readonly multi: number | undefined;
   /** A run during which other processes took more than this % of a core is run again. */
   readonly maxNoisePct: number;
   /** How many times a noisy run is repeated at most. */
@@ -45,6 +58,9 @@ export const benchHelp = `Usage: bun test/bench/run.ts [flags]
 
 Benchmarks kubegate beside nginx (1 worker), haproxy (1 thread) and the direct path, on the same
 backends, with the proxy under test pinned to core 1 and load generator + backends to core 0.
+With --multi N: every proxy with N workers/threads (nginx worker_processes N + reuseport, haproxy
+nbthread N, kubegate --workers N) and kubegate --workers 1 as a row of its own, nothing pinned,
+wrk -tN -c128; the report adds ratios to kubegate --workers 1.
 
 Flags:
   --quick                 Short smoke run: 3 s per run, 1 repeat, 1 s warm-up.
@@ -53,7 +69,12 @@ Flags:
   --repeat 3              Measured runs per proxy and case, interleaved across proxies.
   --warmup 2s             Unmeasured load per proxy before each case.
   --iperf-duration 5s     Length of each iperf3 run.
-  --connections 50        wrk connections.
+  --connections 50        wrk connections (128 with --multi).
+  --threads 1             wrk threads (N with --multi N).
+  --multi N               Multi-core mode (see above); default cases ${multiDefaultCases.join(", ")}.
+  --pipeline-connections 16  tcp-pipelined: connections of the pipelined client.
+  --pipeline-depth 16     tcp-pipelined: messages in flight per connection (each written on its own).
+  --pipeline-size 100     tcp-pipelined: bytes per message.
   --rate-clients 64       h2load connections in the fixed-rate case. h2load paces each connection and
                           their timers fire in phase, so requests come in bursts of this size; fewer
                           connections mean smaller bursts but more backlog on one after a stall.
@@ -100,6 +121,11 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
         warmup: { type: "string" },
         "iperf-duration": { type: "string" },
         connections: { type: "string" },
+        threads: { type: "string" },
+        multi: { type: "string" },
+        "pipeline-connections": { type: "string" },
+        "pipeline-depth": { type: "string" },
+        "pipeline-size": { type: "string" },
         "rate-clients": { type: "string" },
         "max-noise": { type: "string" },
         "noise-retries": { type: "string" },
@@ -121,7 +147,15 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
   const quick = values.quick === true;
   const str = (k: string) => values[k] as string | undefined;
 
-  let selected: CaseName[] = [...caseNames];
+  let multi: number | undefined;
+  if (str("multi") !== undefined) {
+    const m = count(str("multi")!, "--multi", 64);
+    if (typeof m === "string") return { kind: "error", message: m };
+    if (m < 2) return { kind: "error", message: `Invalid --multi "${str("multi")}": expected at least 2 (1 is the default pinned run)` };
+    multi = m;
+  }
+
+  let selected: CaseName[] = multi === undefined ? [...caseNames] : [...multiDefaultCases];
   if (str("cases") !== undefined) {
     const names = str("cases")!.split(",").map((s) => s.trim()).filter(Boolean);
     const unknown = names.filter((n) => !(caseNames as readonly string[]).includes(n));
@@ -134,7 +168,11 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
   const warmupS = seconds(str("warmup") ?? (quick ? "1s" : "2s"), "--warmup");
   const iperfS = seconds(str("iperf-duration") ?? (quick ? "2s" : "5s"), "--iperf-duration");
   const repeat = count(str("repeat") ?? (quick ? "1" : "3"), "--repeat", 20);
-  const connections = count(str("connections") ?? "50", "--connections", 10_000);
+  const connections = count(str("connections") ?? (multi === undefined ? "50" : "128"), "--connections", 10_000);
+  const threads = count(str("threads") ?? String(multi ?? 1), "--threads", 256);
+  const pipelineConnections = count(str("pipeline-connections") ?? "16", "--pipeline-connections", 4_096);
+  const pipelineDepth = count(str("pipeline-depth") ?? "16", "--pipeline-depth", 4_096);
+  const pipelineSize = count(str("pipeline-size") ?? "100", "--pipeline-size", 65_536);
   const rateClients = count(str("rate-clients") ?? "64", "--rate-clients", 10_000);
   const quietWait = str("quiet-wait") ?? (quick ? "0" : "30s");
   const quietWaitS = quietWait === "0" ? 0 : seconds(quietWait, "--quiet-wait");
@@ -142,7 +180,7 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
   const maxNoisePct = count(str("max-noise") ?? "15", "--max-noise", 200);
   const noiseRetries = Number(str("noise-retries") ?? (quick ? "0" : "2"));
   if (!Number.isInteger(noiseRetries) || noiseRetries < 0 || noiseRetries > 5) return { kind: "error", message: `Invalid --noise-retries "${str("noise-retries")}": expected an integer from 0 to 5` };
-  for (const v of [durationS, warmupS, iperfS, repeat, connections, rateClients, maxNoisePct]) if (typeof v === "string") return { kind: "error", message: v };
+  for (const v of [durationS, warmupS, iperfS, repeat, connections, threads, rateClients, pipelineConnections, pipelineDepth, pipelineSize, maxNoisePct]) if (typeof v === "string") return { kind: "error", message: v };
   if ((durationS as number) > 600 || (iperfS as number) > 600) return { kind: "error", message: "Durations above 600 s are not allowed" };
 
   const variants: KubegateVariant[] = [];
@@ -150,7 +188,7 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
     const i = spec.indexOf("=");
     const name = i > 0 ? spec.slice(0, i).trim() : "";
     if (!/^[A-Za-z0-9][\w.+-]*$/.test(name)) return { kind: "error", message: `Invalid --kubegate-variant "${spec}": expected NAME=ARGS with a NAME of letters, digits, . + - _` };
-    if (["kubegate", "nginx", "haproxy", "direct"].includes(name) || variants.some((v) => v.name === name)) {
+    if (["kubegate", "kubegate-w1", "nginx", "haproxy", "direct"].includes(name) || variants.some((v) => v.name === name)) {
       return { kind: "error", message: `Invalid --kubegate-variant "${spec}": name "${name}" is taken` };
     }
     variants.push({ name, args: spec.slice(i + 1).split(/\s+/).filter(Boolean) });
@@ -166,7 +204,12 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
       warmupS: warmupS as number,
       iperfS: iperfS as number,
       connections: connections as number,
+      threads: threads as number,
       rateClients: rateClients as number,
+      pipelineConnections: pipelineConnections as number,
+      pipelineDepth: pipelineDepth as number,
+      pipelineSize: pipelineSize as number,
+      multi,
       maxNoisePct: maxNoisePct as number,
       noiseRetries,
       quietWaitS,

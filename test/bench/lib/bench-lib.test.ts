@@ -5,18 +5,22 @@
 import { describe, expect, test } from "bun:test";
 import { parseManifests } from "../../../src/kube/manifests.ts";
 import { nginxBackendConf } from "../backends/nginx-backend.ts";
+import { echoServerScript } from "../backends/start.ts";
 import { haproxyConf } from "../configs/haproxy.ts";
 import { kubegateManifests } from "../configs/kubegate-manifests.ts";
 import { nginxProxyConf } from "../configs/nginx-proxy.ts";
 import { parseBenchArgs } from "./args.ts";
-import { type CoreTicks, cpuUsage, parseCoreTicks, procStatTicks, procStatTicksWithChildren } from "./cpu.ts";
+import { type CoreTicks, cpuUsage, cpuUsageUnpinned, parseCoreTicks, procStatTicks, procStatTicksWithChildren } from "./cpu.ts";
 import { h2loadArgs, h2loadFailed, parseH2loadLog } from "./h2load.ts";
 import { parseIperfJson } from "./iperf.ts";
+import { LatencyHistogram, parsePipelineArgs, parsePipelineOutput, pipelineArgs } from "./pipeline.ts";
 import { PortAllocator } from "./ports.ts";
+import { waitForLog } from "./probe.ts";
 import { pinned, ProcessGroup } from "./procs.ts";
-import { type RawRun, renderReport, reviveRawRun } from "./render.ts";
-import { aggregate, checkTargets, pairedRatio, renderTable, type Sample } from "./report.ts";
+import { multiBaseline, type RawRun, renderReport, reviveRawRun } from "./render.ts";
+import { aggregate, checkMultiTargets, checkTargets, pairedRatio, renderTable, type Sample } from "./report.ts";
 import { median, percentileSorted, ratio } from "./stats.ts";
+import { memoryRows, renderMemoryTable, type TreeMemory } from "./memory.ts";
 import { hasCommand, missingTools } from "./tools.ts";
 import { parseWrkOutput, wrkArgs } from "./wrk.ts";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -49,6 +53,16 @@ describe("cpu", () => {
     const text = "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 10 0 20 300 0 0 5 0 0 0\ncpu1 11 1 21 301 2 3 9 4 0 0\n";
     expect(parseCoreTicks(text, 1)).toEqual({ user: 11, nice: 1, system: 21, idle: 301, iowait: 2, irq: 3, softirq: 9, steal: 4 });
     expect(() => parseCoreTicks(text, 2)).toThrow('No "cpu2" line');
+    expect(parseCoreTicks(text, "all")).toEqual({ user: 1, nice: 2, system: 3, idle: 4, iowait: 5, irq: 6, softirq: 7, steal: 8 });
+  });
+  test("unpinned: the proxy is its process tree; noise is every core's busy time neither it nor the load side took", () => {
+    const all = (busy: number, softirq: number): CoreTicks => ({ user: busy, nice: 0, system: 0, idle: 0, iowait: 0, irq: 0, softirq, steal: 0 });
+    const before = { procTicks: 100, ownLoadTicks: 0, core: all(0, 0), loadCore: all(0, 0) };
+    const after = { procTicks: 250, ownLoadTicks: 120, core: all(280, 20), loadCore: all(280, 20) };
+    const tick = cpuUsageUnpinned(before, after, 100, false);
+    expect([tick.totalS, tick.procS, tick.loadCoreBusyS, tick.foreignLoadS]).toEqual([1.5, 1.5, 1.2, 0]);
+    expect(tick.foreignS).toBeCloseTo(0.3, 10);
+    expect(cpuUsageUnpinned(before, after, 100, true).foreignS).toBeCloseTo(0.1, 10);
   });
   test("softirq is added to the process time only when the kernel accounts it apart", () => {
     const core = (busy: number, softirq: number): CoreTicks => ({ user: busy, nice: 0, system: 0, idle: 0, iowait: 0, irq: 0, softirq, steal: 0 });
@@ -89,6 +103,58 @@ describe("wrk", () => {
   });
 });
 
+describe("pipeline", () => {
+  const load = { host: "127.0.0.1", port: 8080, connections: 16, depth: 8, size: 100, durationS: 2.5 };
+  test("the client's argv round-trips through its parser", () => {
+    const argv = pipelineArgs("bun", load);
+    expect(argv[0]).toBe("bun");
+    expect(argv[1]).toEndWith("load/pipeline-client.ts");
+    expect(parsePipelineArgs(argv.slice(2))).toEqual(load);
+  });
+  test("bad flags are named", () => {
+    expect(() => parsePipelineArgs(["--port", "0"])).toThrow('Invalid --port "0"');
+    expect(() => parsePipelineArgs(["--port", "1", "--duration", "0"])).toThrow('Invalid --duration "0"');
+    expect(() => parsePipelineArgs(["--port", "1", "--bogus"])).toThrow();
+  });
+  test("the histogram's percentiles are within one 10 µs bucket of the exact ones", () => {
+    const h = new LatencyHistogram();
+    const xs = Array.from({ length: 1000 }, (_, i) => 100 + ((i * 7919) % 1000) * 3.3);
+    for (const x of xs) h.record(x);
+    const sorted = [...xs].sort((a, b) => a - b);
+    for (const p of [50, 99]) {
+      const exact = percentileSorted(sorted, p);
+      expect(h.percentileUs(p)).toBeGreaterThan(exact);
+      expect(h.percentileUs(p) - exact).toBeLessThanOrEqual(LatencyHistogram.bucketUs);
+    }
+    expect([h.count, h.maxUs]).toEqual([1000, Math.max(...xs)]);
+    h.record(5e6); // past the last bucket: reported as the maximum
+    expect(h.percentileUs(100)).toBe(5e6);
+    expect(new LatencyHistogram().percentileUs(50)).toBeNaN();
+  });
+  test("reads the client's JSON line", () => {
+    const out = `PIPE_JSON {"messages":200000,"durationS":2,"bytes":20000000,"writes":200256,"reads":9000,"p50Us":1500,"p99Us":4000,"maxUs":9000,"errors":1}\n`;
+    expect(parsePipelineOutput(out)).toEqual({ messages: 200_000, durationS: 2, mps: 100_000, bytes: 20_000_000, writes: 200_256, reads: 9_000, p50Ms: 1.5, p99Ms: 4, maxMs: 9, errors: 1 });
+    expect(() => parsePipelineOutput("Cannot connect")).toThrow(/No PIPE_JSON line/);
+  });
+  test("the client against the echo server: every message comes back whole, in order", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "bench-pipe-"));
+    await using group = new ProcessGroup(dir);
+    try {
+      const port = await new PortAllocator().next();
+      const echo = group.start("echo", [process.execPath, echoServerScript, String(port)]);
+      await waitForLog(echo, /echo server listening/);
+      const r = await group.runOk("pipeline", pipelineArgs(process.execPath, { ...load, port, connections: 4, durationS: 0.5 }), { timeoutMs: 20_000 });
+      const res = parsePipelineOutput(r.stdout);
+      expect(res.errors).toBe(0);
+      expect(res.messages).toBeGreaterThan(100);
+      expect([res.bytes, res.writes >= res.messages]).toEqual([res.messages * load.size, true]);
+      expect(res.p99Ms).toBeGreaterThanOrEqual(res.p50Ms);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("h2load", () => {
   test("spreads the rate over the clients", () => {
     const args = h2loadArgs({ url: "http://127.0.0.1:1/", rate: 10_000, clients: 64, durationS: 12, logFile: "/tmp/l" });
@@ -124,8 +190,20 @@ describe("args", () => {
     const full = parseBenchArgs([]);
     const quick = parseBenchArgs(["--quick"]);
     if (full.kind !== "run" || quick.kind !== "run") throw new Error("expected run");
-    expect([full.options.durationS, full.options.repeat, full.options.cases.length]).toEqual([10, 3, 6]);
+    expect([full.options.durationS, full.options.repeat, full.options.cases.length]).toEqual([10, 3, 8]);
     expect([quick.options.durationS, quick.options.repeat, quick.options.noiseRetries]).toEqual([3, 1, 0]);
+    expect([full.options.multi, full.options.threads, full.options.connections]).toEqual([undefined, 1, 50]);
+    expect([full.options.pipelineConnections, full.options.pipelineDepth, full.options.pipelineSize]).toEqual([16, 16, 100]);
+  });
+  test("--multi: HTTP and TCP cases, wrk -tN -c128 unless told otherwise", () => {
+    const multi = parseBenchArgs(["--multi", "2"]);
+    if (multi.kind !== "run") throw new Error("expected run");
+    expect([multi.options.multi, multi.options.threads, multi.options.connections, multi.options.cases]).toEqual([2, 2, 128, ["http-keepalive", "tcp-wrk"]]);
+    const chosen = parseBenchArgs(["--multi", "4", "--threads", "2", "--connections", "64", "--cases", "tcp-pipelined"]);
+    if (chosen.kind !== "run") throw new Error("expected run");
+    expect([chosen.options.multi, chosen.options.threads, chosen.options.connections, chosen.options.cases]).toEqual([4, 2, 64, ["tcp-pipelined"]]);
+    expect(parseBenchArgs(["--multi", "1"])).toEqual({ kind: "error", message: 'Invalid --multi "1": expected at least 2 (1 is the default pinned run)' });
+    expect(parseBenchArgs(["--kubegate-variant", `${multiBaseline}=--foo`]).kind).toBe("error");
   });
   test("cases, durations, passthrough flags and variants", () => {
     const r = parseBenchArgs(["--cases", "tcp-wrk,http-keepalive", "--duration", "500ms", "--kubegate-args=--a 1  --b", "--kubegate-variant=trace0=--sampling 0"]);
@@ -206,7 +284,46 @@ describe("report", () => {
     expect(table).toContain("| tcp-wrk | haproxy (tcp mode) | 31,000 req/s |");
   });
   test("targets are met, missed, or not measured", () => {
-    expect(checkTargets(aggregate(samples)).map((c) => c.met)).toEqual([true, undefined, false, undefined]);
+    expect(checkTargets(aggregate(samples)).map((c) => c.met)).toEqual([true, undefined, false, undefined, undefined, undefined, undefined, undefined]);
+  });
+  test("the 64 KiB and pipelined cases are checked against haproxy; msg/s and µs/msg in the table", () => {
+    const rows = aggregate([
+      sample("http-64k", "kubegate", "kubegate", 9_000, 5, 80),
+      sample("http-64k", "haproxy", "haproxy", 10_000, 4, 70),
+      sample("tcp-64k", "kubegate", "kubegate", 10_000, 4, 60),
+      sample("tcp-64k", "haproxy", "haproxy", 10_000, 4, 60),
+      sample("tcp-pipelined", "kubegate", "kubegate", 150_000, 2, 4),
+      sample("tcp-pipelined", "haproxy", "haproxy", 100_000, 3, 6),
+    ].map((x) => ({ ...x, busyPct: 95 })));
+    expect(checkTargets(rows).slice(4).map((c) => [c.measured, c.met])).toEqual([["0.90×", false], ["1.00×", true], ["1.50×", true], ["0.67×", true]]);
+    const limited = aggregate([{ ...sample("tcp-pipelined", "kubegate", "kubegate", 50_000, 2, 7), busyPct: 35 }, sample("tcp-pipelined", "haproxy", "haproxy", 50_000, 2, 6)]);
+    expect(checkTargets(limited)[6]!.measured).toBe("1.00× (proxy CPU 35%: the load side was the limit; compare CPU/msg)");
+    const table = renderTable(rows);
+    expect(table).toContain("| tcp-pipelined | kubegate (tcp) | 150,000 msg/s | — | 1.50× |");
+    expect(table).toContain("| 4.0 µs/msg |");
+  });
+  test("multi-core: ratios to the --workers 1 row, and the issue's scaling targets", () => {
+    const at = (c: Sample["case"], target: string, kind: Sample["kind"], throughput: number, cpuPerOp: number) => sample(c, target, kind, throughput, 3, cpuPerOp);
+    const rows = aggregate(
+      [
+        at("http-keepalive", "kubegate", "kubegate", 36_000, 31),
+        at("http-keepalive", multiBaseline, "kubegate", 30_000, 30),
+        at("http-keepalive", "nginx", "nginx", 35_000, 40),
+        at("http-keepalive", "haproxy", "haproxy", 37_000, 40),
+        at("tcp-wrk", "kubegate", "kubegate", 40_000, 33),
+        at("tcp-wrk", multiBaseline, "kubegate", 36_000, 30),
+        at("tcp-wrk", "haproxy", "haproxy", 39_000, 25),
+      ],
+      Number.POSITIVE_INFINITY,
+      multiBaseline,
+    );
+    const kg = rows.find((r) => r.case === "http-keepalive" && r.target === "kubegate")!;
+    expect([kg.vsBaseline, kg.cpuVsBaseline]).toEqual([1.2, 31 / 30]);
+    expect(checkMultiTargets(rows).map((c) => c.met)).toEqual([true, false, true, true, false, true, false]);
+    const table = renderTable(rows, "kubegate --workers 1");
+    expect(table.split("\n")[0]).toContain("| × direct | × kubegate --workers 1 | p50 ms |");
+    expect(table).toContain("| http-keepalive | kubegate | 36,000 req/s | 1.03× | 0.97× | — | 1.20× |");
+    expect(renderTable(rows)).not.toContain("--workers 1");
   });
   test("the fixed-rate target needs a p99 no worse than nginx's and the offered rate sustained", () => {
     const rate = (target: string, kind: Sample["kind"], achieved: number, p99Ms: number): Sample => ({ ...sample("http-fixed-rate", target, kind, achieved, p99Ms, 30), offeredRps: 10_000 });
@@ -236,15 +353,38 @@ describe("render", () => {
     expect(direct).toContain("| http-keepalive | direct | 40,000 req/s | — | — | 1.00× | 0.50 | 1.00 | — | — | — | — | — | 2% | 1/1 | 0 |");
     expect(direct).toContain("All benchmark processes run at nice -10.");
   });
+  test("a multi-core run: nothing pinned, ratios to --workers 1, the scaling targets for the N-worker row only", () => {
+    const args = parseBenchArgs(["--multi", "2", "--quick"]);
+    if (args.kind !== "run") throw new Error("expected run");
+    const s = (target: string, throughput: number): Sample => ({
+      case: "http-keepalive", target, kind: "kubegate", repeat: 1, throughput, offeredRps: Number.NaN, p50Ms: 0.5, p99Ms: 1, ops: throughput * 3,
+      errors: 0, cpu: undefined, cpuPerOp: 30, busyPct: 150, loadCorePct: 99, noisePct: 2, attempts: 1,
+    });
+    const raw: RawRun = {
+      startedAt: "2026-01-01T00:00:00.000Z", options: args.options, cores: null, nice: null, irqTimeAccounting: false,
+      machine: { nproc: 2, cpuModel: "cpu", kernel: "6", os: "os", memGiB: 1, loadavg: [0, 0, 0] }, loadBefore: [0, 0, 0],
+      versions: { bun: "1", nginx: "nginx/1", haproxy: "2", wrk: "wrk 4", h2load: "nghttp2/1", iperf3: "iperf 3" },
+      kubegates: ["kubegate", multiBaseline], quietWaitedS: 0, samples: [s("kubegate", 36_000), s(multiBaseline, 30_000)], failures: [],
+    };
+    const md = renderReport(raw).md;
+    expect(md).toContain("Multi-core mode (--multi 2), nothing pinned: nginx worker_processes 2 with reuseport");
+    expect(md).toContain("wrk -t2 -c128");
+    expect(md).toContain("| http-keepalive | kubegate | 36,000 req/s | — | — | — | 1.20× |");
+    expect(md).toContain("Targets for kubegate (--workers 2):");
+    expect(md).not.toContain(`Targets for ${multiBaseline}`);
+    expect(renderReport(reviveRawRun(JSON.parse(JSON.stringify(raw)))).md).toBe(md);
+  });
 });
 
 describe("configs", () => {
-  test("kubegate's manifests load without errors: 3 Services, 5 EndpointSlices, 1 Node", () => {
-    const text = kubegateManifests({ nodeName: "n", httpNodePort: 31001, tcpNodePort: 31002, iperfNodePort: 31003, backends: [18081, 18082], iperfBackend: 5201 });
+  test("kubegate's manifests load without errors: 4 Services, 6 EndpointSlices, 1 Node", () => {
+    const text = kubegateManifests({
+      nodeName: "n", httpNodePort: 31001, tcpNodePort: 31002, iperfNodePort: 31003, echoNodePort: 31004, backends: [18081, 18082], iperfBackend: 5201, echoBackend: 7007,
+    });
     const { objects, errors } = parseManifests(text, "bench.yaml");
     expect(errors).toEqual([]);
     const kinds = objects.map((o) => o.kind).sort();
-    expect(kinds).toEqual(["EndpointSlice", "EndpointSlice", "EndpointSlice", "EndpointSlice", "EndpointSlice", "Node", "Service", "Service", "Service"]);
+    expect(kinds).toEqual([...Array(6).fill("EndpointSlice"), "Node", ...Array(4).fill("Service")]);
     expect(objects.every((o) => o.event.type !== "invalid")).toBe(true);
     expect(text).toContain("appProtocol: http");
   });
@@ -252,18 +392,39 @@ describe("configs", () => {
     const conf = nginxProxyConf({ port: 1, backends: [2, 3], dir: "/d", runAsRoot: false });
     for (const s of ["worker_processes 1;", "keepalive 64;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";', "server 127.0.0.1:3;"]) expect(conf).toContain(s);
     expect(conf).not.toContain("user root");
+    expect(conf).not.toContain("reuseport");
+    const two = nginxProxyConf({ port: 1, backends: [2, 3], dir: "/d", runAsRoot: false, workers: 2 });
+    for (const s of ["worker_processes 2;", "listen 127.0.0.1:1 backlog=4096 reuseport;", "keepalive 64;"]) expect(two).toContain(s);
   });
-  test("haproxy: 1 thread, an http and two tcp frontends", () => {
-    const conf = haproxyConf({ httpPort: 1, tcpPort: 2, iperfPort: 3, backends: [4, 5], iperfBackend: 6 });
-    expect(conf).toContain("nbthread 1");
-    expect(conf.match(/mode tcp/g)).toHaveLength(4);
+  test("haproxy: 1 thread (or N), an http and three tcp frontends", () => {
+    const conf = haproxyConf({ httpPort: 1, tcpPort: 2, iperfPort: 3, backends: [4, 5], iperfBackend: 6, echoPort: 7, echoBackend: 8 });
+    expect(conf).toContain("nbthread 1\n");
+    expect(conf.match(/mode tcp/g)).toHaveLength(6);
     expect(conf).toContain("server iperf 127.0.0.1:6");
+    expect(conf).toContain("bind 127.0.0.1:7\n  default_backend echo_be");
+    expect(conf).toContain("server echo 127.0.0.1:8");
+    expect(haproxyConf({ httpPort: 1, tcpPort: 2, iperfPort: 3, backends: [4], iperfBackend: 6, echoPort: 7, echoBackend: 8, threads: 2 })).toContain("nbthread 2\n");
   });
   test("nginx backend serves / and /64k", () => {
     const conf = nginxBackendConf({ port: 9, dir: "/d", wwwDir: "/w", runAsRoot: true });
     expect(conf).toContain('return 200 "ok"');
     expect(conf).toContain("location = /64k { root /w; }");
     expect(conf).toStartWith("# kubegate benchmark backend on 127.0.0.1:9\nuser root;");
+  });
+});
+
+describe("memory", () => {
+  const tree = (rssKiB: readonly number[]): TreeMemory => ({ root: 1, procs: rssKiB.map((k, i) => ({ pid: i + 1, rssKiB: k * 1024, pssKiB: (k / 2) * 1024 })) });
+  test("per added worker against --workers 1, and per worker between counts", () => {
+    const rows = memoryRows(new Map([[4, [tree([60, 40, 40, 40, 40])]], [1, [tree([60])]], [2, [tree([60, 40, 40])]]]), median);
+    expect(rows.map((r) => [r.workers, r.processes, r.rssMiB, r.rootRssMiB, r.childRssMiB, r.rssPerAddedMiB, r.rssStepMiB])).toEqual([
+      [1, 1, 60, 60, Number.NaN, Number.NaN, Number.NaN],
+      [2, 3, 140, 60, 40, 80, 80],
+      [4, 5, 220, 60, 40, 160 / 3, 40],
+    ]);
+    expect([rows[2]!.pssMiB, rows[2]!.pssStepMiB]).toEqual([110, 20]);
+    expect(renderMemoryTable(rows)).toContain("| 4 | 5 | 220.0 | 110.0 | 60.0 | 40.0 | 53.3 | 26.7 | 40.0 | 20.0 |");
+    expect(() => memoryRows(new Map([[2, [tree([1])]]]), median)).toThrow("No --workers 1 measurement");
   });
 });
 

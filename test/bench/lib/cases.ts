@@ -1,17 +1,26 @@
 /** The benchmark's cases: what load, through which kind of entrypoint, measured in what unit. */
 
-export const caseNames = ["http-keepalive", "http-close", "http-64k", "tcp-wrk", "tcp-iperf3", "http-fixed-rate"] as const;
+export const caseNames = ["http-keepalive", "http-close", "http-64k", "tcp-wrk", "tcp-64k", "tcp-iperf3", "tcp-pipelined", "http-fixed-rate"] as const;
 export type CaseName = (typeof caseNames)[number];
 
-/** Which entrypoint of a proxy a case uses: HTTP, TCP (L4) to the HTTP backends, or TCP to iperf3. */
-export type EndpointKind = "http" | "tcp" | "iperf";
+/** The cases a `--multi` run measures unless `--cases` says otherwise: HTTP and TCP, as the issue asks. */
+export const multiDefaultCases: readonly CaseName[] = ["http-keepalive", "tcp-wrk"];
+
+/**
+ * Which entrypoint of a proxy a case uses: HTTP, TCP (L4) to the HTTP backends, TCP to iperf3, or TCP to the
+ * echo backend.
+ */
+export type EndpointKind = "http" | "tcp" | "iperf" | "echo";
+
+/** The load generator of a case: wrk (closed loop), h2load (fixed rate), iperf3 (one stream), or our pipelined client. */
+export type LoadKind = "wrk" | "iperf3" | "h2load" | "pipeline";
 
 /** One case. */
 export interface CaseDef {
   readonly name: CaseName;
   readonly title: string;
   readonly endpoint: EndpointKind;
-  readonly load: "wrk" | "iperf3" | "h2load";
+  readonly load: LoadKind;
   readonly path: string;
   readonly headers: readonly string[];
 }
@@ -21,7 +30,16 @@ export const cases: readonly CaseDef[] = [
   { name: "http-close", title: "HTTP Connection: close", endpoint: "http", load: "wrk", path: "/", headers: ["Connection: close"] },
   { name: "http-64k", title: "HTTP keep-alive, 64 KiB body", endpoint: "http", load: "wrk", path: "/64k", headers: [] },
   { name: "tcp-wrk", title: "TCP entrypoint (L4), wrk keep-alive", endpoint: "tcp", load: "wrk", path: "/", headers: [] },
+  { name: "tcp-64k", title: "TCP entrypoint (L4), wrk keep-alive, 64 KiB body", endpoint: "tcp", load: "wrk", path: "/64k", headers: [] },
   { name: "tcp-iperf3", title: "TCP entrypoint, iperf3 1 stream", endpoint: "iperf", load: "iperf3", path: "", headers: [] },
+  {
+    name: "tcp-pipelined",
+    title: "TCP entrypoint to an echo backend, small messages pipelined both ways",
+    endpoint: "echo",
+    load: "pipeline",
+    path: "",
+    headers: [],
+  },
   { name: "http-fixed-rate", title: "HTTP at half nginx's peak (open loop)", endpoint: "http", load: "h2load", path: "/", headers: [] },
 ];
 

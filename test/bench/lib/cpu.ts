@@ -112,13 +112,17 @@ export function procStatTicks(text: string): number {
   return utime + stime;
 }
 
+/** A core of /proc/stat, or "all": the summed `cpu` line (for unpinned runs). */
+export type CoreId = number | "all";
+
 /**
- * The counters of core `core` from the text of /proc/stat.
+ * The counters of core `core` (or of all cores summed) from the text of /proc/stat.
  * @throws {Error} when the core has no line.
  */
-export function parseCoreTicks(procStat: string, core: number): CoreTicks {
-  const line = procStat.split("\n").find((l) => l.startsWith(`cpu${core} `));
-  if (!line) throw new Error(`No "cpu${core}" line in /proc/stat`);
+export function parseCoreTicks(procStat: string, core: CoreId): CoreTicks {
+  const prefix = core === "all" ? "cpu " : `cpu${core} `;
+  const line = procStat.split("\n").find((l) => l.startsWith(prefix));
+  if (!line) throw new Error(`No "${prefix.trim()}" line in /proc/stat`);
   const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = line
     .trim()
     .split(/\s+/)
@@ -150,7 +154,7 @@ export function procStatTicksWithChildren(text: string): number {
  * Read the proxy tree's ticks (when `pid` is given), our own load-side ticks (`loadPids`' trees
  * plus this process with its reaped children) and the counters of both cores, now.
  */
-export function sampleCpu(pid: number | undefined, core: number, loadCore: number, loadPids: readonly number[] = []): CpuSample {
+export function sampleCpu(pid: number | undefined, core: CoreId, loadCore: CoreId, loadPids: readonly number[] = []): CpuSample {
   const stat = readFileSync("/proc/stat", "utf8");
   const self = procStatTicksWithChildren(readFileSync("/proc/self/stat", "utf8"));
   return {
@@ -184,6 +188,30 @@ export function cpuUsage(before: CpuSample, after: CpuSample, ticksPerSecond = c
       0,
       loadCoreBusyS - (after.ownLoadTicks - before.ownLoadTicks) / ticksPerSecond - (separateIrqTime ? (after.loadCore.softirq - before.loadCore.softirq) / ticksPerSecond : 0),
     ),
+  };
+}
+
+/**
+ * The usage between two samples of an unpinned run (both taken with core "all"), in seconds. The proxy's figure
+ * is its process tree's time only: softirq work cannot be told apart by core when nothing is pinned (with
+ * tick-based accounting the softirq work done in the proxy's context is in its stime anyway). `loadCoreBusyS` is
+ * our load side's own time (load generator, backends, harness); noise is every core's busy time that is neither
+ * the proxy's nor ours (nor, with separate irq accounting, softirq).
+ */
+export function cpuUsageUnpinned(before: CpuSample, after: CpuSample, ticksPerSecond = clockTicksPerSecond(), separateIrqTime = irqTimeAccounting()): CpuUsage {
+  const procS = (after.procTicks - before.procTicks) / ticksPerSecond;
+  const softirqS = (after.core.softirq - before.core.softirq) / ticksPerSecond;
+  const coreBusyS = busy(before.core, after.core) / ticksPerSecond;
+  const ownLoadS = (after.ownLoadTicks - before.ownLoadTicks) / ticksPerSecond;
+  return {
+    procS,
+    softirqS,
+    totalS: procS,
+    coreBusyS,
+    stealS: (after.core.steal - before.core.steal) / ticksPerSecond,
+    foreignS: Math.max(0, coreBusyS - procS - ownLoadS - (separateIrqTime ? softirqS : 0)),
+    loadCoreBusyS: ownLoadS,
+    foreignLoadS: 0,
   };
 }
 

@@ -1,7 +1,7 @@
 /**
- * The things under test, started on the proxy core in front of the same backends: kubegate (from a
- * generated manifest directory), nginx (1 worker), haproxy (1 thread, http and tcp mode), and the
- * direct path (no proxy).
+ * The things under test, started on the proxy core (or unpinned, `core` undefined) in front of the same
+ * backends: kubegate (from a generated manifest directory), nginx (1 worker, or N with reuseport), haproxy
+ * (1 thread or N; http and tcp mode), and the direct path (no proxy).
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -36,35 +36,41 @@ function assertRunning(daemon: Daemon): void {
 
 /** The direct path: the load generator straight to the first backend. */
 export function directTarget(b: Backends): Target {
-  return { name: "direct", kind: "direct", pid: undefined, ports: { http: b.http[0]!, tcp: b.http[0]!, iperf: b.iperf }, daemon: undefined };
+  return { name: "direct", kind: "direct", pid: undefined, ports: { http: b.http[0]!, tcp: b.http[0]!, iperf: b.iperf, echo: b.echo }, daemon: undefined };
 }
 
-/** Start nginx as a reverse proxy (1 worker, upstream keepalive 64) on `core`. */
-export async function startNginxProxy(group: ProcessGroup, ports: PortAllocator, dir: string, core: number, b: Backends): Promise<Target> {
+/** `core` as spawn options: pinned to it, or unpinned when undefined. */
+function onCore(core: number | undefined): { core?: number } {
+  return core === undefined ? {} : { core };
+}
+
+/** Start nginx as a reverse proxy (`workers` workers, default 1; upstream keepalive 64) on `core`. */
+export async function startNginxProxy(group: ProcessGroup, ports: PortAllocator, dir: string, core: number | undefined, b: Backends, workers = 1): Promise<Target> {
   const ndir = join(dir, "nginx-proxy");
   mkdirSync(ndir, { recursive: true });
   const port = await ports.next();
   const conf = join(ndir, "nginx.conf");
-  writeFileSync(conf, nginxProxyConf({ port, backends: b.http, dir: ndir, runAsRoot: process.getuid?.() === 0 }));
-  const daemon = group.start("nginx-proxy", ["nginx", "-p", ndir, "-e", "stderr", "-c", conf], { core });
+  writeFileSync(conf, nginxProxyConf({ port, backends: b.http, dir: ndir, runAsRoot: process.getuid?.() === 0, workers }));
+  const daemon = group.start("nginx-proxy", ["nginx", "-p", ndir, "-e", "stderr", "-c", conf], onCore(core));
   await waitForHttp(`http://127.0.0.1:${port}/`, daemon);
   assertRunning(daemon);
   return { name: "nginx", kind: "nginx", pid: daemon.pid, ports: { http: port }, daemon };
 }
 
-/** Start haproxy (1 thread; an http, a tcp and an iperf3 tcp frontend) on `core`. */
-export async function startHaproxy(group: ProcessGroup, ports: PortAllocator, dir: string, core: number, b: Backends): Promise<Target> {
+/** Start haproxy (`threads` threads, default 1; an http frontend and tcp ones to the HTTP backends, iperf3 and echo) on `core`. */
+export async function startHaproxy(group: ProcessGroup, ports: PortAllocator, dir: string, core: number | undefined, b: Backends, threads = 1): Promise<Target> {
   const hdir = join(dir, "haproxy");
   mkdirSync(hdir, { recursive: true });
-  const [http, tcp, iperf] = [await ports.next(), await ports.next(), await ports.next()];
+  const [http, tcp, iperf, echo] = [await ports.next(), await ports.next(), await ports.next(), await ports.next()];
   const conf = join(hdir, "haproxy.cfg");
-  writeFileSync(conf, haproxyConf({ httpPort: http, tcpPort: tcp, iperfPort: iperf, backends: b.http, iperfBackend: b.iperf }));
-  const daemon = group.start("haproxy", ["haproxy", "-db", "-f", conf], { core });
+  writeFileSync(conf, haproxyConf({ httpPort: http, tcpPort: tcp, iperfPort: iperf, backends: b.http, iperfBackend: b.iperf, echoPort: echo, echoBackend: b.echo, threads }));
+  const daemon = group.start("haproxy", ["haproxy", "-db", "-f", conf], onCore(core));
   await waitForHttp(`http://127.0.0.1:${http}/`, daemon);
   await waitForHttp(`http://127.0.0.1:${tcp}/`, daemon);
   await waitForPort(iperf, daemon);
+  await waitForPort(echo, daemon);
   assertRunning(daemon);
-  return { name: "haproxy", kind: "haproxy", pid: daemon.pid, ports: { http, tcp, iperf }, daemon };
+  return { name: "haproxy", kind: "haproxy", pid: daemon.pid, ports: { http, tcp, iperf, echo }, daemon };
 }
 
 /**
@@ -75,7 +81,7 @@ export async function startKubegate(
   group: ProcessGroup,
   ports: PortAllocator,
   dir: string,
-  core: number,
+  core: number | undefined,
   b: Backends,
   name: string,
   extraArgs: readonly string[],
@@ -84,11 +90,11 @@ export async function startKubegate(
   const kdir = join(dir, name);
   const mdir = join(kdir, "manifests");
   mkdirSync(mdir, { recursive: true });
-  const [http, tcp, iperf, healthz, metrics] = [await ports.next(), await ports.next(), await ports.next(), await ports.next(), await ports.next()];
+  const [http, tcp, iperf, echo, healthz, metrics] = [await ports.next(), await ports.next(), await ports.next(), await ports.next(), await ports.next(), await ports.next()];
   const nodeName = "bench-node";
   writeFileSync(
     join(mdir, "bench.yaml"),
-    kubegateManifests({ nodeName, httpNodePort: http, tcpNodePort: tcp, iperfNodePort: iperf, backends: b.http, iperfBackend: b.iperf }),
+    kubegateManifests({ nodeName, httpNodePort: http, tcpNodePort: tcp, iperfNodePort: iperf, echoNodePort: echo, backends: b.http, iperfBackend: b.iperf, echoBackend: b.echo }),
   );
   const bun = process.versions.bun ? process.execPath : "bun";
   const cmd = [
@@ -106,11 +112,12 @@ export async function startKubegate(
     "--no-access-log",
     ...extraArgs,
   ];
-  const daemon = group.start(name, cmd, { core, cwd: repoRoot });
+  const daemon = group.start(name, cmd, { ...onCore(core), cwd: repoRoot });
   await waitForHttp(`http://127.0.0.1:${healthz}/readyz`, daemon, { timeoutMs: 30_000 });
   await waitForHttp(`http://127.0.0.1:${http}/`, daemon);
   await waitForHttp(`http://127.0.0.1:${tcp}/`, daemon);
   await waitForPort(iperf, daemon);
+  await waitForPort(echo, daemon);
   assertRunning(daemon);
-  return { name, kind: "kubegate", pid: daemon.pid, ports: { http, tcp, iperf }, daemon };
+  return { name, kind: "kubegate", pid: daemon.pid, ports: { http, tcp, iperf, echo }, daemon };
 }
