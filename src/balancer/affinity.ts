@@ -6,11 +6,23 @@
  * `tryConnect` resets affinity after a failed dial), and so does a client whose endpoint outlier detection
  * ejected.
  *
+ * A client without a live affinity gets a deterministic first choice: rendezvous (highest random weight)
+ * hashing of its IP over the serving endpoints, with a fixed seed. Every worker process, each with its own
+ * table, thus pins a new client to the same endpoint, and so does another kubegate node with the same
+ * endpoints; removing an endpoint moves only its own clients, adding one takes about 1/(N+1) of the new
+ * clients. Excluded endpoints are skipped and ejected ones avoided (unless every one left is ejected) in the same
+ * order, so a client's second choice is deterministic too. The Service's algorithm does not choose for
+ * affine clients; it still sees their requests (`begin`/`end`: in-flight counts, outlier detection).
+ *
  * The {@link AffinityTable} outlives routes: the listener manager keeps one per Service port and hands it to
  * each new {@link ClientIpAffinity}, so a snapshot that changes the endpoints keeps the clients where they are.
  */
 import type { Endpoint } from "../model/types.ts";
+import { fmix32, murmur3 } from "./hash.ts";
 import type { Balancer, Outcome, PickContext } from "./types.ts";
+
+/** Seed of the rendezvous hash of {@link ClientIpAffinity} (fixed: every process must agree). */
+const RENDEZVOUS_SEED = 0x2545f491;
 
 /** One client IP's affinity. */
 export interface AffinityEntry {
@@ -159,20 +171,44 @@ export function affinityClient(address: string): string {
 }
 
 /**
- * Wraps a balancer with ClientIP session affinity. The inner balancer picks for clients without a live
- * affinity; its `endpoints` may change over time (ExternalName): the wrapper re-indexes when they do.
+ * The rendezvous score of a client (hash `client`, from {@link clientHash}) for an endpoint (hash `endpoint`,
+ * from {@link endpointHash}): the client goes to the endpoint of highest score, ties to the smaller key.
+ */
+export function rendezvousScore(client: number, endpoint: number): number {
+  return fmix32(client ^ endpoint);
+}
+
+/** The rendezvous hash of a client address (as {@link affinityClient} gives it). */
+export function clientHash(client: string): number {
+  return murmur3(client, RENDEZVOUS_SEED);
+}
+
+/** The rendezvous hash of an endpoint key (`address:port`, see {@link endpointKey}). */
+export function endpointHash(key: string): number {
+  return murmur3(key, RENDEZVOUS_SEED);
+}
+
+/**
+ * Wraps a balancer with ClientIP session affinity. A client without a live affinity gets the rendezvous-hash
+ * choice of its IP over the inner balancer's endpoints (see the module doc); the inner balancer counts the
+ * requests (`begin`/`end`) and says which endpoints outlier detection ejected. Its `endpoints` may change
+ * over time (ExternalName): the wrapper re-indexes when they do.
  *
  * @example
  * const balancer = new ClientIpAffinity(new RoundRobin(cluster.serving), table, 10_800 * 1000);
- * balancer.pick({ clientAddress: "10.0.0.7" }); // the same endpoint for 10.0.0.7 until 3 h without a request
+ * balancer.pick({ clientAddress: "10.0.0.7" }); // the same endpoint for 10.0.0.7 in every worker, while it serves
  */
 export class ClientIpAffinity implements Balancer {
   #indexed: readonly Endpoint[] | undefined;
   #keys = new Map<Endpoint, string>();
   #byKey = new Map<string, Endpoint>();
+  /** `address:port` of `endpoints[i]`. */
+  #keyList: string[] = [];
+  /** {@link endpointHash} of `endpoints[i]`. */
+  #hashes = new Uint32Array(0);
 
   /**
-   * @param inner picks for new clients (and when the affine endpoint is gone or failed).
+   * @param inner the Service's balancer: its endpoints, in-flight counts and outlier ejections.
    * @param table shared across routes of one Service port.
    * @param timeoutMs sliding timeout (sessionAffinityConfig.clientIP.timeoutSeconds x 1000).
    * @param now clock, ms (injected for tests).
@@ -209,9 +245,49 @@ export class ClientIpAffinity implements Balancer {
         return ep;
       }
     }
-    const ep = this.inner.pick(ctx);
-    if (ep !== undefined) table.pin(client, ep, this.#keys.get(ep) ?? endpointKey(ep), now, this.timeoutMs);
+    const i = this.#choose(eps, client, ctx.exclude);
+    if (i < 0) return undefined;
+    const ep = eps[i]!;
+    table.pin(client, ep, this.#keyList[i]!, now, this.timeoutMs);
     return ep;
+  }
+
+  /**
+   * The first choice for `client` (the index of an endpoint of `eps`, or -1): the highest rendezvous score among
+   * the endpoints not excluded and not ejected; when every one left is ejected, among the ejected (Envoy's panic).
+   */
+  #choose(eps: readonly Endpoint[], client: string, exclude: ReadonlySet<Endpoint> | undefined): number {
+    const h = clientHash(client);
+    const best = this.#best(eps, h, exclude, false);
+    if (best < 0 || this.inner.ejected?.(eps[best]!) !== true) return best;
+    const healthy = this.#best(eps, h, exclude, true);
+    return healthy < 0 ? best : healthy;
+  }
+
+  /** The endpoint of highest score for client hash `h`, skipping `exclude` (and ejected ones when asked), or -1. */
+  #best(eps: readonly Endpoint[], h: number, exclude: ReadonlySet<Endpoint> | undefined, skipEjected: boolean): number {
+    const hashes = this.#hashes;
+    const keys = this.#keyList;
+    const inner = this.inner;
+    let best = -1;
+    let bestScore = -1;
+    for (let i = 0; i < eps.length; i++) {
+      // rendezvousScore(h, hashes[i]), inlined (this loop is the cost of a new client).
+      let x = h ^ hashes[i]!;
+      x ^= x >>> 16;
+      x = Math.imul(x, 0x85ebca6b);
+      x ^= x >>> 13;
+      x = Math.imul(x, 0xc2b2ae35);
+      x ^= x >>> 16;
+      const score = x >>> 0;
+      if (score < bestScore || (score === bestScore && keys[i]! >= keys[best]!)) continue;
+      const ep = eps[i]!;
+      if (exclude !== undefined && exclude.has(ep)) continue;
+      if (skipEjected && inner.ejected?.(ep) === true) continue;
+      best = i;
+      bestScore = score;
+    }
+    return best;
   }
 
   begin(ep: Endpoint): void {
@@ -235,10 +311,15 @@ export class ClientIpAffinity implements Balancer {
     this.#indexed = eps;
     this.#keys = new Map();
     this.#byKey = new Map();
-    for (const ep of eps) {
+    this.#keyList = new Array<string>(eps.length);
+    this.#hashes = new Uint32Array(eps.length);
+    for (let i = 0; i < eps.length; i++) {
+      const ep = eps[i]!;
       const key = endpointKey(ep);
       this.#keys.set(ep, key);
       this.#byKey.set(key, ep);
+      this.#keyList[i] = key;
+      this.#hashes[i] = endpointHash(key);
     }
   }
 }

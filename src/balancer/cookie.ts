@@ -5,9 +5,10 @@
  *
  * The cookie value is an opaque token: HMAC-SHA256 over `service-port|address:port` with a secret key,
  * truncated to 96 bits (base64url, 16 characters). It does not reveal the endpoint's address, cannot be
- * forged for an endpoint without the key, and maps back to an endpoint only through this table. With the
- * default per-process random key, a gateway restart (or another gateway replica) sees old cookies as
- * unknown and re-pins the client; give every replica the same secret to keep cookies valid across them.
+ * forged for an endpoint without the key, and maps back to an endpoint only through this table. Processes
+ * that must read each other's cookies need the same secret: the workers of one node (the data plane hands one
+ * to all of them), and replicas if configured so. With the default per-process random key, another process
+ * (a restarted gateway, another worker, another replica) sees the cookie as unknown and re-pins the client.
  */
 import { createHmac, randomBytes } from "node:crypto";
 import type { Endpoint, SessionAffinity } from "../model/types.ts";

@@ -11,6 +11,7 @@ export { RandomBalancer } from "./random.ts";
 export { buildRing, RING_MAX, RING_PER_ENDPOINT, type Ring, RingHash, ringPointsPerEndpoint } from "./ring-hash.ts";
 export { buildMaglev, Maglev, MAGLEV_SIZES, maglevSize } from "./maglev.ts";
 export { murmur3 } from "./hash.ts";
+export { type CanonicalKeys, canonicalKeys, TableCache } from "./table-cache.ts";
 export {
   ClusterState,
   type ClusterStateOptions,
@@ -28,7 +29,10 @@ export {
   type AffinityTableOptions,
   affinityClient,
   ClientIpAffinity,
+  clientHash,
   DEFAULT_MAX_AFFINITY_ENTRIES,
+  endpointHash,
   endpointKey,
+  rendezvousScore,
 } from "./affinity.ts";
 export { CookieAffinity, type CookieSettings, cookieToken } from "./cookie.ts";

@@ -10,12 +10,15 @@
  * on the first pick, O(M log M) (a few ms for 65537), and shared by balancers over the same endpoint set
  * (recent tables are cached). Excluded (retry) and ejected endpoints are skipped by walking the table to
  * the next slot whose owner is available. Slow start is ignored.
+ *
+ * The table is built over the endpoints' keys in canonical (sorted) order, not in the order the set came in:
+ * Maglev's population takes turns in key order, so the same set gives the same table, and every worker process
+ * (each building its own routes from the same snapshot) sends a key to the same endpoint.
  */
 import type { Endpoint } from "../model/types.ts";
-import { endpointKey } from "./affinity.ts";
 import { type AlgorithmOptions, EndpointBalancer } from "./base.ts";
 import { murmur3, pickHash } from "./hash.ts";
-import { TableCache } from "./table-cache.ts";
+import { canonicalKeys, TableCache } from "./table-cache.ts";
 import type { PickContext } from "./types.ts";
 
 /** Recent tables by endpoint set (at most 8 MiB). */
@@ -73,7 +76,10 @@ export function buildMaglev(keys: readonly string[], m = maglevSize(keys.length)
  * maglev.pick({ clientAddress: "192.0.2.1" }); // the same endpoint for this client while it serves
  */
 export class Maglev extends EndpointBalancer {
+  /** Entries index the canonical keys; see {@link #order}. */
   #table: Uint16Array | Uint32Array | undefined;
+  /** Canonical key index -> endpoint index (undefined: the same). */
+  #order: Uint32Array | undefined;
 
   constructor(endpoints: readonly Endpoint[], rng: () => number = Math.random, options?: AlgorithmOptions) {
     super(endpoints, rng, options, false);
@@ -89,18 +95,27 @@ export class Maglev extends EndpointBalancer {
     const m = table.length;
     const slot = pickHash(ctx.hashKey, ctx.clientAddress) % m;
     const exclude = ctx.exclude;
+    const order = this.#order;
     const first = table[slot]!;
-    if (this.available(first, exclude, skipEjected)) return first;
+    const i = order === undefined ? first : order[first]!;
+    if (this.available(i, exclude, skipEjected)) return i;
     if (!this.anyAvailable(exclude, skipEjected)) return -1;
     for (let k = 1; k < m; k++) {
       const j = slot + k;
       const owner = table[j >= m ? j - m : j]!;
-      if (owner !== first && this.available(owner, exclude, skipEjected)) return owner;
+      if (owner === first) continue;
+      const o = order === undefined ? owner : order[owner]!;
+      if (this.available(o, exclude, skipEjected)) return o;
     }
     return -1;
   }
 
   #lookup(): Uint16Array | Uint32Array {
-    return (this.#table ??= tables.get(this.endpoints.map(endpointKey), (keys) => buildMaglev(keys)));
+    if (this.#table === undefined) {
+      const { keys, order } = canonicalKeys(this.endpoints);
+      this.#order = order;
+      this.#table = tables.get(keys, (k) => buildMaglev(k));
+    }
+    return this.#table;
   }
 }

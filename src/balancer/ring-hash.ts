@@ -12,12 +12,15 @@
  * Excluded (retry) and ejected endpoints are skipped by walking the ring to the next point whose owner is
  * available, so a key's fallback is as consistent as its first choice. Slow start is ignored: weights would
  * move keys as they ramp.
+ *
+ * The ring is built over the endpoints' keys in canonical (sorted) order, so two points with the same hash go
+ * to the same endpoint whatever order the set came in: every worker process, building its own routes from the
+ * same snapshot, sends a key to the same endpoint.
  */
 import type { Endpoint } from "../model/types.ts";
-import { endpointKey } from "./affinity.ts";
 import { type AlgorithmOptions, EndpointBalancer } from "./base.ts";
 import { murmur3, pickHash } from "./hash.ts";
-import { TableCache } from "./table-cache.ts";
+import { canonicalKeys, TableCache } from "./table-cache.ts";
 import type { PickContext } from "./types.ts";
 
 /** A ring: sorted point hashes and the owner (index into the endpoints) of each. */
@@ -48,7 +51,11 @@ export function ringPointsPerEndpoint(n: number): number {
   return per;
 }
 
-/** The ring of `keys`: sorted point hashes and the owner (index into `keys`) of each. */
+/**
+ * The ring of `keys`: sorted point hashes and the owner (index into `keys`) of each. Points with the same
+ * hash are ordered by owner index, the first one winning: give `keys` in a canonical order (sorted) for a
+ * ring that does not depend on the order of the set.
+ */
 export function buildRing(keys: readonly string[]): Ring {
   const n = keys.length;
   if (n === 0) return { hashes: new Uint32Array(0), owners: new Uint32Array(0) };
@@ -80,7 +87,10 @@ export function buildRing(keys: readonly string[]): Ring {
  * ring.pick({ clientAddress: "192.0.2.1", hashKey: "user-42" }); // the same endpoint for user-42 while it serves
  */
 export class RingHash extends EndpointBalancer {
+  /** Owners index the canonical keys; see {@link #order}. */
   #ring: Ring | undefined;
+  /** Canonical key index -> endpoint index (undefined: the same). */
+  #order: Uint32Array | undefined;
 
   constructor(endpoints: readonly Endpoint[], rng: () => number = Math.random, options?: AlgorithmOptions) {
     super(endpoints, rng, options, false);
@@ -105,18 +115,27 @@ export class RingHash extends EndpointBalancer {
     }
     const start = lo === m ? 0 : lo;
     const exclude = ctx.exclude;
+    const order = this.#order;
     const first = owners[start]!;
-    if (this.available(first, exclude, skipEjected)) return first;
+    const i = order === undefined ? first : order[first]!;
+    if (this.available(i, exclude, skipEjected)) return i;
     if (!this.anyAvailable(exclude, skipEjected)) return -1;
     for (let k = 1; k < m; k++) {
       const j = start + k;
       const owner = owners[j >= m ? j - m : j]!;
-      if (owner !== first && this.available(owner, exclude, skipEjected)) return owner;
+      if (owner === first) continue;
+      const o = order === undefined ? owner : order[owner]!;
+      if (this.available(o, exclude, skipEjected)) return o;
     }
     return -1;
   }
 
   #table(): Ring {
-    return (this.#ring ??= rings.get(this.endpoints.map(endpointKey), buildRing));
+    if (this.#ring === undefined) {
+      const { keys, order } = canonicalKeys(this.endpoints);
+      this.#order = order;
+      this.#ring = rings.get(keys, buildRing);
+    }
+    return this.#ring;
   }
 }

@@ -61,7 +61,12 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
   const proxy = { ...proxyOptions(settings.proxy), telemetry, log };
   // Routes (balancers, affinity tables, ExternalName resolvers) outlive snapshots.
   const dns = new DnsRegistry({ log });
-  const routes = new RouteBuilder({ externalNames: dns, defaultBalancer: settings.defaultBalancer, outlier: settings.outlier });
+  const routes = new RouteBuilder({
+    externalNames: dns,
+    defaultBalancer: settings.defaultBalancer,
+    outlier: settings.outlier,
+    cookieSecret: settings.cookieSecret,
+  });
   const listeners = new ListenerManager(
     { http: createHttpProxy, tcp: createTcpProxy, udp: createUdpProxy },
     { proxyOptions: proxy, drainGraceMs: settings.drainGraceMs, log, routes, reusePort: settings.reusePort ?? false },

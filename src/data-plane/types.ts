@@ -58,6 +58,11 @@ export interface DataPlaneSettings {
   readonly drainGraceMs: number;
   /** Per-Service traffic series at most (`--metrics-max-series`). */
   readonly maxTrafficSeries: number;
+  /**
+   * The HMAC key of affinity cookies, one per gateway start, so that every worker accepts the cookies the others
+   * set (clients are re-pinned after a restart).
+   */
+  readonly cookieSecret: string;
   /** One JSON line per request, connection and flow on stdout (`--access-log`). */
   readonly accessLog: boolean;
   readonly tracing: TracingSettings;

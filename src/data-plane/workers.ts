@@ -70,6 +70,8 @@ export class WorkerPool implements DataPlane {
   /** The last snapshot applied (what a restarted worker gets whole). */
   #current: Snapshot | undefined;
   #closing = false;
+  /** Ejections counted by workers that have exited, per Service port (the node's counter never goes back). */
+  readonly #retiredEjections = new Map<string, number>();
   #stopping = false;
   #settledWaiters: SettledWaiter[] = [];
   tracing = "off";
@@ -195,12 +197,14 @@ export class WorkerPool implements DataPlane {
   }
 
   outliers(): readonly OutlierStats[] {
-    // Outlier detection runs per worker (each sees its own share of the traffic): the node's figure is the sum.
+    // Outlier detection runs per worker (each sees its own share of the traffic): ejections are summed; endpoints
+    // ejected now are the most any worker has ejected (one endpoint ejected by two workers is one endpoint).
     const byCluster = new Map<string, { cluster: string; ejected: number; ejectionsTotal: number }>();
+    for (const [cluster, ejectionsTotal] of this.#retiredEjections) byCluster.set(cluster, { cluster, ejected: 0, ejectionsTotal });
     for (const r of this.#reports()) {
       for (const o of r.outliers) {
         const acc = byCluster.get(o.cluster) ?? { cluster: o.cluster, ejected: 0, ejectionsTotal: 0 };
-        acc.ejected += o.ejected;
+        acc.ejected = Math.max(acc.ejected, o.ejected);
         acc.ejectionsTotal += o.ejectionsTotal;
         byCluster.set(o.cluster, acc);
       }
@@ -258,6 +262,7 @@ export class WorkerPool implements DataPlane {
       if (slot.proc !== proc) return;
       slot.proc = undefined;
       this.trafficMetrics.remove(slot.index);
+      for (const o of slot.report?.outliers ?? []) this.#retiredEjections.set(o.cluster, (this.#retiredEjections.get(o.cluster) ?? 0) + o.ejectionsTotal);
       slot.ready = false;
       if (this.#stopping) return;
       this.#log.warn("A worker exited: starting it again", { worker: slot.index, pid: proc.pid, code });

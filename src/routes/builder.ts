@@ -2,7 +2,10 @@
  * Builds the {@link Route} of each entrypoint: its balancer (the Service's algorithm, `policy.balancer` else
  * the gateway default, over the serving endpoints with slow start and outlier detection; or a round robin
  * over an ExternalName's resolved addresses), wrapped with ClientIP affinity when the Service asks for it,
- * plus the HTTP cookie affinity table. Owns what must outlive a single route, each per Service port
+ * plus the HTTP cookie affinity table. Every worker process builds its own routes from the same snapshot: what
+ * must agree across them (consistent-hash tables, a new ClientIP client's first choice) depends on the
+ * entrypoint alone; what is per worker (round-robin positions, in-flight counts, ejections, affinity tables)
+ * is listed in docs/balancing.md. Owns what must outlive a single route, each per Service port
  * (`entrypoint.name`, shared by its NodePort and LoadBalancer entrypoints, as kube-proxy shares them): the
  * ClientIP affinity tables and the {@link ClusterState}s (in flight, slow start, outlier ejections); and the
  * DNS leases of ExternalName entrypoints. The listener manager keeps one builder and calls {@link route} for
@@ -22,13 +25,19 @@ import type { Balancer } from "../balancer/types.ts";
 export type { EjectedEndpoint, OutlierSettings, OutlierStats } from "../balancer/cluster-state.ts";
 
 export interface RouteBuilderOptions {
-  /** Randomness of the balancers: round-robin start offsets, random and least-request draws (default `Math.random`). */
+  /**
+   * Randomness of the balancers: round-robin start offsets, random and least-request draws (default
+   * `Math.random`). Nothing that must agree across workers reads it (consistent-hash tables, ClientIP first choices).
+   */
   readonly rng?: (() => number) | undefined;
   /** Clock of the affinity tables, slow start and outlier detection, ms (default `Date.now`). */
   readonly now?: (() => number) | undefined;
   /** Bound of each ClientIP affinity table (default 100 000 clients). */
   readonly maxAffinityEntries?: number | undefined;
-  /** HMAC key of affinity cookies (default: random per process; set the same on every replica). */
+  /**
+   * HMAC key of affinity cookies (default: random per process). Every worker of a node must get the same one,
+   * or a cookie set by one worker is unknown to the others; set the same on replicas to share cookies across them.
+   */
   readonly cookieSecret?: Uint8Array | string | undefined;
   /** Resolvers for ExternalName entrypoints; without them such entrypoints have no endpoints. */
   readonly externalNames?: ExternalNames | undefined;

@@ -22,6 +22,20 @@ function withPolicy(base: Entrypoint, policy: TrafficPolicy | undefined): Entryp
   return { ...base, policy };
 }
 
+/** The first choice for `clientAddress` of a fresh builder (a worker that never saw the client) routing `e`. */
+function firstAddress(e: Entrypoint, clientAddress: string): string | undefined {
+  return new RouteBuilder({ rng: Math.random }).route(e).balancer.pick({ clientAddress })?.address;
+}
+
+/** The first client address 198.18.x.y that satisfies `ok`. */
+function clientWhere(ok: (client: string) => boolean): string {
+  for (let i = 0; i < 4096; i++) {
+    const c = `198.18.${i >> 8}.${i & 255}`;
+    if (ok(c)) return c;
+  }
+  throw new Error("No client address found");
+}
+
 /** The LoadBalancer entrypoint of the same Service port as NodePort entrypoint `np`. */
 function loadBalancer(np: Entrypoint): Entrypoint {
   return { ...np, type: "LoadBalancer", key: `LoadBalancer/${np.name}` };
@@ -79,25 +93,28 @@ describe("RouteBuilder", () => {
     const clock = manualClock();
     const routes = new RouteBuilder({ now: clock.now, rng: () => 0 });
     const np = withAffinity(entrypoint({ endpoints: [ep(1), ep(2), ep(3)] }), clientIp);
+    const np2 = withAffinity(entrypoint({ endpoints: [ep(3), ep(1), ep(4)] }), clientIp);
+    // A client whose first choice is 10.0.0.1 among the three, and the newcomer 10.0.0.4 among [3, 1, 4].
+    const client = clientWhere((c) => firstAddress(np, c) === "10.0.0.1" && firstAddress(np2, c) === "10.0.0.4");
     const lb: Entrypoint = { ...np, type: "LoadBalancer", key: `LoadBalancer/${np.name}` };
     const r1 = routes.route(np);
     const rlb = routes.route(lb);
     routes.retain([np, lb]);
-    expect(r1.balancer.pick({ clientAddress: "192.0.2.1" })!.address).toBe("10.0.0.1");
+    expect(r1.balancer.pick({ clientAddress: client })!.address).toBe("10.0.0.1");
     // The LoadBalancer entrypoint of the same Service port sees the same affinity.
-    expect(rlb.balancer.pick({ clientAddress: "192.0.2.1" })!.address).toBe("10.0.0.1");
-    // New endpoints (10.0.0.1 kept, order changed): the client stays.
-    const np2 = withAffinity(entrypoint({ endpoints: [ep(3), ep(1)] }), clientIp);
+    expect(rlb.balancer.pick({ clientAddress: client })!.address).toBe("10.0.0.1");
+    // New endpoints (10.0.0.1 kept, order changed, 10.0.0.2 gone, 10.0.0.4 new): the client stays, though a new
+    // client from its address would go to 10.0.0.4.
     const r2 = routes.route(np2, r1);
     routes.retain([np2, lb]);
     expect(r2.balancer).not.toBe(r1.balancer);
-    expect(r2.balancer.pick({ clientAddress: "192.0.2.1" })!.address).toBe("10.0.0.1");
+    expect(r2.balancer.pick({ clientAddress: client })!.address).toBe("10.0.0.1");
     expect(routes.describe(np2.key)).toEqual({ algorithm: "round-robin", affinity: { mode: "ClientIP", timeoutSeconds: 10, clients: 1 } });
     // Both entrypoints gone, then back: the affinity is forgotten.
     routes.retain([]);
     expect(routes.describe(np2.key)).toBeUndefined();
     const r3 = routes.route(np2);
-    expect(r3.balancer.pick({ clientAddress: "192.0.2.1" })!.address).toBe("10.0.0.3");
+    expect(r3.balancer.pick({ clientAddress: client })!.address).toBe("10.0.0.4");
   });
 
   test("cookie affinity only for HTTP entrypoints", () => {
@@ -270,8 +287,10 @@ describe("RouteBuilder", () => {
     r.balancer.begin(got);
     r.balancer.begin(got);
     expect(routes.cluster(e.name)!.host(got)!.inflight).toBe(2);
-    // A new client goes to the other, less loaded endpoint.
-    expect(r.balancer.pick({ clientAddress: "192.0.2.2" })).not.toBe(got);
+    // The first choice of an affine client is its rendezvous hash, the same in every worker, not the less loaded
+    // endpoint (least-request's in-flight counts are per worker).
+    const same = clientWhere((c) => c !== "192.0.2.1" && firstAddress(e, c) === got.address);
+    expect(r.balancer.pick({ clientAddress: same })).toBe(got);
     r.balancer.end(got, "success");
     r.balancer.end(got, "success");
     expect(routes.cluster(e.name)!.host(got)!.inflight).toBe(0);
