@@ -162,6 +162,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
         firstApplied = true;
         void dataPlane.settled().then(() => {
           health.listenersBound();
+          log.info("Ready: the first snapshot's listeners are bound", { version: snapshot.version, listeners: dataPlane.counts().bound });
           ready.resolve();
         });
       }
@@ -216,6 +217,12 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
     client?.close();
     throw new Error(`Cannot start the health/admin servers: ${(err as Error).message}`, { cause: err });
   }
+  // Bind failures a worker process reports after the snapshot was applied: Events and the page follow.
+  dataPlane.onListenersChanged?.(() => {
+    const current = store.current();
+    if (current) reportBindFailures(current);
+    notifyAdmin();
+  });
   source.start(sink);
   log.info("kubegate started", {
     source: config.manifests ? `manifests:${config.manifests}` : "cluster",

@@ -117,6 +117,11 @@ export interface DataPlane extends AsyncDisposable {
   readonly tracing: string;
   /** The worker processes, when the data plane runs in several (`--workers`); absent in process. */
   workers?(): readonly WorkerStatus[];
+  /**
+   * Call `handler` when listener states change after `apply` returned (bind failures reported later by worker
+   * processes); in process they are known when `apply` returns, and this is absent.
+   */
+  onListenersChanged?(handler: () => void): void;
 }
 
 /** One worker as the control plane sees it (admin `/api/status`). */

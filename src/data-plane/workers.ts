@@ -74,6 +74,7 @@ export class WorkerPool implements DataPlane {
   readonly #retiredEjections = new Map<string, number>();
   #stopping = false;
   #settledWaiters: SettledWaiter[] = [];
+  #listenersChanged: (() => void)[] = [];
   tracing = "off";
   /** The node's per-Service traffic: the workers' series summed (it follows the snapshots itself). */
   readonly trafficMetrics: NodeTrafficMetrics;
@@ -223,6 +224,10 @@ export class WorkerPool implements DataPlane {
   }
 
 
+  onListenersChanged(handler: () => void): void {
+    this.#listenersChanged.push(handler);
+  }
+
   /** Each worker's state (admin). */
   workers(): readonly WorkerStatus[] {
     return this.#slots.map((s) => ({
@@ -285,11 +290,14 @@ export class WorkerPool implements DataPlane {
         this.tracing = m.tracing;
         this.#log.info("Worker started", { worker: slot.index, pid: m.pid });
         break;
-      case "report":
+      case "report": {
+        const before = slot.report;
         slot.report = m;
+        if (failuresChanged(before, m)) for (const h of this.#listenersChanged) h();
         if (!this.trafficMetrics.update(slot.index, m.traffic)) this.#log.warn("A worker's traffic report was out of order: dropped", { worker: slot.index });
         this.#checkSettled();
         break;
+      }
       case "drained":
         slot.drained = true;
         break;
@@ -307,4 +315,12 @@ export class WorkerPool implements DataPlane {
     for (const w of this.#settledWaiters) (this.#settledAt(w.version) ? w.resolve() : keep.push(w));
     this.#settledWaiters = keep;
   }
+}
+
+/** Whether a worker's listener failures differ between two reports. */
+function failuresChanged(before: WorkerReport | undefined, after: WorkerReport): boolean {
+  const a = before?.failed ?? [];
+  const b = after.failed;
+  if (a.length !== b.length || (before?.counts.failed ?? 0) !== after.counts.failed) return true;
+  return JSON.stringify(a) !== JSON.stringify(b);
 }

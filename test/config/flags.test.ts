@@ -45,7 +45,7 @@ describe("parseFlags", () => {
       stateFile: undefined,
       maxEndpointsPerService: 10_000,
       metricsMaxSeries: 20_000,
-      workers: 1,
+      workers: 0,
       otelEnv: {},
     });
   });
@@ -92,6 +92,7 @@ describe("parseFlags", () => {
         "--state-file", "/var/lib/kubegate/state.json",
         "--max-endpoints-per-service", "500",
         "--metrics-max-series", "100",
+        "--workers", "3",
       ]),
     ).toEqual({
       manifests: "deploy/demo",
@@ -130,7 +131,7 @@ describe("parseFlags", () => {
       stateFile: "/var/lib/kubegate/state.json",
       maxEndpointsPerService: 500,
       metricsMaxSeries: 100,
-      workers: 1,
+      workers: 3,
       otelEnv: {},
     });
   });

@@ -26,8 +26,11 @@ interface WorkerView {
   requests: number;
 }
 
+/** No keep-alive: a pooled connection to a port a later test reuses would be reset under it. */
+const once = { headers: { connection: "close" } };
+
 const workersOf = async (gw: Gateway): Promise<WorkerView[]> =>
-  ((await (await fetch(`http://127.0.0.1:${gw.adminPort}/api/status`)).json()) as { workers?: WorkerView[] }).workers ?? [];
+  ((await (await fetch(`http://127.0.0.1:${gw.adminPort}/api/status`, once)).json()) as { workers?: WorkerView[] }).workers ?? [];
 
 const alive = (pid: number): boolean => {
   try {
@@ -40,14 +43,14 @@ const alive = (pid: number): boolean => {
 
 /** The node's `kubegate_requests_total` for the web Service's HTTP port, summed over code classes. */
 async function requestsCounted(gw: Gateway): Promise<number> {
-  const scrape = parseScrape(await (await fetch(`http://127.0.0.1:${gw.adminPort}/metrics`)).text());
+  const scrape = parseScrape(await (await fetch(`http://127.0.0.1:${gw.adminPort}/metrics`, once)).text());
   return seriesOf(scrape, "kubegate_requests_total")
     .filter((id) => id.includes('service="web"') && id.includes('port="http"'))
     .reduce((n, id) => n + (scrape.samples.get(id) ?? 0), 0);
 }
 
 /** One request on a new connection (so the kernel picks a worker for each). */
-const get = async (port: number): Promise<string> => (await fetch(`http://127.0.0.1:${port}/`, { headers: { connection: "close" } })).text();
+const get = async (port: number): Promise<string> => (await fetch(`http://127.0.0.1:${port}/`, once)).text();
 
 function backend(name: string) {
   const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response(name) });
@@ -188,7 +191,7 @@ describe("--workers 2 as processes", () => {
     await using _p = { [Symbol.asyncDispose]: async () => (proc.kill("SIGKILL"), void (await proc.exited)) };
     const pids = await waitFor(
       async () => {
-        const r = await fetch(`http://127.0.0.1:${admin}/api/status`);
+        const r = await fetch(`http://127.0.0.1:${admin}/api/status`, once);
         const w = ((await r.json()) as { workers?: WorkerView[] }).workers ?? [];
         return w.length === 2 && w.every((x) => x.ready && x.pid > 0) ? w.map((x) => x.pid) : undefined;
       },

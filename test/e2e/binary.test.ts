@@ -72,7 +72,7 @@ describe("dist/kubegate", () => {
     await using _child = { [Symbol.asyncDispose]: async () => void (child.kill("SIGKILL"), await child.exited) };
     const log = child.stdout.getReader();
     const started = JSON.parse(await lineMatching(log, /"kubegate started"/, 10_000)) as { healthz: string };
-    await lineMatching(log, /"Snapshot applied"/, 10_000);
+    await lineMatching(log, /"Ready: the first snapshot's listeners are bound"/, 10_000);
     expect((await fetch(`http://${started.healthz}/readyz`)).status).toBe(200);
 
     const backends = new Set<string>();
