@@ -59,6 +59,18 @@ if (isCheck) {
 
 let config: Config = parsed.config;
 const log = levelledLogger(config.logLevel);
+// File descriptors are a resource like memory: every listener and connection is one. Raise the soft limit to the
+// hard one (Bun and Deno already do as they start; this makes sure, and says what the limit is).
+const files = rt.raiseFileLimit();
+if (files !== undefined) {
+  log.info("File descriptor limit", {
+    soft: files.after.soft,
+    hard: files.after.hard,
+    before: files.before.soft,
+    open: rt.openFiles(),
+    ...(files.error !== undefined ? { error: files.error } : {}),
+  });
+}
 let gateway;
 try {
   gateway = await startGateway(config, { log });

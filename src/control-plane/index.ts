@@ -27,7 +27,9 @@ import { ModelStore } from "../model/store.ts";
 import type { ModelOptions, Snapshot } from "../model/types.ts";
 import { rt } from "../runtime/index.ts";
 import type { HttpServer } from "../runtime/types.ts";
-import { GatewayMetrics, ipFamiliesOf } from "../telemetry/metrics/index.ts";
+import { FileDescriptorMetrics, GatewayMetrics, ipFamiliesOf } from "../telemetry/metrics/index.ts";
+import { bindFailuresByReason } from "../listeners/bind-queue.ts";
+import { fileReserveAt } from "../listeners/file-reserve.ts";
 import type { TrafficMetrics } from "../telemetry/metrics/traffic.ts";
 import { bindFailureEvents } from "./bind-failure-events.ts";
 
@@ -111,6 +113,16 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
     ...(config.maxConnections > 0 ? { connections: () => dataPlane.connections() ?? { active: 0, refused: 0 } } : {}),
     onCollectError: (metric, err) => log.warn("Metrics view failed", { metric, error: String(err) }),
   });
+  metrics.registry.register(
+    new FileDescriptorMetrics({
+      files: () => {
+        const limit = rt.fileLimit();
+        return [{ open: rt.openFiles(), limit: limit?.soft, reserve: limit && fileReserveAt(limit) }];
+      },
+      // The listener states walk every listener: only while some fail (the common case at scale is none).
+      bindFailures: () => (dataPlane.counts().failed === 0 ? new Map() : bindFailuresByReason(dataPlane.listeners())),
+    }),
+  );
   // healthCheckNodePort servers answer with the proxy's health, not the node's eligibility (kube-proxy's IsHealthy).
   const serviceHealth = new ServiceHealthServers({ proxyHealthy: () => health.healthy().healthy && !health.shuttingDown, log });
   const events = client ? new EventRecorder({ client, nodeName: config.nodeName, log }) : undefined;

@@ -173,22 +173,61 @@ export class BindQueue<T> {
   }
 }
 
-const bindReasons: Readonly<Record<string, string>> = {
-  EADDRINUSE: "address already in use",
-  EADDRNOTAVAIL: "address not available on this host",
-  EACCES: "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)",
-  EPERM: "permission denied",
+/** What to do when the file descriptor limit stops a bind, said wherever it does (log, status, Event). */
+export const FILE_LIMIT_ADVICE = "raise the nofile limit (ulimit -n, systemd LimitNOFILE=, the container runtime's nofile ulimit) or narrow --nodeport-addresses";
+
+/** Why a bind failed, by errno code: the words for people, and the `reason` label of `kubegate_listener_bind_failures`. */
+const bindReasons: Readonly<Record<string, { readonly text: string; readonly label: string }>> = {
+  EADDRINUSE: { text: "address already in use", label: "address_in_use" },
+  EADDRNOTAVAIL: { text: "address not available on this host", label: "address_not_available" },
+  EACCES: { text: "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)", label: "permission_denied" },
+  EPERM: { text: "permission denied", label: "permission_denied" },
+  EMFILE: { text: `too many open files (EMFILE)`, label: "too_many_open_files" },
+  ENFILE: { text: "the system's file table is full (ENFILE): raise fs.file-max", label: "too_many_open_files" },
 };
 
+/** Bind failure reasons as `kubegate_listener_bind_failures` labels them; anything else is `other`. */
+export type BindFailureReason = "address_in_use" | "address_not_available" | "permission_denied" | "too_many_open_files" | "other";
+
 /**
- * Why a bind failed, for people: `address already in use` for EADDRINUSE, else the error's message
- * (a string is its own reason).
+ * An EMFILE bind error's reason: the limit and the reserve when the error carries them (see `FileReserve`), and
+ * what to do. Only the limit and reserve are named, not the open count, so the reason stays the same across
+ * retries (logged and reported once).
+ */
+function fileLimitReason(err: { limit?: unknown; reserve?: unknown }): string {
+  const limit = typeof err.limit === "number" ? err.limit : undefined;
+  const reserve = typeof err.reserve === "number" && err.reserve > 0 ? err.reserve : undefined;
+  const detail =
+    limit === undefined
+      ? ""
+      : reserve === undefined
+        ? `: the limit of ${limit} is reached`
+        : `: the limit is ${limit}, of which ${reserve} are kept for health, admin and the API watch`;
+  return `too many open files (EMFILE${detail}): ${FILE_LIMIT_ADVICE}`;
+}
+
+/**
+ * Why a bind failed, for people: `address already in use` for EADDRINUSE, `too many open files (EMFILE...)`
+ * and what to do for EMFILE, else the error's message (a string is its own reason).
  *
  * @example bindReason(Object.assign(new Error("listen EADDRINUSE"), { code: "EADDRINUSE" })) // "address already in use"
  */
 export function bindReason(err: unknown): string {
   const code = (err as { code?: unknown } | null)?.code;
-  return (typeof code === "string" ? bindReasons[code] : undefined) ?? (err instanceof Error ? err.message : String(err));
+  if (code === "EMFILE") return fileLimitReason(err as { limit?: unknown; reserve?: unknown });
+  return (typeof code === "string" ? bindReasons[code]?.text : undefined) ?? (err instanceof Error ? err.message : String(err));
+}
+
+/**
+ * The `reason` label of a bind error message made by {@link bindErrorMessage} (the listener states carry the
+ * message only, across processes too).
+ *
+ * @example bindFailureReason('Cannot bind listener "ns/web:http" on 127.0.0.1:30080: address already in use') // "address_in_use"
+ */
+export function bindFailureReason(message: string): BindFailureReason {
+  if (message.includes("too many open files (EMFILE") || message.includes("(ENFILE)")) return "too_many_open_files";
+  for (const { text, label } of Object.values(bindReasons)) if (message.endsWith(`: ${text}`)) return label as BindFailureReason;
+  return "other";
 }
 
 /**
@@ -200,4 +239,24 @@ export function bindReason(err: unknown): string {
  */
 export function bindErrorMessage(action: string, address: string, port: number, err: unknown): string {
   return `${action} on ${hostPort(address, port)}: ${bindReason(err)}`;
+}
+
+/**
+ * Listeners that are not bound, counted by {@link bindFailureReason} (for `kubegate_listener_bind_failures`),
+ * from the listener states of the data plane (`DataPlane.listeners()`).
+ *
+ * @example bindFailuresByReason(dataPlane.listeners()).get("too_many_open_files") // 181
+ */
+export function bindFailuresByReason(
+  entrypoints: Iterable<{ readonly listeners: readonly { readonly bound: boolean; readonly error?: string | undefined }[] }>,
+): Map<BindFailureReason, number> {
+  const counts = new Map<BindFailureReason, number>();
+  for (const { listeners } of entrypoints) {
+    for (const l of listeners) {
+      if (l.bound || l.error === undefined) continue;
+      const reason = bindFailureReason(l.error);
+      counts.set(reason, (counts.get(reason) ?? 0) + 1);
+    }
+  }
+  return counts;
 }

@@ -10,6 +10,9 @@
  *   about `bindSliceMs` between which the event loop runs (the first snapshot at 10k Services; see
  *   {@link ListenerManager.settled}); a port that cannot be bound is an error on that entrypoint only
  *   (see {@link ListenerManager.status}), retried on the next apply and on a timer.
+ * - file-reserve.ts keeps file descriptors back from listeners (health, admin, the API watch and connections
+ *   need some): a bind past the soft limit minus the reserve fails with EMFILE and what to do, like one the
+ *   kernel refused.
  * - udp-binding.ts binds UDP entrypoints (asynchronously) with the UDP proxy's flow table.
  * - source-admission.ts runs loadBalancerSourceRanges where connections open and flows start.
  * - drain.ts retires listeners: stop accepting now, drain up to a grace period, close (UDP: at once).
@@ -27,6 +30,7 @@ import type { Runtime, TcpHandlers } from "../runtime/types.ts";
 import { BindQueue, bindErrorMessage } from "./bind-queue.ts";
 import { desiredListeners } from "./desired.ts";
 import { Drains } from "./drain.ts";
+import { DEFAULT_FILE_RESERVE, FileReserve } from "./file-reserve.ts";
 import { endpointsOnlyChanges, nextRoutes, planSlots } from "./reconcile.ts";
 import { type EntrypointListeners, type ListenerCounts, ListenerReport } from "./report.ts";
 import type { Slot, SlotProxy } from "./slot.ts";
@@ -72,6 +76,11 @@ export interface ListenerManagerOptions {
   readonly reusePort?: boolean | undefined;
   /** The UDP bind function (default: the current runtime's). */
   readonly bindUdp?: Runtime["bindUdp"] | undefined;
+  /**
+   * File descriptors kept from new listeners for health, admin, the API watch and accepted connections: a bind that
+   * would eat into them fails with EMFILE and what to do (default: {@link DEFAULT_FILE_RESERVE} of this process's).
+   */
+  readonly fileReserve?: FileReserve | undefined;
   /** At most one log line per entrypoint per this interval about refused sources, ms (default 10 s). */
   readonly refusedLogIntervalMs?: number | undefined;
 }
@@ -120,7 +129,8 @@ export class ListenerManager implements AsyncDisposable {
     this.#proxyOptions = options.proxyOptions ?? defaultProxyOptions;
     this.#drainGraceMs = options.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS;
     this.#log = options.log ?? silentLogger;
-    this.#listenTcp = options.listenTcp ?? rt.listenTcp;
+    const files = options.fileReserve ?? new FileReserve({ openFiles: rt.openFiles, fileLimit: rt.fileLimit });
+    this.#listenTcp = files.guard(options.listenTcp ?? rt.listenTcp) as Runtime["listenTcp"];
     this.#reusePort = options.reusePort ?? false;
     this.#drains = new Drains(this.#log);
     this.#report = new ListenerReport(this.#log);
@@ -149,7 +159,7 @@ export class ListenerManager implements AsyncDisposable {
     this.#udp = factories.udp && {
       factory: factories.udp,
       options: this.#proxyOptions,
-      bindUdp: options.bindUdp ?? rt.bindUdp,
+      bindUdp: files.guardAsync(options.bindUdp ?? rt.bindUdp),
       reusePort: options.reusePort ?? false,
       wanted: (slot) => !this.#closed && this.#slots.get(slot.key) === slot,
       route: (slot) => this.#routes.get(slot.entrypoint.key),

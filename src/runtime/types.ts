@@ -166,6 +166,24 @@ export interface ParentChannel {
   onDisconnect(handler: () => void): void;
 }
 
+/** The process's limit on open file descriptors (RLIMIT_NOFILE): every listener, connection and file is one. */
+export interface FileLimit {
+  /** The limit in force; an open, socket or accept past it fails with EMFILE. */
+  readonly soft: number;
+  /** The ceiling the soft limit may be raised to without privileges. */
+  readonly hard: number;
+}
+
+/** What {@link Runtime.raiseFileLimit} did. */
+export interface FileLimitRaise {
+  /** The limit before (Bun and Deno already raise the soft limit to the hard one as they start, so usually equal). */
+  readonly before: FileLimit;
+  /** The limit now. */
+  readonly after: FileLimit;
+  /** Why the soft limit could not be raised (it stays `before`). */
+  readonly error?: string | undefined;
+}
+
 export interface Runtime {
   readonly name: "bun" | "deno";
   /** An HTTP client with this TLS configuration. */
@@ -189,6 +207,15 @@ export interface Runtime {
   spawnChild(options: SpawnChildOptions): ChildProcess;
   /** The channel to the parent when this process was started by {@link spawnChild}; undefined otherwise. */
   parentChannel(): ParentChannel | undefined;
+  /** The file descriptor limit (RLIMIT_NOFILE); undefined where it cannot be read (not Linux, no permission). */
+  fileLimit(): FileLimit | undefined;
+  /**
+   * Raise the soft file descriptor limit to the hard one (`ulimit -n` from within), as nginx's
+   * `worker_rlimit_nofile` and Envoy's start scripts do; undefined where the limit cannot be read.
+   */
+  raiseFileLimit(): FileLimitRaise | undefined;
+  /** How many file descriptors this process has open now (`/proc/self/fd`); undefined where unknown. About 1 ms at 10k. */
+  openFiles(): number | undefined;
   /** The program that runs this process's scripts (`bun`, `deno`, or the compiled binary itself). */
   readonly execPath: string;
 }

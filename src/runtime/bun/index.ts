@@ -4,6 +4,7 @@ import { createHttpClient } from "./http.ts";
 import { serveHttp } from "./serve.ts";
 import { bindUdp, connectTcp, listenTcp } from "./net.ts";
 import { exit, env, onSignal, readTextFile, watchPath } from "./system.ts";
+import { fileLimit, openFiles, raiseFileLimit } from "./files.ts";
 import { execPath, parentChannel, spawnChild } from "./process.ts";
 
 export const bunRuntime: Runtime = {
@@ -18,6 +19,9 @@ export const bunRuntime: Runtime = {
   onSignal,
   env,
   exit,
+  fileLimit,
+  raiseFileLimit,
+  openFiles,
   spawnChild,
   parentChannel,
   execPath,

@@ -18,6 +18,8 @@ import type {
 } from "../types.ts";
 import { withConnectTimeout } from "../connect-timeout.ts";
 import { createSocket } from "node:dgram";
+import { asEmfile, atFileLimit } from "../file-limit.ts";
+import { fileLimit, openFiles } from "./files.ts";
 
 type BunHandlers = Bun.SocketHandler<unknown, "buffer">;
 
@@ -175,16 +177,31 @@ function listenerHandlers<T>(h: TcpHandlers<T>): BunHandlers {
   return b;
 }
 
+/**
+ * A bind error with its cause named: Bun 1.4 gives EADDRINUSE and EADDRNOTAVAIL a `code`, but a listen that
+ * failed for want of a file descriptor only as "Failed to listen at <host>". Such an error is EMFILE when the
+ * process holds (nearly) every descriptor its limit allows at that moment.
+ */
+function bindError(err: unknown): unknown {
+  if ((err as { code?: unknown } | null)?.code !== undefined) return err;
+  return atFileLimit(openFiles(), fileLimit()) ? asEmfile(err) : err;
+}
+
 export function listenTcp<T>(options: TcpListenOptions<T>): TcpListener<T> {
   const listener = new BunTcpListener(options.handlers);
-  const server = Bun.listen<unknown>({
-    hostname: options.hostname,
-    port: options.port,
-    allowHalfOpen: true,
-    ...(options.reusePort ? { reusePort: true } : {}),
-    data: listener,
-    socket: listenerHandlers(options.handlers) as Bun.SocketHandler<unknown>,
-  } as Bun.TCPSocketListenOptions<unknown>);
+  let server: Bun.TCPSocketListener<unknown>;
+  try {
+    server = Bun.listen<unknown>({
+      hostname: options.hostname,
+      port: options.port,
+      allowHalfOpen: true,
+      ...(options.reusePort ? { reusePort: true } : {}),
+      data: listener,
+      socket: listenerHandlers(options.handlers) as Bun.SocketHandler<unknown>,
+    } as Bun.TCPSocketListenOptions<unknown>);
+  } catch (err) {
+    throw bindError(err);
+  }
   listener.server = server;
   listener.port = server.port;
   return listener;

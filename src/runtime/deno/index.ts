@@ -4,6 +4,7 @@ import { createHttpClient } from "./http.ts";
 import { serveHttp } from "./serve.ts";
 import { bindUdp, connectTcp, listenTcp } from "./net.ts";
 import { exit, env, onSignal, readTextFile, watchPath } from "./system.ts";
+import { fileLimit, openFiles, raiseFileLimit } from "./files.ts";
 
 export const denoRuntime: Runtime = {
   name: "deno",
@@ -17,6 +18,9 @@ export const denoRuntime: Runtime = {
   onSignal,
   env,
   exit,
+  fileLimit,
+  raiseFileLimit,
+  openFiles,
   spawnChild() {
     throw new Error("Worker processes need Bun: on Deno kubegate runs one process (--workers 1)");
   },
