@@ -44,10 +44,14 @@ export interface WorkerReport {
   /** The highest snapshot version whose listeners are all bound (or failed). */
   readonly settledVersion: number;
   readonly counts: ListenerCounts;
-  readonly outliers: readonly OutlierStats[];
+  /** Service ports that have ejected endpoints; absent in a report sent because a snapshot settled (unchanged). */
+  readonly outliers?: readonly OutlierStats[] | undefined;
   readonly connections?: ConnectionCounts | undefined;
-  /** The per-Service traffic series changed since the last report (the first report: all of them). */
-  readonly traffic: TrafficDump;
+  /**
+   * The per-Service traffic series changed since the last dump (the first: all of them); absent in a report sent
+   * because a snapshot settled.
+   */
+  readonly traffic?: TrafficDump | undefined;
   /** Entrypoints whose listeners failed to bind (their states), so Events and admin see failures without a query. */
   readonly failed: readonly EntrypointListeners[];
 }

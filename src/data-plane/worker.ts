@@ -12,6 +12,8 @@ import type { EntrypointListeners } from "./types.ts";
 
 /** How often a worker reports its counters when nothing else prompts it, ms. */
 export const REPORT_MS = 250;
+/** A settled snapshot is reported within this, ms (several settling meanwhile share one report). */
+export const SETTLE_REPORT_MS = 10;
 
 /** Run a worker on `channel` until the control plane drains it or goes away; resolves with the exit code. */
 export function runWorker(channel: ParentChannel, exit: (code: number) => void): void {
@@ -26,7 +28,8 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
   const queue: ToWorker[] = [];
   let starting: Promise<void> | undefined;
 
-  const report = () => {
+  /** Send a report: `full` (the periodic one) with outliers and traffic, else listener states only (cheap). */
+  const report = (full = true) => {
     if (!plane) return;
     const counts = plane.counts();
     const failed: EntrypointListeners[] = [];
@@ -38,12 +41,31 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
       pid: process.pid,
       settledVersion: settled,
       counts,
-      outliers: plane.outliers(),
       ...(connections ? { connections } : {}),
-      traffic: plane.trafficMetrics.dump(), // the only caller: each dump holds what changed since the last
       failed,
+      ...(full
+        ? {
+            // Only Service ports that have ejected (the node's metrics show only those), not one row per port.
+            outliers: plane.outliers().filter((o) => o.ejected > 0 || o.ejectionsTotal > 0),
+            traffic: plane.trafficMetrics.dump(), // the only caller: each dump holds what changed since the last
+          }
+        : {}),
     };
     send(message);
+  };
+
+  // Under endpoint churn snapshots settle many times a second: one report per SETTLE_REPORT_MS at most.
+  let pending: ReturnType<typeof setTimeout> | undefined;
+  let lastReport = 0;
+  const reportSoon = () => {
+    if (pending) return;
+    const wait = lastReport + SETTLE_REPORT_MS - performance.now();
+    if (wait <= 0) return void ((lastReport = performance.now()), report(false));
+    pending = setTimeout(() => {
+      pending = undefined;
+      lastReport = performance.now();
+      report(false);
+    }, wait);
   };
 
   const handle = async (m: ToWorker): Promise<void> => {
@@ -56,7 +78,7 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
         const version = snapshot.version;
         void plane!.settled().then(() => {
           if (version > settled) settled = version;
-          report();
+          reportSoon();
         });
         return;
       }
@@ -65,6 +87,7 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
         return;
       case "drain": {
         if (timer) clearInterval(timer);
+        if (pending) clearTimeout(pending);
         await plane!.drain(m.graceMs);
         await plane![Symbol.asyncDispose]();
         send({ type: "drained", worker });
@@ -88,7 +111,7 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
       starting = startDataPlane(m.settings, { log, worker }).then((p) => {
         plane = p;
         send({ type: "ready", worker, pid: process.pid, tracing: p.tracing });
-        timer = setInterval(report, REPORT_MS);
+        timer = setInterval(() => report(true), REPORT_MS);
         for (const q of queue.splice(0)) chain = chain.then(() => handle(q));
       });
       return;

@@ -203,7 +203,7 @@ export class WorkerPool implements DataPlane {
     const byCluster = new Map<string, { cluster: string; ejected: number; ejectionsTotal: number }>();
     for (const [cluster, ejectionsTotal] of this.#retiredEjections) byCluster.set(cluster, { cluster, ejected: 0, ejectionsTotal });
     for (const r of this.#reports()) {
-      for (const o of r.outliers) {
+      for (const o of r.outliers ?? []) {
         const acc = byCluster.get(o.cluster) ?? { cluster: o.cluster, ejected: 0, ejectionsTotal: 0 };
         acc.ejected = Math.max(acc.ejected, o.ejected);
         acc.ejectionsTotal += o.ejectionsTotal;
@@ -292,9 +292,10 @@ export class WorkerPool implements DataPlane {
         break;
       case "report": {
         const before = slot.report;
-        slot.report = m;
+        // A settle report leaves outliers and traffic as the last full report had them.
+        slot.report = m.outliers ? m : { ...m, outliers: before?.outliers ?? [] };
         if (failuresChanged(before, m)) for (const h of this.#listenersChanged) h();
-        if (!this.trafficMetrics.update(slot.index, m.traffic)) this.#log.warn("A worker's traffic report was out of order: dropped", { worker: slot.index });
+        if (m.traffic && !this.trafficMetrics.update(slot.index, m.traffic)) this.#log.warn("A worker's traffic report was out of order: dropped", { worker: slot.index });
         this.#checkSettled();
         break;
       }

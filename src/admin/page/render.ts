@@ -165,6 +165,38 @@ export function renderPage<N>(h: H<N>, s: PageState): N[] {
           s.controller.lastError ? h("span", { class: "err" }, ` · last error: ${s.controller.lastError}`) : null,
         )
       : null,
+    s.workers && s.workers.length
+      ? [
+          h("h3", null, "Data plane workers"),
+          table(
+            ["Worker", "#PID", "State", "#Restarts", "#Connections", "#Requests"],
+            [
+              ...s.workers.map((w) =>
+                h(
+                  "tr",
+                  null,
+                  h("td", null, String(w.worker)),
+                  h("td", { class: "n" }, String(w.pid)),
+                  h("td", null, w.ready ? badge("ok", "serving") : badge("warn", "starting")),
+                  h("td", { class: "n" }, num(w.restarts)),
+                  h("td", { class: "n" }, num(w.connections)),
+                  h("td", { class: "n" }, num(w.requests)),
+                ),
+              ),
+              h(
+                "tr",
+                null,
+                h("td", null, "total"),
+                h("td", null, ""),
+                h("td", null, `${s.workers.filter((w) => w.ready).length} of ${s.workers.length} serving`),
+                h("td", { class: "n" }, num(s.workers.reduce((n, w) => n + w.restarts, 0))),
+                h("td", { class: "n" }, num(s.workers.reduce((n, w) => n + w.connections, 0))),
+                h("td", { class: "n" }, num(s.workers.reduce((n, w) => n + w.requests, 0))),
+              ),
+            ],
+          ),
+        ]
+      : null,
     s.healthChecks && s.healthChecks.length
       ? [
           h("h3", null, "healthCheckNodePort servers"),

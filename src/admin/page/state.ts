@@ -81,6 +81,16 @@ export interface PageStateFile {
   readonly error?: string;
 }
 
+/** One data plane worker process (`--workers`). */
+export interface PageWorker {
+  readonly worker: number;
+  readonly pid: number;
+  readonly ready: boolean;
+  readonly restarts: number;
+  readonly connections: number;
+  readonly requests: number;
+}
+
 /** Bind state of one listener (an address:port of an entrypoint). */
 export interface PageListener {
   readonly address: string;
@@ -178,6 +188,8 @@ export interface PageState {
   /** With `--state-file`. */
   readonly state?: PageStateFile;
   readonly sources: readonly SyncStatus[];
+  /** The data plane's worker processes, when there are several. */
+  readonly workers?: readonly PageWorker[];
   readonly controller?: PageController;
   readonly healthChecks?: readonly PageHealthCheck[];
   readonly summary: {
@@ -209,6 +221,8 @@ export interface PageSource {
   sources(): readonly SyncStatus[];
   healthChecks?(): unknown;
   controller?(): unknown;
+  /** The data plane's worker processes (`--workers` > 1). */
+  workers?(): unknown;
   health?(): AdminHealth;
   state?(): AdminStateFile;
   traffic?(): readonly TrafficSample[];
@@ -335,6 +349,18 @@ function stateFileState(s: AdminStateFile): PageStateFile {
   };
 }
 
+function workersState(raw: unknown): PageWorker[] {
+  if (!Array.isArray(raw)) return [];
+  return raw.filter(isRecord).map((w) => ({
+    worker: Number(w.worker ?? 0),
+    pid: Number(w.pid ?? 0),
+    ready: w.ready === true,
+    restarts: Number(w.restarts ?? 0),
+    connections: Number(w.connections ?? 0),
+    requests: Number(w.requests ?? 0),
+  }));
+}
+
 function controllerState(raw: unknown): PageController | undefined {
   if (!isRecord(raw)) return undefined;
   return {
@@ -398,6 +424,7 @@ export function pageState(view: PageSource, query: PageQuery, options: PageState
       .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
   const controller = view.controller ? controllerState(view.controller()) : undefined;
+  const workers = view.workers ? workersState(view.workers()) : undefined;
   const healthChecks = view.healthChecks ? healthChecksState(view.healthChecks()) : undefined;
   const stateFile = view.state ? stateFileState(view.state()) : undefined;
   return {
@@ -410,6 +437,7 @@ export function pageState(view: PageSource, query: PageQuery, options: PageState
     ...(stateFile ? { state: stateFile } : {}),
     sources: view.sources(),
     ...(controller ? { controller } : {}),
+    ...(workers?.length ? { workers } : {}),
     ...(healthChecks?.length ? { healthChecks } : {}),
     summary: { entrypoints: all.length, failing, listeners: { bound, unbound }, endpoints, errors: errors.length },
     filter: { q: query.q, limit: query.limit, matched: matched.length },

@@ -47,6 +47,23 @@ function view(snapshot: Snapshot | undefined, extra: Partial<PageSource> = {}): 
 }
 
 describe("page state", () => {
+  test("the data plane's workers, each and in total, when there are several", () => {
+    const workers = [
+      { worker: 0, pid: 101, ready: true, restarts: 0, connections: 3, requests: 40 },
+      { worker: 1, pid: 102, ready: false, restarts: 2, connections: 0, requests: 7 },
+    ];
+    const s = pageState(view(snap([web()]), { workers: () => workers }), pageQuery(new URLSearchParams()));
+    expect(s.workers).toEqual(workers);
+    const html = toHtml(renderPage(hServer, s));
+    expect(html).toContain("Data plane workers");
+    expect(html).toContain("1 of 2 serving");
+    expect(html).toMatch(/>total<.*>2<.*>3<.*>47</s);
+    // One process: no workers section.
+    const single = pageState(view(snap([web()])), pageQuery(new URLSearchParams()));
+    expect(single.workers).toBeUndefined();
+    expect(toHtml(renderPage(hServer, single))).not.toContain("Data plane workers");
+  });
+
   test("the balancing algorithm and endpoints ejected by outlier detection, from the balancer's description", () => {
     const until = Date.UTC(2026, 10, 25, 12, 30, 5);
     const balancing = (key: string) =>
