@@ -89,3 +89,28 @@ export function asEmfile(err: unknown): unknown {
   if (err instanceof Error) return Object.assign(err, { code: "EMFILE", errno: 24 });
   return err;
 }
+
+/**
+ * `fileLimit` and `raiseFileLimit` of a runtime from its two ways of reading the limit: libc (`openLibc`, null when
+ * it cannot be loaded) and `/proc/self/limits` (`procLimit`). `noLibc` says why the limit could not be raised.
+ */
+export function fileLimitCalls(
+  openLibc: () => RlimitCalls | null,
+  procLimit: () => FileLimit | undefined,
+  noLibc: string,
+): { fileLimit(): FileLimit | undefined; raiseFileLimit(): FileLimitRaise | undefined } {
+  return {
+    /** RLIMIT_NOFILE through libc, else from `/proc/self/limits`; undefined when neither can be read. */
+    fileLimit() {
+      const c = openLibc();
+      return (c === null ? undefined : getFileLimit(c)) ?? procLimit();
+    },
+    /** Raise the soft limit to the hard one through libc (without libc: the limit as it is, and why not). */
+    raiseFileLimit() {
+      const c = openLibc();
+      if (c !== null) return raiseFileLimitWith(c);
+      const limit = procLimit();
+      return limit && (limit.soft === limit.hard ? { before: limit, after: limit } : { before: limit, after: limit, error: noLibc });
+    },
+  };
+}

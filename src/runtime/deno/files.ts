@@ -4,8 +4,8 @@
  * descriptors counted in `/proc/self/fd`. Measured on Deno 2.9: Deno already raises the soft limit to the hard
  * one as it starts, so without FFI permission the limit is still read and nothing is lost.
  */
-import { countOpenFiles, getFileLimit, libcNames, parseProcLimits, raiseFileLimitWith, type RlimitCalls } from "../file-limit.ts";
-import type { FileLimit, FileLimitRaise } from "../types.ts";
+import { countOpenFiles, fileLimitCalls, libcNames, parseProcLimits, type RlimitCalls } from "../file-limit.ts";
+import type { FileLimit } from "../types.ts";
 
 interface DenoFfi {
   dlopen(
@@ -56,19 +56,7 @@ function procLimit(): FileLimit | undefined {
   }
 }
 
-/** RLIMIT_NOFILE through libc, else from `/proc/self/limits`; undefined when neither can be read. */
-export function fileLimit(): FileLimit | undefined {
-  const c = openLibc();
-  return (c === null ? undefined : getFileLimit(c)) ?? procLimit();
-}
-
-/** Raise the soft limit to the hard one through libc (without libc: the limit as it is, and why not). */
-export function raiseFileLimit(): FileLimitRaise | undefined {
-  const c = openLibc();
-  if (c !== null) return raiseFileLimitWith(c);
-  const limit = procLimit();
-  return limit && (limit.soft === limit.hard ? { before: limit, after: limit } : { before: limit, after: limit, error: "libc could not be loaded (Deno.dlopen needs --allow-ffi)" });
-}
+export const { fileLimit, raiseFileLimit } = fileLimitCalls(openLibc, procLimit, "libc could not be loaded (Deno.dlopen needs --allow-ffi)");
 
 /** Open descriptors of this process, from `/proc/self/fd` (the soft limit when even listing it fails with EMFILE). */
 export const openFiles = (): number | undefined =>
