@@ -173,6 +173,48 @@ describe("--workers 2", () => {
   });
 });
 
+describe("--workers 2: balancing agrees across workers", () => {
+  test("sessionAffinity ClientIP: a client whose connections land on both workers sticks to one endpoint", async () => {
+    const api = await startApiServer({ bookmarkIntervalMs: 500 });
+    await using _api = { [Symbol.asyncDispose]: () => api[Symbol.asyncDispose]() };
+    await using b1 = backend("one");
+    await using b2 = backend("two");
+    await using b3 = backend("three");
+    const nodePort = await freePort();
+    api.create({ apiVersion: "v1", kind: "Node", metadata: { name: "node-a" } });
+    api.create({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: "sticky", namespace: "w", labels: { "service.kubernetes.io/service-proxy-name": "kubegate" } },
+      spec: {
+        type: "NodePort",
+        sessionAffinity: "ClientIP",
+        ports: [{ name: "http", port: 80, targetPort: 8080, nodePort, appProtocol: "http" }],
+      },
+    });
+    for (const [i, b] of [b1, b2, b3].entries()) {
+      api.create({
+        apiVersion: "discovery.k8s.io/v1",
+        kind: "EndpointSlice",
+        metadata: { name: `sticky-${i}`, namespace: "w", labels: { "kubernetes.io/service-name": "sticky" } },
+        addressType: "IPv4",
+        ports: [{ name: "http", port: b.port, protocol: "TCP" }],
+        endpoints: [{ addresses: ["127.0.0.1"], conditions: { ready: true }, nodeName: "node-a" }],
+      });
+    }
+    await using gw = await startTestGateway(api, ["--workers", "2"]);
+    // Three endpoints share 127.0.0.1 with different ports: one client IP, so one endpoint for every connection.
+    await waitFor(async () => (await gw.snapshot())?.entrypoints.some((e) => e.service === "sticky" && e.cluster.serving.length === 3), { what: "three endpoints" });
+    const seen = new Set<string>();
+    for (let i = 0; i < 200; i++) {
+      seen.add(await get(nodePort));
+      if (i >= 20 && i % 10 === 0 && (await workersOf(gw)).every((w) => w.requests > 0)) break;
+    }
+    await waitFor(async () => (await workersOf(gw)).every((w) => w.requests > 0), { what: "requests served by both workers" });
+    expect(seen.size).toBe(1);
+  });
+});
+
 describe("--workers 2 as processes", () => {
   test("workers exit when their control plane dies (no stale routes served for ever)", async () => {
     const dir = await mkdtemp(join(tmpdir(), "kubegate-workers-"));
