@@ -1,7 +1,8 @@
 /**
  * N worker data planes in child processes, behind the one {@link DataPlane} interface the control plane drives.
  * Each worker binds every entrypoint with SO_REUSEPORT (the kernel spreads new connections over them) and gets the
- * same snapshots, as deltas (`protocol.ts`). A worker that exits is started again (after `RESTART_DELAY_MS`) and gets
+ * same snapshots, as deltas (`protocol.ts`). A worker that exits is started again (`RESTART_DELAY_MS`, backing off in a
+ * crash loop) and gets
  * the current snapshot whole; the others keep serving. Views are assembled from the workers' latest reports:
  * counters summed, listener states from the snapshot and the workers' failures.
  */
@@ -33,8 +34,13 @@ export function workerCommand(execPath: string, moduleUrl: string = import.meta.
   return [execPath, fileURLToPath(new URL("./worker-main.ts", moduleUrl))];
 }
 
-/** Pause before a worker that exited is started again, ms. */
+/**
+ * Pause before a worker that exited is started again, ms; doubled (up to `MAX_RESTART_DELAY_MS`) while workers keep
+ * exiting within `STABLE_MS` of their start, so a crash loop does not spin.
+ */
 export const RESTART_DELAY_MS = 200;
+export const MAX_RESTART_DELAY_MS = 5_000;
+const STABLE_MS = 10_000;
 
 
 export interface WorkerPoolOptions {
@@ -59,6 +65,10 @@ interface Slot {
   report: WorkerReport | undefined;
   /** Set when the worker answered a drain. */
   drained: boolean;
+  /** When the current process was started (performance.now()). */
+  startedAt: number;
+  /** The pause before the next start, ms. */
+  delay: number;
 }
 
 /** The data plane as N worker processes. */
@@ -85,7 +95,7 @@ export class WorkerPool implements DataPlane {
     this.#log = options.log ?? silentLogger;
     this.trafficMetrics = new NodeTrafficMetrics({ maxSeries: settings.maxTrafficSeries });
     for (let i = 0; i < options.workers; i++) {
-      const slot: Slot = { index: i, proc: undefined, ready: false, restarts: 0, report: undefined, drained: false };
+      const slot: Slot = { index: i, proc: undefined, ready: false, restarts: 0, report: undefined, drained: false, startedAt: 0, delay: RESTART_DELAY_MS };
       this.#slots.push(slot);
       this.#start(slot);
     }
@@ -258,6 +268,7 @@ export class WorkerPool implements DataPlane {
   #start(slot: Slot): void {
     const proc = this.#options.spawn({ cmd: this.#options.command, onMessage: (m) => this.#onMessage(slot, m as FromWorker) });
     slot.proc = proc;
+    slot.startedAt = performance.now();
     slot.ready = false;
     slot.report = undefined;
     this.#send(slot, { type: "start", worker: slot.index, settings: this.#settings });
@@ -270,12 +281,14 @@ export class WorkerPool implements DataPlane {
       for (const o of slot.report?.outliers ?? []) this.#retiredEjections.set(o.cluster, (this.#retiredEjections.get(o.cluster) ?? 0) + o.ejectionsTotal);
       slot.ready = false;
       if (this.#stopping) return;
-      this.#log.warn("A worker exited: starting it again", { worker: slot.index, pid: proc.pid, code });
+      const lived = performance.now() - slot.startedAt;
+      slot.delay = lived >= STABLE_MS ? RESTART_DELAY_MS : Math.min(MAX_RESTART_DELAY_MS, slot.restarts === 0 ? RESTART_DELAY_MS : slot.delay * 2);
+      this.#log.warn("A worker exited: starting it again", { worker: slot.index, pid: proc.pid, code, inMs: slot.delay });
       slot.restarts++;
       this.#checkSettled();
       setTimeout(() => {
         if (!this.#stopping) this.#start(slot);
-      }, RESTART_DELAY_MS);
+      }, slot.delay);
     });
   }
 
