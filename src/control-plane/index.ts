@@ -13,6 +13,7 @@ import type { Config } from "../config/flags.ts";
 import { hostAddresses } from "../config/host.ts";
 import { modelErrorEvents } from "../controller/model-events.ts";
 import { EventRecorder, type LbController, startLbController } from "../controller/index.ts";
+import { bindFailuresByReason, fileReserveAt } from "../data-plane/index.ts";
 import type { DataPlane } from "../data-plane/types.ts";
 import { ServiceHealthServers } from "../service-health/servers.ts";
 import { KubeClient } from "../kube/client.ts";
@@ -28,8 +29,6 @@ import type { ModelOptions, Snapshot } from "../model/types.ts";
 import { rt } from "../runtime/index.ts";
 import type { HttpServer } from "../runtime/types.ts";
 import { FileDescriptorMetrics, GatewayMetrics, ipFamiliesOf } from "../telemetry/metrics/index.ts";
-import { bindFailuresByReason } from "../listeners/bind-queue.ts";
-import { fileReserveAt } from "../listeners/file-reserve.ts";
 import type { TrafficMetrics } from "../telemetry/metrics/traffic.ts";
 import { bindFailureEvents } from "./bind-failure-events.ts";
 

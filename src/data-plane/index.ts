@@ -24,7 +24,13 @@ import { proxyOptions } from "./settings.ts";
 import type { DataPlane, DataPlaneSettings } from "./types.ts";
 
 export type * from "./types.ts";
+
+/** Writes to a pipe up to this size are atomic (POSIX PIPE_BUF on Linux). */
+const PIPE_BUF = 4096;
 export { dataPlaneSettings, proxyOptions, trustedPeers } from "./settings.ts";
+/** Pure readings of listener states, for the control plane's metrics (it reaches the data plane only through here). */
+export { bindFailuresByReason } from "../listeners/bind-queue.ts";
+export { fileReserveAt } from "../listeners/file-reserve.ts";
 
 export interface DataPlaneDeps {
   readonly log?: Logger | undefined;
@@ -51,7 +57,9 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
     serviceVersion: t.serviceVersion,
     onShutdownError: (e) => log.warn("Trace export failed on shutdown", { error: String(e) }),
   });
-  const accessLog = settings.accessLog ? new AccessLog(deps.worker !== undefined ? { worker: deps.worker } : {}) : undefined;
+  // Worker processes share the pod's stdout pipe: a write of at most PIPE_BUF (4 KiB) is atomic, so their batches
+  // never interleave inside a line (half of it: lengths count UTF-16 units, not bytes). One process batches more.
+  const accessLog = settings.accessLog ? new AccessLog(deps.worker !== undefined ? { worker: deps.worker, maxBufferBytes: PIPE_BUF / 2 } : {}) : undefined;
   const trafficMetrics = new TrafficMetrics({ maxSeries: settings.maxTrafficSeries });
   const telemetry: ProxyTelemetry = {
     traffic: (ep) => trafficMetrics.forEntrypoint(ep),

@@ -8,6 +8,8 @@
  * a {@link Snapshot.delta}, so its listeners do O(changed) work per change exactly as in process.
  */
 import type { LogLevel } from "../log.ts";
+import { entrypointByKey, mergeEntrypoints } from "../model/assemble.ts";
+import { compareKeys } from "../model/build.ts";
 import type { Entrypoint, EntrypointDelta, HealthCheckService, ModelError, NodeInfo, Snapshot } from "../model/types.ts";
 import type { TrafficDump } from "../telemetry/metrics/traffic.ts";
 import type { ConnectionCounts, DataPlaneSettings, EntrypointListeners, ListenerCounts, OutlierStats } from "./types.ts";
@@ -33,25 +35,27 @@ export type ToWorker =
   | SnapshotMessage
   | { readonly type: "closing" }
   | { readonly type: "drain"; readonly graceMs: number }
-  /** Ask for the listener states and balancing of these entrypoint keys (all: absent) in the next report. */
-  | { readonly type: "query"; readonly id: number; readonly what: "listeners" | "balancing"; readonly key?: string | undefined };
+  /** The last traffic dump did not follow the one before (a gap): the next one must be whole. */
+  | { readonly type: "resync" };
 
-/** What a worker reports about itself, periodically and after each change. */
+/** Listener totals a worker keeps as it binds (cheap to read, unlike connection counts). */
+export interface ListenerTally {
+  readonly bound: number;
+  readonly failed: number;
+  readonly draining: number;
+}
+
+/** What a worker reports about itself every `REPORT_MS`, and once more when it has drained. */
 export interface WorkerReport {
   readonly type: "report";
   readonly worker: number;
   readonly pid: number;
-  /** The highest snapshot version whose listeners are all bound (or failed). */
-  readonly settledVersion: number;
   readonly counts: ListenerCounts;
-  /** Service ports that have ejected endpoints; absent in a report sent because a snapshot settled (unchanged). */
-  readonly outliers?: readonly OutlierStats[] | undefined;
+  /** Service ports that have ejected endpoints. */
+  readonly outliers: readonly OutlierStats[];
   readonly connections?: ConnectionCounts | undefined;
-  /**
-   * The per-Service traffic series changed since the last dump (the first: all of them); absent in a report sent
-   * because a snapshot settled.
-   */
-  readonly traffic?: TrafficDump | undefined;
+  /** The per-Service traffic series changed since the last dump (the first, and after a resync: all of them). */
+  readonly traffic: TrafficDump;
   /** Entrypoints whose listeners failed to bind (their states), so Events and admin see failures without a query. */
   readonly failed: readonly EntrypointListeners[];
 }
@@ -60,8 +64,8 @@ export interface WorkerReport {
 export type FromWorker =
   | { readonly type: "ready"; readonly worker: number; readonly pid: number; readonly tracing: string }
   | WorkerReport
-  | { readonly type: "answer"; readonly id: number; readonly value: unknown }
-  | { readonly type: "drained"; readonly worker: number }
+  /** Every listener of snapshot `version` (and of those before it) is bound or has failed; the listener totals then. */
+  | { readonly type: "settled"; readonly worker: number; readonly version: number; readonly listeners: ListenerTally }
   /** A log line of the worker, written by the control plane's logger (the access log goes to stdout directly). */
   | { readonly type: "log"; readonly level: LogLevel; readonly msg: string; readonly fields?: Readonly<Record<string, unknown>> | undefined };
 
@@ -70,16 +74,21 @@ export type FromWorker =
  * relative to `sent`'s entrypoints, else the whole snapshot.
  */
 export function encodeSnapshot(sent: Snapshot | undefined, next: Snapshot): SnapshotMessage {
-  const common = { type: "snapshot", version: next.version, errors: next.errors, node: next.node, healthChecks: next.healthChecks } as const;
+  // A data plane reads only the entrypoints (and the node): the model's errors and the healthCheckNodePort servers
+  // stay with the control plane, which serves them.
+  const common = { type: "snapshot", version: next.version, errors: [], node: next.node } as const;
   const delta = next.delta;
   if (sent === undefined || delta === undefined || delta.base !== sent.entrypoints) {
     return { ...common, upserts: next.entrypoints, removes: [] };
   }
-  const byKey = new Map<string, Entrypoint>();
-  for (const ep of next.entrypoints) if (delta.changed.has(ep.key)) byKey.set(ep.key, ep);
+  const upserts: Entrypoint[] = [];
   const removes: string[] = [];
-  for (const key of delta.changed) if (!byKey.has(key)) removes.push(key);
-  return { ...common, base: sent.version, upserts: [...byKey.values()], removes };
+  for (const key of delta.changed) {
+    const ep = entrypointByKey(next.entrypoints, key); // binary search: O(changed x log n), not a pass over n
+    if (ep) upserts.push(ep);
+    else removes.push(key);
+  }
+  return { ...common, base: sent.version, upserts, removes };
 }
 
 /** Rebuilds snapshots from {@link SnapshotMessage}s, in a worker. */
@@ -100,26 +109,18 @@ export class SnapshotDecoder {
     let entrypoints: readonly Entrypoint[];
     let delta: EntrypointDelta | undefined;
     if (message.base === undefined) {
-      entrypoints = [...message.upserts].sort(byKey);
+      entrypoints = [...message.upserts].sort((a, b) => compareKeys(a.key, b.key));
     } else {
       if (prev === undefined || prev.version !== message.base) {
         throw new Error(`Snapshot ${message.version} is relative to version ${message.base}, but this worker has ${prev?.version ?? "none"}`);
       }
-      const changed = new Set<string>(message.removes);
-      const upserts = new Map<string, Entrypoint>();
-      for (const ep of message.upserts) {
-        upserts.set(ep.key, ep);
-        changed.add(ep.key);
-      }
-      // One pass over the sorted list (O(n + k log k), no sort of n): keep, replace or drop each entrypoint, then
-      // merge in the added ones.
-      const kept: Entrypoint[] = [];
-      for (const ep of prev.entrypoints) {
-        if (!changed.has(ep.key)) kept.push(ep);
-        else if (upserts.has(ep.key)) (kept.push(upserts.get(ep.key)!), upserts.delete(ep.key));
-      }
-      entrypoints = upserts.size === 0 ? kept : merge(kept, [...upserts.values()].sort(byKey));
-      delta = { base: prev.entrypoints, changed };
+      const changes = new Map<string, Entrypoint | null>();
+      for (const key of message.removes) changes.set(key, null);
+      for (const ep of message.upserts) changes.set(ep.key, ep);
+      // The model's own merge: O(changed x log n) for replacements, one pass when entrypoints come or go.
+      const merged = mergeEntrypoints(prev.entrypoints, changes);
+      entrypoints = merged.entrypoints;
+      delta = { base: prev.entrypoints, changed: merged.changed };
     }
     const snapshot: Snapshot = {
       version: message.version,
@@ -134,17 +135,3 @@ export class SnapshotDecoder {
   }
 }
 
-/** Two lists sorted by key, merged. */
-function merge(a: readonly Entrypoint[], b: readonly Entrypoint[]): Entrypoint[] {
-  const out: Entrypoint[] = [];
-  let i = 0;
-  let j = 0;
-  while (i < a.length && j < b.length) out.push(byKey(a[i]!, b[j]!) <= 0 ? a[i++]! : b[j++]!);
-  while (i < a.length) out.push(a[i++]!);
-  while (j < b.length) out.push(b[j++]!);
-  return out;
-}
-
-function byKey(a: Entrypoint, b: Entrypoint): number {
-  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
-}

@@ -91,10 +91,10 @@ export interface ConnectionCounts {
 /**
  * A data plane as the control plane drives it. Commands go in ({@link apply}, {@link closing}, {@link drain});
  * views come out as plain data. The in-process implementation is `index.ts`'s {@link startDataPlane}; one in a
- * worker process would send the same commands as messages and keep the last views it was sent.
+ * worker process (`workers.ts`) sends the same commands as messages and answers from the workers' last reports.
  */
 export interface DataPlane extends AsyncDisposable {
-  /** Serve this snapshot: bind, switch routes, drain removed listeners. `snapshot.delta` is an in-process shortcut only. */
+  /** Serve this snapshot: bind, switch routes, drain removed listeners. `snapshot.delta` (when set) makes it O(changed). */
   apply(snapshot: Snapshot): void;
   /** Resolves once the listeners of every applied snapshot have been bound (or have failed). */
   settled(): Promise<void>;

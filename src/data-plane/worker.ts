@@ -12,26 +12,27 @@ import type { EntrypointListeners } from "./types.ts";
 
 /** How often a worker reports its counters when nothing else prompts it, ms. */
 export const REPORT_MS = 250;
-/** A settled snapshot is reported within this, ms (several settling meanwhile share one report). */
+/** A settled snapshot is reported within this, ms (several settling meanwhile share one message). */
 export const SETTLE_REPORT_MS = 10;
 
-/** Run a worker on `channel` until the control plane drains it or goes away; resolves with the exit code. */
+/** Run a worker on `channel` until the control plane drains it or goes away. */
 export function runWorker(channel: ParentChannel, exit: (code: number) => void): void {
   const send = (m: FromWorker) => channel.send(m);
   const decoder = new SnapshotDecoder();
   let plane: LocalDataPlane | undefined;
   let worker = -1;
   const log: Logger = channelLogger(send);
-  let settled = 0;
   let timer: ReturnType<typeof setInterval> | undefined;
-  /** Messages that arrived while the data plane was starting. */
-  const queue: ToWorker[] = [];
-  let starting: Promise<void> | undefined;
+  /** The next traffic dump is whole (the first, and after the control plane asked for a resync). */
+  let fullDump = true;
+  /** Failed listeners in the last report: when a settled snapshot changes it, the report goes at once. */
+  let reportedFailed = 0;
 
-  /** Send a report: `full` (the periodic one) with outliers and traffic, else listener states only (cheap). */
-  const report = (full = true) => {
+  /** The periodic report: listener counts and failures, outliers of ejecting Service ports, changed traffic series. */
+  const report = () => {
     if (!plane) return;
     const counts = plane.counts();
+    reportedFailed = counts.failed;
     const failed: EntrypointListeners[] = [];
     if (counts.failed > 0) for (const e of plane.listeners()) if (e.listeners.some((l) => l.error)) failed.push(e);
     const connections = plane.connections();
@@ -39,33 +40,28 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
       type: "report",
       worker,
       pid: process.pid,
-      settledVersion: settled,
       counts,
       ...(connections ? { connections } : {}),
       failed,
-      ...(full
-        ? {
-            // Only Service ports that have ejected (the node's metrics show only those), not one row per port.
-            outliers: plane.outliers().filter((o) => o.ejected > 0 || o.ejectionsTotal > 0),
-            traffic: plane.trafficMetrics.dump(), // the only caller: each dump holds what changed since the last
-          }
-        : {}),
+      // Only Service ports that have ejected (the node's metrics show only those), not one row per port.
+      outliers: plane.outliers().filter((o) => o.ejected > 0 || o.ejectionsTotal > 0),
+      traffic: plane.trafficMetrics.dump({ full: fullDump }), // the only caller: a dump holds what changed since the last
     };
+    fullDump = false;
     send(message);
   };
 
-  // Under endpoint churn snapshots settle many times a second: one report per SETTLE_REPORT_MS at most.
+  // Under endpoint churn snapshots settle many times a second: one `settled` message per SETTLE_REPORT_MS at most.
+  let settled = 0;
+  let sentSettled = 0;
   let pending: ReturnType<typeof setTimeout> | undefined;
-  let lastReport = 0;
-  const reportSoon = () => {
-    if (pending) return;
-    const wait = lastReport + SETTLE_REPORT_MS - performance.now();
-    if (wait <= 0) return void ((lastReport = performance.now()), report(false));
-    pending = setTimeout(() => {
-      pending = undefined;
-      lastReport = performance.now();
-      report(false);
-    }, wait);
+  const sendSettled = () => {
+    pending = undefined;
+    // Bind failures that came or went with this snapshot go first (Events, admin), not with the next periodic report.
+    if (!plane) return;
+    const { bound, failed, draining } = plane.counts(); // these three are kept as listeners bind; no walk
+    if (failed !== reportedFailed) report();
+    if (settled > sentSettled) send({ type: "settled", worker, version: (sentSettled = settled), listeners: { bound, failed, draining } });
   };
 
   const handle = async (m: ToWorker): Promise<void> => {
@@ -78,25 +74,24 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
         const version = snapshot.version;
         void plane!.settled().then(() => {
           if (version > settled) settled = version;
-          reportSoon();
+          pending ??= setTimeout(sendSettled, SETTLE_REPORT_MS);
         });
         return;
       }
       case "closing":
         plane!.closing();
         return;
+      case "resync":
+        fullDump = true;
+        return;
       case "drain": {
+        // Reports go on while the connections finish, so the traffic of the drain is counted; one more at the end.
+        await plane!.drain(m.graceMs);
         if (timer) clearInterval(timer);
         if (pending) clearTimeout(pending);
-        await plane!.drain(m.graceMs);
+        report();
         await plane![Symbol.asyncDispose]();
-        send({ type: "drained", worker });
         exit(0);
-        return;
-      }
-      case "query": {
-        const value = m.what === "listeners" ? plane!.listeners() : m.key !== undefined ? plane!.balancing(m.key) : undefined;
-        send({ type: "answer", id: m.id, value: value ?? null });
         return;
       }
     }
@@ -104,26 +99,38 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
 
   // Messages are handled in order: a drain waits for the snapshot before it, a snapshot for the start.
   let chain = Promise.resolve();
+  const enqueue = (m: ToWorker) => {
+    chain = chain
+      .then(() => handle(m))
+      .catch((err: unknown) => {
+        log.error("Worker failed to handle a message from the control plane", { worker, type: m.type, error: String(err) });
+        exit(1);
+      });
+  };
+  /** Messages that arrived while the data plane was starting. */
+  const queue: ToWorker[] = [];
+  let starting = false;
   channel.onMessage((raw) => {
     const m = raw as ToWorker;
     if (m.type === "start" && !starting) {
+      starting = true;
       worker = m.worker;
-      starting = startDataPlane(m.settings, { log, worker }).then((p) => {
-        plane = p;
-        send({ type: "ready", worker, pid: process.pid, tracing: p.tracing });
-        timer = setInterval(() => report(true), REPORT_MS);
-        for (const q of queue.splice(0)) chain = chain.then(() => handle(q));
-      });
+      startDataPlane(m.settings, { log, worker }).then(
+        (p) => {
+          plane = p;
+          send({ type: "ready", worker, pid: process.pid, tracing: p.tracing });
+          timer = setInterval(report, REPORT_MS);
+          for (const q of queue.splice(0)) enqueue(q);
+        },
+        (err: unknown) => {
+          log.error("Worker failed to start its data plane", { worker, error: String(err) });
+          exit(1);
+        },
+      );
       return;
     }
-    if (!plane) {
-      queue.push(m);
-      return;
-    }
-    chain = chain.then(() => handle(m)).catch((err: unknown) => {
-      log.error("Worker failed to handle a message from the control plane", { worker, type: m.type, error: String(err) });
-      exit(1);
-    });
+    if (plane) enqueue(m);
+    else queue.push(m);
   });
   channel.onDisconnect(() => {
     log.warn("The control plane went away: the worker stops serving and exits", { worker });

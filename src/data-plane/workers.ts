@@ -8,11 +8,13 @@
  */
 import { fileURLToPath } from "node:url";
 import { desiredListeners } from "../listeners/desired.ts";
+import { entrypointByKey } from "../model/assemble.ts";
+import { configuredBalancing } from "../routes/builder.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import type { Snapshot } from "../model/types.ts";
 import type { ChildProcess, Runtime } from "../runtime/types.ts";
 import { NodeTrafficMetrics } from "../telemetry/metrics/node-traffic.ts";
-import { encodeSnapshot, type FromWorker, type ToWorker, type WorkerReport } from "./protocol.ts";
+import { encodeSnapshot, type FromWorker, type ListenerTally, type ToWorker, type WorkerReport } from "./protocol.ts";
 import type {
   BalancingInfo,
   ConnectionCounts,
@@ -63,8 +65,12 @@ interface Slot {
   ready: boolean;
   restarts: number;
   report: WorkerReport | undefined;
-  /** Set when the worker answered a drain. */
-  drained: boolean;
+  /** The highest snapshot version the current process has settled. */
+  settledVersion: number;
+  /** Its listener totals, from its latest `settled` message or report. */
+  tally: ListenerTally | undefined;
+  /** The pending restart. */
+  restart: ReturnType<typeof setTimeout> | undefined;
   /** When the current process was started (performance.now()). */
   startedAt: number;
   /** The pause before the next start, ms. */
@@ -95,7 +101,7 @@ export class WorkerPool implements DataPlane {
     this.#log = options.log ?? silentLogger;
     this.trafficMetrics = new NodeTrafficMetrics({ maxSeries: settings.maxTrafficSeries });
     for (let i = 0; i < options.workers; i++) {
-      const slot: Slot = { index: i, proc: undefined, ready: false, restarts: 0, report: undefined, drained: false, startedAt: 0, delay: RESTART_DELAY_MS };
+      const slot: Slot = { index: i, proc: undefined, ready: false, restarts: 0, report: undefined, settledVersion: 0, tally: undefined, restart: undefined, startedAt: 0, delay: RESTART_DELAY_MS };
       this.#slots.push(slot);
       this.#start(slot);
     }
@@ -133,6 +139,7 @@ export class WorkerPool implements DataPlane {
 
   async drain(graceMs: number): Promise<void> {
     this.#stopping = true;
+    for (const slot of this.#slots) if (slot.restart) clearTimeout(slot.restart);
     const exits = this.#slots.map((slot) => slot.proc?.exited ?? Promise.resolve(0));
     for (const slot of this.#slots) if (slot.proc) this.#send(slot, { type: "drain", graceMs });
     // A worker that does not finish within the grace period (plus time to exit) is killed.
@@ -165,19 +172,21 @@ export class WorkerPool implements DataPlane {
   }
 
   counts(): ListenerCounts {
+    const tallies: ListenerTally[] = [];
+    for (const slot of this.#slots) if (slot.proc && slot.tally) tallies.push(slot.tally);
     const reports = this.#reports();
-    const first = reports[0]?.counts;
     const sum = (f: (c: ListenerCounts) => number) => reports.reduce((n, r) => n + f(r.counts), 0);
     return {
-      // Every worker binds every listener: one worker's count is the node's.
-      bound: first?.bound ?? 0,
-      failed: Math.max(0, ...reports.map((r) => r.counts.failed)),
-      draining: Math.max(0, ...reports.map((r) => r.counts.draining)),
+      // Every worker binds every listener: one worker's count is the node's (the fewest, while one is catching up).
+      bound: tallies.length ? Math.min(...tallies.map((t) => t.bound)) : 0,
+      failed: Math.max(0, ...tallies.map((t) => t.failed)),
+      draining: Math.max(0, ...tallies.map((t) => t.draining)),
       connections: sum((c) => c.connections),
       flows: sum((c) => c.flows),
       refused: sum((c) => c.refused),
     };
   }
+
 
   /**
    * How an entrypoint balances, as configured (algorithm, hash key, slow start). The state each worker keeps for
@@ -185,26 +194,10 @@ export class WorkerPool implements DataPlane {
    * {@link outliers}.
    */
   balancing(key: string): BalancingInfo | undefined {
-    const ep = this.#entrypoint(key);
+    const ep = this.#current && entrypointByKey(this.#current.entrypoints, key);
     if (!ep) return undefined;
-    const { policy, externalName } = ep;
-    const algorithm = externalName ? "round-robin" : (policy?.balancer ?? this.#settings.defaultBalancer);
-    const hashing = algorithm === "ring-hash" || algorithm === "maglev";
-    const slowStartMs = !hashing && !externalName ? (policy?.slowStartMs ?? 0) : 0;
-    return {
-      algorithm,
-      ...(hashing ? { hashOn: policy?.hashOn ?? { source: "client-ip" as const } } : {}),
-      ...(slowStartMs > 0 ? { slowStartMs } : {}),
-    };
-  }
-
-  #byKey: { snapshot: Snapshot; map: Map<string, Snapshot["entrypoints"][number]> } | undefined;
-
-  #entrypoint(key: string): Snapshot["entrypoints"][number] | undefined {
-    const snapshot = this.#current;
-    if (!snapshot) return undefined;
-    if (this.#byKey?.snapshot !== snapshot) this.#byKey = { snapshot, map: new Map(snapshot.entrypoints.map((e) => [e.key, e])) };
-    return this.#byKey.map.get(key);
+    // As RouteBuilder.algorithm: ExternalName targets are balanced round robin over their resolved addresses.
+    return configuredBalancing(ep, ep.externalName ? "round-robin" : (ep.policy?.balancer ?? this.#settings.defaultBalancer));
   }
 
   outliers(): readonly OutlierStats[] {
@@ -260,17 +253,26 @@ export class WorkerPool implements DataPlane {
     return out;
   }
 
-  /** Whether every live worker has settled `version`. */
+  /** Whether every live worker has settled `version`, and at least one is live (all down: nothing is served). */
   #settledAt(version: number): boolean {
-    return this.#slots.every((s) => !s.proc || (s.ready && (s.report?.settledVersion ?? 0) >= version));
+    return this.#slots.some((s) => s.proc && s.ready) && this.#slots.every((s) => !s.proc || (s.ready && s.settledVersion >= version));
   }
 
   #start(slot: Slot): void {
-    const proc = this.#options.spawn({ cmd: this.#options.command, onMessage: (m) => this.#onMessage(slot, m as FromWorker) });
+    slot.restart = undefined;
+    // Messages are bound to this process: a late one from the process before it is ignored.
+    const proc: ChildProcess = this.#options.spawn({
+      cmd: this.#options.command,
+      onMessage: (m) => {
+        if (slot.proc === proc) this.#onMessage(slot, m as FromWorker);
+      },
+    });
     slot.proc = proc;
     slot.startedAt = performance.now();
     slot.ready = false;
     slot.report = undefined;
+    slot.settledVersion = 0;
+    slot.tally = undefined;
     this.#send(slot, { type: "start", worker: slot.index, settings: this.#settings });
     if (this.#current) this.#send(slot, encodeSnapshot(undefined, this.#current));
     if (this.#closing) this.#send(slot, { type: "closing" });
@@ -279,6 +281,9 @@ export class WorkerPool implements DataPlane {
       slot.proc = undefined;
       this.trafficMetrics.remove(slot.index);
       for (const o of slot.report?.outliers ?? []) this.#retiredEjections.set(o.cluster, (this.#retiredEjections.get(o.cluster) ?? 0) + o.ejectionsTotal);
+      // Its counts leave the node's views now (its ejections were kept just above).
+      slot.report = undefined;
+      slot.tally = undefined;
       slot.ready = false;
       if (this.#stopping) return;
       const lived = performance.now() - slot.startedAt;
@@ -286,7 +291,7 @@ export class WorkerPool implements DataPlane {
       this.#log.warn("A worker exited: starting it again", { worker: slot.index, pid: proc.pid, code, inMs: slot.delay });
       slot.restarts++;
       this.#checkSettled();
-      setTimeout(() => {
+      slot.restart = setTimeout(() => {
         if (!this.#stopping) this.#start(slot);
       }, slot.delay);
     });
@@ -303,20 +308,23 @@ export class WorkerPool implements DataPlane {
         this.tracing = m.tracing;
         this.#log.info("Worker started", { worker: slot.index, pid: m.pid });
         break;
-      case "report": {
-        const before = slot.report;
-        // A settle report leaves outliers and traffic as the last full report had them.
-        slot.report = m.outliers ? m : { ...m, outliers: before?.outliers ?? [] };
-        if (failuresChanged(before, m)) for (const h of this.#listenersChanged) h();
-        if (m.traffic && !this.trafficMetrics.update(slot.index, m.traffic)) this.#log.warn("A worker's traffic report was out of order: dropped", { worker: slot.index });
+      case "settled":
+        slot.settledVersion = Math.max(slot.settledVersion, m.version);
+        slot.tally = m.listeners;
         this.#checkSettled();
         break;
+      case "report": {
+        const before = slot.report;
+        slot.report = m;
+        slot.tally = m.counts;
+        if (failuresChanged(before, m)) for (const h of this.#listenersChanged) h();
+        if (!this.trafficMetrics.update(slot.index, m.traffic)) {
+          // A dump that does not follow the last one (it cannot happen on an ordered channel): ask for a whole one.
+          this.#log.warn("A worker's traffic dump did not follow the last one: asking for a whole one", { worker: slot.index });
+          this.#send(slot, { type: "resync" });
+        }
+        break;
       }
-      case "drained":
-        slot.drained = true;
-        break;
-      case "answer":
-        break;
       case "log":
         this.#log[m.level](m.msg, { worker: slot.index, ...m.fields });
         break;

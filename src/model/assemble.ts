@@ -106,7 +106,7 @@ function mergeHealthChecks(
  * The previous entrypoints with `changed` applied (null = removed), sorted by key (`prev` itself when
  * nothing differs), and exactly the keys whose entrypoint object differs between the two lists.
  */
-function mergeEntrypoints(
+export function mergeEntrypoints(
   prev: readonly Entrypoint[],
   changed: ReadonlyMap<string, Entrypoint | null>,
 ): { entrypoints: readonly Entrypoint[]; changed: ReadonlySet<string> } {

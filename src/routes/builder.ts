@@ -152,17 +152,12 @@ export class RouteBuilder implements Disposable {
     const route = this.#routes.get(key);
     if (route === undefined) return undefined;
     const entrypoint = route.entrypoint;
-    const { sessionAffinity: aff, externalName: ext, policy } = entrypoint;
+    const { sessionAffinity: aff, externalName: ext } = entrypoint;
     const table = aff?.mode === "ClientIP" ? this.#tables.get(entrypoint.name) : undefined;
     const lease = this.#leases.get(key);
-    const algorithm = this.algorithm(entrypoint);
-    const hashing = isConsistentHash(algorithm);
-    const slowStartMs = !hashing && ext === undefined ? (policy?.slowStartMs ?? 0) : 0;
     const state = this.#outlier !== undefined ? this.#clusters.get(entrypoint.name) : undefined;
     return {
-      algorithm,
-      ...(hashing ? { hashOn: policy?.hashOn ?? { source: "client-ip" as const } } : {}),
-      ...(slowStartMs > 0 ? { slowStartMs } : {}),
+      ...configuredBalancing(entrypoint, this.algorithm(entrypoint)),
       ...(aff !== undefined && table !== undefined ? { affinity: { mode: "ClientIP" as const, timeoutSeconds: aff.timeoutSeconds, clients: table.size } } : {}),
       ...(route.cookie !== undefined ? { cookie: { ...route.cookie.settings } } : {}),
       ...(ext !== undefined ? { externalName: { ...(lease?.status() ?? { hostname: ext.hostname, addresses: [] }), port: ext.port } } : {}),
@@ -256,4 +251,20 @@ export class RouteBuilder implements Disposable {
     this.#leases.set(key, lease);
     return lease;
   }
+}
+
+/**
+ * What an entrypoint's balancing is configured to be, given its `algorithm` (see {@link RouteBuilder.algorithm}): the
+ * algorithm, the hash key of consistent hashing, and the slow-start window where it applies. The part of
+ * {@link BalancingInfo} that needs no balancer state (a data plane in other processes describes it from the snapshot).
+ */
+export function configuredBalancing(entrypoint: Entrypoint, algorithm: BalancerAlgorithm): Pick<BalancingInfo, "algorithm" | "hashOn" | "slowStartMs"> {
+  const { policy, externalName } = entrypoint;
+  const hashing = isConsistentHash(algorithm);
+  const slowStartMs = !hashing && externalName === undefined ? (policy?.slowStartMs ?? 0) : 0;
+  return {
+    algorithm,
+    ...(hashing ? { hashOn: policy?.hashOn ?? { source: "client-ip" as const } } : {}),
+    ...(slowStartMs > 0 ? { slowStartMs } : {}),
+  };
 }

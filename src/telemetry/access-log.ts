@@ -124,8 +124,10 @@ export class AccessLog {
   }
 
   #push(line: string): void {
+    // A batch stays within the bound (each write at most `maxBufferBytes` plus one line that alone is longer).
+    if (this.#lines.length > 0 && this.#size + line.length + 1 > this.#max) this.flush();
     this.#lines.push(line);
-    this.#size += line.length;
+    this.#size += line.length + 1;
     if (this.#size >= this.#max) this.flush();
     else if (this.#timer === undefined) {
       this.#timer = setTimeout(() => {

@@ -48,6 +48,18 @@ describe("AccessLog", () => {
     expect(lines[0]!.time).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
   });
 
+  test("no write is larger than maxBufferBytes (with its newline), so workers' writes to one pipe stay whole lines", () => {
+    const batches: string[] = [];
+    const log = new AccessLog({ write: (b) => void batches.push(b), flushMs: 60_000, maxBufferBytes: 2048 });
+    for (let i = 0; i < 200; i++) {
+      log.http({ entrypoint: "ns/s:p", client: "c", endpoint: "e", method: "GET", path: `/${"x".repeat(i % 97)}`, status: 200, bytesIn: 1, bytesOut: 2, durationMs: 1, error: "", traceId: "" });
+    }
+    log.close();
+    expect(batches.length).toBeGreaterThan(10);
+    for (const b of batches) expect(b.length + 1).toBeLessThanOrEqual(2048);
+    expect(batches.flatMap((b) => b.split("\n"))).toHaveLength(200);
+  });
+
   test("with a worker, every line names it right after msg; without one, lines have no worker field", () => {
     const http = { entrypoint: "ns/s:p", client: "c", endpoint: "e", method: "GET", path: "/", status: 200, bytesIn: 1, bytesOut: 2, durationMs: 0.25, error: "", traceId: "" };
     const stream = { protocol: "udp", entrypoint: "ns/s:53", client: "c", endpoint: "e", bytesIn: 1, bytesOut: 2, durationMs: 1, close: "idle_timeout", traceId: "" } as const;

@@ -62,7 +62,7 @@ export class FileDescriptorMetrics implements Collector {
     const N = FileDescriptorMetricNames;
     out.family(
       N.files,
-      "File descriptors of the process (worker: of that worker process): open now, the soft limit (RLIMIT_NOFILE), and the reserve kept from new listeners for health, admin and the API watch.",
+      "File descriptors of the gateway's process (with a worker label: of that worker process, when reported): open now, the soft limit (RLIMIT_NOFILE), and the reserve kept from new listeners for health, admin and the API watch.",
       "gauge",
     );
     const files = [...this.#files()].sort((a, b) => (a.worker ?? -1) - (b.worker ?? -1));

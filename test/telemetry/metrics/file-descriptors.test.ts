@@ -20,7 +20,7 @@ test("the scrape: the process's descriptors, each worker's, and bind failures by
   );
   expect(registry.expose()).toBe(
     [
-      "# HELP kubegate_file_descriptors File descriptors of the process (worker: of that worker process): open now, the soft limit (RLIMIT_NOFILE), and the reserve kept from new listeners for health, admin and the API watch.",
+      "# HELP kubegate_file_descriptors File descriptors of the gateway's process (with a worker label: of that worker process, when reported): open now, the soft limit (RLIMIT_NOFILE), and the reserve kept from new listeners for health, admin and the API watch.",
       "# TYPE kubegate_file_descriptors gauge",
       'kubegate_file_descriptors{kind="open"} 31',
       'kubegate_file_descriptors{kind="limit"} 300',
