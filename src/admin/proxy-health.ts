@@ -24,6 +24,7 @@ export class HealthState {
   #ready = false;
   #shuttingDown = false;
   #bound = true;
+  #serving: () => boolean = () => true;
 
   constructor(
     readonly healthTimeoutMs = 60_000,
@@ -69,9 +70,23 @@ export class HealthState {
     this.#bound = true;
   }
 
-  /** `/readyz`: the first snapshot is live, its listeners are bound, and the gateway is not shutting down. */
+  /**
+   * Whether anything serves traffic now (worker processes: at least one is up), read at each probe. While it says
+   * no, `/healthz` and `/readyz` answer 503 so load balancers and the kubelet send elsewhere; `/livez` is unchanged
+   * (the gateway is alive and restarting its workers).
+   */
+  servingWhen(serving: () => boolean): void {
+    this.#serving = serving;
+  }
+
+  /** See {@link servingWhen}. */
+  get serving(): boolean {
+    return this.#serving();
+  }
+
+  /** `/readyz`: the first snapshot is live, its listeners are bound, something serves, and not shutting down. */
   get ready(): boolean {
-    return this.#ready && this.#bound && !this.#shuttingDown;
+    return this.#ready && this.#bound && !this.#shuttingDown && this.#serving();
   }
 
   get nodeEligible(): boolean {
@@ -111,7 +126,7 @@ export function healthApp(state: HealthState, counts: HealthCounts = { healthz: 
   const app = new Hono();
   app.get("/healthz", () => {
     const h = state.healthy();
-    const ok = h.healthy && state.nodeEligible && !state.shuttingDown;
+    const ok = h.healthy && state.nodeEligible && !state.shuttingDown && state.serving;
     const lastUpdated = ok ? h.currentTime : h.lastUpdated;
     count("healthz", ok ? 200 : 503);
     return new Response(
@@ -131,7 +146,10 @@ export function healthApp(state: HealthState, counts: HealthCounts = { healthz: 
   app.get("/readyz", () =>
     state.ready
       ? new Response("ok\n", { status: 200, headers: { "Content-Type": "text/plain" } })
-      : new Response(state.shuttingDown ? "shutting down\n" : "waiting for the first snapshot\n", { status: 503, headers: { "Content-Type": "text/plain" } }),
+      : new Response(
+          state.shuttingDown ? "shutting down\n" : !state.serving ? "no data plane worker is serving\n" : "waiting for the first snapshot\n",
+          { status: 503, headers: { "Content-Type": "text/plain" } },
+        ),
   );
   return app;
 }

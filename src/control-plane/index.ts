@@ -123,7 +123,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
     }),
   );
   // healthCheckNodePort servers answer with the proxy's health, not the node's eligibility (kube-proxy's IsHealthy).
-  const serviceHealth = new ServiceHealthServers({ proxyHealthy: () => health.healthy().healthy && !health.shuttingDown, log });
+  const serviceHealth = new ServiceHealthServers({ proxyHealthy: () => health.healthy().healthy && !health.shuttingDown && health.serving, log });
   const events = client ? new EventRecorder({ client, nodeName: config.nodeName, log }) : undefined;
   const reportBindFailures = events ? bindFailureEvents(events, dataPlane, serviceHealth) : () => {};
   const reportModelErrors = events ? modelErrorEvents(events) : () => {};
@@ -137,6 +137,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
   let firstApplied = false;
   let reported = new Set<string>();
   health.awaitListeners();
+  if (dataPlane.serving) health.servingWhen(() => dataPlane.serving!());
 
   const store = new ModelStore(model, {
     onSettled(buildMs) {

@@ -122,6 +122,8 @@ export interface DataPlane extends AsyncDisposable {
    * processes); in process they are known when `apply` returns, and this is absent.
    */
   onListenersChanged?(handler: () => void): void;
+  /** Whether anything serves now (worker processes: at least one is up); absent: always (in process). */
+  serving?(): boolean;
 }
 
 /** One worker as the control plane sees it (admin `/api/status`). */

@@ -227,6 +227,10 @@ export class WorkerPool implements DataPlane {
   }
 
 
+  serving(): boolean {
+    return this.#slots.some((s) => s.proc !== undefined && s.ready);
+  }
+
   onListenersChanged(handler: () => void): void {
     this.#listenersChanged.push(handler);
   }

@@ -102,6 +102,26 @@ describe("kube-proxy's health contract", () => {
     expect(counts.healthz).toEqual({ 503: 2 });
   });
 
+  test("no data plane worker serving: /healthz and /readyz answer 503 (kube-proxy's body shape), /livez is unchanged; back to 200 when one serves", async () => {
+    const { state, get, advance } = setup();
+    let serving = true;
+    state.servingWhen(() => serving);
+    state.updated();
+    expect((await get("/healthz")).status).toBe(200);
+    expect((await get("/readyz")).status).toBe(200);
+    serving = false;
+    advance(1_000);
+    expect(await get("/healthz")).toMatchObject({
+      status: 503,
+      body: '{"lastUpdated": "2026-01-02 03:04:05.6 +0000 UTC","currentTime": "2026-01-02 03:04:06.6 +0000 UTC", "nodeEligible": true}',
+    });
+    expect(await get("/readyz")).toMatchObject({ status: 503, body: "no data plane worker is serving\n" });
+    expect((await get("/livez")).status).toBe(200);
+    serving = true;
+    expect((await get("/healthz")).status).toBe(200);
+    expect((await get("/readyz")).status).toBe(200);
+  });
+
   test("/readyz is 503 until the first snapshot is applied", async () => {
     const { state, get } = setup();
     expect((await get("/readyz")).status).toBe(503);
