@@ -92,7 +92,7 @@ describe("DaemonSet", () => {
 
   test("requests and a memory limit; tolerates edge nodes", () => {
     expect(c.resources.requests).toEqual({ cpu: "100m", memory: "128Mi" });
-    expect(c.resources.limits).toEqual({ memory: "512Mi" });
+    expect(c.resources.limits).toEqual({ memory: "1Gi" });
     expect(spec.tolerations).toContainEqual({ key: "node-role.kubernetes.io/edge", operator: "Exists" });
   });
 
