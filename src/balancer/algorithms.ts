@@ -8,7 +8,7 @@ import { RingHash } from "./ring-hash.ts";
 import { RoundRobin } from "./round-robin.ts";
 
 /** Every algorithm name, in documentation order. */
-export { BALANCER_ALGORITHMS } from "../model/annotations.ts";
+export { BALANCER_ALGORITHMS } from "../model/types.ts";
 
 /** Whether `algorithm` hashes a key (ring-hash, maglev): those use `hashOn` and ignore slow start. */
 export function isConsistentHash(algorithm: BalancerAlgorithm): boolean {

@@ -8,8 +8,7 @@
  * a {@link Snapshot.delta}, so its listeners do O(changed) work per change exactly as in process.
  */
 import type { LogLevel } from "../log.ts";
-import { entrypointByKey, mergeEntrypoints } from "../model/assemble.ts";
-import { compareKeys } from "../model/build.ts";
+import { compareKeys, entrypointByKey, mergeEntrypoints } from "../model/entrypoint-list.ts";
 import type { Entrypoint, EntrypointDelta, HealthCheckService, ModelError, NodeInfo, Snapshot } from "../model/types.ts";
 import type { TrafficDump } from "../telemetry/metrics/traffic.ts";
 import type { ConnectionCounts, DataPlaneSettings, EntrypointListeners, ListenerCounts, OutlierStats } from "./types.ts";

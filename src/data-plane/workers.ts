@@ -8,7 +8,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { desiredListeners } from "../listeners/desired.ts";
-import { entrypointByKey } from "../model/assemble.ts";
+import { entrypointByKey } from "../model/entrypoint-list.ts";
 import { configuredBalancing } from "../routes/builder.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import type { Snapshot } from "../model/types.ts";

@@ -4,7 +4,7 @@
  * anew against the desired listeners (kept, new, removed). No sockets are touched here; the manager
  * binds, swaps and drains what this returns.
  */
-import { entrypointByKey } from "../model/store.ts";
+import { entrypointByKey } from "../model/entrypoint-list.ts";
 import type { Entrypoint, Snapshot } from "../model/types.ts";
 import type { RouteBuilder } from "../routes/builder.ts";
 import type { Route } from "../routes/types.ts";

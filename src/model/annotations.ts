@@ -44,6 +44,7 @@
  */
 import * as v from "valibot";
 import type { BalancerAlgorithm, HashOn, TrafficPolicy } from "./types.ts";
+import { BALANCER_ALGORITHMS, POLICY_FIELDS } from "./types.ts";
 
 /** Seconds a cookie may live at most (a year). */
 export const MAX_COOKIE_TTL_SECONDS = 31_536_000;
@@ -127,8 +128,7 @@ export const ExternalNamePortsAnnotation = v.pipe(
 );
 export type ExternalNamePortsAnnotation = v.InferOutput<typeof ExternalNamePortsAnnotation>;
 
-/** The balancing algorithms, in the order the messages list them. */
-export const BALANCER_ALGORITHMS = ["round-robin", "least-request", "random", "ring-hash", "maglev"] as const satisfies readonly BalancerAlgorithm[];
+export { BALANCER_ALGORITHMS };
 /** The consistent-hash algorithms, the only ones `kubegate.io/hash-on` applies to. */
 export const HASH_BALANCERS: ReadonlySet<BalancerAlgorithm> = new Set(["ring-hash", "maglev"]);
 
@@ -309,20 +309,10 @@ export function parseServiceAnnotations(
   return out ?? NONE;
 }
 
-/** The {@link ServiceAnnotations} fields that are {@link TrafficPolicy} fields, named alike. */
-export const POLICY_FIELDS = [
-  "balancer",
-  "hashOn",
-  "slowStartMs",
-  "connectTimeoutMs",
-  "requestHeaderTimeoutMs",
-  "responseHeaderTimeoutMs",
-  "idleTimeoutMs",
-  "maxRequestDurationMs",
-  "maxConcurrentRequests",
-  "maxRequestBodyBytes",
-  "retryIdempotent",
-] as const satisfies readonly (keyof AnnotationTable & keyof TrafficPolicy)[];
+// The policy fields are annotation fields too, named alike (POLICY_FIELDS lives in types.ts: equality needs it, not valibot).
+const _policyFieldsAreAnnotations: readonly (keyof AnnotationTable)[] = POLICY_FIELDS;
+void _policyFieldsAreAnnotations;
+export { POLICY_FIELDS };
 
 /** The policy fields that only HTTP entrypoints use (a Service without HTTP ports is told they have no effect). */
 export const HTTP_ONLY_POLICY_FIELDS = [

@@ -3,34 +3,16 @@
  * the changes, sharing every unchanged part (the entrypoint list is patched in place of a copy when only
  * entrypoints were replaced; errors and health checks are kept when unchanged), with its {@link EntrypointDelta}.
  */
-import { compareErrors, compareKeys, entrypointError, NO_HEALTH_CHECKS } from "./build.ts";
+import { compareErrors, entrypointError, NO_HEALTH_CHECKS } from "./build.ts";
+import { mergeEntrypoints } from "./entrypoint-list.ts";
+export { entrypointByKey, mergeEntrypoints } from "./entrypoint-list.ts";
 import { sameErrors } from "./equal.ts";
 import { compareHealthChecks } from "./service-health.ts";
 import type { DerivedState, EntrypointChanges, HealthChanges, HealthCheckChange } from "./update.ts";
 import type { Entrypoint, EntrypointDelta, HealthCheckService, ModelError, NodeInfo, Snapshot } from "./types.ts";
 
-const NO_KEYS: ReadonlySet<string> = new Set();
 const NO_ERRORS: readonly ModelError[] = Object.freeze([]);
 
-/** Index of `key` in entrypoints sorted by key, or -1. */
-function indexOfKey(entrypoints: readonly Entrypoint[], key: string): number {
-  let lo = 0;
-  let hi = entrypoints.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1;
-    const k = (entrypoints[mid] as Entrypoint).key;
-    if (k === key) return mid;
-    if (k < key) lo = mid + 1;
-    else hi = mid - 1;
-  }
-  return -1;
-}
-
-/** The entrypoint with `key` in `entrypoints` (sorted by key, as in a snapshot), by binary search. */
-export function entrypointByKey(entrypoints: readonly Entrypoint[], key: string): Entrypoint | undefined {
-  const at = indexOfKey(entrypoints, key);
-  return at === -1 ? undefined : entrypoints[at];
-}
 
 /** Index of `check` (by port and Service) in health checks sorted by {@link compareHealthChecks}, or -1. */
 function indexOfCheck(checks: readonly HealthCheckService[], check: HealthCheckService): number {
@@ -102,50 +84,6 @@ function mergeHealthChecks(
   return Object.freeze([...state.healthFinals.values()].sort(compareHealthChecks));
 }
 
-/**
- * The previous entrypoints with `changed` applied (null = removed), sorted by key (`prev` itself when
- * nothing differs), and exactly the keys whose entrypoint object differs between the two lists.
- */
-export function mergeEntrypoints(
-  prev: readonly Entrypoint[],
-  changed: ReadonlyMap<string, Entrypoint | null>,
-): { entrypoints: readonly Entrypoint[]; changed: ReadonlySet<string> } {
-  if (changed.size === 0) return { entrypoints: prev, changed: NO_KEYS };
-  const keys = new Set<string>();
-  let replaceOnly = true;
-  const positions: number[] = [];
-  for (const [key, entrypoint] of changed) {
-    const at = indexOfKey(prev, key);
-    const old = at === -1 ? undefined : prev[at];
-    if (old === (entrypoint ?? undefined)) continue;
-    keys.add(key);
-    if (at === -1 || entrypoint === null) replaceOnly = false;
-    else positions.push(at);
-  }
-  if (keys.size === 0) return { entrypoints: prev, changed: NO_KEYS };
-  if (replaceOnly) {
-    /* not frozen: see "Immutability" in build.ts. One copy of the list per publish (about 0.3 ms at 10k). */
-    const first = positions[0] as number;
-    const out = prev.with(first, changed.get((prev[first] as Entrypoint).key) as Entrypoint);
-    for (let i = 1; i < positions.length; i++) {
-      const at = positions[i] as number;
-      out[at] = changed.get((prev[at] as Entrypoint).key) as Entrypoint;
-    }
-    return { entrypoints: out, changed: keys };
-  }
-  const additions: Entrypoint[] = [];
-  for (const entrypoint of changed.values()) if (entrypoint) additions.push(entrypoint);
-  additions.sort((a, b) => compareKeys(a.key, b.key));
-  const out: Entrypoint[] = [];
-  let j = 0;
-  for (const entrypoint of prev) {
-    if (changed.has(entrypoint.key)) continue;
-    while (j < additions.length && (additions[j] as Entrypoint).key < entrypoint.key) out.push(additions[j++] as Entrypoint);
-    out.push(entrypoint);
-  }
-  while (j < additions.length) out.push(additions[j++] as Entrypoint);
-  return { entrypoints: out, changed: keys };
-}
 
 /** Every error now, sorted; `prev` when the same. */
 function collectErrors(prev: readonly ModelError[], invalid: Iterable<ModelError>, state: DerivedState): readonly ModelError[] {

@@ -18,6 +18,7 @@ import { ClaimIndex, withError } from "./conflicts.ts";
 import { sliceServiceKey } from "./endpoints.ts";
 import { serviceKey } from "./in-scope.ts";
 import { type BuildContext, nodeZone, type PreparedOptions, prepareOptions } from "./prepared-options.ts";
+import { compareKeys } from "./entrypoint-list.ts";
 import { computeService } from "./service.ts";
 import { compareHealthChecks, type HealthCandidate, healthCheckConflict, healthCheckError } from "./service-health.ts";
 import type { Entrypoint, HealthCheckService, ModelError, ModelOptions, NodeInfo, Snapshot } from "./types.ts";
@@ -44,10 +45,7 @@ export interface ModelInput {
   readonly invalid?: Iterable<InvalidObject> | undefined;
 }
 
-/** Orders strings by UTF-16 code units (locale-independent). */
-export function compareKeys(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
+export { compareKeys };
 
 /** Orders errors by kind, object, then message. */
 export function compareErrors(a: ModelError, b: ModelError): number {

@@ -6,8 +6,8 @@
  *
  * These run per entrypoint (and per endpoint) at 10k Services: plain loops, no allocation, no JSON.
  */
-import { POLICY_FIELDS } from "./annotations.ts";
 import { compareRank, type Exposure } from "./claims.ts";
+import { POLICY_FIELDS } from "./types.ts";
 import type {
   Endpoint,
   EndpointSelection,

@@ -160,6 +160,24 @@ export interface TrafficPolicy {
   readonly retryIdempotent?: boolean | undefined;
 }
 
+/** The balancing algorithms, in the order the messages list them. */
+export const BALANCER_ALGORITHMS = ["round-robin", "least-request", "random", "ring-hash", "maglev"] as const satisfies readonly BalancerAlgorithm[];
+
+/** The {@link TrafficPolicy} fields (each also an annotation of `annotations.ts`, named alike). */
+export const POLICY_FIELDS = [
+  "balancer",
+  "hashOn",
+  "slowStartMs",
+  "connectTimeoutMs",
+  "requestHeaderTimeoutMs",
+  "responseHeaderTimeoutMs",
+  "idleTimeoutMs",
+  "maxRequestDurationMs",
+  "maxConcurrentRequests",
+  "maxRequestBodyBytes",
+  "retryIdempotent",
+] as const satisfies readonly (keyof TrafficPolicy)[];
+
 /**
  * Why a Service or Entrypoint error happened, as a Kubernetes Event reason (see `controller/model-events.ts`):
  * - `InvalidAnnotation`: a `kubegate.io/*` annotation is invalid or does not apply; it is ignored.

@@ -18,7 +18,7 @@
  * the last dump), which a worker data plane sends to the control plane; there `NodeTrafficMetrics`
  * (`node-traffic.ts`) sums the workers' dumps into the node's series.
  */
-import { entrypointByKey } from "../../model/store.ts";
+import { entrypointByKey } from "../../model/entrypoint-list.ts";
 import type { Entrypoint, Snapshot } from "../../model/types.ts";
 import { bucketIndex, CONNECT_DURATION_BUCKETS, REQUEST_DURATION_BUCKETS } from "./buckets.ts";
 import { escapeLabelValue, type ExpositionWriter, labelPairs } from "./exposition.ts";
