@@ -2,9 +2,8 @@
  * N worker data planes in child processes, behind the one {@link DataPlane} interface the control plane drives.
  * Each worker binds every entrypoint with SO_REUSEPORT (the kernel spreads new connections over them) and gets the
  * same snapshots, as deltas (`protocol.ts`). A worker that exits is started again (`RESTART_DELAY_MS`, backing off in a
- * crash loop) and gets
- * the current snapshot whole; the others keep serving. Views are assembled from the workers' latest reports:
- * counters summed, listener states from the snapshot and the workers' failures.
+ * crash loop) and gets the current snapshot whole; the others keep serving. Views are assembled from the workers'
+ * latest `settled` messages and reports: counters summed, listener states from the snapshot and the workers' failures.
  */
 import { fileURLToPath } from "node:url";
 import { desiredListeners } from "../listeners/desired.ts";
@@ -43,7 +42,6 @@ export function workerCommand(execPath: string, moduleUrl: string = import.meta.
 export const RESTART_DELAY_MS = 200;
 export const MAX_RESTART_DELAY_MS = 5_000;
 const STABLE_MS = 10_000;
-
 
 export interface WorkerPoolOptions {
   /** How many workers. */
