@@ -4,7 +4,7 @@
  *
  *   bun test/bench/backends/echo-server.ts PORT
  */
-import type { Socket } from "bun";
+import { flushPending, type PendingWrites, writeOrQueue } from "../lib/pending-writes.ts";
 
 const port = Number(process.argv[2]);
 if (!Number.isInteger(port) || port < 1 || port > 65_535) {
@@ -12,24 +12,7 @@ if (!Number.isInteger(port) || port < 1 || port > 65_535) {
   process.exit(2);
 }
 
-interface Conn {
-  /** Bytes the kernel did not take yet, in order. */
-  pending: Uint8Array[];
-}
-
-function flush(s: Socket<Conn>): void {
-  const c = s.data;
-  while (c.pending.length > 0) {
-    const chunk = c.pending[0]!;
-    const n = s.write(chunk);
-    if (n >= chunk.length) {
-      c.pending.shift();
-      continue;
-    }
-    c.pending[0] = chunk.subarray(Math.max(0, n));
-    return;
-  }
-}
+type Conn = PendingWrites;
 
 Bun.listen<Conn>({
   hostname: "127.0.0.1",
@@ -39,16 +22,9 @@ Bun.listen<Conn>({
       s.data = { pending: [] };
       s.setNoDelay(true);
     },
-    data(s, data) {
-      if (s.data.pending.length > 0) {
-        // Bun reuses its read buffer: keep a copy.
-        s.data.pending.push(new Uint8Array(data));
-        return;
-      }
-      const n = s.write(data);
-      if (n < data.length) s.data.pending.push(new Uint8Array(data.subarray(Math.max(0, n))));
-    },
-    drain: flush,
+    // Bun reuses its read buffer: what is queued is a copy.
+    data: (s, data) => writeOrQueue(s, data, true),
+    drain: flushPending,
   },
 });
 console.log(`echo server listening on 127.0.0.1:${port}`);

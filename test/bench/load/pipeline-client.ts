@@ -7,6 +7,7 @@
  *   bun test/bench/load/pipeline-client.ts --port 8080 [--connections 16] [--depth 16] [--size 100] [--duration 10]
  */
 import type { Socket } from "bun";
+import { flushPending, type PendingWrites, writeOrQueue } from "../lib/pending-writes.ts";
 import { LatencyHistogram, parsePipelineArgs, pipelineJsonPrefix } from "../lib/pipeline.ts";
 
 let load;
@@ -22,15 +23,13 @@ const { host, port, connections, depth, size, durationS } = load;
 const message = new Uint8Array(size);
 for (let i = 0; i < size; i++) message[i] = 97 + (i % 26);
 
-interface Conn {
+interface Conn extends PendingWrites {
   /** Send times of the messages in flight, oldest at `head` (FIFO: TCP and the proxy keep order). */
   readonly sentAt: Float64Array;
   head: number;
   inFlight: number;
   /** Bytes received on this connection. */
   received: number;
-  /** Bytes not yet written (the kernel took less than asked). */
-  pending: Uint8Array[];
 }
 
 const histogram = new LatencyHistogram();
@@ -48,27 +47,9 @@ function send(s: Socket<Conn>): void {
   c.sentAt[(c.head + c.inFlight) % depth] = performance.now();
   c.inFlight++;
   writes++;
-  if (c.pending.length > 0) {
-    c.pending.push(message);
-    return;
-  }
-  const n = s.write(message);
-  if (n < size) c.pending.push(message.subarray(Math.max(0, n)));
+  writeOrQueue(s, message);
 }
 
-function flush(s: Socket<Conn>): void {
-  const c = s.data;
-  while (c.pending.length > 0) {
-    const chunk = c.pending[0]!;
-    const n = s.write(chunk);
-    if (n >= chunk.length) {
-      c.pending.shift();
-      continue;
-    }
-    c.pending[0] = chunk.subarray(Math.max(0, n));
-    return;
-  }
-}
 
 function onData(s: Socket<Conn>, data: Uint8Array): void {
   const c = s.data;
@@ -101,7 +82,7 @@ for (let i = 0; i < connections; i++) {
     socket: {
       open: () => ready.resolve(),
       data: onData,
-      drain: flush,
+      drain: flushPending,
       close: () => {
         if (sending) errors++;
       },
