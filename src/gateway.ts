@@ -65,21 +65,16 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   const log = deps.log ?? silentLogger;
   const settings = dataPlaneSettings(config, pkg.version);
   const workers = workerCount(config.workers, log);
-  let data: DataPlane;
-  let traffic;
-  if (workers > 1) {
+  const startPool = async () => {
     const pool = new WorkerPool(settings, { workers, command: workerCommand(rt.execPath), spawn: rt.spawnChild, log });
     await pool.started();
-    data = pool;
-    traffic = pool.trafficMetrics;
-  } else {
-    const local = await startDataPlane(settings, { log });
-    data = local;
-    traffic = local.trafficMetrics;
-  }
+    return pool;
+  };
+  // Either way the node's traffic series come from the data plane (its own, or the workers' summed).
+  const data = workers > 1 ? await startPool() : await startDataPlane(settings, { log });
   let control: ControlPlane;
   try {
-    control = await startControlPlane(config, { dataPlane: data, traffic, log, ...(deps.source ? { source: deps.source } : {}) });
+    control = await startControlPlane(config, { dataPlane: data, traffic: data.trafficMetrics, log, ...(deps.source ? { source: deps.source } : {}) });
   } catch (err) {
     await data[Symbol.asyncDispose]();
     throw err;
