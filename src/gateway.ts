@@ -6,7 +6,8 @@
  */
 import type { Config } from "./config/flags.ts";
 import { type ControlPlane, startControlPlane } from "./control-plane/index.ts";
-import { availableCpus } from "./config/host.ts";
+import { availableCpus, tcpMigrateReq } from "./config/host.ts";
+import { handoverSocket, printable, Succession } from "./control-plane/succession.ts";
 import { type DataPlane, dataPlaneSettings, startDataPlane } from "./data-plane/index.ts";
 import { WorkerPool, workerCommand } from "./data-plane/workers.ts";
 import { rt } from "./runtime/index.ts";
@@ -60,10 +61,36 @@ function workerCount(asked: number, log: Logger): number {
   return n;
 }
 
+/**
+ * A hand-over keeps the old gateway's listeners open at least this long after SIGTERM (or `--shutdown-delay`,
+ * when longer): kept-alive clients that are busy get `Connection: close` on their next response and reconnect (to
+ * either gateway) before idle connections are closed.
+ */
+const HANDOVER_LINGER_MS = 1_000;
+
+/** Join the node's succession (`--handover-socket`); undefined when hand-over is off or this runtime cannot. */
+async function joinSuccession(config: Config, log: Logger): Promise<Succession | undefined> {
+  const path = handoverSocket(config.handoverSocket, config.healthzBindAddress.port);
+  if (path === undefined) return undefined;
+  const { listenUnix, connectUnix } = rt;
+  if (!listenUnix || !connectUnix) {
+    log.warn("No hand-over on this runtime: a second gateway on this node cannot bind beside this one", { runtime: rt.name });
+    return undefined;
+  }
+  const succession = await Succession.start({ path, net: { listenUnix, connectUnix }, pid: process.pid, version: pkg.version, log });
+  const migrate = tcpMigrateReq();
+  const fields = { socket: printable(path), role: succession.incumbent ? "incumbent" : "successor", tcpMigrateReq: migrate ?? "absent" };
+  if (migrate) log.info("Hand-over on: every listener binds with SO_REUSEPORT", fields);
+  else log.warn("Hand-over on, but net.ipv4.tcp_migrate_req is not 1: connections queued on a listener when it closes are reset (run `kubegate prepare-node`)", fields);
+  return succession;
+}
+
 /** Start a gateway. Throws when the health or admin address cannot be bound. */
 export async function startGateway(config: Config, deps: GatewayDeps = {}): Promise<Gateway> {
   const log = deps.log ?? silentLogger;
-  const settings = dataPlaneSettings(config, pkg.version);
+  const succession = await joinSuccession(config, log);
+  // With hand-over every listener shares its port with a successor's (SO_REUSEPORT); workers always do.
+  const settings = { ...dataPlaneSettings(config, pkg.version), ...(succession ? { reusePort: true } : {}) };
   const workers = workerCount(config.workers, log);
   const startPool = async () => {
     const pool = new WorkerPool(settings, { workers, command: workerCommand(rt.execPath), spawn: rt.spawnChild, log });
@@ -71,12 +98,16 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     return pool;
   };
   // Either way the node's traffic series come from the data plane (its own, or the workers' summed).
-  const data = workers > 1 ? await startPool() : await startDataPlane(settings, { log });
+  const data = await (workers > 1 ? startPool() : startDataPlane(settings, { log })).catch(async (err: unknown) => {
+    await succession?.[Symbol.asyncDispose]();
+    throw err;
+  });
   let control: ControlPlane;
   try {
-    control = await startControlPlane(config, { dataPlane: data, traffic: data.trafficMetrics, log, ...(deps.source ? { source: deps.source } : {}) });
+    control = await startControlPlane(config, { dataPlane: data, traffic: data.trafficMetrics, log, succession, ...(deps.source ? { source: deps.source } : {}) });
   } catch (err) {
     await data[Symbol.asyncDispose]();
+    await succession?.[Symbol.asyncDispose]();
     throw err;
   }
   let stopping: Promise<void> | undefined;
@@ -98,14 +129,20 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
   /** The shutdown sequence; runs once (see {@link Gateway.shutdown}). */
   async function shutdownSequence(delayMs: number, reason: string): Promise<void> {
     const started = performance.now();
+    // Another gateway serves this node (the surge pod, or our incumbent): it answers the probes from now on.
+    const handingOver = control.peerServes();
+    const serversHandedOver = handingOver ? control.handOver() : Promise.resolve();
     control.shuttingDown();
     // Kept-alive HTTP clients get `Connection: close` on their next response and reconnect elsewhere.
     data.closing();
     const bound = data.counts().bound;
-    const delay = bound > 0 ? delayMs : 0;
-    log.info("Shutdown started: /healthz and /readyz answer 503", { reason, shutdownDelayMs: delay, drainGraceMs: config.drainGracePeriodMs, listeners: bound });
+    const delay = bound === 0 ? 0 : handingOver ? Math.max(delayMs, HANDOVER_LINGER_MS) : delayMs;
+    if (handingOver) log.info("Shutdown started: handing over to the other gateway on this node", { reason, lingerMs: delay, drainGraceMs: config.drainGracePeriodMs, listeners: bound });
+    else log.info("Shutdown started: /healthz and /readyz answer 503", { reason, shutdownDelayMs: delay, drainGraceMs: config.drainGracePeriodMs, listeners: bound });
+    await serversHandedOver;
     if (delay > 0) {
-      log.info("Listeners keep accepting during the shutdown delay, so load balancers notice", { ms: delay });
+      if (handingOver) log.info("Listeners keep accepting while busy kept-alive clients are told to reconnect", { ms: delay });
+      else log.info("Listeners keep accepting during the shutdown delay, so load balancers notice", { ms: delay });
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
     const open = data.counts().connections;
@@ -118,6 +155,8 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     log.info("Drain finished", { ms: Math.round(performance.now() - drainStarted) });
     await data[Symbol.asyncDispose]();
     await control[Symbol.asyncDispose]();
+    // Last: the state file is written; the successor may take the node's hand-over socket now.
+    await succession?.[Symbol.asyncDispose]();
     log.info("kubegate stopped", { ms: Math.round(performance.now() - started) });
   }
 }

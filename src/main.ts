@@ -1,6 +1,6 @@
 /**
  * kubegate's command line: `bun run gateway [flags]` or the compiled `kubegate [flags]`, and
- * `kubegate check [flags]`. Loads flags and the config file, starts the gateway, reloads the config
+ * `kubegate check [flags]` and `kubegate prepare-node`. Loads flags and the config file, starts the gateway, reloads the config
  * file on change, and shuts down gracefully on SIGINT/SIGTERM (docs/operations.md).
  *
  * Exit codes: 0 done (also after a graceful shutdown), 1 failed to start (or `check` found a problem),
@@ -34,6 +34,10 @@ if (args[0] === "worker") {
   // A worker process of the compiled binary (`--workers`): it runs until its control plane drains it or goes away.
   await import("./data-plane/worker-main.ts");
   await new Promise(() => {});
+}
+if (args[0] === "prepare-node") {
+  const { prepareNode } = await import("./prepare-node.ts");
+  rt.exit(prepareNode());
 }
 const isCheck = args[0] === "check";
 const argv = isCheck ? args.slice(1) : args;

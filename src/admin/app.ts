@@ -41,6 +41,8 @@ export interface AdminView {
   workers?(): unknown;
   /** The proxy's health as `/healthz`, `/livez` and `/readyz` report it (shown on the page). */
   health?(): AdminHealth;
+  /** This gateway's place in the node's succession as JSON (`control-plane/succession.ts`): role and peers. */
+  succession?(): object;
   /** The state file's status (`--state-file`): whether the gateway serves replayed, unconfirmed objects. */
   state?(): AdminStateFile;
   /** Cumulative per-Service-port traffic counters from the metrics (the page shows "—" without it). */
@@ -122,6 +124,7 @@ export function stateJson(s: AdminStateFile) {
     removed: s.removed,
     skipped: s.skipped,
     ...(s.loadError ? { loadError: s.loadError } : {}),
+    writer: s.writer,
     writes: s.writes,
     writeErrors: s.writeErrors,
     ...(s.lastWriteAt !== undefined ? { lastWriteAt: iso(s.lastWriteAt) } : {}),
@@ -147,6 +150,7 @@ export function adminApp(view: AdminView, options: AdminAppOptions = {}): Hono {
       ...(view.healthChecks ? { healthChecks: view.healthChecks() } : {}),
       ...(view.controller ? { controller: view.controller() } : {}),
       ...(view.workers ? { workers: view.workers() } : {}),
+      ...(view.succession ? { succession: view.succession() } : {}),
     }),
   );
   if (view.metrics) {

@@ -25,6 +25,7 @@ export class HealthState {
   #shuttingDown = false;
   #bound = true;
   #serving: () => boolean = () => true;
+  #yielding: () => boolean = () => false;
 
   constructor(
     readonly healthTimeoutMs = 60_000,
@@ -84,9 +85,26 @@ export class HealthState {
     return this.#serving();
   }
 
-  /** `/readyz`: the first snapshot is live, its listeners are bound, something serves, and not shutting down. */
+  /**
+   * Gate `/readyz` on a successor (see `control-plane/succession.ts`): while `starting` says a newer gateway on this
+   * node is starting, `/readyz` answers 503, because the kubelet's readiness probe for the new pod reaches the
+   * node's shared health port and may land on this process: a 200 from here would mark it ready early.
+   */
+  yieldWhile(starting: () => boolean): void {
+    this.#yielding = starting;
+  }
+
+  /** A successor on this node is starting (see {@link yieldWhile}). */
+  get yielding(): boolean {
+    return this.#yielding();
+  }
+
+  /**
+   * `/readyz`: the first snapshot is live, its listeners are bound, something serves, not shutting down, and no
+   * successor is starting.
+   */
   get ready(): boolean {
-    return this.#ready && this.#bound && !this.#shuttingDown && this.#serving();
+    return this.#ready && this.#bound && !this.#shuttingDown && this.#serving() && !this.#yielding();
   }
 
   get nodeEligible(): boolean {

@@ -105,6 +105,7 @@ export const ConfigFile = v.object({
   trustedProxies: v.optional(list(Cidr)),
   shutdownDelay: v.optional(Duration),
   stateFile: v.optional(Str),
+  handoverSocket: v.optional(Str),
   maxEndpointsPerService: v.optional(Count),
   metricsMaxSeries: v.optional(Count),
   workers: v.optional(

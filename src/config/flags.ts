@@ -51,6 +51,7 @@ export const flagSpecs = {
   "trusted-proxies": { key: "trustedProxies", type: "string", default: "", help: "Comma-separated CIDRs of peers whose X-Forwarded-*/Forwarded fields are kept (appended to); from other peers they are replaced." },
   "shutdown-delay": { key: "shutdownDelay", type: "string", default: "0s", help: "On SIGTERM, /healthz and /readyz turn 503 at once and listeners keep accepting for this long (so load balancers notice) before draining." },
   "state-file": { key: "stateFile", type: "string", default: "", help: "Persist the last applied objects here and serve them (marked stale) at start-up while the API server is unreachable." },
+  "handover-socket": { key: "handoverSocket", type: "string", default: "auto", help: "Where a second kubegate on this node (the DaemonSet's surge pod) finds this one to take over from it: auto (Linux abstract socket @kubegate-handover-<health port>), @name, a file path, or none (no hand-over: on SIGTERM the node's service goes down with this process). Bun only." },
   "max-endpoints-per-service": { key: "maxEndpointsPerService", type: "string", default: "10000", help: "A Service port with more endpoints than this is reported (Event, admin, logs) and served with the first this-many (0: no limit)." },
   workers: { key: "workers", type: "string", default: "auto", help: "Data plane worker processes: a number, or auto (the CPUs this process may use: affinity and cgroup quota). Each binds every entrypoint with SO_REUSEPORT; one control plane feeds them. Bun only; 1 runs the data plane in the gateway's own process." },
   "metrics-max-series": { key: "metricsMaxSeries", type: "string", default: "20000", help: "At most this many Service ports get per-Service traffic series; past it they are counted in kubegate_metrics_series_dropped_total." },
@@ -142,6 +143,8 @@ export const Config = v.object({
   trustedProxies: CidrList,
   shutdownDelayMs: Duration,
   stateFile: v.pipe(v.string(), v.transform((x) => (x === "" ? undefined : x))),
+  /** `--handover-socket`: "auto", "none", `@name` (abstract) or a path; resolved at start (`control-plane/succession.ts`). */
+  handoverSocket: v.pipe(v.string(), v.minLength(1, 'Expected "auto", "none", @name or a path')),
   maxEndpointsPerService: Count,
   metricsMaxSeries: Count,
   /** `--workers`: a number of worker processes, or 0 for auto (resolved at start, see `config/host.ts`). */
@@ -174,7 +177,7 @@ const configKeyOf = {
   "max-header-bytes": "maxHeaderBytes", "max-body-bytes": "maxBodyBytes", "retry-idempotent": "retryIdempotent",
   "outlier-consecutive-failures": "outlierConsecutiveFailures", "outlier-ejection-time": "outlierEjectionTimeMs",
   "outlier-max-ejection-percent": "outlierMaxEjectionPercent", "trusted-proxies": "trustedProxies", "shutdown-delay": "shutdownDelayMs",
-  "state-file": "stateFile", "max-endpoints-per-service": "maxEndpointsPerService", "metrics-max-series": "metricsMaxSeries", workers: "workers",
+  "state-file": "stateFile", "handover-socket": "handoverSocket", "max-endpoints-per-service": "maxEndpointsPerService", "metrics-max-series": "metricsMaxSeries", workers: "workers",
 } as const satisfies Partial<Record<FlagName, keyof Config>>;
 
 /** The flag that sets each Config key. */
@@ -192,6 +195,7 @@ export function helpText(): string {
   const lines = [
     "Usage: kubegate [flags]          serve the entrypoints of this node",
     "       kubegate check [flags]    validate the config and print what would be served; exit 1 on any error",
+    "       kubegate prepare-node     set net.ipv4.tcp_migrate_req=1 for lossless hand-overs (privileged; exit 1 if it cannot)",
     "",
     "Flags:",
   ];

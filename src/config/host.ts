@@ -41,3 +41,20 @@ function cgroupCpuMax(): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * `net.ipv4.tcp_migrate_req` (Linux 5.14+, per network namespace): when 1, closing a listening socket of a
+ * SO_REUSEPORT group moves the connections queued on it (accepted by the kernel, not yet by the process) to another
+ * socket of the group instead of resetting them. A hand-over closes the old gateway's listening sockets under load,
+ * so this decides whether it is lossless. Undefined where it cannot be read (not Linux, a kernel without it).
+ */
+export const TCP_MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+/** The current value of {@link TCP_MIGRATE_REQ}; undefined where it cannot be read. */
+export function tcpMigrateReq(path = TCP_MIGRATE_REQ): boolean | undefined {
+  try {
+    return readFileSync(path, "utf8").trim() === "1";
+  } catch {
+    return undefined;
+  }
+}

@@ -31,6 +31,7 @@ import type { HttpServer } from "../runtime/types.ts";
 import { FileDescriptorMetrics, GatewayMetrics, ipFamiliesOf } from "../telemetry/metrics/index.ts";
 import type { TrafficMetrics } from "../telemetry/metrics/traffic.ts";
 import { bindFailureEvents } from "./bind-failure-events.ts";
+import type { Succession } from "./succession.ts";
 
 export interface ControlPlaneDeps {
   /** The data plane the snapshots go to. */
@@ -40,6 +41,11 @@ export interface ControlPlaneDeps {
   readonly log?: Logger | undefined;
   /** Use this source instead of the one the config names (tests); `--state-file` still wraps it. */
   readonly source?: Source | undefined;
+  /**
+   * This gateway's place in the node's succession (`--handover-socket`): its servers bind with SO_REUSEPORT, the
+   * state file is written only while it is the incumbent, `/readyz` yields to a starting successor.
+   */
+  readonly succession?: Succession | undefined;
 }
 
 /** A running control plane; the composition root (`gateway.ts`) sequences its shutdown with the data plane's. */
@@ -56,6 +62,13 @@ export interface ControlPlane extends AsyncDisposable {
   state(): StateStatus | undefined;
   /** Shutdown started: `/healthz`, `/readyz` and healthCheckNodePorts' proxy health answer 503; the page shows it. */
   shuttingDown(): void;
+  /** Another gateway serves this node (a ready successor, or our incumbent): hand over on SIGTERM (`succession.ts`). */
+  peerServes(): boolean;
+  /**
+   * Hand the node's health, admin and healthCheckNodePort answers to the other gateway: this process's servers close
+   * now (their ports stay served by the other's), instead of answering 503 through the shutdown.
+   */
+  handOver(): Promise<void>;
   /** No snapshot after this; the healthCheckNodePort servers close; resolves when they have. */
   stopPublishing(): Promise<void>;
   /** Stop the LB controller, the source (which writes the state file) and the Events writer. */
@@ -89,7 +102,8 @@ async function createSource(config: Config, log: Logger): Promise<{ source: Sour
 
 /** Start the control plane: health and admin servers first (throws when they cannot bind), then the source. */
 export async function startControlPlane(config: Config, deps: ControlPlaneDeps): Promise<ControlPlane> {
-  const { dataPlane } = deps;
+  const { dataPlane, succession } = deps;
+  const reusePort = succession !== undefined;
   const log = deps.log ?? silentLogger;
   const health = new HealthState();
   const healthCounts: HealthCounts = { healthz: {}, livez: {} };
@@ -97,7 +111,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
   const created = deps.source ? { source: deps.source } : await createSource(config, log);
   const { client } = created;
   // With --state-file, the live source is wrapped: the file is replayed first, then kept up to date.
-  const source = config.stateFile ? await PersistentSource.open(created.source, { path: config.stateFile, nodeName: config.nodeName, log }) : created.source;
+  const source = config.stateFile ? await PersistentSource.open(created.source, { path: config.stateFile, nodeName: config.nodeName, log, paused: succession?.incumbent === false }) : created.source;
   const persistent = source instanceof PersistentSource ? source : undefined;
   const metrics = new GatewayMetrics({
     ipFamilies: ipFamiliesOf(model.hostAddresses),
@@ -123,7 +137,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
     }),
   );
   // healthCheckNodePort servers answer with the proxy's health, not the node's eligibility (kube-proxy's IsHealthy).
-  const serviceHealth = new ServiceHealthServers({ proxyHealthy: () => health.healthy().healthy && !health.shuttingDown && health.serving, log });
+  const serviceHealth = new ServiceHealthServers({ proxyHealthy: () => health.healthy().healthy && !health.shuttingDown && health.serving, log, reusePort });
   const events = client ? new EventRecorder({ client, nodeName: config.nodeName, log }) : undefined;
   const reportBindFailures = events ? bindFailureEvents(events, dataPlane, serviceHealth) : () => {};
   const reportModelErrors = events ? modelErrorEvents(events) : () => {};
@@ -138,6 +152,11 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
   let reported = new Set<string>();
   health.awaitListeners();
   if (dataPlane.serving) health.servingWhen(() => dataPlane.serving!());
+  if (succession) {
+    health.yieldWhile(() => succession.successorStarting());
+    succession.onChange(notifyAdmin);
+    if (persistent) succession.onIncumbent(() => persistent.resumeWrites());
+  }
 
   const store = new ModelStore(model, {
     onSettled(buildMs) {
@@ -175,6 +194,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
         void dataPlane.settled().then(() => {
           health.listenersBound();
           log.info("Ready: the first snapshot's listeners are bound", { version: snapshot.version, listeners: dataPlane.counts().bound });
+          succession?.announceReady();
           ready.resolve();
         });
       }
@@ -202,7 +222,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
   let adminServer: HttpServer | undefined;
   try {
     const hApp = healthApp(health, healthCounts);
-    healthServer = rt.serveHttp({ hostname: config.healthzBindAddress.host, port: config.healthzBindAddress.port, fetch: (r) => hApp.fetch(r) });
+    healthServer = rt.serveHttp({ hostname: config.healthzBindAddress.host, port: config.healthzBindAddress.port, reusePort, fetch: (r) => hApp.fetch(r) });
     const view: AdminView = {
       snapshot: () => store.current(),
       listeners: () => dataPlane.listeners(),
@@ -219,9 +239,10 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
       subscribe: (notify) => (adminSubscribers.add(notify), () => void adminSubscribers.delete(notify)),
       ...(controller ? { controller: () => controller.status() } : {}),
       ...(dataPlane.workers ? { workers: () => dataPlane.workers!() } : {}),
+      ...(succession ? { succession: () => succession.status() } : {}),
     };
     const aApp = adminApp(view, { signal: closing.signal });
-    adminServer = rt.serveHttp({ hostname: config.metricsBindAddress.host, port: config.metricsBindAddress.port, fetch: (r) => aApp.fetch(r) });
+    adminServer = rt.serveHttp({ hostname: config.metricsBindAddress.host, port: config.metricsBindAddress.port, reusePort, fetch: (r) => aApp.fetch(r) });
   } catch (err) {
     await healthServer?.[Symbol.asyncDispose]();
     await controller?.[Symbol.asyncDispose]();
@@ -244,6 +265,11 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
     admin: `${config.metricsBindAddress.host}:${adminServer.port}`,
   });
   const servers = [healthServer, adminServer];
+  let serversClosed: Promise<unknown> | undefined;
+  const closeServers = () => {
+    closing.abort(); // ends open admin event streams, or Deno's server shutdown waits for them
+    return (serversClosed ??= Promise.all([...servers.map((s) => s[Symbol.asyncDispose]()), serviceHealth.close()]));
+  };
   let stopped: Promise<void> | undefined;
   const stopSources = () =>
     (stopped ??= (async () => {
@@ -269,6 +295,11 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
       health.shutdown();
       notifyAdmin();
     },
+    peerServes: () => succession?.peerServes() ?? false,
+    async handOver() {
+      log.info("Hand-over: the other gateway on this node answers health, admin and healthCheckNodePort probes from now on");
+      await closeServers();
+    },
     stopPublishing() {
       store[Symbol.dispose]?.();
       return serviceHealth.close();
@@ -278,8 +309,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
       store[Symbol.dispose]?.();
       await serviceHealth.close();
       await stopSources();
-      closing.abort(); // ends open admin event streams, or Deno's server shutdown waits for them
-      await Promise.all(servers.map((s) => s[Symbol.asyncDispose]()));
+      await closeServers();
     },
   };
 }

@@ -227,6 +227,8 @@ export interface StateStatus {
   readonly loadError?: string | undefined;
   /** Objects in the file skipped because they no longer validate. */
   readonly skipped: number;
+  /** This process writes the file (false while another gateway of the node does: it started beside the incumbent). */
+  readonly writer: boolean;
   /** Successful and failed writes so far. */
   readonly writes: number;
   readonly writeErrors: number;
@@ -246,6 +248,11 @@ export interface PersistentSourceOptions {
   readonly minIntervalMs?: number | undefined;
   /** Wall clock in ms (default `Date.now`). */
   readonly now?: (() => number) | undefined;
+  /**
+   * Start with writes held (default false): another process of this node writes the file now (see
+   * {@link PersistentSource.pauseWrites}); its temp files are left alone too.
+   */
+  readonly paused?: boolean | undefined;
 }
 
 type Mirror = { [K in KindName]: Map<string, KindObjects[K]> };
@@ -284,6 +291,7 @@ export class PersistentSource implements Source {
   #writes = 0;
   #writeErrors = 0;
   #closed = false;
+  #paused = false;
 
   private constructor(inner: Source, options: PersistentSourceOptions, loaded: ReadStateResult) {
     this.#inner = inner;
@@ -294,11 +302,12 @@ export class PersistentSource implements Source {
     this.#now = options.now ?? Date.now;
     if (loaded.kind === "ok") this.#loaded = loaded;
     if (loaded.kind === "invalid") this.#loadError = loaded.error.message;
+    this.#paused = options.paused ?? false;
   }
 
   /** Read the state file (never throws: a bad file is logged and ignored) and wrap `inner`. */
   static async open(inner: Source, options: PersistentSourceOptions): Promise<PersistentSource> {
-    await removeStaleTemps(options.path);
+    if (!options.paused) await removeStaleTemps(options.path);
     const loaded = await readStateFile(options.path, { expectedNode: options.nodeName });
     const log = options.log ?? silentLogger;
     if (loaded.kind === "invalid") log.warn("State file ignored", { file: options.path, error: loaded.error.message });
@@ -358,6 +367,7 @@ export class PersistentSource implements Source {
       removed: this.#removed,
       loadError: this.#loadError,
       skipped: this.#loaded?.skipped.length ?? 0,
+      writer: !this.#paused,
       writes: this.#writes,
       writeErrors: this.#writeErrors,
       lastWriteAt: this.#lastWriteAt,
@@ -375,6 +385,24 @@ export class PersistentSource implements Source {
     this.#timer = undefined;
     if (!this.#writable()) return;
     await this.#write();
+  }
+
+  /**
+   * Hold writes while another process writes this file (a gateway starting beside the node's incumbent, see
+   * `control-plane/succession.ts`): the file is read and the state kept, but not written until {@link resumeWrites}.
+   */
+  pauseWrites(): void {
+    this.#paused = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** This process writes the file from now on: the state is written soon (at once when it is behind). */
+  resumeWrites(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#dirty = true;
+    this.#schedule();
   }
 
   /** Stop the live source, then write the state a last time. */
@@ -414,7 +442,7 @@ export class PersistentSource implements Source {
   }
 
   #writable(): boolean {
-    return KINDS.every((k) => this.#liveSynced.has(k));
+    return !this.#paused && KINDS.every((k) => this.#liveSynced.has(k));
   }
 
   #schedule(): void {

@@ -131,6 +131,8 @@ export interface HttpServeOptions {
   readonly hostname: string;
   readonly port: number;
   readonly fetch: (request: Request, info: { readonly remoteAddress: string }) => Response | Promise<Response>;
+  /** Bind with SO_REUSEPORT (Linux): a successor gateway on the node binds the same port beside this one. */
+  readonly reusePort?: boolean | undefined;
 }
 
 export interface HttpServer extends AsyncDisposable {
@@ -192,6 +194,14 @@ export interface Runtime {
   listenTcp<T>(options: TcpListenOptions<T>): TcpListener<T>;
   /** Open an outbound TCP connection. Rejects on refusal or timeout. */
   connectTcp<T>(options: TcpConnectOptions<T>): Promise<TcpSocket<T>>;
+  /**
+   * Listen on a Unix socket; a path that starts with NUL is in Linux's abstract namespace (no file, gone with the
+   * process, shared by the processes of one network namespace). Throws with `code` EADDRINUSE when taken.
+   * Absent where unsupported (Deno).
+   */
+  listenUnix?<T>(path: string, handlers: TcpHandlers<T>): TcpListener<T>;
+  /** Connect to a Unix socket (see {@link listenUnix}). Rejects on refusal. */
+  connectUnix?<T>(path: string, handlers: TcpHandlers<T>, data: T): Promise<TcpSocket<T>>;
   /** Serve HTTP with a fetch handler (health and admin; the data plane uses `listenTcp`). Throws when it cannot bind. */
   serveHttp(options: HttpServeOptions): HttpServer;
   /** Bind a UDP socket. */

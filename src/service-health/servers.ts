@@ -26,6 +26,8 @@ export interface ServiceHealthServersOptions {
   readonly log?: Logger | undefined;
   /** The HTTP server function (default: the current runtime's). */
   readonly serveHttp?: Runtime["serveHttp"] | undefined;
+  /** Bind with SO_REUSEPORT: a successor gateway on the node answers on the same ports (hand-over). */
+  readonly reusePort?: boolean | undefined;
 }
 
 /** One health check, for the admin API. */
@@ -67,6 +69,7 @@ export class ServiceHealthServers implements AsyncDisposable {
   readonly #proxyHealthy: () => boolean;
   readonly #log: Logger;
   readonly #serveHttp: Runtime["serveHttp"];
+  readonly #reusePort: boolean;
   /** Starts health checks at once (no queue: there are few), and runs the retry timer. */
   readonly #binds: BindQueue<Instance>;
   /** By `namespace/name`. */
@@ -78,6 +81,7 @@ export class ServiceHealthServers implements AsyncDisposable {
     this.#proxyHealthy = options.proxyHealthy;
     this.#log = options.log ?? silentLogger;
     this.#serveHttp = options.serveHttp ?? rt.serveHttp;
+    this.#reusePort = options.reusePort ?? false;
     this.#binds = new BindQueue<Instance>({
       bind: (inst) => this.#start(inst),
       anyFailed: () => {
@@ -171,7 +175,7 @@ export class ServiceHealthServers implements AsyncDisposable {
     const servers: HttpServer[] = [];
     for (const address of inst.addresses) {
       try {
-        servers.push(this.#serveHttp({ hostname: address, port: inst.port, fetch: () => this.#answer(inst) }));
+        servers.push(this.#serveHttp({ hostname: address, port: inst.port, reusePort: this.#reusePort, fetch: () => this.#answer(inst) }));
       } catch (err) {
         // Like kube-proxy: close what was opened, so a retry (or another owner of the port) starts clean.
         for (const s of servers) this.#dispose(s);

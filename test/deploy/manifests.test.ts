@@ -1,10 +1,11 @@
 /**
- * What the deploy manifests promise: the DaemonSet's host network, probes, drain, capabilities and update
- * strategy; args and a config file that load as kubegate loads them; the exact RBAC rules of the base and
- * of the lb-controller overlay; and what the edge overlay changes.
+ * What the deploy manifests promise: the DaemonSet's host network, probes, drain, capabilities and surge
+ * rollout (no declared ports, the prepare-node init container), in the base and every overlay; args and a
+ * config file that load as kubegate loads them; the exact RBAC rules of the base and of the lb-controller
+ * overlay; and what the edge overlay changes.
  */
 import { describe, expect, test } from "bun:test";
-import { readdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { type Config, parseFlags } from "../../src/config/flags.ts";
@@ -18,6 +19,7 @@ type Any = any;
 const base = await renderKustomization("deploy/base");
 const edge = await renderKustomization("deploy/overlays/edge");
 const lb = await renderKustomization("deploy/overlays/lb-controller");
+const deployments = [["base", base], ["edge", edge], ["lb-controller", lb]] as const;
 
 const podSpec = (objects: readonly Manifest[]): Any => (only(objects, "DaemonSet", "kubegate") as Any).spec.template.spec;
 const container = (objects: readonly Manifest[]): Any => podSpec(objects).containers[0];
@@ -57,22 +59,6 @@ describe("DaemonSet", () => {
     expect(ds.spec.selector.matchLabels).toEqual(Object.fromEntries(Object.entries(ds.spec.template.metadata.labels).filter(([k]) => k in ds.spec.selector.matchLabels)));
   });
 
-  test("liveness on /livez and readiness on /readyz, at the healthz port the config binds", () => {
-    const healthzPort = Number(String(configFile(base)["healthzBindAddress"]).split(":").pop());
-    expect(healthzPort).toBe(10356);
-    expect(c.livenessProbe.httpGet).toEqual({ path: "/livez", port: healthzPort });
-    expect(c.readinessProbe.httpGet).toEqual({ path: "/readyz", port: healthzPort });
-  });
-
-  test("preStop sleeps, and the grace period covers the sleep plus the drain", async () => {
-    const sleep = c.lifecycle.preStop.sleep.seconds as number;
-    expect(sleep).toBeGreaterThan(0);
-    const config = await effectiveConfig(base);
-    expect(config.drainGracePeriodMs).toBe(30_000);
-    expect(config.shutdownDelayMs).toBe(5_000);
-    expect(spec.terminationGracePeriodSeconds).toBeGreaterThan(sleep + (config.shutdownDelayMs + config.drainGracePeriodMs) / 1000);
-  });
-
   test("the state file lives on a writable hostPath mount (the root filesystem is read-only)", async () => {
     const config = await effectiveConfig(base);
     expect(config.stateFile).toBeDefined();
@@ -96,19 +82,6 @@ describe("DaemonSet", () => {
     expect(spec.tolerations).toContainEqual({ key: "node-role.kubernetes.io/edge", operator: "Exists" });
   });
 
-  test("replaces pods in place, one node at a time: there is no hand-over between two pods yet", async () => {
-    // SO_REUSEPORT is used only among one pod's own worker processes (src/data-plane/workers.ts): a second pod on the
-    // node would bind the same ports, but closing the old pod's sockets resets the connections queued on them, so a
-    // surge rollout (maxSurge 1) waits for the hand-over between pods. When that lands, this test changes with it.
-    const dir = join(repoRoot, "src/listeners");
-    const files = (await readdir(dir)).filter((f) => f.endsWith(".ts"));
-    expect(files).toContain("manager.ts");
-    const manager = await readFile(join(dir, "manager.ts"), "utf8");
-    // reusePort only when asked for (worker processes), never unconditionally.
-    expect(manager).toMatch(/this\.#reusePort \? \{ reusePort: true \}/);
-    expect(ds.spec.updateStrategy).toEqual({ type: "RollingUpdate", rollingUpdate: { maxSurge: 0, maxUnavailable: 1 } });
-  });
-
   test("the node name and pod IP come from the downward API; the config file is mounted as a directory", () => {
     expect(c.env).toContainEqual({ name: "NODE_NAME", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } });
     expect(c.env).toContainEqual({ name: "POD_IP", valueFrom: { fieldRef: { fieldPath: "status.podIP" } } });
@@ -124,8 +97,66 @@ describe("DaemonSet", () => {
   });
 });
 
+describe.each(deployments)("%s: surge rollout and shutdown", (_, objects) => {
+  const ds = only(objects, "DaemonSet", "kubegate") as Any;
+  const spec = podSpec(objects);
+  const c = container(objects);
+  const allContainers = (): Any[] => [...(spec.initContainers ?? []), ...spec.containers];
+
+  test("a new pod starts beside the old one on the host network: maxSurge 1, maxUnavailable 0", () => {
+    expect(ds.spec.updateStrategy).toEqual({ type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+    expect(spec.hostNetwork).toBe(true);
+  });
+
+  test("no container declares a port, so no hostPort keeps the surge pod Pending", () => {
+    expect(allContainers().map((x) => x.name)).toEqual(["prepare-node", "kubegate"]);
+    for (const x of allContainers()) expect({ name: x.name, ports: x.ports }).toEqual({ name: x.name, ports: undefined });
+    expect(JSON.stringify(ds)).not.toContain("hostPort");
+  });
+
+  test("liveness on /livez and readiness on /readyz; every probe names the healthz port the config binds, by number", async () => {
+    const { healthzBindAddress } = await effectiveConfig(objects);
+    expect(healthzBindAddress.port).toBe(10356);
+    expect(c.livenessProbe.httpGet).toEqual({ path: "/livez", port: healthzBindAddress.port });
+    expect(c.readinessProbe.httpGet).toEqual({ path: "/readyz", port: healthzBindAddress.port });
+    const probes = allContainers().flatMap((x) => ["livenessProbe", "readinessProbe", "startupProbe"].filter((k) => x[k]).map((k) => ({ probe: `${x.name}.${k}`, port: (x[k].httpGet ?? x[k].tcpSocket ?? x[k].grpc)?.port })));
+    expect(probes.length).toBeGreaterThanOrEqual(2);
+    for (const p of probes) expect(p).toEqual({ probe: p.probe, port: healthzBindAddress.port });
+  });
+
+  test("prepare-node runs the gateway's image privileged, as root, before the gateway", () => {
+    const init = (spec.initContainers as Any[]).find((x) => x.name === "prepare-node");
+    expect(init).toMatchObject({ image: c.image, imagePullPolicy: c.imagePullPolicy, args: ["prepare-node"] });
+    // Both run the image's entrypoint (the kubegate binary): `kubegate prepare-node`.
+    expect([init.command, c.command]).toEqual([undefined, undefined]);
+    expect(init.securityContext).toEqual({ privileged: true, runAsUser: 0, runAsNonRoot: false, readOnlyRootFilesystem: true });
+  });
+
+  test("preStop sleeps, and the grace period covers the sleep, the shutdown delay and the drain", async () => {
+    const sleep = c.lifecycle.preStop.sleep.seconds as number;
+    expect(sleep).toBeGreaterThan(0);
+    const config = await effectiveConfig(objects);
+    expect(config.drainGracePeriodMs).toBe(30_000);
+    expect(config.shutdownDelayMs).toBe(5_000);
+    expect(spec.terminationGracePeriodSeconds).toBeGreaterThan(sleep + (config.shutdownDelayMs + config.drainGracePeriodMs) / 1000);
+  });
+});
+
+test("the OTel Collector scrapes the metrics port the config binds, by number (the DaemonSet declares none)", async () => {
+  const collector = parseYaml(await readFile(join(repoRoot, "deploy/observability/otel-collector.yaml"), "utf8")) as Any;
+  const relabels = collector.receivers.prometheus.config.scrape_configs[0].relabel_configs as Any[];
+  expect(JSON.stringify(relabels)).not.toContain("__meta_kubernetes_pod_container_port_");
+  const { metricsBindAddress } = await effectiveConfig(base);
+  // `$$` is the Collector's escape for Prometheus' `$`.
+  expect(relabels.filter((r) => r.target_label === "__address__")).toEqual([
+    { source_labels: ["__meta_kubernetes_pod_ip"], regex: "([^:]+)", target_label: "__address__", replacement: `$$1:${metricsBindAddress.port}` },
+    { source_labels: ["__meta_kubernetes_pod_ip"], regex: "(.*:.*)", target_label: "__address__", replacement: `[$$1]:${metricsBindAddress.port}` },
+  ]);
+  expect(relabels).toContainEqual({ source_labels: ["__meta_kubernetes_pod_container_name"], regex: container(base).name, action: "keep" });
+});
+
 describe("config file and flags", () => {
-  for (const [name, objects] of [["base", base], ["edge", edge], ["lb-controller", lb]] as const) {
+  for (const [name, objects] of deployments) {
     test(`${name}: the args and the config file load as kubegate loads them`, async () => {
       const config = await effectiveConfig(objects);
       expect(config.nodeName).toBe("node-a");

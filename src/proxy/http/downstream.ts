@@ -104,6 +104,8 @@ export class Downstream implements UpstreamOwner {
   lingering = false;
   /** Bytes from / to the client not reported yet (telemetry). */
   rx = 0;
+  /** The client has sent a byte on this connection (a drain leaves a connection that has not alone: see drainNow). */
+  spoke = false;
   tx = 0;
   /** The exchange telemetry; null when the proxy has none. */
   readonly tel: ExchangeTelemetry | null;
@@ -189,6 +191,7 @@ export class Downstream implements UpstreamOwner {
 
   onData(chunk: Uint8Array): void {
     this.rx += chunk.length;
+    this.spoke = true;
     switch (this.phase) {
       case AWAIT_HEAD:
         bufferRequestBytes(this, chunk);
@@ -322,9 +325,14 @@ export class Downstream implements UpstreamOwner {
     );
   }
 
-  /** Listener drain: close now when idle, else after the current exchange. */
+  /**
+   * Listener drain: close now when idle between requests, else after the current exchange. A connection whose
+   * client has not sent anything yet is not idle but new: its first request is on its way (the listener accepted it
+   * a moment ago, perhaps just before closing), so it is answered (with `Connection: close`), or the request head
+   * timeout or the drain grace ends it.
+   */
   drainNow(): void {
-    if (this.phase === AWAIT_HEAD && !this.headStarted && !this.buf) this.closeClient();
+    if (this.phase === AWAIT_HEAD && !this.headStarted && !this.buf && this.spoke) this.closeClient();
   }
 
   // ---- upstream socket events (UpstreamOwner) --------------------------------------------------

@@ -2,7 +2,7 @@
 import type { Runtime } from "../types.ts";
 import { createHttpClient } from "./http.ts";
 import { serveHttp } from "./serve.ts";
-import { bindUdp, connectTcp, listenTcp } from "./net.ts";
+import { bindUdp, connectTcp, connectUnix, listenTcp, listenUnix } from "./net.ts";
 import { exit, env, onSignal, readTextFile, watchPath } from "./system.ts";
 import { fileLimit, openFiles, raiseFileLimit } from "./files.ts";
 import { execPath, parentChannel, spawnChild } from "./process.ts";
@@ -12,6 +12,8 @@ export const bunRuntime: Runtime = {
   createHttpClient,
   listenTcp,
   connectTcp,
+  listenUnix,
+  connectUnix,
   serveHttp,
   bindUdp,
   readTextFile,

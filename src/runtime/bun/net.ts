@@ -218,6 +218,26 @@ export async function connectTcp<T>(options: TcpConnectOptions<T>): Promise<TcpS
   return (await withConnectTimeout(connecting, options, (s) => s.terminate())) as unknown as TcpSocket<T>;
 }
 
+export function listenUnix<T>(path: string, handlers: TcpHandlers<T>): TcpListener<T> {
+  const listener = new BunTcpListener(handlers);
+  listener.server = Bun.listen<unknown>({
+    unix: path,
+    allowHalfOpen: true,
+    data: listener,
+    socket: listenerHandlers(handlers) as Bun.SocketHandler<unknown>,
+  } as Bun.UnixSocketOptions<unknown>) as unknown as Bun.TCPSocketListener<unknown>;
+  return listener;
+}
+
+export function connectUnix<T>(path: string, handlers: TcpHandlers<T>, data: T): Promise<TcpSocket<T>> {
+  return Bun.connect<T>({
+    unix: path,
+    allowHalfOpen: true,
+    data,
+    socket: connectHandlers(handlers) as Bun.SocketHandler<T>,
+  } as Bun.UnixSocketOptions<T>) as unknown as Promise<TcpSocket<T>>;
+}
+
 export async function bindUdp(options: UdpBindOptions): Promise<UdpSocket> {
   // Bun.udpSocket has no SO_REUSEPORT; Bun's node:dgram does (the worker processes' shared UDP entrypoints).
   if (options.reusePort) return bindUdpReusePort(options);

@@ -5,6 +5,7 @@ export function serveHttp(options: HttpServeOptions): HttpServer {
   const server = Bun.serve({
     hostname: options.hostname,
     port: options.port,
+    ...(options.reusePort ? { reusePort: true } : {}),
     fetch: (req, srv) => options.fetch(req, { remoteAddress: srv.requestIP(req)?.address ?? "" }),
   });
   return {

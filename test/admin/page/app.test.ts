@@ -191,7 +191,7 @@ describe("admin page", () => {
     const full: AdminView = {
       ...view,
       health: () => ({ healthy: true, nodeEligible: true, ready: !shuttingDown, lastUpdated: at, shuttingDown }),
-      state: () => ({ file: "/var/lib/kubegate/state.json", stale, savedAt: at - 90_000, replayed: 7, removed: stale ? 0 : 2, skipped: 0, writes: stale ? 0 : 1, writeErrors: 0, ...(stale ? {} : { lastWriteAt: at }) }),
+      state: () => ({ file: "/var/lib/kubegate/state.json", stale, savedAt: at - 90_000, replayed: 7, removed: stale ? 0 : 2, skipped: 0, writer: true, writes: stale ? 0 : 1, writeErrors: 0, ...(stale ? {} : { lastWriteAt: at }) }),
     };
     const app = adminApp(full, { now: () => at });
     expect(((await (await app.request("/api/status")).json()) as Record<string, unknown>).state).toEqual({
@@ -201,6 +201,7 @@ describe("admin page", () => {
       replayed: 7,
       removed: 0,
       skipped: 0,
+      writer: true,
       writes: 0,
       writeErrors: 0,
     });
