@@ -10,19 +10,26 @@
  * to all of them), and replicas if configured so. With the default per-process random key, another process
  * (a restarted gateway, another worker, another replica) sees the cookie as unknown and re-pins the client.
  */
-import { createHmac, randomBytes } from "node:crypto";
+import type * as NodeCrypto from "node:crypto";
 import type { Endpoint, SessionAffinity } from "../model/types.ts";
 import { endpointKey } from "./affinity.ts";
 import type { Balancer } from "./types.ts";
 
 /** The per-process secret used when none is configured. */
-const processSecret: Uint8Array = randomBytes(32);
+const processSecret: Uint8Array = crypto.getRandomValues(new Uint8Array(32));
+
+/**
+ * `node:crypto`'s HMAC, loaded on first use: most data planes have no cookie affinity, and node:crypto brings
+ * node:stream with it (~1 MiB per worker process, BENCHMARKS.md "Idle memory per worker").
+ */
+let createHmac: typeof NodeCrypto.createHmac | undefined;
 
 /** The settings of a cookie affinity. */
 export type CookieSettings = NonNullable<SessionAffinity["cookie"]>;
 
 /** The cookie token of an endpoint of Service port `service` (`ns/svc:port`). */
 export function cookieToken(secret: Uint8Array | string, service: string, ep: Endpoint): string {
+  createHmac ??= (process.getBuiltinModule("node:crypto") as typeof NodeCrypto).createHmac;
   return createHmac("sha256", secret).update(`${service}|${endpointKey(ep)}`).digest().subarray(0, 12).toString("base64url");
 }
 

@@ -2,7 +2,6 @@
  * Config -> the data plane's settings (plain data, see `types.ts`), and settings -> the proxies' options (with the
  * live objects a data plane builds for itself: the connection budget, the lifecycle flag, the trusted-peer check).
  */
-import { randomBytes } from "node:crypto";
 import type { Config } from "../config/flags.ts";
 import { cidrContains, parseCidr, parseIP } from "../model/net.ts";
 import type { HttpProxyOptions } from "../proxy/http/options.ts";
@@ -38,7 +37,8 @@ export function dataPlaneSettings(config: Config, serviceVersion: string): DataP
     },
     drainGraceMs: config.drainGracePeriodMs,
     maxTrafficSeries: config.metricsMaxSeries,
-    cookieSecret: randomBytes(32).toString("base64url"),
+    // Web Crypto, not node:crypto: a worker loads no node:stream (its idle memory, BENCHMARKS.md).
+    cookieSecret: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url"),
     accessLog: config.accessLog,
     tracing: {
       // An OTLP endpoint in the environment turns tracing on (unless --tracing=false or OTEL_SDK_DISABLED, see setup.ts).

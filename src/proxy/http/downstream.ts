@@ -81,6 +81,9 @@ export interface ProxyHost {
 }
 
 /** The `socket.data` of a downstream connection: its state, read and written by the phase units. */
+/** How long a drain leaves a connection on which the client has not sent a byte yet (see {@link Downstream.drainNow}). */
+export const FRESH_DRAIN_MS = 1_000;
+
 export class Downstream implements UpstreamOwner {
   readonly ctx: ClientContext;
   /** Received bytes not yet consumed (a partial head, or pipelined requests). */
@@ -327,12 +330,14 @@ export class Downstream implements UpstreamOwner {
 
   /**
    * Listener drain: close now when idle between requests, else after the current exchange. A connection whose
-   * client has not sent anything yet is not idle but new: its first request is on its way (the listener accepted it
-   * a moment ago, perhaps just before closing), so it is answered (with `Connection: close`), or the request head
-   * timeout or the drain grace ends it.
+   * client has not sent anything yet is not idle but new: its first request is likely on its way (the listener
+   * accepted it a moment before closing, e.g. at a hand-over), so it gets {@link FRESH_DRAIN_MS} to send it and is
+   * answered (with `Connection: close`); a client that stays silent (a browser's preconnect) is closed then.
    */
   drainNow(): void {
-    if (this.phase === AWAIT_HEAD && !this.headStarted && !this.buf && this.spoke) this.closeClient();
+    if (this.phase !== AWAIT_HEAD || this.headStarted || this.buf) return;
+    if (this.spoke) this.closeClient();
+    else if (this.timer === HEAD_TIMER) this.setTimer(HEAD_TIMER, Math.min(FRESH_DRAIN_MS, Math.max(0, this.deadline - this.proxy.clock)));
   }
 
   // ---- upstream socket events (UpstreamOwner) --------------------------------------------------

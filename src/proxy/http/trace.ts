@@ -7,9 +7,9 @@
  * caller checks {@link ProxyTracing} first and nothing here runs. A request that is not sampled keeps the
  * client's `traceparent` untouched and gets no spans.
  */
-import { type Attributes, ROOT_CONTEXT as rootContext, type Span, SpanKind, SpanStatusCode, trace as otelTrace } from "@opentelemetry/api";
+import type { Attributes, Span } from "@opentelemetry/api";
 import type { Endpoint, Entrypoint } from "../../model/types.ts";
-import type { ProxyTracing } from "../../telemetry/tracing/types.ts";
+import { type ProxyTracing, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, SPAN_STATUS_ERROR, TRACE_FLAGS_SAMPLED } from "../../telemetry/tracing/types.ts";
 import { parseTraceparent, remoteParent, TRACEPARENT_SPAN_ID_OFFSET } from "../../telemetry/tracing/w3c.ts";
 import { latin1Bytes } from "./bytes.ts";
 import { F_OTHER, fields, kinds, latin1, type RequestInfo } from "./parser.ts";
@@ -83,7 +83,7 @@ export function startServerSpan(
   ep: Entrypoint,
 ): RequestTrace | null {
   const { tp, ts } = traceFields;
-  const parent = tp >= 0 ? parseTraceparent(fieldValue(buf, tp), ts >= 0 ? fieldValue(buf, ts) : undefined) : undefined;
+  const parent = tp >= 0 ? parseTraceparent(fieldValue(buf, tp)) : undefined;
   let host = hostField >= 0 ? fieldValue(buf, hostField) : "";
   const colon = host.lastIndexOf(":");
   if (colon > 0 && host.indexOf("]", colon) < 0) host = host.slice(0, colon);
@@ -100,10 +100,11 @@ export function startServerSpan(
     "kubegate.entrypoint": ep.name,
   };
   if (host) attributes["server.address"] = host;
-  const server = tr.tracer.startSpan(method, { kind: SpanKind.SERVER, attributes }, remoteParent(parent));
+  const context = remoteParent(tr.api, parent, parent !== undefined && ts >= 0 ? fieldValue(buf, ts) : undefined);
+  const server = tr.tracer.startSpan(method, { kind: SPAN_KIND_SERVER, attributes }, context);
   if (!server.isRecording()) return null;
   const sc = server.spanContext();
-  let line = `traceparent: 00-${sc.traceId}-0000000000000000-${sc.traceFlags & 1 ? "01" : "00"}\r\n`;
+  let line = `traceparent: 00-${sc.traceId}-0000000000000000-${sc.traceFlags & TRACE_FLAGS_SAMPLED ? "01" : "00"}\r\n`;
   const state = sc.traceState?.serialize();
   if (state) line += `tracestate: ${state}\r\n`;
   return { server, inject: { line: latin1Bytes(line), drop1: tp, drop2: ts }, client: null, attempts: 0 };
@@ -142,7 +143,7 @@ export function startClientSpan(
   if (ref?.kind === "Pod" && ref.name) attributes["k8s.pod.name"] = ref.name;
   if (t.attempts > 0) attributes["http.request.resend_count"] = t.attempts;
   t.attempts++;
-  const client = tr.tracer.startSpan(method, { kind: SpanKind.CLIENT, attributes }, otelTrace.setSpan(rootContext, t.server));
+  const client = tr.tracer.startSpan(method, { kind: SPAN_KIND_CLIENT, attributes }, tr.api.trace.setSpan(tr.api.ROOT_CONTEXT, t.server));
   t.client = client;
   if (head !== null && at >= 0) {
     const id = client.spanContext().spanId;
@@ -157,8 +158,8 @@ export function endClientSpan(t: RequestTrace, status: number, error: string): v
   if (c === null) return;
   t.client = null;
   if (status > 0) c.setAttribute("http.response.status_code", status);
-  if (error) c.setStatus({ code: SpanStatusCode.ERROR, message: error });
-  else if (status >= 500 || status === 0) c.setStatus({ code: SpanStatusCode.ERROR });
+  if (error) c.setStatus({ code: SPAN_STATUS_ERROR, message: error });
+  else if (status >= 500 || status === 0) c.setStatus({ code: SPAN_STATUS_ERROR });
   c.end();
 }
 
@@ -169,10 +170,10 @@ export function endRequestSpans(t: RequestTrace, status: number, error: string):
   if (status > 0) s.setAttribute("http.response.status_code", status);
   if (error) {
     s.setAttribute("error.type", error);
-    s.setStatus({ code: SpanStatusCode.ERROR, message: error });
+    s.setStatus({ code: SPAN_STATUS_ERROR, message: error });
   } else if (status >= 500) {
     s.setAttribute("error.type", String(status));
-    s.setStatus({ code: SpanStatusCode.ERROR });
+    s.setStatus({ code: SPAN_STATUS_ERROR });
   }
   s.end();
 }

@@ -27,11 +27,12 @@
  * `open` closure. Every other handler is a module-level function shared by all listeners (the listener is
  * reached through `socket.data`, the {@link Pipe}); the connection set is allocated on the first connection.
  */
-import { type Span, SpanKind, SpanStatusCode } from "@opentelemetry/api";
+import type { Span } from "@opentelemetry/api";
 import type { Endpoint } from "../../model/types.ts";
 import type { Outcome, PickContext } from "../../balancer/types.ts";
 import type { Runtime, TcpHandlers, TcpSocket } from "../../runtime/types.ts";
 import type { ProxyErrorReason, ServiceTraffic } from "../../telemetry/metrics/traffic.ts";
+import { SPAN_KIND_SERVER, SPAN_STATUS_ERROR } from "../../telemetry/tracing/types.ts";
 import { type ListenerProxy, type ListenerProxyFactory, type ProxyOptions, routeTraffic } from "../types.ts";
 import type { Route, RouteRef } from "../../routes/types.ts";
 import { proxyV2Header } from "./proxy-protocol.ts";
@@ -357,7 +358,7 @@ function finish(p: Pipe): void {
   const span = p.span;
   if (span !== undefined) {
     span.setAttributes({ "kubegate.bytes_received": p.rx, "kubegate.bytes_sent": p.tx, "kubegate.close_reason": why });
-    if (ERROR_CLOSE.has(why)) span.setStatus({ code: SpanStatusCode.ERROR, message: why });
+    if (ERROR_CLOSE.has(why)) span.setStatus({ code: SPAN_STATUS_ERROR, message: why });
     span.end();
   }
   p.proxy.tel?.accessLog?.stream({
@@ -617,7 +618,7 @@ const upstreamHandlers: TcpHandlers<Pipe> = {
 function startSpan(proxy: TcpProxy, route: Route, down: TcpSocket<Pipe>): Span | undefined {
   const ep = route.entrypoint;
   const span = proxy.tracing!.tracer.startSpan(`tcp ${ep.name}`, {
-    kind: SpanKind.SERVER,
+    kind: SPAN_KIND_SERVER,
     attributes: {
       "network.transport": "tcp",
       "client.address": down.remoteAddress,

@@ -11,9 +11,9 @@
  *   sooner (from 5 s, doubling up to the refresh interval).
  */
 import * as dns from "node:dns/promises";
-import { isIP } from "node:net";
 import { sameList } from "../../model/equal.ts";
 import type { Endpoint } from "../../model/types.ts";
+import { isIP } from "../../model/net.ts";
 
 /** What one resolution found. */
 export interface DnsAnswer {
@@ -58,7 +58,7 @@ type TtlRecord = { readonly address: string; readonly ttl: number };
 export async function systemResolve(hostname: string): Promise<DnsAnswer> {
   const name = hostname.endsWith(".") ? hostname.slice(0, -1) : hostname;
   const literal = name.startsWith("[") && name.endsWith("]") ? name.slice(1, -1) : name;
-  if (isIP(literal) !== 0) return { addresses: [literal] };
+  if (isIP(literal)) return { addresses: [literal] };
   const [v4, v6] = await Promise.allSettled([
     dns.resolve4(name, { ttl: true }) as Promise<TtlRecord[]>,
     dns.resolve6(name, { ttl: true }) as Promise<TtlRecord[]>,

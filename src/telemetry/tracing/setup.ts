@@ -1,5 +1,6 @@
 /**
- * The OpenTelemetry SDK, set up in this one module (everything else uses `@opentelemetry/api`):
+ * The OpenTelemetry SDK, set up in this one module (everything else uses only the types of `@opentelemetry/api`,
+ * and its functions through `ProxyTracing.api`, so that nothing of OpenTelemetry loads while tracing is off):
  * a tracer provider with an OTLP/HTTP (JSON) exporter behind a batch processor, a sampler from the
  * standard environment or the gateway's flags, the W3C Trace Context propagator, and a graceful
  * flush on {@link Tracing.shutdown}.
@@ -10,7 +11,7 @@
  * Flags win over the environment: `--tracing=false` turns tracing off, `--tracing-sample-ratio R` sets a
  * `parentbased_traceidratio` sampler with ratio R.
  */
-import { propagation } from "@opentelemetry/api";
+import { createTraceState, propagation, ROOT_CONTEXT, trace } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
@@ -169,7 +170,7 @@ export function setupTracing(options: TracingOptions = {}): Tracing | undefined 
   const provider = new BasicTracerProvider({ sampler: choice.sampler, resource: resourceFromAttributes(attrs), spanProcessors: [processor] });
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   const tracer = provider.getTracer("kubegate");
-  const proxy: ProxyTracing = { tracer, sampleRoots: choice.sampleRoots, sampleParents: choice.sampleParents };
+  const proxy: ProxyTracing = { tracer, api: { ROOT_CONTEXT, trace, createTraceState }, sampleRoots: choice.sampleRoots, sampleParents: choice.sampleParents };
   let closing: Promise<void> | undefined;
   return {
     ...proxy,

@@ -1,5 +1,6 @@
 /** The HTTP/1.1 forwarder against raw-socket upstreams and raw or real clients: what goes through, byte for byte. */
 import { describe, expect, test } from "bun:test";
+import { FRESH_DRAIN_MS } from "../../../src/proxy/http/downstream.ts";
 import { idleUpstreams, poolSettings } from "../../../src/proxy/http/index.ts";
 import { bytes, header, RawClient, RawUpstream, startProxy, text, waitFor } from "../../support/http-harness.ts";
 
@@ -574,13 +575,18 @@ describe("interim responses", () => {
 describe("drain and close", () => {
   test("drain closes idle connections now and busy ones after their response", async () => {
     let release: (() => void) | undefined;
-    await using up = new RawUpstream("up", (_req, s) => {
-      release = () => s.write(bytes("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow"));
+    await using up = new RawUpstream("up", (req, s) => {
+      const answer = () => s.write(bytes("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow"));
+      if (req.target === "/slow") release = answer;
+      else answer();
     });
     await using px = startProxy([up.endpoint]);
+    // Idle: kept alive after one exchange.
     await using idle = await RawClient.connect(px.port);
+    idle.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    expect((await idle.readResponse()).body).toBe("slow");
     await using busy = await RawClient.connect(px.port);
-    busy.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    busy.send("GET /slow HTTP/1.1\r\nHost: h\r\n\r\n");
     await waitFor(() => release !== undefined && px.proxy.active() === 2, "the busy request upstream");
     const drained = px.proxy.drain();
     await idle.whenClosed;
@@ -591,6 +597,34 @@ describe("drain and close", () => {
     expect({ body: r.body, conn: header(r, "connection") }).toEqual({ body: "slow", conn: "close" });
     await drained;
     expect(px.proxy.active()).toBe(0);
+  });
+
+  test("drain answers a new connection's first request (sent after the drain began), then closes it", async () => {
+    await using up = new RawUpstream("up", (_req, s) => void s.write(bytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")));
+    await using px = startProxy([up.endpoint]);
+    // Accepted just before the drain; its request is still on the way (a listener closing at a hand-over).
+    await using fresh = await RawClient.connect(px.port);
+    await waitFor(() => px.proxy.active() === 1, "the connection to be accepted");
+    const drained = px.proxy.drain();
+    expect(fresh.closed).toBe(false);
+    fresh.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    const r = await fresh.readResponse();
+    expect({ body: r.body, conn: header(r, "connection") }).toEqual({ body: "ok", conn: "close" });
+    await fresh.whenClosed;
+    await drained;
+  });
+
+  test("drain closes a new connection whose client stays silent after a short grace", async () => {
+    await using up = new RawUpstream();
+    await using px = startProxy([up.endpoint]);
+    await using silent = await RawClient.connect(px.port);
+    await waitFor(() => px.proxy.active() === 1, "the connection to be accepted");
+    const started = performance.now();
+    await px.proxy.drain();
+    await silent.whenClosed;
+    // Not at once (its request may be on the way), and long before the 30 s request head timeout.
+    expect(performance.now() - started).toBeGreaterThanOrEqual(FRESH_DRAIN_MS - 50);
+    expect(performance.now() - started).toBeLessThan(FRESH_DRAIN_MS + 2_000);
   });
 
   test("closeAll closes every connection at once", async () => {
