@@ -165,7 +165,13 @@ export function healthApp(state: HealthState, counts: HealthCounts = { healthz: 
     state.ready
       ? new Response("ok\n", { status: 200, headers: { "Content-Type": "text/plain" } })
       : new Response(
-          state.shuttingDown ? "shutting down\n" : !state.serving ? "no data plane worker is serving\n" : "waiting for the first snapshot\n",
+          state.shuttingDown
+            ? "shutting down\n"
+            : !state.serving
+              ? "no data plane worker is serving\n"
+              : state.yielding
+                ? "successor starting: a newer gateway on this node is not ready yet\n"
+                : "waiting for the first snapshot\n",
           { status: 503, headers: { "Content-Type": "text/plain" } },
         ),
   );

@@ -827,6 +827,8 @@ export interface HttpLoadOptions {
   readonly maxMs?: number;
   /** Status codes that count as success (default [200]). */
   readonly okStatus?: readonly number[];
+  /** Called after each exchange with its start (performance.now()), duration in ms (a new connection's includes connecting) and outcome. */
+  readonly onExchange?: (startedAt: number, ms: number, ok: boolean) => void;
 }
 
 /** A running HTTP load. */
@@ -916,11 +918,12 @@ export function startHttpLoad(options: HttpLoadOptions): HttpLoad {
           }
           conn = undefined;
         }
+        const t0 = performance.now();
         conn ??= await open();
         const req = build(id, false);
         stats.requests++;
         const res = await conn.request(req.bytes);
-        check(id, req, res);
+        options.onExchange?.(t0, performance.now() - t0, check(id, req, res));
         if (res.close) {
           conn.end();
           const err = await conn.closed;
@@ -948,11 +951,12 @@ export function startHttpLoad(options: HttpLoadOptions): HttpLoad {
       const id = `n${w}-${n}`;
       let conn: HttpClientConn | undefined;
       try {
+        const t0 = performance.now();
         conn = await open();
         const req = build(id, true);
         stats.requests++;
         const res = await conn.request(req.bytes);
-        check(id, req, res);
+        options.onExchange?.(t0, performance.now() - t0, check(id, req, res));
         conn.end();
         const err = await Promise.race([conn.closed, new Promise<"slow">((r) => setTimeout(() => r("slow"), 2_000))]);
         if (err === "slow") fail(`${id}: the gateway kept the connection open after "Connection: close"`);

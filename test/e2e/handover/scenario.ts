@@ -73,10 +73,59 @@ export interface ScenarioResult {
   readonly afterKill?: { http: number; tcp: number; httpOk: number };
   /** The state file's writer after the last hand-over (the last gateway's /api/status). */
   readonly finalState?: { writer: boolean; writes: number; role: string };
-  /** Requests answered per 250 ms and latency percentiles (with `timeline`). */
-  readonly timeline?: { windows: { t: number; ok: number; failed: number }[]; handovers: { round: number; sigtermAt: number; exitedAt: number }[] };
+  /** With `timeline`: HTTP throughput and latency in the 2 s before each SIGTERM and from it to the old gateway's exit. */
+  readonly timeline?: HandoverWindow[];
   /** The last log lines of each gateway (on failure). */
   readonly logs?: Record<string, string[]>;
+}
+
+/** HTTP exchanges in a span of time. */
+export interface WindowStats {
+  readonly ms: number;
+  readonly requests: number;
+  readonly failed: number;
+  readonly rps: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly max: number;
+  /** The fewest requests completed in any 250 ms of the span, per second. */
+  readonly worst250msRps: number;
+}
+
+export interface HandoverWindow {
+  readonly round: number;
+  readonly before: WindowStats;
+  /** From SIGTERM to the old gateway's exit (its drain included). */
+  readonly during: WindowStats;
+  /** The 2 s after the exit (the new gateway alone). */
+  readonly after: WindowStats;
+}
+
+/** Exchanges (start, duration, ok) completed in [from, to). */
+function windowStats(ex: { t: number[]; ms: number[]; ok: boolean[] }, from: number, to: number): WindowStats {
+  const lat: number[] = [];
+  let failed = 0;
+  const buckets = new Array<number>(Math.max(1, Math.floor((to - from) / 250))).fill(0);
+  for (let i = 0; i < ex.t.length; i++) {
+    const end = ex.t[i]! + ex.ms[i]!;
+    if (end < from || end >= to) continue;
+    lat.push(ex.ms[i]!);
+    if (!ex.ok[i]) failed++;
+    const b = Math.floor((end - from) / 250);
+    if (b < buckets.length) buckets[b]!++;
+  }
+  lat.sort((a, b) => a - b);
+  const q = (p: number) => Math.round((lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] ?? 0) * 100) / 100;
+  return {
+    ms: Math.round(to - from),
+    requests: lat.length,
+    failed,
+    rps: Math.round((lat.length * 1000) / (to - from)),
+    p50: q(0.5),
+    p99: q(0.99),
+    max: Math.round((lat.at(-1) ?? 0) * 100) / 100,
+    worst250msRps: Math.min(...buckets) * 4,
+  };
 }
 
 /** The phases of the node, for the probe rules. */
@@ -314,7 +363,10 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   let tcp: ReturnType<typeof startTcpLoad> | undefined;
   let udp: ReturnType<typeof udpFlows> | undefined;
   const handovers: { round: number; sigtermAt: number; exitedAt: number }[] = [];
-  const windows: { t: number; ok: number; failed: number }[] = [];
+  const exchanges = { t: [] as number[], ms: [] as number[], ok: [] as boolean[] };
+  const onExchange = options.timeline
+    ? (t: number, ms: number, ok: boolean) => (exchanges.t.push(t - started), exchanges.ms.push(ms), exchanges.ok.push(ok))
+    : undefined;
   let error: string | undefined;
   let afterKill: ScenarioResult["afterKill"];
   try {
@@ -324,12 +376,11 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     prober = probeLoop();
     const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
     // The load starts once v1 serves: from here on nothing may fail.
-    http = startHttpLoad({ port: HTTP_PORT, keepAliveWorkers: options.keepAliveWorkers ?? 4, newConnectionWorkers: options.newConnectionWorkers ?? 2, paceMs: options.paceMs ?? 2, maxMs: 600_000, maxRequests: 10_000_000, maxBodyBytes: 16 * 1024 });
+    http = startHttpLoad({ port: HTTP_PORT, keepAliveWorkers: options.keepAliveWorkers ?? 4, newConnectionWorkers: options.newConnectionWorkers ?? 2, paceMs: options.paceMs ?? 2, maxMs: 600_000, maxRequests: 10_000_000, maxBodyBytes: 16 * 1024, ...(onExchange ? { onExchange } : {}) });
         // Long-lived TCP connections of ~1 s: each ends on the gateway it started on (an established connection
     // cannot move; one that outlives the drain grace period is cut, see README).
     tcp = startTcpLoad({ port: TCP_PORT, exchanges: 100, exchangePaceMs: 10, maxMs: 600_000, maxConnections: 10_000_000 });
     udp = udpFlows(4);
-    const sampler = setInterval(() => windows.push({ t: at(), ok: http!.stats.ok, failed: http!.stats.failed }), 250);
     const progress = async () => {
       const h = http!.stats.ok;
       const t = tcp!.stats.exchanges;
@@ -348,12 +399,15 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       await progress();
       const kill = options.killLast && round === rounds;
       phase = kill ? "killed" : "handing-over";
+      // The benchmark compares the hand-over with the 2 s before it.
+      if (options.timeline) await wait(2_000);
       const sigtermAt = at();
       old.kill(kill ? "SIGKILL" : "SIGTERM");
       await old.exited;
       handovers.push({ round, sigtermAt, exitedAt: at() });
       await next.logged("This gateway now holds the node", 5_000);
       phase = "serving";
+      if (options.timeline) await wait(2_000);
       if (kill) {
         // What the killed process held is lost (its connections reset); from here on the successor serves alone.
         await wait(1_000);
@@ -361,7 +415,6 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       }
       await progress();
     }
-    clearInterval(sampler);
   } catch (err) {
     error = String(err);
   }
@@ -397,7 +450,9 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     ...(afterKill && httpStats && tcpStats
       ? { afterKill: { http: httpStats.failed - afterKill.http, tcp: tcpStats.failed - afterKill.tcp, httpOk: httpStats.ok - afterKill.httpOk } }
       : {}),
-    ...(options.timeline ? { timeline: { windows, handovers } } : {}),
+    ...(options.timeline
+      ? { timeline: handovers.map((h) => ({ round: h.round, before: windowStats(exchanges, h.sigtermAt - 2_000, h.sigtermAt), during: windowStats(exchanges, h.sigtermAt, h.exitedAt), after: windowStats(exchanges, h.exitedAt, h.exitedAt + 2_000) })) }
+      : {}),
     ...(error || (httpStats?.failed ?? 0) > 0 || (tcpStats?.failed ?? 0) > 0 ? { logs: Object.fromEntries(gateways.map((g) => [g.name, g.tail()])) } : {}),
   };
   return result;
