@@ -12,7 +12,7 @@ import { TCP_MIGRATE_REQ, tcpMigrateReq } from "./config/host.ts";
 export function prepareNode(path = TCP_MIGRATE_REQ, print: (line: string) => void = console.log): number {
   const before = tcpMigrateReq(path);
   if (before === undefined) {
-    print(`prepare-node: ${path} not found (Linux 5.14 or later has it): connections queued on a closing listener are reset at a hand-over`);
+    print(`prepare-node: ${path} cannot be read (Linux 5.14 or later has it): connections queued on a closing listener are reset at a hand-over`);
     return 1;
   }
   if (before) {

@@ -69,6 +69,7 @@ export interface SuccessionOptions {
 /** The per-connection state of a peer: its line buffer and what it said. */
 interface Peer {
   pending: string;
+  /** 0 until its hello. */
   pid: number;
   version: string;
   ready: boolean;
@@ -76,6 +77,8 @@ interface Peer {
 
 /** Messages larger than this end the connection (a peer that is not a kubegate). */
 const MAX_LINE = 4096;
+/** A peer that has not said hello this long after connecting is cut (it is not a kubegate). */
+const HELLO_TIMEOUT_MS = 5_000;
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
@@ -132,9 +135,9 @@ export class Succession implements AsyncDisposable {
     this.#upstream?.write(line({ type: "ready" }));
   }
 
-  /** A successor is connected and not ready yet: the kubelet's probe for it may reach us. */
+  /** A successor has said hello and is not ready yet: the kubelet's probe for it may reach us. */
   successorStarting(): boolean {
-    for (const s of this.#successors) if (!s.data.ready) return true;
+    for (const s of this.#successors) if (s.data.pid !== 0 && !s.data.ready) return true;
     return false;
   }
 
@@ -191,6 +194,9 @@ export class Succession implements AsyncDisposable {
           s.data = { pending: "", pid: 0, version: "", ready: false };
           this.#successors.add(s);
           s.write(hello);
+          setTimeout(() => {
+            if (s.data.pid === 0 && this.#successors.has(s)) s.terminate();
+          }, HELLO_TIMEOUT_MS).unref?.();
         },
         data: (s, chunk) => this.#receive(s, chunk, (m) => this.#fromSuccessor(s, m)),
         end: (s) => s.end(),
@@ -248,6 +254,7 @@ export class Succession implements AsyncDisposable {
       s.data.version = m.version;
       this.#log.info("A successor is starting beside this gateway: /readyz answers 503 until it is ready", { pid: m.pid, version: m.version });
     } else if (m.type === "ready" && !s.data.ready) {
+      if (s.data.pid === 0) return; // ready before hello: not the protocol
       s.data.ready = true;
       this.#log.info("Successor ready: on SIGTERM this gateway hands the node over", { pid: s.data.pid, version: s.data.version });
     } else return;
@@ -267,7 +274,7 @@ export class Succession implements AsyncDisposable {
     const lines = text.split("\n");
     s.data.pending = lines.pop()!;
     try {
-      if (s.data.pending.length > MAX_LINE) throw new Error("line too long");
+      if (s.data.pending.length > MAX_LINE || lines.some((l) => l.length > MAX_LINE)) throw new Error("line too long");
       for (const l of lines) {
         const m: unknown = JSON.parse(l);
         if (typeof m === "object" && m !== null) handle(m as Record<string, unknown>);

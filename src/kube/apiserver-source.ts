@@ -1,7 +1,8 @@
 /**
  * The API server as a {@link Source}: one reflector each for Services, EndpointSlices and this node's
  * own Node object (the model needs only its zone and addresses, so only it is watched, by
- * `fieldSelector=metadata.name=<node>`).
+ * `fieldSelector=metadata.name=<node>`). They share one client, so during an API server outage they wait on its one
+ * probe (`KubeClient.untilReachable`): the node sends ~1 request/s in all, not one stream of retries per kind.
  */
 import { KubeClient } from "./client.ts";
 import type { KubeConnection } from "./kubeconfig.ts";

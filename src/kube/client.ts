@@ -5,8 +5,12 @@
  * Credentials come from a {@link KubeConnection}; on a 401 they are dropped and fetched again
  * once (rotated token file, expired exec credential) before the error is raised. Every failure is
  * a {@link KubeApiError} whose message says what was asked, what the server answered and what to do.
+ *
+ * While the API server gives no answer at all, callers wait on {@link KubeClient.untilReachable}: one cheap probe
+ * (`GET /readyz`) for everything sharing the client, about once a second, instead of each retrying on its own.
  */
 import { rt, type HttpClient, type TlsClientOptions } from "../runtime/index.ts";
+import { ReachabilityProbe, type ProbeOptions, type ProbeResult } from "./backoff.ts";
 import type { Credentials, KubeConnection } from "./kubeconfig.ts";
 import { Kinds, type KindName } from "./objects.ts";
 
@@ -85,16 +89,26 @@ export class KubeApiError extends Error {
   readonly retryAfter: number | undefined;
   /** What was asked, e.g. `list services`. */
   readonly operation: string;
+  /** No answer came: the connection was refused, timed out or broke mid-stream (wait with `untilReachable`). */
+  readonly unreachable: boolean;
 
   constructor(
     message: string,
-    init: { operation: string; status?: number | undefined; reason?: string | undefined; retryAfter?: number | undefined; cause?: unknown },
+    init: {
+      operation: string;
+      status?: number | undefined;
+      reason?: string | undefined;
+      retryAfter?: number | undefined;
+      unreachable?: boolean | undefined;
+      cause?: unknown;
+    },
   ) {
     super(message, init.cause === undefined ? undefined : { cause: init.cause });
     this.operation = init.operation;
     this.status = init.status;
     this.reason = init.reason;
     this.retryAfter = init.retryAfter;
+    this.unreachable = init.unreachable ?? false;
   }
 
   /** The resourceVersion is too old (410 Gone / Expired): list again. */
@@ -108,6 +122,10 @@ export interface KubeClientOptions {
   readonly requestTimeoutMs?: number | undefined;
   /** Sent as `User-Agent` (default `kubegate`). */
   readonly userAgent?: string | undefined;
+  /** The probe of {@link KubeClient.untilReachable}: its pace, and how long one probe may wait for an answer (default 5000 ms). */
+  readonly probe?: (ProbeOptions & { readonly timeoutMs?: number | undefined }) | undefined;
+  /** Makes the HTTP client for a TLS configuration (default: the runtime's `rt.createHttpClient`). */
+  readonly createHttpClient?: ((tls: TlsClientOptions) => HttpClient) | undefined;
 }
 
 interface RequestInit_ {
@@ -118,6 +136,8 @@ interface RequestInit_ {
   readonly signal?: AbortSignal | undefined;
   /** No request timeout (watches). */
   readonly stream?: boolean;
+  /** Instead of the client's request timeout. */
+  readonly timeoutMs?: number;
 }
 
 /**
@@ -132,12 +152,31 @@ export class KubeClient implements Disposable {
   readonly connection: KubeConnection;
   readonly #timeoutMs: number;
   readonly #userAgent: string;
+  readonly #createHttpClient: (tls: TlsClientOptions) => HttpClient;
+  readonly #probe: ReachabilityProbe;
   #http: { client: HttpClient; cert: string | undefined; key: string | undefined } | undefined;
 
   constructor(connection: KubeConnection, options: KubeClientOptions = {}) {
     this.connection = connection;
     this.#timeoutMs = options.requestTimeoutMs ?? 60_000;
     this.#userAgent = options.userAgent ?? "kubegate";
+    this.#createHttpClient = options.createHttpClient ?? ((tls) => rt.createHttpClient(tls));
+    const probeTimeoutMs = options.probe?.timeoutMs ?? 5000;
+    this.#probe = new ReachabilityProbe((signal) => this.#ping(signal, probeTimeoutMs), options.probe);
+  }
+
+  /**
+   * Resolves once the API server answers again (any HTTP status; after the `Retry-After` it sent, if any), or early
+   * when `signal` aborts. Every caller waits on the same probe: `GET /readyz` with this client's credentials, one at
+   * a time, started about once a second (0.5-1.5 s apart by default), so a node sends ~1 request/s during an outage
+   * however many watches it lost.
+   *
+   * @example
+   * const err = await client.list("Service").catch((e: unknown) => e);
+   * if (err instanceof KubeApiError && err.unreachable) await client.untilReachable(signal); // then try again
+   */
+  untilReachable(signal?: AbortSignal): Promise<void> {
+    return this.#probe.untilAnswered(signal);
   }
 
   /** One page of objects. */
@@ -195,7 +234,7 @@ export class KubeClient implements Disposable {
           chunk = await reader.read();
         } catch (err) {
           if (options.signal?.aborted) throw options.signal.reason;
-          throw new KubeApiError(`Watch of ${ref.plural} broke: ${errorText(err)}`, { operation, cause: err });
+          throw new KubeApiError(`Watch of ${ref.plural} broke: ${errorText(err)}`, { operation, unreachable: true, cause: err });
         }
         if (chunk.done) break;
         buffer += decoder.decode(chunk.value, { stream: true });
@@ -274,8 +313,9 @@ export class KubeClient implements Disposable {
     await res.body?.cancel();
   }
 
-  /** Release pooled connections. */
+  /** Release pooled connections; stop probing (pending `untilReachable` calls resolve). */
   close(): void {
+    this.#probe.close();
     this.#http?.client.close();
     this.#http = undefined;
   }
@@ -290,8 +330,20 @@ export class KubeClient implements Disposable {
     if (this.#http && this.#http.cert === cert && this.#http.key === key) return this.#http.client;
     this.#http?.client.close();
     const tls: TlsClientOptions = { ...this.connection.tls, cert, key };
-    this.#http = { client: rt.createHttpClient(tls), cert, key };
+    this.#http = { client: this.#createHttpClient(tls), cert, key };
     return this.#http.client;
+  }
+
+  /** One probe: did the server answer `GET /readyz` at all (a 500 "not ready" is an answer too)? */
+  async #ping(signal: AbortSignal, timeoutMs: number): Promise<ProbeResult> {
+    try {
+      const res = await this.#request("probe the API server", "/readyz", { signal, timeoutMs });
+      await res.body?.cancel();
+      return { answered: true, retryAfterMs: 0 };
+    } catch (err) {
+      if (!(err instanceof KubeApiError) || err.unreachable) return { answered: false };
+      return { answered: true, retryAfterMs: (err.retryAfter ?? 0) * 1000 };
+    }
   }
 
   async #request(operation: string, path: string, init: RequestInit_): Promise<Response> {
@@ -305,7 +357,8 @@ export class KubeClient implements Disposable {
       } catch (err) {
         throw new KubeApiError(`Cannot ${operation}: ${errorText(err)}`, { operation, cause: err });
       }
-      const signals = [init.signal, init.stream ? undefined : AbortSignal.timeout(this.#timeoutMs)].filter(
+      const timeoutMs = init.timeoutMs ?? this.#timeoutMs;
+      const signals = [init.signal, init.stream ? undefined : AbortSignal.timeout(timeoutMs)].filter(
         (s): s is AbortSignal => s !== undefined,
       );
       const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
@@ -325,8 +378,8 @@ export class KubeClient implements Disposable {
         });
       } catch (err) {
         if (init.signal?.aborted) throw init.signal.reason;
-        const why = signal?.aborted ? `no answer within ${this.#timeoutMs} ms` : errorText(err);
-        throw new KubeApiError(`Cannot ${operation} at ${this.connection.server}: ${why}`, { operation, cause: err });
+        const why = signal?.aborted ? `no answer within ${timeoutMs} ms` : errorText(err);
+        throw new KubeApiError(`Cannot ${operation} at ${this.connection.server}: ${why}`, { operation, unreachable: true, cause: err });
       }
       if (res.ok) return res;
       if (res.status === 401 && attempt === 0 && auth.invalidate()) {

@@ -7,14 +7,17 @@
  *   connection never ends on its own).
  * - 410 Expired (HTTP status or an ERROR event): list again and diff against the cache, so objects
  *   deleted meanwhile are delivered as deletes.
- * - Any other failure: retry with jittered exponential backoff; the error is kept in `status()` and
- *   logged (rate-limited). It never stops until `stop()`.
+ * - No answer at all (connection refused, timed out or broken, or a silent watch): wait on the client's shared
+ *   probe (`KubeClient.untilReachable`, ~1 request/s per node), then resume from the last resourceVersion after a
+ *   random 0-`resumeSpreadMs` (500 ms), so thousands of nodes do not come back in the same instant.
+ * - Any other failure (the server answered: 5xx, 403, 429...): retry with jittered exponential backoff, honouring
+ *   `Retry-After`. Every error is kept in `status()` and logged (rate-limited). It never stops until `stop()`.
  *
  * Each object is validated against its schema in objects.ts (compiled, see compiled-schema.ts; valibot
  * itself words the error); a malformed one becomes an `invalid` event and the rest are unaffected. A
  * relist does not validate again the objects whose resourceVersion it already holds.
  */
-import { Backoff, sleep, type BackoffOptions, type Now, type Random } from "./backoff.ts";
+import { Backoff, maxRetryAfterMs, sleep, type BackoffOptions, type Now, type Random } from "./backoff.ts";
 import { KubeApiError, type KubeClient, type KubeObject, type WatchEvent } from "./client.ts";
 import { compileSchema } from "./compiled-schema.ts";
 import { Kinds, objectKey, parseObject, type KindName } from "./objects.ts";
@@ -29,8 +32,10 @@ export interface ReflectorTuning {
   readonly watchTimeoutSeconds?: readonly [min: number, max: number] | undefined;
   /** Restart a watch that received nothing (not even a bookmark) for this long (default 90 000 ms). */
   readonly inactivityTimeoutMs?: number | undefined;
-  /** Retry delays (default 250 ms doubling to 30 s, reset after 60 s healthy). */
+  /** Retry delays after errors the server answered (default 250 ms doubling to 30 s, reset after 60 s healthy). */
   readonly backoff?: BackoffOptions | undefined;
+  /** Once an unreachable server answers again, resume after a random delay up to this (default 500 ms). */
+  readonly resumeSpreadMs?: number | undefined;
   /** The same problem is logged at most once per this interval (default 30 000 ms). */
   readonly logIntervalMs?: number | undefined;
   /** Where problems are logged (default: JSON lines on stderr). */
@@ -40,8 +45,11 @@ export interface ReflectorTuning {
 }
 
 export interface ReflectorOptions<K extends KindName> extends ReflectorTuning {
-  /** What the reflector uses of the client: list and watch. */
-  readonly client: Pick<KubeClient, "list" | "watch">;
+  /**
+   * What the reflector uses of the client: list and watch, and `untilReachable` when it has it (a `KubeClient`
+   * does); without it (in-memory fakes) an unreachable server is retried on the backoff like any other error.
+   */
+  readonly client: Pick<KubeClient, "list" | "watch"> & Partial<Pick<KubeClient, "untilReachable">>;
   readonly kind: K;
   readonly sink: SourceSink;
   readonly namespace?: string | undefined;
@@ -174,8 +182,16 @@ export class Reflector<K extends KindName = KindName> implements AsyncDisposable
           this.#record(err, "warn");
         }
         this.#phase = "backoff";
+        const { client } = this.#o;
+        const unreachable = (err instanceof KubeApiError && err.unreachable) || err instanceof WatchStalledError;
+        if (unreachable && client.untilReachable) {
+          // No answer: the shared probe paces the node, and the spread keeps nodes from all arriving at once.
+          await client.untilReachable(signal);
+          await sleep(this.#random() * (this.#o.resumeSpreadMs ?? 500), signal);
+          continue;
+        }
         const retryAfterMs = err instanceof KubeApiError && err.retryAfter ? err.retryAfter * 1000 : 0;
-        await sleep(Math.min(Math.max(this.#backoff.next(), retryAfterMs), 5 * 60_000), signal);
+        await sleep(Math.min(Math.max(this.#backoff.next(), retryAfterMs), maxRetryAfterMs), signal);
       }
     }
     this.#phase = "stopped";

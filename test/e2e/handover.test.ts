@@ -30,11 +30,12 @@ const CLEAN = { error: undefined, httpFailed: 0, httpFailures: [], tcpFailed: 0,
 
 describe("surge hand-over (issue 14)", () => {
   test("three hand-overs in a row under HTTP, TCP and UDP load: nothing fails, probes stay truthful", async () => {
-    const r = await runInNamespace({ rounds: 3 });
+    const r = await runInNamespace({ rounds: 3, lbController: true });
     expect(r.prepareNode).toEqual({ code: 0, output: expect.stringContaining("tcp_migrate_req set to 1") });
     expect(r.migrate).toBe(true);
     expect(clean(r)).toEqual(CLEAN);
     // Traffic really flowed through every phase, on both kinds of HTTP client and both kinds of TCP connection.
+    expect(r.http!.ok).toBe(r.http!.requests);
     expect(r.http!.gets).toBeGreaterThan(1_000);
     expect(r.http!.posts).toBeGreaterThan(1_000);
     expect(r.tcp!.longLived).toBeGreaterThan(3);
@@ -51,6 +52,10 @@ describe("surge hand-over (issue 14)", () => {
     // The probes saw every phase, the yielding /readyz included.
     expect(r.probes!.byPhase["/readyz handing-over"]?.["200"]).toBeGreaterThan(0);
     expect(r.probes!.byPhase["/readyz successor-starting"]?.["503"]).toBeGreaterThan(0);
+    // The LB controller's Lease passed from each old gateway to its successor as the old one stopped (released,
+    // not expired: well under the 15 s lease duration).
+    expect(r.leaseTakeoverMs).toHaveLength(3);
+    for (const ms of r.leaseTakeoverMs!) expect(ms).toBeLessThan(5_000);
     // The last gateway holds the node and writes the state file.
     expect(r.finalState).toEqual({ writer: true, writes: expect.any(Number), role: "incumbent" });
     expect(r.finalState!.writes).toBeGreaterThan(0);
@@ -59,6 +64,7 @@ describe("surge hand-over (issue 14)", () => {
   test("with --workers 2 the hand-over is as clean", async () => {
     const r = await runInNamespace({ rounds: 2, workers: 2 });
     expect(clean(r)).toEqual(CLEAN);
+    expect(r.http!.ok).toBe(r.http!.requests);
     expect(r.gateways!.map((g) => g.handedOver)).toEqual([true, true, false]);
   }, 180_000);
 

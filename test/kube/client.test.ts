@@ -3,7 +3,9 @@ import { describe, expect, test } from "bun:test";
 import { KubeApiError, KubeClient, type WatchEvent } from "../../src/kube/client.ts";
 import type { KubeConnection } from "../../src/kube/kubeconfig.ts";
 import { startApiServer } from "../support/apiserver.ts";
+import { RequestLog, loggedClientFor } from "../support/apiserver-outage.ts";
 import { clientFor, service } from "../support/kube-sinks.ts";
+import { waitFor } from "../support/wait.ts";
 
 const Events = { group: "events.k8s.io", version: "v1", plural: "events", namespaced: true } as const;
 
@@ -93,6 +95,42 @@ describe("KubeClient", () => {
     })().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(KubeApiError);
     expect(err).toMatchObject({ status: 410, reason: "Expired", expired: true });
+  });
+
+  test("untilReachable: one /readyz probe at a time while connections are refused, released when the server answers", async () => {
+    await using server = await startApiServer();
+    const log = new RequestLog();
+    using client = await loggedClientFor(server, log, { probe: { intervalMs: 200 } });
+    const forbidden = await client.get("Service", "default", "nope").catch((e: unknown) => e); // the gateway's role: list and watch
+    expect(forbidden).toMatchObject({ status: 403, unreachable: false });
+    await server.down();
+    const refused = await client.list("Service").catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(KubeApiError);
+    expect(refused).toMatchObject({ status: undefined, unreachable: true });
+
+    let released = false;
+    const waits = [client.untilReachable(), client.untilReachable()];
+    void Promise.all(waits).then(() => (released = true));
+    const probes = () => log.sent.filter((r) => r.path === "/readyz");
+    await waitFor(() => probes().length >= 3, { what: "three probes" });
+    expect(released).toBe(false);
+    await server.up();
+    await Promise.all(waits);
+    const sent = probes();
+    expect(server.requests.filter((r) => r.path === "/readyz").map((r) => r.status)).toEqual([200]);
+    // One probe for both waiters, started 100-300 ms apart (timers never fire early).
+    for (let i = 1; i < sent.length; i++) expect(sent[i]!.at - sent[i - 1]!.at).toBeGreaterThanOrEqual(99);
+    expect(log.sent.filter((r) => r.path !== "/readyz").map((r) => r.path)).toEqual(["/api/v1/namespaces/default/services/nope", "/api/v1/services"]);
+  });
+
+  test("untilReachable waits out the Retry-After of a 429 probe answer", async () => {
+    await using server = await startApiServer();
+    using client = await clientFor(server);
+    server.failNext(1, 429, { match: "/readyz", retryAfterSeconds: 1 });
+    const started = performance.now();
+    await client.untilReachable();
+    expect(performance.now() - started).toBeGreaterThanOrEqual(999);
+    expect(server.requests.map((r) => [r.path, r.status])).toEqual([["/readyz", 429]]);
   });
 
   test("mTLS: without the client certificate the handshake is refused and the error says where", async () => {

@@ -1,7 +1,7 @@
 /**
  * The kube client and reflector on Deno (`Deno.createHttpClient` with the kubeconfig's CA and client
  * certificate), against the test API server run by Bun as a separate process: mTLS sync, watch adds,
- * dropped watches, 410 relists. The Bun suite beside it (`reflector.test.ts`) covers the reflector itself.
+ * dropped watches, an outage, 410 relists. The Bun suite beside it (`reflector.test.ts`) covers the reflector itself.
  * Run by scripts/test.sh: `deno test -A --unstable-net --config tsconfig.deno.json test/kube/reflector.deno.ts`.
  */
 import { dirname, join } from "node:path";
@@ -81,7 +81,7 @@ const service = (name: string) => ({
   spec: { ports: [{ name: "http", port: 80 }] },
 });
 
-Deno.test("reflector under Deno: mTLS sync, adds, dropped watches, 410 relist", async (t) => {
+Deno.test("reflector under Deno: mTLS sync, adds, dropped watches, an outage, 410 relist", async (t) => {
   await using api = await startApiServerProcess();
   for (const name of ["a", "b", "c"]) await api.control("create", service(name));
 
@@ -104,7 +104,7 @@ Deno.test("reflector under Deno: mTLS sync, adds, dropped watches, 410 relist", 
     return new Map(items.map((o) => [`${o.metadata.namespace}/${o.metadata.name}`, o.metadata.resourceVersion]));
   };
   const inSync = async (what: string) => {
-    await waitFor(async () => JSON.stringify([...sink.state]) === JSON.stringify([...(await serverState())]), {
+    await waitFor(async () => JSON.stringify([...sink.state].sort()) === JSON.stringify([...(await serverState())].sort()), {
       what,
       timeoutMs: 10_000,
     }).catch(() => {});
@@ -133,6 +133,21 @@ Deno.test("reflector under Deno: mTLS sync, adds, dropped watches, 410 relist", 
     await api.control("remove", { resource: "services", namespace: "default", name: "a" });
     await inSync("recovery after the drop");
     await waitFor(() => reflector.status().watches > before, { what: "a new watch" });
+  });
+
+  await t.step("after a 3 s outage the watch is back within 3 s of the server's return, without a relist", async () => {
+    await api.control("waitForWatches", { count: 1, resource: "services" });
+    await api.control("down");
+    await waitFor(() => reflector.status().phase === "backoff", { what: "the outage to be noticed", timeoutMs: 10_000 });
+    await api.control("create", service("during-outage"));
+    await new Promise((resolve) => setTimeout(resolve, 3000)); // the outage itself
+    await api.control("up");
+    const upAt = performance.now();
+    await waitFor(() => sink.state.has("default/during-outage"), { what: "the change made during the outage", timeoutMs: 10_000 });
+    const took = performance.now() - upAt;
+    if (took >= 3000) throw new Error(`Back ${Math.round(took)} ms after the server's return: expected under 3000 ms`);
+    await inSync("recovery after the outage");
+    assertEquals(reflector.status().lists, 1, "lists");
   });
 
   await t.step("410 after compaction relists and emits the deletes", async () => {

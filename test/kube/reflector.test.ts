@@ -244,6 +244,8 @@ describe("Reflector", () => {
     await expectInSync(server, sink, r);
     expect(r.status().lastError).toContain('API server answered 500 Internal Server Error for "list services"');
     expect(server.requests.filter((q) => q.path === "/api/v1/services" && q.status === 500)).toHaveLength(3);
+    // The server answered: that is the backoff's case, not the probe's.
+    expect(server.requests.filter((q) => q.path === "/readyz")).toEqual([]);
   });
 
   test("stop() aborts the open watch and ends the loop", async () => {

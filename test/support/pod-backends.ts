@@ -923,7 +923,8 @@ export function startHttpLoad(options: HttpLoadOptions): HttpLoad {
         const req = build(id, false);
         stats.requests++;
         const res = await conn.request(req.bytes);
-        options.onExchange?.(t0, performance.now() - t0, check(id, req, res));
+        const ok = check(id, req, res);
+        options.onExchange?.(t0, performance.now() - t0, ok);
         if (res.close) {
           conn.end();
           const err = await conn.closed;
@@ -956,7 +957,8 @@ export function startHttpLoad(options: HttpLoadOptions): HttpLoad {
         const req = build(id, true);
         stats.requests++;
         const res = await conn.request(req.bytes);
-        options.onExchange?.(t0, performance.now() - t0, check(id, req, res));
+        const ok = check(id, req, res);
+        options.onExchange?.(t0, performance.now() - t0, ok);
         conn.end();
         const err = await Promise.race([conn.closed, new Promise<"slow">((r) => setTimeout(() => r("slow"), 2_000))]);
         if (err === "slow") fail(`${id}: the gateway kept the connection open after "Connection: close"`);

@@ -80,10 +80,10 @@ export interface ProxyHost {
   remove(c: Downstream): void;
 }
 
-/** The `socket.data` of a downstream connection: its state, read and written by the phase units. */
 /** How long a drain leaves a connection on which the client has not sent a byte yet (see {@link Downstream.drainNow}). */
 export const FRESH_DRAIN_MS = 1_000;
 
+/** The `socket.data` of a downstream connection: its state, read and written by the phase units. */
 export class Downstream implements UpstreamOwner {
   readonly ctx: ClientContext;
   /** Received bytes not yet consumed (a partial head, or pipelined requests). */

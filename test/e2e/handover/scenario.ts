@@ -46,6 +46,8 @@ export interface ScenarioOptions {
   readonly newConnectionWorkers?: number;
   /** Pause between a load worker's requests, ms (default 2). */
   readonly paceMs?: number;
+  /** Run the LB controller (`--lb-controller`): its Lease must pass from each old gateway to its successor. */
+  readonly lbController?: boolean;
   /** Also time every HTTP request (the benchmark). */
   readonly timeline?: boolean;
 }
@@ -71,6 +73,8 @@ export interface ScenarioResult {
   readonly gateways?: { name: string; code: number | null; signal: string; handedOver: boolean }[];
   /** With `killLast`: failures counted from 1 s after the SIGKILL to the end (the successor alone serves). */
   readonly afterKill?: { http: number; tcp: number; httpOk: number };
+  /** With `lbController`: per hand-over, ms from the old gateway's exit to the new one leading the LB controller. */
+  readonly leaseTakeoverMs?: number[];
   /** The state file's writer after the last hand-over (the last gateway's /api/status). */
   readonly finalState?: { writer: boolean; writes: number; role: string };
   /** With `timeline`: HTTP throughput and latency in the 2 s before each SIGTERM and from it to the old gateway's exit. */
@@ -313,7 +317,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       return undefined;
     }
   })();
-  await using api = await startApiServer({ bookmarkIntervalMs: 500 });
+  await using api = await startApiServer({ bookmarkIntervalMs: 500, ...(options.lbController ? { rbac: "lb-controller" as const } : {}) });
   const net = new PodNetwork();
   const httpPods = [0, 1].map((i) => startHttpPod({ name: `web-${i}`, hostname: net.nextAddress(), port: 8080 }));
   const tcpPods = [0, 1].map((i) => startTcpEchoPod({ name: `echo-${i}`, hostname: net.nextAddress(), port: 8080 }));
@@ -332,7 +336,10 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     "--workers", String(options.workers ?? 1),
     "--state-file", join(dir, "state.json"),
     "--no-access-log",
+    ...(options.lbController ? ["--lb-controller"] : []),
   ];
+  const LEADER = "Became the load balancer controller leader";
+  const leaseTakeoverMs: number[] = [];
   const probes = { total: 0, byPhase: {} as Record<string, Record<string, number>>, violations: [] as ProbeViolation[] };
   let phase: Phase = "serving";
   let probing = true;
@@ -373,6 +380,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     const first = new GatewayProcess("v1", args);
     gateways.push(first);
     await first.logged("Ready: the first snapshot's listeners are bound");
+    if (options.lbController) await first.logged(LEADER);
     prober = probeLoop();
     const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
     // The load starts once v1 serves: from here on nothing may fail.
@@ -406,6 +414,10 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       await old.exited;
       handovers.push({ round, sigtermAt, exitedAt: at() });
       await next.logged("This gateway now holds the node", 5_000);
+      if (options.lbController) {
+        await next.logged(LEADER, 15_000);
+        leaseTakeoverMs.push(at() - handovers.at(-1)!.exitedAt);
+      }
       phase = "serving";
       if (options.timeline) await wait(2_000);
       if (kill) {
@@ -447,6 +459,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     probes,
     gateways: ends.map((e) => ({ name: e.name, code: e.code, signal: e.signal || gateways.find((g) => g.name === e.name)!.signal, handedOver: e.handedOver })),
     ...(finalState ? { finalState } : {}),
+    ...(options.lbController ? { leaseTakeoverMs } : {}),
     ...(afterKill && httpStats && tcpStats
       ? { afterKill: { http: httpStats.failed - afterKill.http, tcp: tcpStats.failed - afterKill.tcp, httpOk: httpStats.ok - afterKill.httpOk } }
       : {}),
