@@ -8,6 +8,9 @@ command -v openssl >/dev/null || need+=(openssl)
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || need+=(prometheus)
 # Headless Chromium for the admin page's end-to-end test (driven by playwright-core).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# Real HTTP/2 and gRPC peers for the h2c data path (test/support/grpc/): h2load, and grpcio for /usr/bin/python3.
+/usr/bin/python3 -c "import grpc" 2>/dev/null || need+=(python3-grpcio)
+command -v h2load >/dev/null || need+=(nghttp2-client)
 if ((${#need[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "pretest: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2

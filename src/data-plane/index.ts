@@ -12,6 +12,7 @@
 import { ListenerManager } from "../listeners/manager.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import type { Snapshot } from "../model/types.ts";
+import { createH2Proxy } from "../proxy/h2/index.ts";
 import { createHttpProxy } from "../proxy/http/index.ts";
 import { createTcpProxy } from "../proxy/tcp/index.ts";
 import type { ProxyTelemetry } from "../proxy/types.ts";
@@ -76,7 +77,7 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
     cookieSecret: settings.cookieSecret,
   });
   const listeners = new ListenerManager(
-    { http: createHttpProxy, tcp: createTcpProxy, udp: createUdpProxy },
+    { http: createHttpProxy, h2c: createH2Proxy, tcp: createTcpProxy, udp: createUdpProxy },
     { proxyOptions: proxy, drainGraceMs: settings.drainGraceMs, log, routes, reusePort: settings.reusePort ?? false },
   );
   let disposed: Promise<void> | undefined;

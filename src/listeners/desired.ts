@@ -5,7 +5,7 @@
 import type { Entrypoint, Snapshot } from "../model/types.ts";
 
 /** The data plane a listener runs: HTTP or TCP on a TCP socket, or UDP. */
-export type ListenerProtocol = "http" | "tcp" | "udp";
+export type ListenerProtocol = "http" | "h2c" | "tcp" | "udp";
 
 /** One socket a snapshot asks for. */
 export interface ListenerSpec {

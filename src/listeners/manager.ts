@@ -42,6 +42,8 @@ export type { EntrypointListeners, ListenerCounts, ListenerState } from "./repor
 /** The data plane to run per protocol. */
 export interface ListenerProxyFactories {
   readonly http: ListenerProxyFactory;
+  /** HTTP/2 cleartext (gRPC); without it, h2c entrypoints are served by the `tcp` factory (L4, per connection). */
+  readonly h2c?: ListenerProxyFactory | undefined;
   readonly tcp: ListenerProxyFactory;
   /** Without it, UDP entrypoints are reported as not served. */
   readonly udp?: UdpProxyFactory | undefined;
@@ -295,7 +297,9 @@ export class ListenerManager implements AsyncDisposable {
   /** Bind one TCP listener with its entrypoint's current route. */
   #bindTcp(slot: Slot): void {
     const ref: RouteRef = { current: this.#routes.get(slot.entrypoint.key)! };
-    const proxy = this.#factories[slot.protocol as "http" | "tcp"](ref, this.#proxyOptions);
+    const f = this.#factories;
+    const factory = slot.protocol === "http" ? f.http : slot.protocol === "h2c" ? (f.h2c ?? f.tcp) : f.tcp;
+    const proxy = factory(ref, this.#proxyOptions);
     const handlers = proxy.handlers as TcpHandlers<unknown>;
     try {
       slot.listener = this.#listenTcp({

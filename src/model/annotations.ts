@@ -3,7 +3,7 @@
  *
  * | annotation | value | applies to | default |
  * | --- | --- | --- | --- |
- * | `kubegate.io/protocol` | `http` or `tcp` | TCP ports (UDP stays `udp`) | from `appProtocol`: `http` for `http` and `kubernetes.io/ws`, else `tcp` |
+ * | `kubegate.io/protocol` | `http`, `h2c` or `tcp` | TCP ports (UDP stays `udp`) | from `appProtocol`: `http` for `http` and `kubernetes.io/ws`, `h2c` for `kubernetes.io/h2c`, `h2c` and `grpc`, else `tcp` |
  * | `kubegate.io/affinity-cookie` | a cookie name (RFC 6265 token, e.g. `kg-affinity`) | HTTP entrypoints | none: no cookie affinity |
  * | `kubegate.io/affinity-cookie-ttl` | whole seconds, 1 to 31536000 | with `affinity-cookie` | the Service's affinity timeout (10800, or `sessionAffinityConfig.clientIP.timeoutSeconds`) |
  * | `kubegate.io/proxy-protocol` | `v2` | TCP entrypoints: a PROXY protocol v2 header is sent to the backend | none |
@@ -54,8 +54,8 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** A Service port name (IANA_SVC_NAME) or number. */
 const PORT_REF = /^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$/;
 
-/** `kubegate.io/protocol`: force TCP ports to `http` or `tcp`. */
-export const ProtocolAnnotation = v.picklist(["http", "tcp"], 'expected "http" or "tcp"');
+/** `kubegate.io/protocol`: force TCP ports to `http`, `h2c` (HTTP/2 cleartext, gRPC) or `tcp`. */
+export const ProtocolAnnotation = v.picklist(["http", "h2c", "tcp"], 'expected "http", "h2c" or "tcp"');
 export type ProtocolAnnotation = v.InferOutput<typeof ProtocolAnnotation>;
 
 /** `kubegate.io/affinity-cookie`: the name of the affinity cookie the gateway sets on HTTP responses. */

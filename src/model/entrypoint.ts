@@ -41,13 +41,20 @@ export function withCommon(fresh: Mutable<Entrypoint>, common: ServiceCommon): M
 
 /**
  * The protocol of Service port `sp`: `udp` for UDP; else the `kubegate.io/protocol` annotation (`forced`) when set;
- * else `http` for appProtocol `http` / `kubernetes.io/ws`, `tcp` for anything else.
+ * else `http` for appProtocol `http` / `kubernetes.io/ws`, `h2c` for `kubernetes.io/h2c`, `h2c` and `grpc` (gRPC
+ * over cleartext HTTP/2, what NGINX Gateway Fabric and Envoy Gateway key on), `tcp` for anything else.
  */
-export function protocolFor(sp: ServicePort, forced: "http" | "tcp" | undefined): EntrypointProtocol {
+export function protocolFor(sp: ServicePort, forced: "http" | "h2c" | "tcp" | undefined): EntrypointProtocol {
   if (sp.protocol === "UDP") return "udp";
   if (forced) return forced;
   const app = sp.appProtocol?.toLowerCase();
-  return app === "http" || app === "kubernetes.io/ws" ? "http" : "tcp";
+  if (app === "http" || app === "kubernetes.io/ws") return "http";
+  return app === "kubernetes.io/h2c" || app === "h2c" || app === "grpc" ? "h2c" : "tcp";
+}
+
+/** An entrypoint the gateway serves at L7 (requests, not connections): HTTP/1.1 or HTTP/2. */
+export function isHttpProtocol(protocol: EntrypointProtocol): boolean {
+  return protocol === "http" || protocol === "h2c";
 }
 
 /** The entrypoint to publish: `previous` when it equals `fresh`, else `fresh` frozen. */

@@ -21,7 +21,7 @@ import type { EndpointSlice, Service } from "../kube/objects.ts";
 import { ANNOTATIONS, HASH_BALANCERS, HTTP_ONLY_POLICY_FIELDS, parseServiceAnnotations, policyOf, type ServiceAnnotations } from "./annotations.ts";
 import type { Exposure } from "./claims.ts";
 import { type SliceInfo, sliceInfo } from "./endpoints.ts";
-import type { ServiceCommon } from "./entrypoint.ts";
+import { isHttpProtocol, type ServiceCommon } from "./entrypoint.ts";
 import { sameRecord, sameTrafficPolicy } from "./equal.ts";
 import { exposeExternalName } from "./external-name.ts";
 import { inScope } from "./in-scope.ts";
@@ -152,7 +152,7 @@ const HASH_ON_ONLY: ReadonlySet<keyof TrafficPolicy> = new Set(["hashOn"]);
  */
 function checkHttpOnly(common: ServiceCommon, exposures: readonly Exposure[]): void {
   const { policy, key } = common;
-  if (policy === undefined || exposures.length === 0 || exposures.some((e) => e.entrypoint.protocol === "http")) return;
+  if (policy === undefined || exposures.length === 0 || exposures.some((e) => isHttpProtocol(e.entrypoint.protocol))) return;
   for (const field of HTTP_ONLY_POLICY_FIELDS) {
     if (policy[field] === undefined) continue;
     const annotation = ANNOTATIONS[field].key;

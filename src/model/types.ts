@@ -5,7 +5,8 @@
  */
 
 export type EntrypointType = "NodePort" | "LoadBalancer";
-export type EntrypointProtocol = "http" | "tcp" | "udp";
+/** `http`: HTTP/1.1 at L7; `h2c`: HTTP/2 cleartext (gRPC) at L7, balanced per stream; `tcp`, `udp`: L4. */
+export type EntrypointProtocol = "http" | "h2c" | "tcp" | "udp";
 
 /** One backend address:port of a cluster, with its EndpointSlice conditions resolved (nil rules applied). */
 export interface Endpoint {

@@ -78,7 +78,8 @@ function run(schema: v.GenericSchema<string, unknown>, input: string): { ok: unk
 describe("annotation schemas", () => {
   test.each([
     [ProtocolAnnotation, "http", { ok: "http" }],
-    [ProtocolAnnotation, "HTTP", { error: 'expected "http" or "tcp"' }],
+    [ProtocolAnnotation, "h2c", { ok: "h2c" }],
+    [ProtocolAnnotation, "HTTP", { error: 'expected "http", "h2c" or "tcp"' }],
     [AffinityCookieAnnotation, "SESSION-ID.1", { ok: "SESSION-ID.1" }],
     [AffinityCookieAnnotation, "a;b", { error: "expected a cookie name (letters, digits and !#$%&'*+-.^_`|~)" }],
     [AffinityCookieAnnotation, "", { error: "expected a cookie name (letters, digits and !#$%&'*+-.^_`|~)" }],

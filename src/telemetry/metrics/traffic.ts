@@ -23,6 +23,7 @@ import type { Entrypoint, Snapshot } from "../../model/types.ts";
 import { bucketIndex, CONNECT_DURATION_BUCKETS, REQUEST_DURATION_BUCKETS } from "./buckets.ts";
 import { escapeLabelValue, type ExpositionWriter, labelPairs } from "./exposition.ts";
 import type { Collector } from "./registry.ts";
+import { isHttpProtocol } from "../../model/entrypoint.ts";
 
 /**
  * Why the proxy failed a request or connection: the `reason` label of `kubegate_proxy_errors_total`, the
@@ -547,7 +548,7 @@ export class TrafficMetrics implements Collector {
       const s = slot.series;
       if (s === undefined) continue;
       const v = this.valuesOf(slot.key, s.v);
-      const http = slot.entrypoint.protocol === "http";
+      const http = isHttpProtocol(slot.entrypoint.protocol);
       let requests = 0;
       for (let c = 0; c < 5; c++) requests += v[REQ + c]!;
       let errors = 0;

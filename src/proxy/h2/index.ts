@@ -1,0 +1,283 @@
+/**
+ * The HTTP/2 cleartext data plane of one listener (Service ports with `appProtocol: kubernetes.io/h2c` or `grpc`,
+ * or `kubegate.io/protocol: h2c`): clients speak HTTP/2 with prior knowledge (what gRPC clients do), and every
+ * stream is a call balanced on its own (`call.ts`) onto HTTP/2 connections to the endpoints (`pool.ts`), so the
+ * calls of one long-lived channel spread over every endpoint (kube-proxy pins them to one: kubernetes#38456).
+ *
+ * A client whose first bytes are not the HTTP/2 preface speaks HTTP/1.1: its connection goes to the HTTP/1.1
+ * forwarder of the same route (requests balanced each, forwarded as HTTP/1.1: the backend must speak it too).
+ *
+ * Drain and shutdown send GOAWAY (streams in flight finish); an endpoint that leaves the Service gets GOAWAY on its
+ * upstream connections (their streams finish, new calls go elsewhere); idle upstream connections close after the
+ * idle timeout, idle client connections too.
+ *
+ * @example
+ * const proxy = createH2Proxy(ref, options);
+ * rt.listenTcp({ hostname: "0.0.0.0", port: 50051, handlers: proxy.handlers });
+ */
+import type { Endpoint } from "../../model/types.ts";
+import type { Route, RouteRef } from "../../routes/types.ts";
+import type { TcpHandlers, TcpSocket } from "../../runtime/types.ts";
+import { HttpProxy, type HttpProxyOptions } from "../http/index.ts";
+import { routeSettings, type RouteSettings } from "../http/settings.ts";
+import { type ListenerProxy, type ListenerProxyFactory, routeTraffic } from "../types.ts";
+import { Call } from "./call.ts";
+import type { H2Host } from "./host.ts";
+import { H2EndpointPool } from "./pool.ts";
+import { type H2Limits, H2Session, type HeaderList, type H2Stream } from "./session.ts";
+
+/** The client connection preface (RFC 9113 3.4). */
+const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+/** How often pools and idle connections are swept, ms. */
+const SWEEP_MS = 1_000;
+
+/** A client connection: sniffing its first bytes, then an HTTP/2 server session. */
+class Conn {
+  session: H2Session | null = null;
+  /** Bytes read before the protocol is known. */
+  head: Uint8Array | null = null;
+  /** Epoch ms since when it has had no stream (idle timeout). */
+  idleSince = Date.now();
+  readonly client: string;
+
+  constructor(
+    readonly proxy: H2Proxy,
+    readonly socket: TcpSocket<Conn | unknown>,
+  ) {
+    this.client = socket.remoteAddress;
+  }
+
+  onData(chunk: Uint8Array): void {
+    if (this.session !== null) return this.session.receive(chunk);
+    const head = this.head === null ? chunk : concat(this.head, chunk);
+    const n = Math.min(head.length, PREFACE.length);
+    for (let i = 0; i < n; i++) {
+      if (head[i] !== PREFACE[i]) return this.proxy.toHttp1(this, head);
+    }
+    if (head.length < PREFACE.length) {
+      this.head = head;
+      return;
+    }
+    this.head = null;
+    this.session = new H2Session(this.socket as TcpSocket<unknown>, "server", this.proxy.limits, {
+      stream: (stream, headers, endStream) => this.proxy.call(this, stream, headers, endStream),
+      close: () => this.proxy.remove(this),
+    });
+    if (this.proxy.draining) this.session.goaway();
+    this.session.receive(head);
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+/** The HTTP/2 proxy of one listener. */
+export class H2Proxy implements ListenerProxy<unknown>, H2Host {
+  readonly handlers: TcpHandlers<unknown>;
+  readonly limits: Partial<H2Limits>;
+  readonly #conns = new Set<Conn>();
+  readonly #pools = new Map<string, H2EndpointPool>();
+  readonly #hashHeaders = new WeakMap<RouteSettings, string>();
+  /** HTTP/1.1 clients of this port (created on the first one). */
+  #http1: HttpProxy | null = null;
+  #draining = false;
+  #drained: PromiseWithResolvers<void> | null = null;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  /** Connections closed at accept (limits). */
+  refused = 0;
+
+  constructor(
+    readonly ref: RouteRef,
+    readonly options: HttpProxyOptions,
+  ) {
+    this.limits = { maxHeaderListSize: options.maxHeaderBytes };
+    const perListener = options.maxConnectionsPerListener;
+    const budget = options.connections;
+    const conns = this.#conns;
+    this.handlers = {
+      open: (s) => {
+        if ((perListener > 0 && conns.size >= perListener) || (budget !== undefined && !budget.tryAcquire())) {
+          this.refused++;
+          routeTraffic(options.telemetry, ref.current)?.error("connection_limit");
+          s.data = null;
+          s.terminate();
+          return;
+        }
+        s.setNoDelay(true);
+        const c = new Conn(this, s);
+        s.data = c;
+        conns.add(c);
+        routeTraffic(options.telemetry, ref.current)?.connOpened();
+        if (this.#timer === undefined) this.#startSweep();
+      },
+      data: (s, chunk) => {
+        const d = s.data;
+        if (d instanceof Conn) d.onData(chunk);
+        else this.#http1?.handlers.data(s as TcpSocket<never>, chunk);
+      },
+      drain: (s) => {
+        const d = s.data;
+        if (d instanceof Conn) d.session?.socketDrained();
+        else this.#http1?.handlers.drain?.(s as TcpSocket<never>);
+      },
+      end: (s) => {
+        const d = s.data;
+        if (d instanceof Conn) {
+          if (d.session) d.session.close();
+          else s.end();
+        } else this.#http1?.handlers.end?.(s as TcpSocket<never>);
+      },
+      close: (s) => {
+        const d = s.data;
+        if (d instanceof Conn) {
+          d.session?.close();
+          this.remove(d);
+        } else if (d !== null) {
+          this.#http1?.handlers.close?.(s as TcpSocket<never>);
+          budget?.release();
+        }
+      },
+    };
+  }
+
+  get draining(): boolean {
+    return this.#draining || this.options.lifecycle?.closing === true;
+  }
+
+  settings(route: Route): RouteSettings {
+    return routeSettings(route, this.options);
+  }
+
+  hashHeader(s: RouteSettings): string {
+    let name = this.#hashHeaders.get(s);
+    if (name === undefined) {
+      name = String.fromCharCode(...s.hashName);
+      this.#hashHeaders.set(s, name);
+    }
+    return name;
+  }
+
+  pool(ep: Endpoint): H2EndpointPool {
+    const key = `${ep.address}|${ep.port}`;
+    let p = this.#pools.get(key);
+    if (p === undefined) {
+      p = new H2EndpointPool(ep, {});
+      this.#pools.set(key, p);
+    }
+    return p;
+  }
+
+  /** A new request stream on `conn`. */
+  call(conn: Conn, stream: H2Stream, headers: HeaderList, endStream: boolean): void {
+    conn.idleSince = 0;
+    new Call(this, stream, headers, endStream, conn.client);
+  }
+
+  callDone(call: Call, status: number, reason: string, seconds: number): void {
+    const log = this.options.telemetry?.accessLog;
+    if (log === undefined) return;
+    log.http({
+      entrypoint: call.route.entrypoint.name,
+      client: call.client,
+      endpoint: call.endpoint === null ? "" : `${call.endpoint.address}:${call.endpoint.port}`,
+      method: call.method,
+      path: call.path,
+      status,
+      bytesIn: call.bytesIn,
+      bytesOut: call.bytesOut,
+      durationMs: Math.round(seconds * 1e6) / 1e3,
+      error: reason,
+      traceId: "",
+    });
+  }
+
+  /** `conn`'s first bytes are not the HTTP/2 preface: it is an HTTP/1.1 client of this port. */
+  toHttp1(conn: Conn, head: Uint8Array): void {
+    this.#conns.delete(conn);
+    routeTraffic(this.options.telemetry, this.ref.current)?.connClosed();
+    // The HTTP/1.1 forwarder counts the connection itself; the limits were applied at accept here.
+    this.#http1 ??= new HttpProxy(this.ref, { ...this.options, maxConnectionsPerListener: 0, connections: undefined });
+    const s = conn.socket as TcpSocket<never>;
+    this.#http1.handlers.open?.(s);
+    if (this.#draining) void this.#http1.drain();
+    this.#http1.handlers.data(s, head);
+    this.#settle();
+  }
+
+  active(): number {
+    return this.#conns.size + (this.#http1?.active() ?? 0);
+  }
+
+  drain(): Promise<void> {
+    this.#draining = true;
+    for (const c of this.#conns) {
+      if (c.session) c.session.goaway();
+      else c.socket.end();
+    }
+    const h1 = this.#http1?.drain();
+    if (this.#conns.size === 0) return h1 ?? Promise.resolve();
+    this.#drained ??= Promise.withResolvers<void>();
+    return h1 ? Promise.all([h1, this.#drained.promise]).then(() => {}) : this.#drained.promise;
+  }
+
+  closeAll(): void {
+    for (const c of [...this.#conns]) {
+      c.session?.close();
+      c.socket.terminate();
+    }
+    this.#http1?.closeAll();
+    for (const p of this.#pools.values()) p.closeAll();
+  }
+
+  /** Called when a client connection has closed. */
+  remove(c: Conn): void {
+    if (!this.#conns.delete(c)) return;
+    this.options.connections?.release();
+    routeTraffic(this.options.telemetry, this.ref.current)?.connClosed();
+    this.#settle();
+  }
+
+  #settle(): void {
+    if (this.#conns.size === 0 && this.#drained) {
+      this.#drained.resolve();
+      this.#drained = null;
+    }
+  }
+
+  #startSweep(): void {
+    this.#timer = setInterval(() => this.#sweep(), SWEEP_MS);
+    (this.#timer as { unref?: () => void }).unref?.();
+  }
+
+  /** Idle client connections and upstream sessions close; endpoints gone from the route get GOAWAY. */
+  #sweep(): void {
+    const now = Date.now();
+    const idleMs = this.options.idleTimeoutMs;
+    for (const c of this.#conns) {
+      const s = c.session;
+      if (s === null || s.activeStreams > 0) {
+        c.idleSince = s === null ? c.idleSince : 0;
+        continue;
+      }
+      if (c.idleSince === 0) c.idleSince = now;
+      else if (now - c.idleSince >= idleMs) s.goaway();
+    }
+    const serving = new Set<string>();
+    for (const ep of this.ref.current.balancer.endpoints) serving.add(`${ep.address}|${ep.port}`);
+    for (const [key, p] of this.#pools) {
+      if (!serving.has(key)) p.retire();
+      if (p.sweep(now, idleMs)) this.#pools.delete(key);
+    }
+    if (this.#conns.size === 0 && this.#pools.size === 0 && this.#timer !== undefined) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+}
+
+/** Build the HTTP/2 proxy of one listener (the data plane's options carry the HTTP forwarder's, see `createHttpProxy`). */
+export const createH2Proxy: ListenerProxyFactory = (ref, options) => new H2Proxy(ref, options as HttpProxyOptions);
