@@ -5,7 +5,7 @@
  */
 import type { Entrypoint } from "../model/types.ts";
 import type { Route, RouteRef } from "../routes/types.ts";
-import type { TcpHandlers } from "../runtime/types.ts";
+import type { TcpHandlers, TcpSocket } from "../runtime/types.ts";
 import type { AccessLog } from "../telemetry/access-log.ts";
 import type { ServiceTraffic } from "../telemetry/metrics/traffic.ts";
 import type { ProxyTracing } from "../telemetry/tracing/types.ts";
@@ -123,6 +123,23 @@ export class ConnectionBudget {
   release(): void {
     this.active--;
   }
+}
+
+/**
+ * Admit a connection a listener just accepted, with `open` connections already open on it: over
+ * `maxConnectionsPerListener` or the gateway's budget it is closed at once (counted as `connection_limit`) and
+ * false is returned. An admitted connection holds a budget slot until the proxy releases it at close.
+ */
+export function admitConnection(options: ProxyOptions, ref: RouteRef, open: number, s: TcpSocket<unknown>): boolean {
+  const perListener = options.maxConnectionsPerListener;
+  if ((perListener > 0 && open >= perListener) || (options.connections !== undefined && !options.connections.tryAcquire())) {
+    routeTraffic(options.telemetry, ref.current)?.error("connection_limit");
+    s.data = null;
+    s.terminate();
+    return false;
+  }
+  s.setNoDelay(true);
+  return true;
 }
 
 /** The data plane for one bound listener: socket handlers plus connection bookkeeping for drain. */

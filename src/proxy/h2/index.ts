@@ -20,7 +20,7 @@ import type { Route, RouteRef } from "../../routes/types.ts";
 import type { TcpHandlers, TcpSocket } from "../../runtime/types.ts";
 import { HttpProxy, type HttpProxyOptions } from "../http/index.ts";
 import { routeSettings, type RouteSettings } from "../http/settings.ts";
-import { type ListenerProxy, type ListenerProxyFactory, routeTraffic } from "../types.ts";
+import { admitConnection, type ListenerProxy, type ListenerProxyFactory, routeTraffic } from "../types.ts";
 import { Call } from "./call.ts";
 import type { H2Host } from "./host.ts";
 import { H2EndpointPool } from "./pool.ts";
@@ -95,19 +95,14 @@ export class H2Proxy implements ListenerProxy<unknown>, H2Host {
     readonly options: HttpProxyOptions,
   ) {
     this.limits = { maxHeaderListSize: options.maxHeaderBytes };
-    const perListener = options.maxConnectionsPerListener;
     const budget = options.connections;
     const conns = this.#conns;
     this.handlers = {
       open: (s) => {
-        if ((perListener > 0 && conns.size >= perListener) || (budget !== undefined && !budget.tryAcquire())) {
+        if (!admitConnection(options, ref, conns.size, s)) {
           this.refused++;
-          routeTraffic(options.telemetry, ref.current)?.error("connection_limit");
-          s.data = null;
-          s.terminate();
           return;
         }
-        s.setNoDelay(true);
         const c = new Conn(this, s);
         s.data = c;
         conns.add(c);

@@ -10,6 +10,7 @@ import type { Attributes, Span } from "@opentelemetry/api";
 import type { Endpoint, Entrypoint } from "../../model/types.ts";
 import { type ProxyTracing, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, SPAN_STATUS_ERROR, TRACE_FLAGS_SAMPLED } from "../../telemetry/tracing/types.ts";
 import { parseTraceparent, remoteParent } from "../../telemetry/tracing/w3c.ts";
+import { endpointAttributes } from "../http/trace.ts";
 import type { HeaderList } from "./session.ts";
 
 /** The trace state of one call. */
@@ -87,16 +88,7 @@ export function startCallSpan(tr: ProxyTracing, headers: HeaderList, forward: [s
 /** Start a CLIENT span for an attempt on `endpoint` and point the upstream request's `traceparent` at it. */
 export function startCallClientSpan(t: CallTrace, tr: ProxyTracing, forward: [string, string][], ep: Entrypoint, endpoint: Endpoint, previousError: string): void {
   if (t.client !== null) endCallClientSpan(t, 0, undefined, previousError);
-  const attributes: Attributes = {
-    "server.address": endpoint.address,
-    "server.port": endpoint.port,
-    "network.peer.address": endpoint.address,
-    "network.peer.port": endpoint.port,
-    "k8s.namespace.name": ep.namespace,
-    "k8s.service.name": ep.service,
-  };
-  const ref = endpoint.targetRef;
-  if (ref?.kind === "Pod" && ref.name) attributes["k8s.pod.name"] = ref.name;
+  const attributes = endpointAttributes(ep, endpoint);
   if (t.rpc) attributes["rpc.system"] = "grpc";
   if (t.attempts > 0) attributes["http.request.resend_count"] = t.attempts;
   t.attempts++;

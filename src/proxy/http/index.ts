@@ -20,7 +20,7 @@
  * const listener = rt.listenTcp({ hostname: "0.0.0.0", port: 8080, handlers: proxy.handlers });
  */
 import type { TcpHandlers, TcpSocket } from "../../runtime/types.ts";
-import { type ListenerProxy, type ListenerProxyFactory, routeTraffic } from "../types.ts";
+import { admitConnection, type ListenerProxy, type ListenerProxyFactory } from "../types.ts";
 import type { Route, RouteRef } from "../../routes/types.ts";
 import { Downstream, type ProxyHost } from "./downstream.ts";
 import type { HttpProxyOptions } from "./options.ts";
@@ -53,18 +53,12 @@ export class HttpProxy implements ListenerProxy<Downstream | null>, ProxyHost {
     if (options.maxRequestDurationMs > 0) this.#shortest = Math.min(this.#shortest, options.maxRequestDurationMs);
     this.#tickMs = tickFor(this.#shortest);
     const conns = this.#conns;
-    const perListener = options.maxConnectionsPerListener;
-    const budget = options.connections;
     this.handlers = {
       open: (s: TcpSocket<Downstream | null>) => {
-        if ((perListener > 0 && conns.size >= perListener) || (budget !== undefined && !budget.tryAcquire())) {
+        if (!admitConnection(options, ref, conns.size, s)) {
           this.refused++;
-          routeTraffic(options.telemetry, ref.current)?.error("connection_limit");
-          s.data = null;
-          s.terminate();
           return;
         }
-        s.setNoDelay(true);
         if (this.#timer === undefined) this.#startSweep();
         const c = new Downstream(this, s as TcpSocket<Downstream>);
         s.data = c;

@@ -129,18 +129,9 @@ export function startClientSpan(
   previousError: string,
 ): void {
   if (t.client !== null) endClientSpan(t, 0, previousError);
-  const attributes: Attributes = {
-    "http.request.method": method,
-    "url.path": path,
-    "server.address": endpoint.address,
-    "server.port": endpoint.port,
-    "network.peer.address": endpoint.address,
-    "network.peer.port": endpoint.port,
-    "k8s.namespace.name": ep.namespace,
-    "k8s.service.name": ep.service,
-  };
-  const ref = endpoint.targetRef;
-  if (ref?.kind === "Pod" && ref.name) attributes["k8s.pod.name"] = ref.name;
+  const attributes = endpointAttributes(ep, endpoint);
+  attributes["http.request.method"] = method;
+  attributes["url.path"] = path;
   if (t.attempts > 0) attributes["http.request.resend_count"] = t.attempts;
   t.attempts++;
   const client = tr.tracer.startSpan(method, { kind: SPAN_KIND_CLIENT, attributes }, tr.api.trace.setSpan(tr.api.ROOT_CONTEXT, t.server));
@@ -150,6 +141,21 @@ export function startClientSpan(
     const o = at + TP_VALUE_OFFSET + TRACEPARENT_SPAN_ID_OFFSET;
     for (let k = 0; k < 16; k++) head[o + k] = id.charCodeAt(k);
   }
+}
+
+/** The attributes of a CLIENT span to `endpoint` of entrypoint `ep` (the HTTP/1.1 and HTTP/2 proxies'). */
+export function endpointAttributes(ep: Entrypoint, endpoint: Endpoint): Attributes {
+  const attributes: Attributes = {
+    "server.address": endpoint.address,
+    "server.port": endpoint.port,
+    "network.peer.address": endpoint.address,
+    "network.peer.port": endpoint.port,
+    "k8s.namespace.name": ep.namespace,
+    "k8s.service.name": ep.service,
+  };
+  const ref = endpoint.targetRef;
+  if (ref?.kind === "Pod" && ref.name) attributes["k8s.pod.name"] = ref.name;
+  return attributes;
 }
 
 /** End the current CLIENT span: `status` (0: no response), ERROR with `error` when given or 5xx. */
