@@ -36,7 +36,7 @@ class Conn {
   session: H2Session | null = null;
   /** Bytes read before the protocol is known. */
   head: Uint8Array | null = null;
-  /** Epoch ms since when it has had no stream (idle timeout). */
+  /** Epoch ms since when it has had no stream (idle timeout); while sniffing, since it was accepted. */
   idleSince = Date.now();
   readonly client: string;
 
@@ -254,8 +254,13 @@ export class H2Proxy implements ListenerProxy<unknown>, H2Host {
     const idleMs = this.options.idleTimeoutMs;
     for (const c of this.#conns) {
       const s = c.session;
-      if (s === null || s.activeStreams > 0) {
-        c.idleSince = s === null ? c.idleSince : 0;
+      if (s === null) {
+        // Still sniffing: a client that has not sent the preface (or an HTTP/1.1 request line) in time goes.
+        if (now - c.idleSince >= this.options.requestHeaderTimeoutMs) c.socket.terminate();
+        continue;
+      }
+      if (s.activeStreams > 0) {
+        c.idleSince = 0;
         continue;
       }
       if (c.idleSince === 0) c.idleSince = now;
