@@ -28,7 +28,7 @@ import { ModelStore } from "../model/store.ts";
 import type { ModelOptions, Snapshot } from "../model/types.ts";
 import { rt } from "../runtime/index.ts";
 import type { HttpServer } from "../runtime/types.ts";
-import { FileDescriptorMetrics, GatewayMetrics, ipFamiliesOf } from "../telemetry/metrics/index.ts";
+import { FileDescriptorMetrics, GatewayMetrics, ipFamiliesOf, ProcessMetrics } from "../telemetry/metrics/index.ts";
 import type { TrafficMetrics } from "../telemetry/metrics/traffic.ts";
 import { bindFailureEvents } from "./bind-failure-events.ts";
 import type { Succession } from "./succession.ts";
@@ -136,6 +136,11 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
       bindFailures: () => (dataPlane.counts().failed === 0 ? new Map() : bindFailuresByReason(dataPlane.listeners())),
     }),
   );
+  const processMetrics = new ProcessMetrics({
+    files: () => ({ open: rt.openFiles(), limit: rt.fileLimit()?.soft }),
+    ...(dataPlane.workers ? { workers: () => dataPlane.workers!().map((w) => ({ worker: w.worker, pid: w.pid })) } : {}),
+  });
+  metrics.registry.register(processMetrics);
   // healthCheckNodePort servers answer with the proxy's health, not the node's eligibility (kube-proxy's IsHealthy).
   const serviceHealth = new ServiceHealthServers({ proxyHealthy: () => health.healthy().healthy && !health.shuttingDown && health.serving, log, reusePort });
   const events = client ? new EventRecorder({ client, nodeName: config.nodeName, log }) : undefined;
@@ -310,6 +315,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
       await serviceHealth.close();
       await stopSources();
       await closeServers();
+      processMetrics[Symbol.dispose]();
     },
   };
 }

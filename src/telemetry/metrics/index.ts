@@ -6,6 +6,7 @@
 export { CONNECT_DURATION_BUCKETS, exponentialBuckets, linearBuckets, NETWORK_PROGRAMMING_BUCKETS, REQUEST_DURATION_BUCKETS, SYNC_DURATION_BUCKETS } from "./buckets.ts";
 export { CONTENT_TYPE, escapeHelp, escapeLabelValue, ExpositionWriter, formatValue, labelPairs } from "./exposition.ts";
 export { BIND_FAILURE_REASONS, FileDescriptorMetricNames, FileDescriptorMetrics, type FileDescriptorView } from "./file-descriptors.ts";
+export { ProcessMetricNames, ProcessMetrics } from "./process.ts";
 export { GatewayMetrics, type GatewayMetricsOptions, type ListenerCountsView, type StateFileView } from "./gateway-metrics.ts";
 export { metricsHandler } from "./handler.ts";
 export { type HealthCountsView, type IpFamily, ipFamiliesOf, KubeProxyMetricNames, KubeProxyMetrics, noLocalEndpoints } from "./kube-proxy.ts";
