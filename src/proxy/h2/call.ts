@@ -43,6 +43,12 @@ const CANCEL = 0x8;
 
 const enc = new TextEncoder();
 
+/**
+ * The client side of a call: a client's HTTP/2 stream ({@link streamCall}), or one HTTP/1.1 exchange (`http1.ts`),
+ * which reports to the call through its `down*` methods. The call puts itself in `data`.
+ */
+export type CallDownstream = Pick<H2Stream, "data" | "sendHeaders" | "sendData" | "sendTrailers" | "reset" | "consumed">;
+
 /** Request header fields not forwarded upstream (hop-by-hop or the gateway's own). */
 function forwarded(name: string): boolean {
   return name !== "x-kubegate-reason";
@@ -89,7 +95,7 @@ export class Call {
 
   constructor(
     readonly host: H2Host,
-    readonly down: H2Stream,
+    readonly down: CallDownstream,
     headers: HeaderList,
     endStream: boolean,
     readonly client: string,
@@ -119,7 +125,6 @@ export class Call {
     const s = this.settings;
     this.hashKey = s.hashSource === 1 ? headerValue(headers, host.hashHeader(s)) : undefined;
     down.data = this;
-    down.handlers = DOWN_HANDLERS;
     let limitMs = s.maxRequestDurationMs;
     const grpcMs = this.grpc ? parseGrpcTimeout(timeout) : undefined;
     if (grpcMs !== undefined && (limitMs === 0 || grpcMs < limitMs)) limitMs = grpcMs;
@@ -387,10 +392,17 @@ export class Call {
     const t = this.traffic;
     if (t !== undefined) {
       t.request(status, seconds);
+      if (this.bytesIn !== 0 || this.bytesOut !== 0) t.bytes(this.bytesIn, this.bytesOut);
       if (gatewayMade && reason !== "") t.error(reason as Parameters<ServiceTraffic["error"]>[0]);
     }
     this.host.callDone(this, status, reason, seconds);
   }
+}
+
+/** Serve a client's HTTP/2 request stream as a call. */
+export function streamCall(host: H2Host, stream: H2Stream, headers: HeaderList, endStream: boolean, client: string): Call {
+  stream.handlers = DOWN_HANDLERS;
+  return new Call(host, stream, headers, endStream, client);
 }
 
 /** The handlers of every client stream (the call is the stream's `data`). */

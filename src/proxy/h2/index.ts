@@ -4,8 +4,9 @@
  * stream is a call balanced on its own (`call.ts`) onto HTTP/2 connections to the endpoints (`pool.ts`), so the
  * calls of one long-lived channel spread over every endpoint (kube-proxy pins them to one: kubernetes#38456).
  *
- * A client whose first bytes are not the HTTP/2 preface speaks HTTP/1.1: its connection goes to the HTTP/1.1
- * forwarder of the same route (requests balanced each, forwarded as HTTP/1.1: the backend must speak it too).
+ * A client whose first bytes are not the HTTP/2 preface speaks HTTP/1.1 (`http1.ts`): each of its requests is a call
+ * too, sent upstream as an HTTP/2 stream (the backend need not speak HTTP/1.1); `Upgrade: h2c` switches its
+ * connection to HTTP/2.
  *
  * Drain and shutdown send GOAWAY (streams in flight finish); an endpoint that leaves the Service gets GOAWAY on its
  * upstream connections (their streams finish, new calls go elsewhere); idle upstream connections close after the
@@ -18,22 +19,24 @@
 import type { Endpoint } from "../../model/types.ts";
 import type { Route, RouteRef } from "../../routes/types.ts";
 import type { TcpHandlers, TcpSocket } from "../../runtime/types.ts";
-import { HttpProxy, type HttpProxyOptions } from "../http/index.ts";
+import type { HttpProxyOptions } from "../http/index.ts";
 import { routeSettings, type RouteSettings } from "../http/settings.ts";
 import { admitConnection, type ListenerProxy, type ListenerProxyFactory, routeTraffic } from "../types.ts";
-import { Call } from "./call.ts";
+import { type Call, streamCall } from "./call.ts";
 import type { H2Host } from "./host.ts";
+import { Http1Conn, type Http1Events } from "./http1.ts";
 import { H2EndpointPool } from "./pool.ts";
-import { type H2Limits, H2Session, type HeaderList, type H2Stream } from "./session.ts";
+import { type H2Limits, H2Session, type H2Upgrade, type HeaderList, type H2Stream } from "./session.ts";
 
 /** The client connection preface (RFC 9113 3.4). */
 const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 /** How often pools and idle connections are swept, ms. */
 const SWEEP_MS = 1_000;
 
-/** A client connection: sniffing its first bytes, then an HTTP/2 server session. */
-class Conn {
+/** A client connection: sniffing its first bytes, then an HTTP/2 server session or an HTTP/1.1 connection. */
+class Conn implements Http1Events {
   session: H2Session | null = null;
+  h1: Http1Conn | null = null;
   /** Bytes read before the protocol is known. */
   head: Uint8Array | null = null;
   /** Epoch ms since when it has had no stream (idle timeout); while sniffing, since it was accepted. */
@@ -49,6 +52,7 @@ class Conn {
 
   onData(chunk: Uint8Array): void {
     if (this.session !== null) return this.session.receive(chunk);
+    if (this.h1 !== null) return this.h1.onData(chunk);
     const head = this.head === null ? chunk : concat(this.head, chunk);
     const n = Math.min(head.length, PREFACE.length);
     for (let i = 0; i < n; i++) {
@@ -59,12 +63,29 @@ class Conn {
       return;
     }
     this.head = null;
-    this.session = new H2Session(this.socket as TcpSocket<unknown>, "server", this.proxy.limits, {
-      stream: (stream, headers, endStream) => this.proxy.call(this, stream, headers, endStream),
-      close: () => this.proxy.remove(this),
-    });
-    if (this.proxy.draining) this.session.goaway();
-    this.session.receive(head);
+    this.serve(head);
+  }
+
+  /** Serve the connection as HTTP/2 from `head` on (`upgraded`: after an HTTP/1.1 `Upgrade: h2c`). */
+  serve(head: Uint8Array | null, upgraded?: H2Upgrade): void {
+    const session = new H2Session(
+      this.socket as TcpSocket<unknown>,
+      "server",
+      this.proxy.limits,
+      {
+        stream: (stream, headers, endStream) => this.proxy.call(this, stream, headers, endStream),
+        close: () => this.proxy.remove(this),
+      },
+      upgraded,
+    );
+    this.session = session;
+    if (this.proxy.draining) session.goaway();
+    if (head !== null) session.receive(head);
+  }
+
+  upgrade(upgrade: H2Upgrade, rest: Uint8Array | null): void {
+    this.h1 = null;
+    this.serve(rest, upgrade);
   }
 }
 
@@ -81,9 +102,9 @@ export class H2Proxy implements ListenerProxy<unknown>, H2Host {
   readonly limits: Partial<H2Limits>;
   readonly #conns = new Set<Conn>();
   readonly #pools = new Map<string, H2EndpointPool>();
+  /** Pools of endpoints that left the route: their calls in flight finish (an endpoint that returns gets a new pool). */
+  readonly #retiring = new Set<H2EndpointPool>();
   readonly #hashHeaders = new WeakMap<RouteSettings, string>();
-  /** HTTP/1.1 clients of this port (created on the first one). */
-  #http1: HttpProxy | null = null;
   #draining = false;
   #drained: PromiseWithResolvers<void> | null = null;
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -95,7 +116,6 @@ export class H2Proxy implements ListenerProxy<unknown>, H2Host {
     readonly options: HttpProxyOptions,
   ) {
     this.limits = { maxHeaderListSize: options.maxHeaderBytes };
-    const budget = options.connections;
     const conns = this.#conns;
     this.handlers = {
       open: (s) => {
@@ -112,28 +132,26 @@ export class H2Proxy implements ListenerProxy<unknown>, H2Host {
       data: (s, chunk) => {
         const d = s.data;
         if (d instanceof Conn) d.onData(chunk);
-        else this.#http1?.handlers.data(s as TcpSocket<never>, chunk);
       },
       drain: (s) => {
         const d = s.data;
-        if (d instanceof Conn) d.session?.socketDrained();
-        else this.#http1?.handlers.drain?.(s as TcpSocket<never>);
+        if (!(d instanceof Conn)) return;
+        if (d.session) d.session.socketDrained();
+        else d.h1?.onDrain();
       },
       end: (s) => {
         const d = s.data;
-        if (d instanceof Conn) {
-          if (d.session) d.session.close();
-          else s.end();
-        } else this.#http1?.handlers.end?.(s as TcpSocket<never>);
+        if (!(d instanceof Conn)) return;
+        if (d.session) d.session.close();
+        else if (d.h1) d.h1.onEnd();
+        else s.end();
       },
       close: (s) => {
         const d = s.data;
         if (d instanceof Conn) {
           d.session?.close();
+          d.h1?.onClose();
           this.remove(d);
-        } else if (d !== null) {
-          this.#http1?.handlers.close?.(s as TcpSocket<never>);
-          budget?.release();
         }
       },
     };
@@ -169,7 +187,7 @@ export class H2Proxy implements ListenerProxy<unknown>, H2Host {
   /** A new request stream on `conn`. */
   call(conn: Conn, stream: H2Stream, headers: HeaderList, endStream: boolean): void {
     conn.idleSince = 0;
-    new Call(this, stream, headers, endStream, conn.client);
+    streamCall(this, stream, headers, endStream, conn.client);
   }
 
   callDone(call: Call, status: number, reason: string, seconds: number): void {
@@ -186,37 +204,31 @@ export class H2Proxy implements ListenerProxy<unknown>, H2Host {
       bytesOut: call.bytesOut,
       durationMs: Math.round(seconds * 1e6) / 1e3,
       error: reason,
-      traceId: "",
+      traceId: call.trace === null ? "" : call.trace.server.spanContext().traceId,
     });
   }
 
   /** `conn`'s first bytes are not the HTTP/2 preface: it is an HTTP/1.1 client of this port. */
   toHttp1(conn: Conn, head: Uint8Array): void {
-    this.#conns.delete(conn);
-    routeTraffic(this.options.telemetry, this.ref.current)?.connClosed();
-    // The HTTP/1.1 forwarder counts the connection itself; the limits were applied at accept here.
-    this.#http1 ??= new HttpProxy(this.ref, { ...this.options, maxConnectionsPerListener: 0, connections: undefined });
-    const s = conn.socket as TcpSocket<never>;
-    this.#http1.handlers.open?.(s);
-    if (this.#draining) void this.#http1.drain();
-    this.#http1.handlers.data(s, head);
-    this.#settle();
+    conn.head = null;
+    conn.h1 = new Http1Conn(this, conn.socket as TcpSocket<unknown>, conn.client, conn);
+    conn.h1.onData(head);
   }
 
   active(): number {
-    return this.#conns.size + (this.#http1?.active() ?? 0);
+    return this.#conns.size;
   }
 
   drain(): Promise<void> {
     this.#draining = true;
     for (const c of this.#conns) {
       if (c.session) c.session.goaway();
+      else if (c.h1) c.h1.drain();
       else c.socket.end();
     }
-    const h1 = this.#http1?.drain();
-    if (this.#conns.size === 0) return h1 ?? Promise.resolve();
+    if (this.#conns.size === 0) return Promise.resolve();
     this.#drained ??= Promise.withResolvers<void>();
-    return h1 ? Promise.all([h1, this.#drained.promise]).then(() => {}) : this.#drained.promise;
+    return this.#drained.promise;
   }
 
   closeAll(): void {
@@ -224,8 +236,8 @@ export class H2Proxy implements ListenerProxy<unknown>, H2Host {
       c.session?.close();
       c.socket.terminate();
     }
-    this.#http1?.closeAll();
     for (const p of this.#pools.values()) p.closeAll();
+    for (const p of this.#retiring) p.closeAll();
   }
 
   /** Called when a client connection has closed. */
@@ -254,6 +266,10 @@ export class H2Proxy implements ListenerProxy<unknown>, H2Host {
     const idleMs = this.options.idleTimeoutMs;
     for (const c of this.#conns) {
       const s = c.session;
+      if (c.h1 !== null) {
+        c.h1.sweep(now);
+        continue;
+      }
       if (s === null) {
         // Still sniffing: a client that has not sent the preface (or an HTTP/1.1 request line) in time goes.
         if (now - c.idleSince >= this.options.requestHeaderTimeoutMs) c.socket.terminate();
@@ -269,10 +285,14 @@ export class H2Proxy implements ListenerProxy<unknown>, H2Host {
     const serving = new Set<string>();
     for (const ep of this.ref.current.balancer.endpoints) serving.add(`${ep.address}|${ep.port}`);
     for (const [key, p] of this.#pools) {
-      if (!serving.has(key)) p.retire();
-      if (p.sweep(now, idleMs)) this.#pools.delete(key);
+      if (!serving.has(key)) {
+        p.retire();
+        this.#pools.delete(key);
+        this.#retiring.add(p);
+      } else if (p.sweep(now, idleMs)) this.#pools.delete(key);
     }
-    if (this.#conns.size === 0 && this.#pools.size === 0 && this.#timer !== undefined) {
+    for (const p of this.#retiring) if (p.sweep(now, idleMs)) this.#retiring.delete(p);
+    if (this.#conns.size === 0 && this.#pools.size === 0 && this.#retiring.size === 0 && this.#timer !== undefined) {
       clearInterval(this.#timer);
       this.#timer = undefined;
     }

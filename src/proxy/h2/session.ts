@@ -126,6 +126,17 @@ export interface H2SessionEvents {
   close?(error?: Error): void;
 }
 
+/**
+ * Server role, a connection upgraded from HTTP/1.1 (RFC 7540 §3.2, `Upgrade: h2c`): once the client preface has
+ * arrived, the client's `HTTP2-Settings` apply (not acknowledged) and stream 1 opens half-closed (remote) with the
+ * upgraded request's `headers`, reported by {@link H2SessionEvents.stream} as any request.
+ */
+export interface H2Upgrade {
+  readonly headers: HeaderList;
+  /** The decoded `HTTP2-Settings` value: a SETTINGS payload. */
+  readonly settings: Uint8Array;
+}
+
 /** The client connection preface (§3.4). */
 const PREFACE = latin1Bytes("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 /** Output not yet taken by the socket above which DATA waits (sendData returns false). */
@@ -293,6 +304,7 @@ class Core implements FrameSink {
     role: "server" | "client",
     limits: Partial<H2Limits>,
     readonly events: H2SessionEvents,
+    public upgraded: H2Upgrade | undefined,
   ) {
     const l = resolveLimits(limits);
     this.limits = l;
@@ -322,6 +334,7 @@ class Core implements FrameSink {
     try {
       if (this.prefaceAt < PREFACE.length) {
         const at = this.preface(chunk);
+        if (this.prefaceAt === PREFACE.length && this.upgraded !== undefined) this.openUpgraded(this.upgraded);
         if (at === chunk.length) return;
         chunk = chunk.subarray(at);
       }
@@ -347,6 +360,19 @@ class Core implements FrameSink {
       if (chunk[i++] !== PREFACE[this.prefaceAt++]) throw new H2ConnectionError(PROTOCOL_ERROR, "invalid connection preface");
     }
     return i;
+  }
+
+  /** Server role, upgraded from HTTP/1.1: the client's HTTP2-Settings apply, and stream 1 is the upgraded request. */
+  openUpgraded(u: H2Upgrade): void {
+    this.upgraded = undefined;
+    if (u.settings.length % 6 !== 0) throw new H2ConnectionError(PROTOCOL_ERROR, "HTTP2-Settings is not a SETTINGS payload");
+    this.peer.apply(u.settings);
+    const table = this.peer.headerTableSize;
+    if (table !== this.encoderTableSize) {
+      this.encoderTableSize = table;
+      this.encoder.setMaxTableSize(table);
+    }
+    this.newStream(1, u.headers, true);
   }
 
   /** Run `f`; an exception (from an owner's handler too) ends the connection. */
@@ -985,8 +1011,9 @@ class Core implements FrameSink {
 export class H2Session {
   readonly #c: Core;
 
-  constructor(socket: TcpSocket<unknown>, role: "server" | "client", limits: Partial<H2Limits>, events: H2SessionEvents) {
-    this.#c = new Core(socket, role, limits, events);
+  /** @param upgraded server role: the connection was upgraded from HTTP/1.1 (see {@link H2Upgrade}). */
+  constructor(socket: TcpSocket<unknown>, role: "server" | "client", limits: Partial<H2Limits>, events: H2SessionEvents, upgraded?: H2Upgrade) {
+    this.#c = new Core(socket, role, limits, events, upgraded);
   }
 
   /** Call from the socket's `data` handler. */

@@ -100,13 +100,20 @@ export function startCallClientSpan(t: CallTrace, tr: ProxyTracing, forward: [st
   }
 }
 
-function setOutcome(span: Span, rpc: boolean, status: number, grpcStatus: number | undefined, error: string): void {
+/**
+ * gRPC statuses that make a SERVER span an error (OTel's RPC conventions: the server's own failures; a status that
+ * blames the request, like NOT_FOUND or INVALID_ARGUMENT, leaves it unset): UNKNOWN, DEADLINE_EXCEEDED,
+ * UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS. A CLIENT span is an error for any status but OK.
+ */
+const SERVER_ERROR_CODES = new Set([2, 4, 12, 13, 14, 15]);
+
+function setOutcome(span: Span, rpc: boolean, server: boolean, status: number, grpcStatus: number | undefined, error: string): void {
   if (status > 0) span.setAttribute("http.response.status_code", status);
   if (rpc && grpcStatus !== undefined) span.setAttribute("rpc.grpc.status_code", grpcStatus);
   if (error) {
     span.setAttribute("error.type", error);
     span.setStatus({ code: SPAN_STATUS_ERROR, message: error });
-  } else if (status >= 500 || (rpc && grpcStatus !== undefined && grpcStatus !== 0)) {
+  } else if (status >= 500 || (rpc && grpcStatus !== undefined && (server ? SERVER_ERROR_CODES.has(grpcStatus) : grpcStatus !== 0))) {
     span.setStatus({ code: SPAN_STATUS_ERROR });
   }
 }
@@ -115,13 +122,13 @@ export function endCallClientSpan(t: CallTrace, status: number, grpcStatus: numb
   const c = t.client;
   if (c === null) return;
   t.client = null;
-  setOutcome(c, t.rpc, status, grpcStatus, error);
+  setOutcome(c, t.rpc, false, status, grpcStatus, error);
   c.end();
 }
 
 /** End the call's spans. `status` is the HTTP status sent (gRPC: 200), `grpcStatus` the call's, `error` the gateway reason. */
 export function endCallSpans(t: CallTrace, status: number, grpcStatus: number | undefined, error: string): void {
   if (t.client !== null) endCallClientSpan(t, status, grpcStatus, error);
-  setOutcome(t.server, t.rpc, status, grpcStatus, error);
+  setOutcome(t.server, t.rpc, true, status, grpcStatus, error);
   t.server.end();
 }

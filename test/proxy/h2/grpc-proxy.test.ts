@@ -4,57 +4,11 @@
  * big messages, deadlines, cancellation, error statuses and gateway-made errors reach the client as gRPC does them.
  */
 import { describe, expect, test } from "bun:test";
-import { spawn } from "node:child_process";
-import type { Endpoint } from "../../../src/model/types.ts";
-import { createH2Proxy } from "../../../src/proxy/h2/index.ts";
-import { defaultProxyOptions, type ListenerProxy, type ProxyOptions } from "../../../src/proxy/types.ts";
-import type { RouteRef } from "../../../src/routes/types.ts";
-import { rt } from "../../../src/runtime/index.ts";
 import { endpoint } from "../../support/entrypoints.ts";
 import { GRPC_REQUEST_HEADERS, grpcBodyFile, grpcH2loadArgs, runGrpcClient, startGrpcServer } from "../../support/grpc/peers.ts";
-import { RecordingBalancer, route } from "../../support/http-harness.ts";
 import { REFUSED_PORT } from "../../support/ports.ts";
 import { waitFor } from "../../support/wait.ts";
-
-/** An h2c listener on 127.0.0.1:0 over `endpoints` (round robin from the first, or a recording balancer). */
-function startH2Proxy(endpoints: readonly Endpoint[], options: Partial<ProxyOptions> = {}, recording = false) {
-  const name = "default/grpc:grpc";
-  let balancer: RecordingBalancer | undefined;
-  const make = (eps: readonly Endpoint[]) => {
-    const r = route(eps, name, recording ? { balancer: (e) => (balancer = new RecordingBalancer(e)) } : {});
-    return { ...r, entrypoint: { ...r.entrypoint, protocol: "h2c" as const } };
-  };
-  const ref: RouteRef = { current: make(endpoints) };
-  const proxy: ListenerProxy = createH2Proxy(ref, { ...defaultProxyOptions, ...options });
-  const listener = rt.listenTcp<unknown>({ hostname: "127.0.0.1", port: 0, handlers: proxy.handlers as never });
-  return {
-    port: listener.port,
-    proxy,
-    get balancer() {
-      return balancer!;
-    },
-    setEndpoints(eps: readonly Endpoint[]) {
-      ref.current = make(eps);
-    },
-    async [Symbol.asyncDispose]() {
-      listener.stop(true);
-      proxy.closeAll();
-      await waitFor(() => proxy.active() === 0, { what: "proxy connections to close" });
-    },
-  };
-}
-
-/** Run a command (bounded), resolve with its exit code and output. */
-function run(cmd: string, args: readonly string[], timeoutMs = 20_000): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (out += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("close", (code) => (clearTimeout(timer), resolve({ code, out })));
-  });
-}
+import { run, startH2Proxy } from "./proxy-harness.ts";
 
 describe("gRPC through the HTTP/2 proxy", () => {
   test("the calls of one channel are balanced each: 40 unary calls, 20 on each endpoint", async () => {
