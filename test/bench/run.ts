@@ -1,6 +1,6 @@
 /**
- * Data-plane benchmark (not a test): kubegate beside nginx (1 worker), haproxy (1 thread; http and
- * tcp mode) and the direct path, in front of the same backends, in one run on one machine.
+ * Data-plane benchmark (not a test): kubegate beside nginx (1 worker), haproxy (1 thread; http, tcp and
+ * h2c mode) and the direct path, in front of the same backends, in one run on one machine.
  *
  *   bun test/bench/run.ts [--quick] [--cases a,b] [--duration 10s] [--repeat 3] [--kubegate-args="..."]
  *   bun test/bench/run.ts --multi 2 [--quick]     # every core: N workers/threads each, nothing pinned
@@ -20,11 +20,12 @@ import { join } from "node:path";
 import { type Backends, startBackends } from "./backends/start.ts";
 import { parseBenchArgs, type BenchOptions } from "./lib/args.ts";
 import { type CaseDef, caseDef } from "./lib/cases.ts";
-import { type CpuSample, type CpuUsage, cpuUsage, cpuUsageUnpinned, irqTimeAccounting, othersBusyPct, sampleCpu } from "./lib/cpu.ts";
-import { h2loadArgs, h2loadFailed, parseH2loadLog } from "./lib/h2load.ts";
+import { type CpuSample, type CpuUsage, cpuUsage, cpuUsageUnpinned, irqTimeAccounting, sampleCpu } from "./lib/cpu.ts";
+import { h2cClients, h2cLoadArgs, h2cStreams, h2loadArgs, h2loadFailed, parseH2loadLog, parseH2loadSummary } from "./lib/h2load.ts";
 import { iperfClientArgs, parseIperfJson } from "./lib/iperf.ts";
 import { parsePipelineOutput, pipelineArgs } from "./lib/pipeline.ts";
 import { PortAllocator } from "./lib/ports.ts";
+import { QuietRunner } from "./lib/quiet.ts";
 import { type Daemon, scriptGroup } from "./lib/procs.ts";
 import { type Failure, multiBaseline, type RawRun, renderReport, reviveRawRun } from "./lib/render.ts";
 import type { Sample } from "./lib/report.ts";
@@ -76,13 +77,15 @@ try {
 const nice = process.getuid?.() === 0 ? -10 : undefined;
 const { tmp, group, cleanup: cleanupSync } = scriptGroup("kubegate-bench-", log, nice === undefined ? {} : { nice });
 const ports = new PortAllocator();
+const quiet = new QuietRunner(opts, () => group.pids(), quietCores, log);
 
 // This script and everything it starts run on the load core unless pinned elsewhere.
 if (loadCore !== undefined) spawnSync("taskset", ["-a", "-p", "-c", String(loadCore), String(process.pid)], { stdio: "ignore" });
 
 const selected: CaseDef[] = opts.cases.map(caseDef);
 const targetCount = 4 + opts.variants.length + (multi === undefined ? 0 : 1);
-const perRunS = (c: CaseDef) => (c.load === "iperf3" ? opts.iperfS + 1 : c.load === "h2load" ? opts.durationS + opts.warmupS : c.load === "pipeline" ? opts.durationS + 1 : opts.durationS);
+const perRunS = (c: CaseDef) =>
+  c.load === "iperf3" ? opts.iperfS + 1 : c.load === "h2load" ? opts.durationS + opts.warmupS : c.load === "pipeline" || c.load === "h2load-h2c" ? opts.durationS + 1 : opts.durationS;
 const budgetS =
   180 + selected.reduce((a, c) => a + targetCount * (opts.warmupS + 5 + opts.repeat * (1 + opts.noiseRetries) * (perRunS(c) + 15 + opts.quietWaitS + 1)), 0);
 const watchdog = setTimeout(() => {
@@ -150,6 +153,38 @@ async function measureWrk(t: Target, c: CaseDef, repeat: number): Promise<Sample
     errors: wrk.errors,
     cpu: proxied ? cpu : undefined,
     cpuPerOp: proxied && wrk.requests > 0 ? (cpu.totalS * 1e6) / wrk.requests : Number.NaN,
+    busyPct: proxied ? (cpu.totalS / wallS) * 100 : Number.NaN,
+    ...shares(cpu, wallS),
+  };
+}
+
+/** One closed-loop HTTP/2 run of h2load (issue 15's -c16 -m32) against `t`'s h2c entrypoint. */
+async function h2cOnce(t: Target, c: CaseDef, durationS: number) {
+  const load = { request: url(t, c), clients: h2cClients, streams: h2cStreams, durationS };
+  const before = cpuNow(t.pid);
+  const r = await group.runOk(`h2load-h2c-${t.name}`, h2cLoadArgs(load), { ...on(loadCore), timeoutMs: (durationS + 30) * 1000 });
+  const after = cpuNow(t.pid);
+  return { res: parseH2loadSummary(r.stdout), cpu: usage(before, after), wallS: r.elapsedMs / 1000 };
+}
+
+async function measureH2c(t: Target, c: CaseDef, repeat: number): Promise<Sample> {
+  const { res, cpu, wallS } = await h2cOnce(t, c, opts.durationS);
+  const proxied = t.pid !== undefined;
+  return {
+    case: c.name,
+    target: t.name,
+    kind: t.kind,
+    repeat,
+    throughput: res.rps,
+    offeredRps: Number.NaN,
+    // h2load reports percentiles only through its per-request log, which would make the load core the limit.
+    p50Ms: Number.NaN,
+    p99Ms: Number.NaN,
+    ops: res.requests,
+    errors: res.errors,
+    cpu: proxied ? cpu : undefined,
+    // CPU over h2load's whole life (connecting, a few ms) per request completed in the run.
+    cpuPerOp: proxied && res.requests > 0 ? (cpu.totalS * 1e6) / res.requests : Number.NaN,
     busyPct: proxied ? (cpu.totalS / wallS) * 100 : Number.NaN,
     ...shares(cpu, wallS),
   };
@@ -264,44 +299,6 @@ async function measurePipeline(t: Target, c: CaseDef, repeat: number): Promise<S
   };
 }
 
-let quietWaitedS = 0;
-
-/**
- * Before a measured run, wait (at most `opts.quietWaitS`) until other processes take at most
- * `opts.maxNoisePct` of a core, measured over 1 s windows.
- */
-async function waitForQuiet(): Promise<void> {
-  if (opts.quietWaitS <= 0) return;
-  const started = performance.now();
-  const deadline = started + opts.quietWaitS * 1000;
-  for (let i = 0; i < 600; i++) {
-    const pct = await othersBusyPct(group.pids(), quietCores, 1_000);
-    if (pct <= opts.maxNoisePct) break;
-    if (performance.now() >= deadline) {
-      log(`Still ${Math.round(pct)}% of a core taken by other processes after ${opts.quietWaitS} s: measuring anyway`);
-      break;
-    }
-    if (i === 0) log(`Other processes take ${Math.round(pct)}% of a core: waiting for quiet (up to ${opts.quietWaitS} s)`);
-  }
-  quietWaitedS += (performance.now() - started) / 1000;
-}
-
-/**
- * Run `measure` until other processes took at most `opts.maxNoisePct` of a core during the run
- * (at most `1 + opts.noiseRetries` runs); keep the quietest run.
- */
-async function measureQuietly(measure: () => Promise<Sample>): Promise<Sample> {
-  let best: Sample | undefined;
-  for (let attempt = 1; attempt <= 1 + opts.noiseRetries; attempt++) {
-    await waitForQuiet();
-    const s = { ...(await measure()), attempts: attempt };
-    if (best === undefined || s.noisePct < best.noisePct) best = s;
-    if (s.noisePct <= opts.maxNoisePct) break;
-    if (attempt <= opts.noiseRetries) log(`Other processes took ${Math.round(s.noisePct)}% of a core during ${s.case} / ${s.target}: running it again`);
-  }
-  return best!;
-}
-
 /** nginx's keep-alive peak (median req/s of its quiet runs, if any) from this run, measuring it if that case was not run. */
 async function nginxPeak(nginx: Target): Promise<number> {
   const keep = samples.filter((s) => s.case === "http-keepalive" && s.kind === "nginx");
@@ -325,11 +322,12 @@ async function runCase(c: CaseDef, targets: readonly Target[]): Promise<void> {
     rate = Math.round((await nginxPeak(nginx)) / 2);
     log(`${c.name}: ${rate} req/s over ${opts.rateClients} connections (half of nginx's keep-alive peak)`);
   }
-  if (c.load === "wrk" || c.load === "pipeline") {
+  if (c.load === "wrk" || c.load === "pipeline" || c.load === "h2load-h2c") {
     for (const t of here) {
       if (!alive(t)) continue;
       try {
         if (c.load === "wrk") await wrkOnce(t, c, opts.warmupS);
+        else if (c.load === "h2load-h2c") await h2cOnce(t, c, opts.warmupS);
         else await pipelineOnce(t, opts.warmupS);
       } catch (err) {
         failures.push({ case: c.name, target: t.name, message: `Warm-up failed: ${(err as Error).message}` });
@@ -343,7 +341,7 @@ async function runCase(c: CaseDef, targets: readonly Target[]): Promise<void> {
         continue;
       }
       try {
-        const s = await measureQuietly(() => {
+        const s = await quiet.measure(() => {
           switch (c.load) {
             case "wrk":
               return measureWrk(t, c, repeat);
@@ -353,11 +351,16 @@ async function runCase(c: CaseDef, targets: readonly Target[]): Promise<void> {
               return measurePipeline(t, c, repeat);
             case "iperf3":
               return measureIperf(t, c, repeat);
+            case "h2load-h2c":
+              return measureH2c(t, c, repeat);
           }
-        });
+        }, (s) => `${s.case} / ${s.target}`);
         samples.push(s);
         const unit = c.load === "pipeline" ? "msg/s" : "req/s";
-        const tp = c.load === "iperf3" ? `${s.throughput.toFixed(2)} Gbit/s` : `${Math.round(s.throughput)} ${unit}, p99 ${s.p99Ms.toFixed(2)} ms`;
+        const tp =
+          c.load === "iperf3"
+            ? `${s.throughput.toFixed(2)} Gbit/s`
+            : `${Math.round(s.throughput)} ${unit}${Number.isFinite(s.p99Ms) ? `, p99 ${s.p99Ms.toFixed(2)} ms` : ""}`;
         log(`${c.name} #${repeat} ${t.name}: ${tp}, proxy CPU ${Number.isFinite(s.busyPct) ? Math.round(s.busyPct) : "-"}%, ${multi === undefined ? "load core" : "load side"} ${Math.round(s.loadCorePct)}%, other processes ${Math.round(s.noisePct)}%${s.attempts > 1 ? ` (attempt ${s.attempts})` : ""}, errors ${s.errors}`);
       } catch (err) {
         failures.push({ case: c.name, target: t.name, message: (err as Error).message });
@@ -400,7 +403,7 @@ async function main(): Promise<number> {
   const versions = toolVersions();
   const backends = await startBackends(group, ports, tmp, loadCore);
   loadPids = backends.daemons.map((d) => d.pid);
-  log(`Backends on ${backends.http.join(", ")} (HTTP), ${backends.iperf} (iperf3) and ${backends.echo} (echo)`);
+  log(`Backends on ${backends.http.join(", ")} (HTTP), ${backends.iperf} (iperf3), ${backends.echo} (echo) and ${backends.h2c.join(", ")} (h2c)`);
   const targets = await startTargets(backends);
   log(`Targets: ${targets.map((t) => t.name).join(", ")}`);
   for (const c of selected) {
@@ -418,7 +421,7 @@ async function main(): Promise<number> {
     loadBefore,
     versions,
     kubegates: targets.filter((t) => t.kind === "kubegate").map((t) => t.name),
-    quietWaitedS,
+    quietWaitedS: quiet.waitedS,
     samples,
     failures,
   };

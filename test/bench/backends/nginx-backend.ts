@@ -12,6 +12,8 @@ export interface BackendConfig {
   readonly wwwDir: string;
   /** Add `user root;` (when started as root, so workers can read a 0700 temp dir). */
   readonly runAsRoot: boolean;
+  /** Serve HTTP/2 cleartext (prior knowledge) instead of HTTP/1.1 (for h2-servers.ts). */
+  readonly http2?: boolean;
 }
 
 /** The path of the large response. */
@@ -45,7 +47,7 @@ http {
   scgi_temp_path ${c.dir}/scgi;
   default_type application/octet-stream;
   server {
-    listen 127.0.0.1:${c.port} backlog=4096;
+    listen 127.0.0.1:${c.port}${c.http2 ? " http2" : ""} backlog=4096;
     location = / { default_type text/plain; return 200 "ok"; }
     location = ${largePath} { root ${c.wwwDir}; }
   }

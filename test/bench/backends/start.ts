@@ -1,13 +1,14 @@
 /**
- * Start the backends on the load core: two nginx HTTP backends, one iperf3 server and one echo server
- * (for the pipelined case). The direct path is the load generator straight to the first of them.
+ * Start the backends on the load core: two nginx HTTP backends, one iperf3 server, one echo server (for the
+ * pipelined case) and two h2c origins (for the h2c case). The direct path is the load generator straight to the
+ * first of each.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { PortAllocator } from "../lib/ports.ts";
 import type { Daemon, ProcessGroup } from "../lib/procs.ts";
-import { waitForHttp, waitForLog } from "../lib/probe.ts";
+import { waitForH2, waitForHttp, waitForLog } from "../lib/probe.ts";
 import { largeBytes, largePath, nginxBackendConf } from "./nginx-backend.ts";
 
 /** The running backends. */
@@ -18,15 +19,20 @@ export interface Backends {
   readonly iperf: number;
   /** Port of the echo server. */
   readonly echo: number;
+  /** Ports of the HTTP/2 cleartext origins (h2c-backend.ts). */
+  readonly h2c: readonly number[];
   readonly daemons: readonly Daemon[];
 }
 
 /** The echo server's script. */
 export const echoServerScript = fileURLToPath(new URL("./echo-server.ts", import.meta.url));
 
+/** The h2c origin's script (kubegate's HTTP/2 session in the server role; faster here than nginx's HTTP/2). */
+export const h2cBackendScript = fileURLToPath(new URL("./h2c-backend.ts", import.meta.url));
+
 /**
- * Start `count` nginx backends, an iperf3 server and an echo server pinned to `core` (unpinned when undefined),
- * and wait until they serve.
+ * Start `count` nginx backends, an iperf3 server, an echo server and `count` h2c origins pinned to `core` (unpinned
+ * when undefined), and wait until they serve.
  * @throws {Error} when one does not come up.
  */
 export async function startBackends(group: ProcessGroup, ports: PortAllocator, dir: string, core: number | undefined, count = 2): Promise<Backends> {
@@ -57,12 +63,21 @@ export async function startBackends(group: ProcessGroup, ports: PortAllocator, d
   const bun = process.versions.bun ? process.execPath : "bun";
   const echo = group.start("echo-server", [bun, echoServerScript, String(echoPort)], on);
   daemons.push(echo);
+  const h2cPorts: number[] = [];
+  const h2cDaemons: Daemon[] = [];
+  for (let i = 1; i <= count; i++) {
+    const port = await ports.next();
+    h2cDaemons.push(group.start(`h2c-backend-${i}`, [bun, h2cBackendScript, String(port)], on));
+    h2cPorts.push(port);
+  }
+  daemons.push(...h2cDaemons);
 
   await Promise.all(httpPorts.map((p, i) => waitForHttp(`http://127.0.0.1:${p}/`, daemons[i]!)));
+  await Promise.all(h2cPorts.map((p, i) => waitForH2(`http://127.0.0.1:${p}/`, h2cDaemons[i]!)));
   // iperf3 is not probed by connecting: a probe would be a failed test for it.
   await waitForLog(iperf, /Server listening on/);
   await waitForLog(echo, /echo server listening/);
   const dead = daemons.filter((d) => d.hasExited());
   if (dead.length) throw new Error(`Backend "${dead[0]!.name}" exited while starting:\n${dead[0]!.logTail()}`);
-  return { http: httpPorts, iperf: iperfPort, echo: echoPort, daemons };
+  return { http: httpPorts, iperf: iperfPort, echo: echoPort, h2c: h2cPorts, daemons };
 }

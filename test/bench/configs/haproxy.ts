@@ -1,6 +1,8 @@
 /**
  * haproxy (1 thread, or N with `--multi N`) in both modes: an HTTP frontend with connection reuse to the
- * backends, a TCP frontend to the same backends, a TCP frontend to the iperf3 server and one to the echo server.
+ * backends, a TCP frontend to the same backends, a TCP frontend to the iperf3 server and one to the echo server,
+ * and an HTTP/2 cleartext frontend (`proto h2` on the bind line) to the h2c origins (`proto h2` on the server lines,
+ * connections reused: streams multiplexed).
  */
 
 /** Ports of the haproxy frontends and of what they forward to. */
@@ -12,6 +14,8 @@ export interface HaproxyConfig {
   readonly iperfBackend: number;
   readonly echoPort: number;
   readonly echoBackend: number;
+  readonly h2cPort: number;
+  readonly h2cBackends: readonly number[];
   /** `nbthread` (default 1). */
   readonly threads?: number;
 }
@@ -71,5 +75,16 @@ frontend echo_in
 backend echo_be
   mode tcp
   server echo 127.0.0.1:${c.echoBackend}
+
+frontend h2c_in
+  mode http
+  bind 127.0.0.1:${c.h2cPort} proto h2
+  default_backend h2c_be
+
+backend h2c_be
+  mode http
+  balance roundrobin
+  http-reuse always
+${c.h2cBackends.map((p, i) => `  server h${i + 1} 127.0.0.1:${p} proto h2`).join("\n")}
 `;
 }

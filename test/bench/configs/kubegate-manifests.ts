@@ -1,8 +1,9 @@
 /**
- * The manifest directory kubegate serves in the benchmark: a Node, four NodePort Services (an HTTP
+ * The manifest directory kubegate serves in the benchmark: a Node, five NodePort Services (an HTTP
  * entrypoint and a TCP entrypoint over the same two backends, a TCP entrypoint to the iperf3
  * server, which must have one endpoint because iperf3's control and data connections must meet the
- * same server, and a TCP entrypoint to the echo server) and their EndpointSlices.
+ * same server, a TCP entrypoint to the echo server, and, when given its ports, an HTTP/2 cleartext entrypoint,
+ * appProtocol kubernetes.io/h2c, over the h2c origins) and their EndpointSlices; and the gRPC benchmark's Services.
  */
 import { stringify } from "yaml";
 
@@ -16,6 +17,8 @@ export interface KubegateManifestConfig {
   readonly iperfBackend: number;
   readonly echoNodePort: number;
   readonly echoBackend: number;
+  /** The h2c entrypoint and its origins; without them, no h2c Service (e.g. for the idle-memory benchmark). */
+  readonly h2c?: { readonly nodePort: number; readonly backends: readonly number[] };
 }
 
 export const benchNamespace = "bench";
@@ -56,15 +59,18 @@ function slice(service: string, index: number, port: number, nodeName: string): 
   };
 }
 
+function node(name: string): object {
+  return { apiVersion: "v1", kind: "Node", metadata: { name }, status: { addresses: [{ type: "InternalIP", address: "127.0.0.1" }] } };
+}
+
+function yaml(docs: readonly object[]): string {
+  return docs.map((d) => stringify(d)).join("---\n");
+}
+
 /** The manifests as one multi-document YAML text. */
 export function kubegateManifests(c: KubegateManifestConfig): string {
-  const docs: object[] = [
-    {
-      apiVersion: "v1",
-      kind: "Node",
-      metadata: { name: c.nodeName },
-      status: { addresses: [{ type: "InternalIP", address: "127.0.0.1" }] },
-    },
+  return yaml([
+    node(c.nodeName),
     service("web-http", c.httpNodePort, "http"),
     service("web-tcp", c.tcpNodePort),
     service("iperf", c.iperfNodePort),
@@ -72,6 +78,21 @@ export function kubegateManifests(c: KubegateManifestConfig): string {
     ...c.backends.flatMap((port, i) => [slice("web-http", i + 1, port, c.nodeName), slice("web-tcp", i + 1, port, c.nodeName)]),
     slice("iperf", 1, c.iperfBackend, c.nodeName),
     slice("echo", 1, c.echoBackend, c.nodeName),
-  ];
-  return docs.map((d) => stringify(d)).join("---\n");
+    ...(c.h2c ? [service("web-h2c", c.h2c.nodePort, "kubernetes.io/h2c"), ...c.h2c.backends.map((port, i) => slice("web-h2c", i + 1, port, c.nodeName))] : []),
+  ]);
+}
+
+/** A NodePort Service with appProtocol grpc over some gRPC servers on 127.0.0.1. */
+export interface GrpcServiceConfig {
+  readonly name: string;
+  readonly nodePort: number;
+  readonly backends: readonly number[];
+}
+
+/**
+ * The gRPC benchmark's manifests: a Node and the `services` (appProtocol grpc), one EndpointSlice per endpoint.
+ * @example grpcManifests("bench-node", [{ name: "grpc", nodePort: 31000, backends: [50051, 50052] }])
+ */
+export function grpcManifests(nodeName: string, services: readonly GrpcServiceConfig[]): string {
+  return yaml([node(nodeName), ...services.flatMap((s) => [service(s.name, s.nodePort, "grpc"), ...s.backends.map((port, i) => slice(s.name, i + 1, port, nodeName))])]);
 }

@@ -223,3 +223,50 @@ export function parseBenchArgs(argv: readonly string[]): ParsedBenchArgs {
     },
   };
 }
+
+/** The flags the smaller benchmark scripts share with this one: run length, repeats and noise handling. */
+export interface RunFlags {
+  readonly durationS: number;
+  readonly warmupS: number;
+  readonly repeat: number;
+  readonly maxNoisePct: number;
+  readonly noiseRetries: number;
+  readonly quietWaitS: number;
+}
+
+/** `parseArgs` options for {@link RunFlags}. */
+export const runFlagOptions = {
+  duration: { type: "string" },
+  warmup: { type: "string" },
+  repeat: { type: "string" },
+  "max-noise": { type: "string" },
+  "noise-retries": { type: "string" },
+  "quiet-wait": { type: "string" },
+} as const;
+
+/** Help lines for {@link RunFlags}. */
+export const runFlagsHelp = `  --duration 5s           Length of each measured run.
+  --warmup 2s             Unmeasured load per target before its first run.
+  --repeat 3              Measured runs per target, interleaved across targets.
+  --max-noise 15          Run again when other processes took more than this % of a core.
+  --noise-retries 1       At most this many re-runs of a noisy run (the quietest is kept).
+  --quiet-wait 10s        Before each run, wait up to this long for other processes to go below --max-noise (0 to skip).`;
+
+/**
+ * {@link RunFlags} from parsed flag values (the defaults are those of {@link runFlagsHelp}), or an error message.
+ * @example runFlags({ duration: "3s" }) // { durationS: 3, warmupS: 2, repeat: 3, ... }
+ */
+export function runFlags(values: Readonly<Record<string, unknown>>): RunFlags | string {
+  const str = (k: string, d: string) => (typeof values[k] === "string" ? (values[k] as string) : d);
+  const durationS = seconds(str("duration", "5s"), "--duration");
+  const warmupS = seconds(str("warmup", "2s"), "--warmup");
+  const repeat = count(str("repeat", "3"), "--repeat", 20);
+  const maxNoisePct = count(str("max-noise", "15"), "--max-noise", 200);
+  const noiseRetries = Number(str("noise-retries", "1"));
+  if (!Number.isInteger(noiseRetries) || noiseRetries < 0 || noiseRetries > 5) return `Invalid --noise-retries "${str("noise-retries", "")}": expected an integer from 0 to 5`;
+  const quietWait = str("quiet-wait", "10s");
+  const quietWaitS = quietWait === "0" ? 0 : seconds(quietWait, "--quiet-wait");
+  for (const v of [durationS, warmupS, repeat, maxNoisePct, quietWaitS]) if (typeof v === "string") return v;
+  if ((durationS as number) > 600) return "Durations above 600 s are not allowed";
+  return { durationS: durationS as number, warmupS: warmupS as number, repeat: repeat as number, maxNoisePct: maxNoisePct as number, noiseRetries, quietWaitS: quietWaitS as number };
+}

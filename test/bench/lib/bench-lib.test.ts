@@ -5,18 +5,19 @@
 import { describe, expect, test } from "bun:test";
 import { parseManifests } from "../../../src/kube/manifests.ts";
 import { nginxBackendConf } from "../backends/nginx-backend.ts";
-import { echoServerScript } from "../backends/start.ts";
+import { echoServerScript, h2cBackendScript } from "../backends/start.ts";
 import { haproxyConf } from "../configs/haproxy.ts";
-import { kubegateManifests } from "../configs/kubegate-manifests.ts";
+import { grpcManifests, kubegateManifests } from "../configs/kubegate-manifests.ts";
 import { nginxProxyConf } from "../configs/nginx-proxy.ts";
-import { parseBenchArgs } from "./args.ts";
+import { parseBenchArgs, runFlags } from "./args.ts";
 import { type CoreTicks, cpuUsage, cpuUsageUnpinned, parseCoreTicks, procStatTicks, procStatTicksWithChildren } from "./cpu.ts";
-import { h2loadArgs, h2loadFailed, parseH2loadLog } from "./h2load.ts";
+import { h2cLoadArgs, h2loadArgs, h2loadFailed, parseH2loadLog, parseH2loadSummary } from "./h2load.ts";
 import { parseIperfJson } from "./iperf.ts";
 import { LatencyHistogram, parsePipelineArgs, parsePipelineOutput, pipelineArgs } from "./pipeline.ts";
 import { PortAllocator } from "./ports.ts";
-import { waitForLog } from "./probe.ts";
+import { h2Answers, waitForH2, waitForLog } from "./probe.ts";
 import { pinned, ProcessGroup } from "./procs.ts";
+import { QuietRunner, quietOrAll } from "./quiet.ts";
 import { multiBaseline, type RawRun, renderReport, reviveRawRun } from "./render.ts";
 import { aggregate, checkMultiTargets, checkTargets, pairedRatio, renderTable, type Sample } from "./report.ts";
 import { median, percentileSorted, ratio } from "./stats.ts";
@@ -174,6 +175,43 @@ describe("h2load", () => {
   test("reads the failed count of the summary", () => {
     expect(h2loadFailed("requests: 600 total, 600 started, 600 done, 590 succeeded, 10 failed, 0 errored, 0 timeout")).toBe(10);
   });
+  test("closed-loop HTTP/2: -c and -m, no --h1, no log", () => {
+    expect(h2cLoadArgs({ request: "http://127.0.0.1:1/", clients: 16, streams: 32, durationS: 5 })).toEqual(["h2load", "-t", "1", "-c", "16", "-m", "32", "-D", "5", "http://127.0.0.1:1/"]);
+    expect(h2cLoadArgs({ request: ["-d", "/b", "http://127.0.0.1:1/m"], clients: 1, streams: 2, durationS: 3 }).slice(-3)).toEqual(["-d", "/b", "http://127.0.0.1:1/m"]);
+  });
+  test("reads the closed-loop summary: rate, requests done, mean latency, failures and 4xx/5xx", () => {
+    const out = [
+      "finished in 5.00s, 61234.40 req/s, 1.52MB/s",
+      "requests: 306684 total, 307196 started, 306672 done, 306660 succeeded, 12 failed, 2 errored, 0 timeout",
+      "status codes: 306660 2xx, 0 3xx, 3 4xx, 4 5xx",
+      "                     min         max         mean         sd        +/- sd",
+      "time for request:      310us     40.21ms      8.35ms      1.20ms    90.00%",
+    ].join("\n");
+    expect(parseH2loadSummary(out)).toEqual({ rps: 61234.4, requests: 306672, meanMs: 8.35, errors: 19 });
+    expect(parseH2loadSummary(out.replace("8.35ms", "867us")).meanMs).toBeCloseTo(0.867, 10);
+    expect(() => parseH2loadSummary("connect: Connection refused")).toThrow(/Unexpected h2load output/);
+  });
+});
+
+describe("quiet", () => {
+  const noise = { maxNoisePct: 15, noiseRetries: 2, quietWaitS: 0 };
+  test("a noisy run is run again, at most noiseRetries times; the quietest is kept", async () => {
+    const lines: string[] = [];
+    const quiet = new QuietRunner(noise, () => [], [0], (l) => lines.push(l));
+    const levels = [40, 20, 30];
+    const s = await quiet.measure(async () => ({ noisePct: levels.shift()!, attempts: 1 }), () => "run");
+    expect([s, levels, lines.length]).toEqual([{ noisePct: 20, attempts: 2 }, [], 2]);
+    expect(await quiet.measure(async () => ({ noisePct: 5, attempts: 1 }), () => "run")).toEqual({ noisePct: 5, attempts: 1 });
+  });
+  test("medians come from the quiet runs when there are any", () => {
+    const runs = [{ noisePct: 40, attempts: 1 }, { noisePct: 10, attempts: 1 }];
+    expect([quietOrAll(runs, 15), quietOrAll(runs, 5)]).toEqual([[runs[1]!], runs]);
+  });
+  test("the smaller scripts' flags: defaults and errors", () => {
+    expect(runFlags({})).toEqual({ durationS: 5, warmupS: 2, repeat: 3, maxNoisePct: 15, noiseRetries: 1, quietWaitS: 10 });
+    expect(runFlags({ duration: "500ms", "quiet-wait": "0" })).toMatchObject({ durationS: 0.5, quietWaitS: 0 });
+    expect([runFlags({ repeat: "0" }), runFlags({ "noise-retries": "9" })]).toEqual(['Invalid --repeat "0": expected an integer from 1 to 20', 'Invalid --noise-retries "9": expected an integer from 0 to 5']);
+  });
 });
 
 describe("iperf3", () => {
@@ -190,7 +228,7 @@ describe("args", () => {
     const full = parseBenchArgs([]);
     const quick = parseBenchArgs(["--quick"]);
     if (full.kind !== "run" || quick.kind !== "run") throw new Error("expected run");
-    expect([full.options.durationS, full.options.repeat, full.options.cases.length]).toEqual([10, 3, 8]);
+    expect([full.options.durationS, full.options.repeat, full.options.cases.length]).toEqual([10, 3, 9]);
     expect([quick.options.durationS, quick.options.repeat, quick.options.noiseRetries]).toEqual([3, 1, 0]);
     expect([full.options.multi, full.options.threads, full.options.connections]).toEqual([undefined, 1, 50]);
     expect([full.options.pipelineConnections, full.options.pipelineDepth, full.options.pipelineSize]).toEqual([16, 16, 100]);
@@ -284,7 +322,7 @@ describe("report", () => {
     expect(table).toContain("| tcp-wrk | haproxy (tcp mode) | 31,000 req/s |");
   });
   test("targets are met, missed, or not measured", () => {
-    expect(checkTargets(aggregate(samples)).map((c) => c.met)).toEqual([true, undefined, false, undefined, undefined, undefined, undefined, undefined]);
+    expect(checkTargets(aggregate(samples)).map((c) => c.met)).toEqual([true, undefined, false, undefined, undefined, undefined, undefined, undefined, undefined, undefined]);
   });
   test("the 64 KiB and pipelined cases are checked against haproxy; msg/s and µs/msg in the table", () => {
     const rows = aggregate([
@@ -295,12 +333,19 @@ describe("report", () => {
       sample("tcp-pipelined", "kubegate", "kubegate", 150_000, 2, 4),
       sample("tcp-pipelined", "haproxy", "haproxy", 100_000, 3, 6),
     ].map((x) => ({ ...x, busyPct: 95 })));
-    expect(checkTargets(rows).slice(4).map((c) => [c.measured, c.met])).toEqual([["0.90×", false], ["1.00×", true], ["1.50×", true], ["0.67×", true]]);
+    expect(checkTargets(rows).slice(4, 8).map((c) => [c.measured, c.met])).toEqual([["0.90×", false], ["1.00×", true], ["1.50×", true], ["0.67×", true]]);
     const limited = aggregate([{ ...sample("tcp-pipelined", "kubegate", "kubegate", 50_000, 2, 7), busyPct: 35 }, sample("tcp-pipelined", "haproxy", "haproxy", 50_000, 2, 6)]);
     expect(checkTargets(limited)[6]!.measured).toBe("1.00× (proxy CPU 35%: the load side was the limit; compare CPU/msg)");
     const table = renderTable(rows);
     expect(table).toContain("| tcp-pipelined | kubegate (tcp) | 150,000 msg/s | — | 1.50× |");
     expect(table).toContain("| 4.0 µs/msg |");
+  });
+  test("h2c rows carry the plain proxy name and are checked against haproxy for req/s and CPU per request", () => {
+    const h2 = (target: string, kind: Sample["kind"], throughput: number, cpuPerOp: number): Sample => ({ ...sample("h2c", target, kind, throughput, 1, cpuPerOp), p50Ms: Number.NaN, p99Ms: Number.NaN });
+    const rows = aggregate([h2("kubegate", "kubegate", 110_000, 9), h2("haproxy", "haproxy", 100_000, 10), h2("direct", "direct", 300_000, Number.NaN)]);
+    expect(checkTargets(rows).slice(8).map((c) => [c.measured, c.met])).toEqual([["1.10×", true], ["0.90×", true]]);
+    expect(renderTable(rows)).toContain("| h2c | kubegate | 110,000 req/s | — | 1.10× | 0.37× | — | — | — | 9.0 µs/req | — | 0.90× |");
+    expect(renderTable(rows)).toContain("| h2c | haproxy | 100,000 req/s |");
   });
   test("multi-core: ratios to the --workers 1 row, and the issue's scaling targets", () => {
     const at = (c: Sample["case"], target: string, kind: Sample["kind"], throughput: number, cpuPerOp: number) => sample(c, target, kind, throughput, 3, cpuPerOp);
@@ -377,16 +422,24 @@ describe("render", () => {
 });
 
 describe("configs", () => {
-  test("kubegate's manifests load without errors: 4 Services, 6 EndpointSlices, 1 Node", () => {
-    const text = kubegateManifests({
-      nodeName: "n", httpNodePort: 31001, tcpNodePort: 31002, iperfNodePort: 31003, echoNodePort: 31004, backends: [18081, 18082], iperfBackend: 5201, echoBackend: 7007,
-    });
+  test("kubegate's manifests load without errors: 5 Services, 8 EndpointSlices, 1 Node", () => {
+    const base = { nodeName: "n", httpNodePort: 31001, tcpNodePort: 31002, iperfNodePort: 31003, echoNodePort: 31004, backends: [18081, 18082], iperfBackend: 5201, echoBackend: 7007 };
+    const text = kubegateManifests({ ...base, h2c: { nodePort: 31005, backends: [18091, 18092] } });
+    expect(kubegateManifests(base)).not.toContain("h2c");
     const { objects, errors } = parseManifests(text, "bench.yaml");
     expect(errors).toEqual([]);
     const kinds = objects.map((o) => o.kind).sort();
-    expect(kinds).toEqual([...Array(6).fill("EndpointSlice"), "Node", ...Array(4).fill("Service")]);
+    expect(kinds).toEqual([...Array(8).fill("EndpointSlice"), "Node", ...Array(5).fill("Service")]);
     expect(objects.every((o) => o.event.type !== "invalid")).toBe(true);
-    expect(text).toContain("appProtocol: http");
+    expect(text).toContain("appProtocol: http\n");
+    expect(text).toContain("appProtocol: kubernetes.io/h2c\n");
+  });
+  test("gRPC manifests: one Service per entry, appProtocol grpc, a slice per endpoint", () => {
+    const text = grpcManifests("n", [{ name: "grpc-one", nodePort: 31001, backends: [50051] }, { name: "grpc-all", nodePort: 31002, backends: [50051, 50052] }]);
+    const { objects, errors } = parseManifests(text, "grpc.yaml");
+    expect(errors).toEqual([]);
+    expect(objects.map((o) => o.kind).sort()).toEqual([...Array(3).fill("EndpointSlice"), "Node", "Service", "Service"]);
+    expect(text.match(/appProtocol: grpc\n/g)).toHaveLength(2);
   });
   test("nginx proxy: 1 worker, upstream keepalive, HTTP/1.1 with Connection cleared", () => {
     const conf = nginxProxyConf({ port: 1, backends: [2, 3], dir: "/d", runAsRoot: false });
@@ -396,18 +449,24 @@ describe("configs", () => {
     const two = nginxProxyConf({ port: 1, backends: [2, 3], dir: "/d", runAsRoot: false, workers: 2 });
     for (const s of ["worker_processes 2;", "listen 127.0.0.1:1 backlog=4096 reuseport;", "keepalive 64;"]) expect(two).toContain(s);
   });
-  test("haproxy: 1 thread (or N), an http and three tcp frontends", () => {
-    const conf = haproxyConf({ httpPort: 1, tcpPort: 2, iperfPort: 3, backends: [4, 5], iperfBackend: 6, echoPort: 7, echoBackend: 8 });
+  test("haproxy: 1 thread (or N), an http frontend, three tcp ones and an h2c one (proto h2 both sides)", () => {
+    const ports = { httpPort: 1, tcpPort: 2, iperfPort: 3, backends: [4, 5], iperfBackend: 6, echoPort: 7, echoBackend: 8, h2cPort: 9, h2cBackends: [10, 11] };
+    const conf = haproxyConf(ports);
     expect(conf).toContain("nbthread 1\n");
     expect(conf.match(/mode tcp/g)).toHaveLength(6);
+    expect(conf.match(/mode http/g)).toHaveLength(4);
     expect(conf).toContain("server iperf 127.0.0.1:6");
     expect(conf).toContain("bind 127.0.0.1:7\n  default_backend echo_be");
     expect(conf).toContain("server echo 127.0.0.1:8");
-    expect(haproxyConf({ httpPort: 1, tcpPort: 2, iperfPort: 3, backends: [4], iperfBackend: 6, echoPort: 7, echoBackend: 8, threads: 2 })).toContain("nbthread 2\n");
+    expect(conf).toContain("bind 127.0.0.1:9 proto h2\n  default_backend h2c_be");
+    expect(conf).toContain("  server h1 127.0.0.1:10 proto h2\n  server h2 127.0.0.1:11 proto h2\n");
+    expect(haproxyConf({ ...ports, threads: 2 })).toContain("nbthread 2\n");
   });
-  test("nginx backend serves / and /64k", () => {
+  test("nginx backend serves / and /64k, over HTTP/2 cleartext when asked", () => {
     const conf = nginxBackendConf({ port: 9, dir: "/d", wwwDir: "/w", runAsRoot: true });
     expect(conf).toContain('return 200 "ok"');
+    expect(conf).toContain("listen 127.0.0.1:9 backlog=4096;");
+    expect(nginxBackendConf({ port: 9, dir: "/d", wwwDir: "/w", runAsRoot: true, http2: true })).toContain("listen 127.0.0.1:9 http2 backlog=4096;");
     expect(conf).toContain("location = /64k { root /w; }");
     expect(conf).toStartWith("# kubegate benchmark backend on 127.0.0.1:9\nuser root;");
   });
@@ -462,6 +521,21 @@ describe("processes", () => {
       await group.stop(d, 2_000);
       expect(d.hasExited()).toBe(true);
       expect(group.pids()).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  test("the h2c origin answers 200 ok over HTTP/2 (GET and a request with a body); h2Answers says no to a closed port", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "bench-lib-"));
+    await using group = new ProcessGroup(dir);
+    try {
+      const ports = new PortAllocator();
+      const [port, closed] = [await ports.next(), await ports.next()];
+      const d = group.start("h2c", [process.execPath, h2cBackendScript, String(port)]);
+      await waitForH2(`http://127.0.0.1:${port}/`, d);
+      const post = await group.runOk("h2load", ["h2load", "-n", "20", "-c", "2", "-m", "4", "-d", h2cBackendScript, `http://127.0.0.1:${port}/upload`], { timeoutMs: 10_000 });
+      expect(parseH2loadSummary(post.stdout)).toMatchObject({ requests: 20, errors: 0 });
+      expect(await h2Answers(`http://127.0.0.1:${closed}/`)).toBe(false);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,6 +1,7 @@
 /**
  * h2load as an open-loop (rate-paced) HTTP/1.1 load generator: `--rps` per client, and per-request
- * latencies from its `--log-file` (one line per request: start time in µs, status, duration in µs).
+ * latencies from its `--log-file` (one line per request: start time in µs, status, duration in µs); and as a
+ * closed-loop HTTP/2 (h2c, prior knowledge) load generator, read from its summary.
  */
 import { percentileSorted } from "./stats.ts";
 
@@ -68,5 +69,59 @@ export function parseH2loadLog(text: string, warmupS: number, windowS: number, f
     p99Ms: percentileSorted(durs, 99),
     maxMs: durs.length ? durs[durs.length - 1]! : Number.NaN,
     errors: bad + failed,
+  };
+}
+
+/** The closed-loop HTTP/2 load of the h2c case: issue 15's `h2load -c16 -m32`. */
+export interface H2cLoad {
+  /** A URL, or h2load's arguments ending with one (e.g. a gRPC call's `-H` headers and `-d` body first). */
+  readonly request: string | readonly string[];
+  readonly clients: number;
+  /** Streams in flight per connection. */
+  readonly streams: number;
+  readonly durationS: number;
+}
+
+/** Issue 15's h2c load shape: 16 connections, 32 streams in flight on each. */
+export const h2cClients = 16;
+export const h2cStreams = 32;
+
+/**
+ * h2load's argv for a closed-loop HTTP/2 run of `durationS` (one thread). No `--log-file`: writing a line per
+ * request costs h2load more CPU than serving it costs a fast origin (the load core would be the limit), so there
+ * are no percentiles: the summary gives the mean.
+ * @example h2cLoadArgs({ request: "http://127.0.0.1:8080/", clients: 16, streams: 32, durationS: 5 })
+ */
+export function h2cLoadArgs(load: H2cLoad): string[] {
+  const request = typeof load.request === "string" ? [load.request] : load.request;
+  return ["h2load", "-t", "1", "-c", String(load.clients), "-m", String(load.streams), "-D", String(load.durationS), ...request];
+}
+
+/** What a closed-loop h2load run reports. */
+export interface H2loadSummary {
+  readonly rps: number;
+  /** Requests completed. */
+  readonly requests: number;
+  readonly meanMs: number;
+  /** Failed requests (errors and timeouts included) plus responses with a status outside 2xx/3xx. */
+  readonly errors: number;
+}
+
+/**
+ * The summary h2load prints at the end of a run.
+ * @throws {Error} when the output has no "finished in" line (h2load could not connect, or was killed).
+ */
+export function parseH2loadSummary(stdout: string): H2loadSummary {
+  const fin = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(stdout);
+  const req = /requests: \d+ total, \d+ started, (\d+) done, \d+ succeeded, (\d+) failed/.exec(stdout);
+  const codes = /status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx/.exec(stdout);
+  const time = /time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\b/.exec(stdout);
+  if (!fin || !req) throw new Error(`Unexpected h2load output: "${stdout.trim().slice(-300)}"`);
+  const unit = time?.[2] === "us" ? 1e-3 : time?.[2] === "s" ? 1e3 : 1;
+  return {
+    rps: Number(fin[1]),
+    requests: Number(req[1]),
+    meanMs: time ? Number(time[1]) * unit : Number.NaN,
+    errors: Number(req[2]) + (codes ? Number(codes[1]) + Number(codes[2]) : 0),
   };
 }

@@ -1,4 +1,5 @@
 /** Readiness probes for the benchmark's servers. */
+import { execFile } from "node:child_process";
 import { connect } from "node:net";
 import type { Daemon } from "./procs.ts";
 
@@ -26,6 +27,18 @@ export async function httpStatus(url: string): Promise<number | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * True when one HTTP/2 request (prior knowledge, by h2load) gets a 2xx within 2 s: to `request`, a URL or h2load's
+ * arguments after the load flags (e.g. a gRPC call's headers, body and URL).
+ */
+export function h2Answers(request: string | readonly string[]): Promise<boolean> {
+  return new Promise((resolve) => {
+    execFile("h2load", ["-n", "1", "-c", "1", ...(typeof request === "string" ? [request] : request)], { timeout: 2_000 }, (err, stdout) => {
+      resolve(!err && /requests: 1 total, 1 started, 1 done, 1 succeeded/.test(stdout) && /status codes: 1 2xx/.test(stdout));
+    });
+  });
 }
 
 /** True when a TCP connection to `port` on 127.0.0.1 is accepted within 1 s (closed right away). */
@@ -69,5 +82,18 @@ export async function waitForLog(daemon: Daemon, pattern: RegExp, timeoutMs = 15
     await pollUntil(daemon, () => pattern.test(daemon.logTail(50)), `"${daemon.name}" to log ${pattern}`, timeoutMs);
   } catch (err) {
     throw new Error(`"${daemon.name}" did not start: ${(err as Error).message}\n${daemon.logTail()}`, { cause: err });
+  }
+}
+
+/**
+ * Wait until an HTTP/2 request (prior knowledge; see {@link h2Answers}) answers 2xx, failing early if `daemon` exits.
+ * @throws {Error} with the daemon's log tail when it exits or the deadline passes.
+ */
+export async function waitForH2(request: string | readonly string[], daemon: Daemon, timeoutMs = 15_000): Promise<void> {
+  const url = typeof request === "string" ? request : request[request.length - 1];
+  try {
+    await pollUntil(daemon, () => h2Answers(request), `${url} to answer 2xx over HTTP/2`, timeoutMs);
+  } catch (err) {
+    throw new Error(`"${daemon.name}" is not serving ${url} over HTTP/2: ${(err as Error).message}\n${daemon.logTail()}`, { cause: err });
   }
 }

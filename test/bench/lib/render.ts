@@ -4,6 +4,7 @@
  * JSON a run wrote (e.g. after changing how rows are aggregated), without running anything.
  */
 import type { BenchOptions } from "./args.ts";
+import { h2cClients, h2cStreams } from "./h2load.ts";
 import { aggregate, checkMultiTargets, checkTargets, renderTable, renderTargets, type Row, type Sample } from "./report.ts";
 import { median } from "./stats.ts";
 import type { MachineInfo } from "./tools.ts";
@@ -70,6 +71,15 @@ function noiseLine(raw: RawRun): string {
   );
 }
 
+/** How the h2c case loads the proxies (the same sentence pinned or not). */
+function h2cMethod(o: BenchOptions): string {
+  return (
+    `h2c: h2load -t1 -c${h2cClients} -m${h2cStreams} over HTTP/2 with prior knowledge, ${o.durationS} s per run after ${o.warmupS} s of warm-up per proxy; HTTP/2 cleartext on both sides` +
+    " (haproxy `proto h2` on the bind and server lines with http-reuse always; kubegate appProtocol kubernetes.io/h2c; no nginx row: nginx has no HTTP/2 upstream)" +
+    " to two h2c origins beside the other backends (test/bench/backends/h2c-backend.ts: kubegate's HTTP/2 session answering 200 \"ok\"); p50/p99 left empty (h2load's per-request log would make the load core the limit)."
+  );
+}
+
 /** The method lines of a multi-core (unpinned) run. */
 function multiMethodLines(raw: RawRun, n: number): string[] {
   const { machine: m, versions: v, options: o } = raw;
@@ -80,7 +90,8 @@ function multiMethodLines(raw: RawRun, n: number): string[] {
       `kubegate --workers ${n} (row kubegate) and kubegate --workers 1 (row ${multiBaseline}); the load generator and the backends (2 nginx, 1 worker each; iperf3; echo) share the same cores.` +
       (raw.nice === null ? "" : ` All benchmark processes run at nice ${raw.nice}.`),
     `Load: wrk -t${o.threads} -c${o.connections}, ${o.durationS} s per run after ${o.warmupS} s of warm-up per proxy and case; ${o.repeat} run(s) per proxy, interleaved; medians shown.` +
-      ` Pipelined: ${o.pipelineConnections} connections x ${o.pipelineDepth} messages of ${o.pipelineSize} B in flight.`,
+      ` Pipelined: ${o.pipelineConnections} connections x ${o.pipelineDepth} messages of ${o.pipelineSize} B in flight.` +
+      (o.cases.includes("h2c") ? ` ${h2cMethod(o)}` : ""),
     "CPU/op: the proxy's process tree utime+stime (every worker process or thread) per request or message; unpinned, softirq time cannot be attributed to a proxy and is not added" +
       (raw.irqTimeAccounting ? " (this kernel accounts it apart, so it is left out for every proxy alike)." : " (this kernel has no CONFIG_IRQ_TIME_ACCOUNTING, so softirq work run in the proxy's context is in its stime).") +
       ` Proxy CPU: that time over wall time (100% = one core). "× kubegate --workers 1": throughput and CPU/op over the ${multiBaseline} row's, paired per repeat.`,
@@ -108,7 +119,8 @@ export function methodLines(raw: RawRun): string[] {
       // Runs made before the pipelined case existed have no pipeline options.
       (o.pipelineConnections === undefined
         ? ""
-        : ` Pipelined (tcp-pipelined): ${o.pipelineConnections} connections to an echo backend, each keeping ${o.pipelineDepth} messages of ${o.pipelineSize} B in flight, one write per message (test/bench/load/pipeline-client.ts).`),
+        : ` Pipelined (tcp-pipelined): ${o.pipelineConnections} connections to an echo backend, each keeping ${o.pipelineDepth} messages of ${o.pipelineSize} B in flight, one write per message (test/bench/load/pipeline-client.ts).`) +
+      (o.cases.includes("h2c") ? ` ${h2cMethod(o)}` : ""),
     (raw.irqTimeAccounting
       ? `CPU/op: proxy process tree utime+stime plus core ${cores.proxy} softirq time (loopback work), per request or message (µs) or per GB (ms).`
       : `CPU/op: proxy process tree utime+stime, per request or message (µs) or per GB (ms); this kernel has no CONFIG_IRQ_TIME_ACCOUNTING, so that stime already holds the softirq (loopback) work run in the proxy's context, and core ${cores.proxy}'s softirq column is not added again.`) +

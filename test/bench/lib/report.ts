@@ -72,7 +72,8 @@ export interface Row {
 
 /** The label of `target` in a case: L4 rows of the proxies say so. */
 export function rowLabel(c: CaseName, target: string, kind: TargetKind): string {
-  if (caseDef(c).endpoint === "http" || kind === "direct") return target;
+  const endpoint = caseDef(c).endpoint;
+  if (endpoint === "http" || endpoint === "h2c" || kind === "direct") return target;
   return kind === "haproxy" ? `${target} (tcp mode)` : `${target} (tcp)`;
 }
 
@@ -225,6 +226,7 @@ export function checkTargets(rows: readonly Row[], kubegate = "kubegate"): Targe
   const http64 = row("http-64k");
   const tcp64 = row("tcp-64k");
   const pipelined = row("tcp-pipelined");
+  const h2c = row("h2c");
   const decide = (v: number | undefined, ok: (v: number) => boolean) => (v === undefined || !Number.isFinite(v) ? undefined : ok(v));
   return [
     { target: "HTTP keep-alive req/s", goal: ">= 1.10× nginx (1 worker)", measured: fx(keep?.vsNginx ?? Number.NaN), met: decide(keep?.vsNginx, (v) => v >= 1.1) },
@@ -255,6 +257,8 @@ export function checkTargets(rows: readonly Row[], kubegate = "kubegate"): Targe
       measured: fx(pipelined?.cpuVsHaproxy ?? Number.NaN),
       met: decide(pipelined?.cpuVsHaproxy, (v) => v <= 1),
     },
+    { target: "HTTP/2 h2c req/s", goal: ">= 1.00× haproxy (1 thread, proto h2)", measured: fx(h2c?.vsHaproxy ?? Number.NaN), met: decide(h2c?.vsHaproxy, (v) => v >= 1) },
+    { target: "HTTP/2 h2c CPU per request", goal: "<= 1.00× haproxy (1 thread, proto h2)", measured: fx(h2c?.cpuVsHaproxy ?? Number.NaN), met: decide(h2c?.cpuVsHaproxy, (v) => v <= 1) },
   ];
 }
 

@@ -1,7 +1,7 @@
 /**
  * The things under test, started on the proxy core (or unpinned, `core` undefined) in front of the same
- * backends: kubegate (from a generated manifest directory), nginx (1 worker, or N with reuseport), haproxy
- * (1 thread or N; http and tcp mode), and the direct path (no proxy).
+ * backends: kubegate (from a generated manifest directory), nginx (1 worker, or N with reuseport; HTTP/1.1 only),
+ * haproxy (1 thread or N; http and tcp mode, and h2c), and the direct path (no proxy).
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -13,7 +13,7 @@ import { nginxProxyConf } from "../configs/nginx-proxy.ts";
 import type { EndpointKind } from "./cases.ts";
 import type { PortAllocator } from "./ports.ts";
 import type { Daemon, ProcessGroup } from "./procs.ts";
-import { waitForHttp, waitForPort } from "./probe.ts";
+import { waitForH2, waitForHttp, waitForPort } from "./probe.ts";
 import type { TargetKind } from "./report.ts";
 
 /** A proxy under test (or the direct path): where its entrypoints are and whose CPU to count. */
@@ -34,9 +34,9 @@ function assertRunning(daemon: Daemon): void {
   if (daemon.hasExited()) throw new Error(`"${daemon.name}" exited while starting:\n${daemon.logTail()}`);
 }
 
-/** The direct path: the load generator straight to the first backend. */
+/** The direct path: the load generator straight to the first backend (of each kind). */
 export function directTarget(b: Backends): Target {
-  return { name: "direct", kind: "direct", pid: undefined, ports: { http: b.http[0]!, tcp: b.http[0]!, iperf: b.iperf, echo: b.echo }, daemon: undefined };
+  return { name: "direct", kind: "direct", pid: undefined, ports: { http: b.http[0]!, tcp: b.http[0]!, iperf: b.iperf, echo: b.echo, h2c: b.h2c[0]! }, daemon: undefined };
 }
 
 /** `core` as spawn options: pinned to it, or unpinned when undefined. */
@@ -57,52 +57,57 @@ export async function startNginxProxy(group: ProcessGroup, ports: PortAllocator,
   return { name: "nginx", kind: "nginx", pid: daemon.pid, ports: { http: port }, daemon };
 }
 
-/** Start haproxy (`threads` threads, default 1; an http frontend and tcp ones to the HTTP backends, iperf3 and echo) on `core`. */
+/**
+ * Start haproxy (`threads` threads, default 1; an http frontend and tcp ones to the HTTP backends, iperf3 and echo,
+ * and an h2c frontend to the h2c origins) on `core`.
+ */
 export async function startHaproxy(group: ProcessGroup, ports: PortAllocator, dir: string, core: number | undefined, b: Backends, threads = 1): Promise<Target> {
   const hdir = join(dir, "haproxy");
   mkdirSync(hdir, { recursive: true });
-  const [http, tcp, iperf, echo] = [await ports.next(), await ports.next(), await ports.next(), await ports.next()];
+  const [http, tcp, iperf, echo, h2c] = [await ports.next(), await ports.next(), await ports.next(), await ports.next(), await ports.next()];
   const conf = join(hdir, "haproxy.cfg");
-  writeFileSync(conf, haproxyConf({ httpPort: http, tcpPort: tcp, iperfPort: iperf, backends: b.http, iperfBackend: b.iperf, echoPort: echo, echoBackend: b.echo, threads }));
+  writeFileSync(
+    conf,
+    haproxyConf({ httpPort: http, tcpPort: tcp, iperfPort: iperf, backends: b.http, iperfBackend: b.iperf, echoPort: echo, echoBackend: b.echo, h2cPort: h2c, h2cBackends: b.h2c, threads }),
+  );
   const daemon = group.start("haproxy", ["haproxy", "-db", "-f", conf], onCore(core));
   await waitForHttp(`http://127.0.0.1:${http}/`, daemon);
   await waitForHttp(`http://127.0.0.1:${tcp}/`, daemon);
   await waitForPort(iperf, daemon);
   await waitForPort(echo, daemon);
+  await waitForH2(`http://127.0.0.1:${h2c}/`, daemon);
   assertRunning(daemon);
-  return { name: "haproxy", kind: "haproxy", pid: daemon.pid, ports: { http, tcp, iperf, echo }, daemon };
+  return { name: "haproxy", kind: "haproxy", pid: daemon.pid, ports: { http, tcp, iperf, echo, h2c }, daemon };
 }
 
+/** The Node the benchmark's kubegate runs as (`--hostname-override`). */
+export const benchNodeName = "bench-node";
+
 /**
- * Start kubegate (`bun [bunArgs] src/main.ts --manifests DIR ...` plus `extraArgs`) on `core`, and wait for
- * /readyz and for its HTTP and TCP entrypoints to answer through to the backends.
+ * Start kubegate (`bun [bunArgs] src/main.ts --manifests DIR ...` plus `extraArgs`) on `core` serving `manifests`
+ * (YAML, for the Node {@link benchNodeName}) from `<dir>/<name>/manifests`, and wait for /readyz.
  */
-export async function startKubegate(
+export async function launchKubegate(
   group: ProcessGroup,
   ports: PortAllocator,
   dir: string,
   core: number | undefined,
-  b: Backends,
   name: string,
+  manifests: string,
   extraArgs: readonly string[],
   bunArgs: readonly string[] = [],
-): Promise<Target> {
-  const kdir = join(dir, name);
-  const mdir = join(kdir, "manifests");
+): Promise<Daemon> {
+  const mdir = join(dir, name, "manifests");
   mkdirSync(mdir, { recursive: true });
-  const [http, tcp, iperf, echo, healthz, metrics] = [await ports.next(), await ports.next(), await ports.next(), await ports.next(), await ports.next(), await ports.next()];
-  const nodeName = "bench-node";
-  writeFileSync(
-    join(mdir, "bench.yaml"),
-    kubegateManifests({ nodeName, httpNodePort: http, tcpNodePort: tcp, iperfNodePort: iperf, echoNodePort: echo, backends: b.http, iperfBackend: b.iperf, echoBackend: b.echo }),
-  );
+  writeFileSync(join(mdir, "bench.yaml"), manifests);
+  const [healthz, metrics] = [await ports.next(), await ports.next()];
   const bun = process.versions.bun ? process.execPath : "bun";
   const cmd = [
     bun,
     ...bunArgs,
     join(repoRoot, "src", "main.ts"),
     "--manifests", mdir,
-    "--hostname-override", nodeName,
+    "--hostname-override", benchNodeName,
     "--nodeport-addresses", "127.0.0.0/8",
     "--host-addresses", "127.0.0.1",
     "--healthz-bind-address", `127.0.0.1:${healthz}`,
@@ -114,10 +119,41 @@ export async function startKubegate(
   ];
   const daemon = group.start(name, cmd, { ...onCore(core), cwd: repoRoot });
   await waitForHttp(`http://127.0.0.1:${healthz}/readyz`, daemon, { timeoutMs: 30_000 });
+  return daemon;
+}
+
+/**
+ * Start kubegate ({@link launchKubegate}) with the benchmark's manifests on `core`, and wait for its HTTP, TCP
+ * and h2c entrypoints to answer through to the backends.
+ */
+export async function startKubegate(
+  group: ProcessGroup,
+  ports: PortAllocator,
+  dir: string,
+  core: number | undefined,
+  b: Backends,
+  name: string,
+  extraArgs: readonly string[],
+  bunArgs: readonly string[] = [],
+): Promise<Target> {
+  const [http, tcp, iperf, echo, h2c] = [await ports.next(), await ports.next(), await ports.next(), await ports.next(), await ports.next()];
+  const manifests = kubegateManifests({
+    nodeName: benchNodeName,
+    httpNodePort: http,
+    tcpNodePort: tcp,
+    iperfNodePort: iperf,
+    echoNodePort: echo,
+    backends: b.http,
+    iperfBackend: b.iperf,
+    echoBackend: b.echo,
+    h2c: { nodePort: h2c, backends: b.h2c },
+  });
+  const daemon = await launchKubegate(group, ports, dir, core, name, manifests, extraArgs, bunArgs);
   await waitForHttp(`http://127.0.0.1:${http}/`, daemon);
   await waitForHttp(`http://127.0.0.1:${tcp}/`, daemon);
   await waitForPort(iperf, daemon);
   await waitForPort(echo, daemon);
+  await waitForH2(`http://127.0.0.1:${h2c}/`, daemon);
   assertRunning(daemon);
-  return { name, kind: "kubegate", pid: daemon.pid, ports: { http, tcp, iperf, echo }, daemon };
+  return { name, kind: "kubegate", pid: daemon.pid, ports: { http, tcp, iperf, echo, h2c }, daemon };
 }
