@@ -102,6 +102,7 @@ export class H2Proxy implements ListenerProxy<unknown>, H2Host {
   readonly limits: Partial<H2Limits>;
   readonly #conns = new Set<Conn>();
   readonly #pools = new Map<string, H2EndpointPool>();
+  readonly #poolOf = new WeakMap<Endpoint, H2EndpointPool>();
   /** Pools of endpoints that left the route: their calls in flight finish (an endpoint that returns gets a new pool). */
   readonly #retiring = new Set<H2EndpointPool>();
   readonly #hashHeaders = new WeakMap<RouteSettings, string>();
@@ -175,12 +176,16 @@ export class H2Proxy implements ListenerProxy<unknown>, H2Host {
   }
 
   pool(ep: Endpoint): H2EndpointPool {
+    // Endpoint objects live as long as their snapshot: one identity lookup per call in the steady state.
+    const cached = this.#poolOf.get(ep);
+    if (cached !== undefined && !cached.stale) return cached;
     const key = `${ep.address}|${ep.port}`;
     let p = this.#pools.get(key);
     if (p === undefined) {
       p = new H2EndpointPool(ep, {});
       this.#pools.set(key, p);
     }
+    this.#poolOf.set(ep, p);
     return p;
   }
 
@@ -289,7 +294,10 @@ export class H2Proxy implements ListenerProxy<unknown>, H2Host {
         p.retire();
         this.#pools.delete(key);
         this.#retiring.add(p);
-      } else if (p.sweep(now, idleMs)) this.#pools.delete(key);
+      } else if (p.sweep(now, idleMs)) {
+        this.#pools.delete(key);
+        p.drop();
+      }
     }
     for (const p of this.#retiring) if (p.sweep(now, idleMs)) this.#retiring.delete(p);
     if (this.#conns.size === 0 && this.#pools.size === 0 && this.#retiring.size === 0 && this.#timer !== undefined) {

@@ -32,11 +32,22 @@ export class H2EndpointPool {
   readonly #ups: Upstream[] = [];
   #connecting: Promise<H2Session> | null = null;
   #retired = false;
+  #dropped = false;
 
   constructor(
     readonly endpoint: Endpoint,
     readonly limits: Partial<H2Limits>,
   ) {}
+
+  /** Retired ({@link retire}), or empty and dropped by its owner ({@link drop}): a caller must get another pool. */
+  get stale(): boolean {
+    return this.#retired || this.#dropped;
+  }
+
+  /** The owner forgot this pool (it was empty): calls that still hold it ask the owner again. */
+  drop(): void {
+    this.#dropped = true;
+  }
 
   /** Open sessions (for the admin view and tests). */
   get size(): number {
