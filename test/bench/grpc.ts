@@ -22,11 +22,10 @@ import { clockTicksPerSecond, cpuUsage, irqTimeAccounting, sampleCpu, treeTicks 
 import { h2cClients, h2cLoadArgs, h2cStreams, parseH2loadSummary } from "./lib/h2load.ts";
 import { PortAllocator } from "./lib/ports.ts";
 import { waitForH2 } from "./lib/probe.ts";
-import { scriptGroup } from "./lib/procs.ts";
 import { type NoisyRun, QuietRunner, quietOrAll } from "./lib/quiet.ts";
 import { median } from "./lib/stats.ts";
 import { launchKubegate, benchNodeName } from "./lib/targets.ts";
-import { ensureTools, machineInfo, toolVersions } from "./lib/tools.ts";
+import { machineInfo, startBench, toolVersions } from "./lib/tools.ts";
 
 const help = `Usage: bun test/bench/grpc.ts [flags]
 
@@ -65,15 +64,7 @@ const log = (line: string) => console.error(`[grpc ${new Date().toISOString().sl
 if (cpus().length < 2) log("Only one core: kubegate and the load side share it, so the figures mean little");
 const proxyCore = cpus().length >= 2 ? 1 : 0;
 const loadCore = 0;
-try {
-  ensureTools(undefined, log);
-} catch (err) {
-  console.error((err as Error).message);
-  process.exit(1);
-}
-
-const nice = process.getuid?.() === 0 ? -10 : undefined;
-const { tmp, group, cleanup } = scriptGroup("kubegate-grpc-", log, nice === undefined ? {} : { nice });
+const { tmp, group, cleanup, nice } = startBench("kubegate-grpc-", log);
 spawnSync("taskset", ["-a", "-p", "-c", String(loadCore), String(process.pid)], { stdio: "ignore" });
 const ports = new PortAllocator();
 

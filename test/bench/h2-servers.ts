@@ -20,10 +20,10 @@ import { cpuUsage, irqTimeAccounting, sampleCpu } from "./lib/cpu.ts";
 import { h2cClients, h2cLoadArgs, h2cStreams, parseH2loadSummary } from "./lib/h2load.ts";
 import { PortAllocator } from "./lib/ports.ts";
 import { waitForH2 } from "./lib/probe.ts";
-import { type Daemon, scriptGroup } from "./lib/procs.ts";
+import type { Daemon } from "./lib/procs.ts";
 import { type NoisyRun, QuietRunner, quietOrAll } from "./lib/quiet.ts";
 import { median } from "./lib/stats.ts";
-import { ensureTools, machineInfo, toolVersions } from "./lib/tools.ts";
+import { machineInfo, startBench, toolVersions } from "./lib/tools.ts";
 
 const help = `Usage: bun test/bench/h2-servers.ts [flags]
 
@@ -54,15 +54,7 @@ const log = (line: string) => console.error(`[h2-servers ${new Date().toISOStrin
 if (cpus().length < 2) log("Only one core: origin and load generator share it, so the figures mean little");
 const serverCore = cpus().length >= 2 ? 1 : 0;
 const loadCore = 0;
-try {
-  ensureTools(undefined, log);
-} catch (err) {
-  console.error((err as Error).message);
-  process.exit(1);
-}
-
-const nice = process.getuid?.() === 0 ? -10 : undefined;
-const { tmp, group, cleanup } = scriptGroup("kubegate-h2-servers-", log, nice === undefined ? {} : { nice });
+const { tmp, group, cleanup, nice } = startBench("kubegate-h2-servers-", log);
 spawnSync("taskset", ["-a", "-p", "-c", String(loadCore), String(process.pid)], { stdio: "ignore" });
 const ports = new PortAllocator();
 const quiet = new QuietRunner(opts, () => group.pids(), [...new Set([loadCore, serverCore])], log);

@@ -26,12 +26,12 @@ import { iperfClientArgs, parseIperfJson } from "./lib/iperf.ts";
 import { parsePipelineOutput, pipelineArgs } from "./lib/pipeline.ts";
 import { PortAllocator } from "./lib/ports.ts";
 import { QuietRunner } from "./lib/quiet.ts";
-import { type Daemon, scriptGroup } from "./lib/procs.ts";
+import type { Daemon } from "./lib/procs.ts";
 import { type Failure, multiBaseline, type RawRun, renderReport, reviveRawRun } from "./lib/render.ts";
 import type { Sample } from "./lib/report.ts";
 import { median } from "./lib/stats.ts";
 import { directTarget, startHaproxy, startKubegate, startNginxProxy, type Target } from "./lib/targets.ts";
-import { ensureTools, machineInfo, toolVersions } from "./lib/tools.ts";
+import { machineInfo, startBench, toolVersions } from "./lib/tools.ts";
 import { parseWrkOutput, wrkArgs } from "./lib/wrk.ts";
 
 const parsed = parseBenchArgs(process.argv.slice(2));
@@ -66,16 +66,7 @@ const on = (core: number | undefined): { core?: number } => (core === undefined 
 const quietCores = multi === undefined ? [...new Set([loadCore!, proxyCore!])] : Array.from({ length: nproc }, (_, i) => i);
 const bun = process.versions.bun ? process.execPath : "bun";
 
-try {
-  ensureTools(undefined, log);
-} catch (err) {
-  console.error((err as Error).message);
-  process.exit(1);
-}
-
-// At nice -10 (as root) the benchmark's processes win most of the CPU from other work on a shared machine.
-const nice = process.getuid?.() === 0 ? -10 : undefined;
-const { tmp, group, cleanup: cleanupSync } = scriptGroup("kubegate-bench-", log, nice === undefined ? {} : { nice });
+const { tmp, group, cleanup: cleanupSync, nice } = startBench("kubegate-bench-", log);
 const ports = new PortAllocator();
 const quiet = new QuietRunner(opts, () => group.pids(), quietCores, log);
 

@@ -5,6 +5,7 @@
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { cpus, loadavg, release, totalmem } from "node:os";
+import { scriptGroup } from "./procs.ts";
 
 /** A command and the Debian package that provides it. */
 export interface Tool {
@@ -97,3 +98,22 @@ export function machineInfo(): MachineInfo {
     loadavg: loadavg().map((x) => Math.round(x * 100) / 100),
   };
 }
+
+/**
+ * The start of a load benchmark script: the tools it needs checked (exit 1 naming what is missing), then its process
+ * group ({@link scriptGroup}) in a fresh temp dir, at nice -10 when run as root so that the benchmark's processes win
+ * the CPU from other work on a shared machine.
+ *
+ * @example const { tmp, group, cleanup, nice } = startBench("kubegate-bench-", log);
+ */
+export function startBench(prefix: string, log: (line: string) => void): ReturnType<typeof scriptGroup> & { nice: number | undefined } {
+  try {
+    ensureTools(undefined, log);
+  } catch (err) {
+    console.error((err as Error).message);
+    process.exit(1);
+  }
+  const nice = process.getuid?.() === 0 ? -10 : undefined;
+  return { ...scriptGroup(prefix, log, nice === undefined ? {} : { nice }), nice };
+}
+
