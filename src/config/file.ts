@@ -86,6 +86,14 @@ export const ConfigFile = v.object({
     ),
   ),
   accessLog: v.optional(Bool),
+  accessLogSample: v.optional(
+    v.pipe(
+      v.union([v.number(), Str], (i) => `expected a ratio from 0 to 1, ${got(i)}`),
+      v.transform(String),
+      v.check((x) => /^\d*\.?\d+$/.test(x) && Number(x) <= 1, (i) => `expected a ratio from 0 to 1, ${got(i)}`),
+    ),
+  ),
+  accessLogFile: v.optional(Str),
   logLevel: v.optional(v.picklist(["debug", "info", "warn", "error"], (i) => `expected debug, info, warn or error, ${got(i)}`)),
   defaultBalancer: v.optional(
     v.picklist(BALANCER_ALGORITHMS, (i) => `expected ${BALANCER_ALGORITHMS.join(", ")}, ${got(i)}`),

@@ -124,6 +124,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
     outliers: () => dataPlane.outliers(),
     ...(dataPlane.workers ? { workers: () => dataPlane.workers!() } : {}),
     ...(config.maxConnections > 0 ? { connections: () => dataPlane.connections() ?? { active: 0, refused: 0 } } : {}),
+    ...(config.accessLog ? { accessLogDropped: () => dataPlane.accessLogDropped() } : {}),
     onCollectError: (metric, err) => log.warn("Metrics view failed", { metric, error: String(err) }),
   });
   metrics.registry.register(

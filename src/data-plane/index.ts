@@ -11,6 +11,7 @@
  */
 import { ListenerManager } from "../listeners/manager.ts";
 import { type Logger, silentLogger } from "../log.ts";
+import { rt } from "../runtime/index.ts";
 import type { Snapshot } from "../model/types.ts";
 import { createH2Proxy } from "../proxy/h2/index.ts";
 import { createHttpProxy } from "../proxy/http/index.ts";
@@ -26,8 +27,6 @@ import type { DataPlane, DataPlaneSettings } from "./types.ts";
 
 export type * from "./types.ts";
 
-/** Writes to a pipe up to this size are atomic (POSIX PIPE_BUF on Linux). */
-const PIPE_BUF = 4096;
 export { dataPlaneSettings, proxyOptions, trustedPeers } from "./settings.ts";
 /** Pure readings of listener states, for the control plane's metrics (it reaches the data plane only through here). */
 export { bindFailuresByReason } from "../listeners/bind-queue.ts";
@@ -43,6 +42,8 @@ export interface DataPlaneDeps {
 export interface LocalDataPlane extends DataPlane {
   /** Per-Service traffic series; registered in the control plane's metrics registry (same process only). */
   readonly trafficMetrics: TrafficMetrics;
+  /** Reopen the access log's file (SIGUSR1, forwarded to a worker process); no-op on stdout. */
+  reopenAccessLog(): void;
 }
 
 /** Start a data plane with these settings (it serves nothing until the first {@link DataPlane.apply}). */
@@ -58,9 +59,12 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
     serviceVersion: t.serviceVersion,
     onShutdownError: (e) => log.warn("Trace export failed on shutdown", { error: String(e) }),
   });
-  // Worker processes share the pod's stdout pipe: a write of at most PIPE_BUF (4 KiB) is atomic, so their batches
-  // never interleave inside a line (half of it: lengths count UTF-16 units, not bytes). One process batches more.
-  const accessLog = settings.accessLog ? new AccessLog(deps.worker !== undefined ? { worker: deps.worker, maxBufferBytes: PIPE_BUF / 2 } : {}) : undefined;
+  // Worker processes share the pod's stdout: the access log cuts its writes to a pipe into atomic pieces (PIPE_BUF).
+  const accessLog = settings.accessLog
+    ? new AccessLog({ worker: deps.worker, sample: settings.accessLogSample, file: settings.accessLogFile })
+    : undefined;
+  // logrotate: SIGUSR1 reopens the file (a worker process also when the control plane forwards it, workers.ts).
+  const stopReopen = accessLog && settings.accessLogFile !== undefined ? rt.onSignal("SIGUSR1", () => accessLog.reopen()) : undefined;
   const trafficMetrics = new TrafficMetrics({ maxSeries: settings.maxTrafficSeries });
   const telemetry: ProxyTelemetry = {
     traffic: (ep) => trafficMetrics.forEntrypoint(ep),
@@ -100,12 +104,15 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
     outliers: () => routes.outlierStats(),
     connections: () => (proxy.connections ? { active: proxy.connections.active, refused: proxy.connections.refused } : undefined),
     traffic: () => trafficMetrics.samples(),
+    accessLogDropped: () => accessLog?.dropped ?? 0,
+    reopenAccessLog: () => accessLog?.reopen(),
     [Symbol.asyncDispose]: () =>
       (disposed ??= (async () => {
         await listeners.close(0);
         routes[Symbol.dispose]();
         dns[Symbol.dispose]();
-        accessLog?.close();
+        stopReopen?.();
+        await accessLog?.close();
         await tracing?.shutdown();
       })()),
   };

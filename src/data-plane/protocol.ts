@@ -35,7 +35,9 @@ export type ToWorker =
   | { readonly type: "closing" }
   | { readonly type: "drain"; readonly graceMs: number }
   /** The last traffic dump did not follow the one before (a gap): the next one must be whole. */
-  | { readonly type: "resync" };
+  | { readonly type: "resync" }
+  /** Reopen the access log's file (the control plane got SIGUSR1: logrotate moved it). */
+  | { readonly type: "reopen" };
 
 /** Listener totals a worker keeps as it binds (cheap to read, unlike connection counts). */
 export interface ListenerTally {
@@ -57,6 +59,8 @@ export interface WorkerReport {
   readonly traffic: TrafficDump;
   /** Entrypoints whose listeners failed to bind (their states), so Events and admin see failures without a query. */
   readonly failed: readonly EntrypointListeners[];
+  /** Access log records this worker dropped (its sink could not keep up), since it started. */
+  readonly accessLogDropped: number;
 }
 
 /** Worker -> control plane. */

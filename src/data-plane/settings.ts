@@ -40,6 +40,8 @@ export function dataPlaneSettings(config: Config, serviceVersion: string): DataP
     // Web Crypto, not node:crypto: a worker loads no node:stream (its idle memory, BENCHMARKS.md).
     cookieSecret: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url"),
     accessLog: config.accessLog,
+    ...(config.accessLogSample < 1 ? { accessLogSample: config.accessLogSample } : {}),
+    ...(config.accessLogFile !== undefined ? { accessLogFile: config.accessLogFile } : {}),
     tracing: {
       // An OTLP endpoint in the environment turns tracing on (unless --tracing=false or OTEL_SDK_DISABLED, see setup.ts).
       wanted: config.tracing || Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),

@@ -65,6 +65,10 @@ export interface DataPlaneSettings {
   readonly cookieSecret: string;
   /** One JSON line per request, connection and flow on stdout (`--access-log`). */
   readonly accessLog: boolean;
+  /** Share of successful requests, connections and flows logged, 0..1 (`--access-log-sample`; absent: 1). */
+  readonly accessLogSample?: number | undefined;
+  /** Append the access log to this file, reopened on SIGUSR1 (`--access-log-file`); absent: stdout. */
+  readonly accessLogFile?: string | undefined;
   readonly tracing: TracingSettings;
   /** Bind listeners with SO_REUSEPORT (set for worker processes, which all bind every entrypoint). */
   readonly reusePort?: boolean | undefined;
@@ -113,6 +117,8 @@ export interface DataPlane extends AsyncDisposable {
   connections(): ConnectionCounts | undefined;
   /** Cumulative per-Service-port traffic counters (the admin page). */
   traffic(): readonly TrafficSample[];
+  /** Access log records dropped because its sink could not keep up, since the start (`kubegate_access_log_dropped_total`). */
+  accessLogDropped(): number;
   /** The tracing sampler in use, or `off` (for the start-up log). */
   readonly tracing: string;
   /** The worker processes, when the data plane runs in several (`--workers`); absent in process. */

@@ -46,6 +46,7 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
       // Only Service ports that have ejected (the node's metrics show only those), not one row per port.
       outliers: plane.outliers().filter((o) => o.ejected > 0 || o.ejectionsTotal > 0),
       traffic: plane.trafficMetrics.dump({ full: fullDump }), // the only caller: a dump holds what changed since the last
+      accessLogDropped: plane.accessLogDropped(),
     };
     fullDump = false;
     send(message);
@@ -83,6 +84,9 @@ export function runWorker(channel: ParentChannel, exit: (code: number) => void):
         return;
       case "resync":
         fullDump = true;
+        return;
+      case "reopen":
+        plane!.reopenAccessLog();
         return;
       case "drain": {
         // Reports go on while the connections finish, so the traffic of the drain is counted; one more at the end.

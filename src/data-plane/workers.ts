@@ -4,6 +4,8 @@
  * same snapshots, as deltas (`protocol.ts`). A worker that exits is started again (`RESTART_DELAY_MS`, backing off in a
  * crash loop) and gets the current snapshot whole; the others keep serving. Views are assembled from the workers'
  * latest `settled` messages and reports: counters summed, listener states from the snapshot and the workers' failures.
+ * SIGUSR1 (logrotate moved `--access-log-file`) is forwarded to every worker, which reopens its file (a worker
+ * signalled itself, e.g. with its process group, reopens too).
  */
 import { fileURLToPath } from "node:url";
 import { desiredListeners } from "../listeners/desired.ts";
@@ -11,6 +13,7 @@ import { entrypointByKey } from "../model/entrypoint-list.ts";
 import { configuredBalancing } from "../routes/builder.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import type { Snapshot } from "../model/types.ts";
+import { rt } from "../runtime/index.ts";
 import type { ChildProcess, Runtime } from "../runtime/types.ts";
 import { NodeTrafficMetrics } from "../telemetry/metrics/node-traffic.ts";
 import { encodeSnapshot, type FromWorker, type ListenerTally, type ToWorker, type WorkerReport } from "./protocol.ts";
@@ -86,6 +89,10 @@ export class WorkerPool implements DataPlane {
   #closing = false;
   /** Ejections counted by workers that have exited, per Service port (the node's counter never goes back). */
   readonly #retiredEjections = new Map<string, number>();
+  /** Access log records dropped by workers that have exited (the node's counter never goes back). */
+  #retiredDropped = 0;
+  /** Removes the SIGUSR1 handler (with `--access-log-file`). */
+  readonly #stopReopen: (() => void) | undefined;
   #stopping = false;
   #settledWaiters: SettledWaiter[] = [];
   #listenersChanged: (() => void)[] = [];
@@ -98,6 +105,7 @@ export class WorkerPool implements DataPlane {
     this.#options = options;
     this.#log = options.log ?? silentLogger;
     this.trafficMetrics = new NodeTrafficMetrics({ maxSeries: settings.maxTrafficSeries });
+    this.#stopReopen = settings.accessLog && settings.accessLogFile !== undefined ? rt.onSignal("SIGUSR1", () => this.reopenAccessLog()) : undefined;
     for (let i = 0; i < options.workers; i++) {
       const slot: Slot = { index: i, proc: undefined, ready: false, restarts: 0, report: undefined, settledVersion: 0, tally: undefined, restart: undefined, startedAt: 0, delay: RESTART_DELAY_MS };
       this.#slots.push(slot);
@@ -135,8 +143,14 @@ export class WorkerPool implements DataPlane {
     for (const slot of this.#slots) if (slot.proc) this.#send(slot, { type: "closing" });
   }
 
+  /** Every worker reopens its access log file (SIGUSR1). */
+  reopenAccessLog(): void {
+    for (const slot of this.#slots) if (slot.proc) this.#send(slot, { type: "reopen" });
+  }
+
   async drain(graceMs: number): Promise<void> {
     this.#stopping = true;
+    this.#stopReopen?.();
     for (const slot of this.#slots) if (slot.restart) clearTimeout(slot.restart);
     const exits = this.#slots.map((slot) => slot.proc?.exited ?? Promise.resolve(0));
     for (const slot of this.#slots) if (slot.proc) this.#send(slot, { type: "drain", graceMs });
@@ -224,6 +238,10 @@ export class WorkerPool implements DataPlane {
     return this.trafficMetrics.samples();
   }
 
+  accessLogDropped(): number {
+    return this.#reports().reduce((n, r) => n + r.accessLogDropped, this.#retiredDropped);
+  }
+
 
   serving(): boolean {
     return this.#slots.some((s) => s.proc !== undefined && s.ready);
@@ -283,6 +301,7 @@ export class WorkerPool implements DataPlane {
       slot.proc = undefined;
       this.trafficMetrics.remove(slot.index);
       for (const o of slot.report?.outliers ?? []) this.#retiredEjections.set(o.cluster, (this.#retiredEjections.get(o.cluster) ?? 0) + o.ejectionsTotal);
+      this.#retiredDropped += slot.report?.accessLogDropped ?? 0;
       // Its counts leave the node's views now (its ejections were kept just above).
       slot.report = undefined;
       slot.tally = undefined;

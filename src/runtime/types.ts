@@ -140,7 +140,8 @@ export interface HttpServer extends AsyncDisposable {
   readonly port: number;
 }
 
-export type SignalName = "SIGINT" | "SIGTERM" | "SIGHUP";
+/** SIGUSR1: reopen the access log file (logrotate). */
+export type SignalName = "SIGINT" | "SIGTERM" | "SIGHUP" | "SIGUSR1";
 
 /** A child process with a message channel (JSON values), e.g. a worker data plane. */
 export interface ChildProcess {

@@ -1,29 +1,47 @@
 /**
  * The access log: one JSON line per HTTP request, TCP connection or UDP flow, on stdout next to the
- * structured log (`"msg":"access"`), carrying the trace id when the request was sampled.
+ * structured log (`"msg":"access"`), or appended to a file (`--access-log-file`), carrying the trace id when
+ * the request was sampled.
  *
  * With worker processes each line names its worker (`"worker":N`, after `msg`, as the structured log's lines do);
  * a single-process gateway's lines have no such field.
  *
- * Hot path: a record is one string concatenation appended to a buffer; the buffer is written once
- * per flush interval (or when it grows past {@link AccessLogOptions.maxBufferBytes}), so a busy
- * gateway does one write syscall per interval, not one per request. {@link AccessLog.close} writes
- * what is left.
+ * Hot path: a record is written as UTF-8 bytes straight into a preallocated batch buffer (no string per line; the
+ * line's head up to the entrypoint is kept encoded per millisecond and entrypoint), and `--access-log-sample` below
+ * 1 skips most records before that (failures are always logged). The batch is queued once per flush interval (or
+ * when it is full, {@link AccessLogOptions.maxBufferBytes}); one write at a time goes to the file descriptor
+ * asynchronously (on Bun off the event loop), so a slow sink never blocks the data plane. The queue is bounded
+ * ({@link AccessLogOptions.maxQueueBytes}): records that find it full are dropped whole and counted
+ * ({@link AccessLog.dropped}, `kubegate_access_log_dropped_total`). Writes to a pipe are cut at line ends into
+ * pieces of at most PIPE_BUF (4 KiB), which the kernel keeps whole, so lines of worker processes and of the
+ * structured log sharing the pod's stdout never interleave. {@link AccessLog.reopen} (SIGUSR1) reopens the file
+ * after logrotate moved it; {@link AccessLog.close} writes what is left.
  *
  * @example
  * const accessLog = new AccessLog(); // stdout, flushed every 100 ms
- * // proxies: accessLog.http(...) / accessLog.tcp(...) — see the methods
- * accessLog.close(); // on shutdown
+ * // proxies: accessLog.http(...) / accessLog.stream(...) — see the methods
+ * await accessLog.close(); // on shutdown
  */
-import { writeStdout } from "../log.ts";
+import { close as closeFd, closeSync, fstatSync, openSync, write as writeFd } from "node:fs";
 
 /** Where and how the access log writes. */
 export interface AccessLogOptions {
-  /** Receives a batch of lines joined by "\n", without the final newline (default: stdout). */
+  /**
+   * Receives a batch of lines joined by "\n", without the final newline, synchronously (tests). Default: the
+   * {@link file} (or stdout), written asynchronously through the bounded queue.
+   */
   readonly write?: ((lines: string) => void) | undefined;
+  /** Append to this file, opened now and again on {@link AccessLog.reopen} (default: stdout). */
+  readonly file?: string | undefined;
+  /** Encoded bytes waiting for the sink at most (default 4 MiB): records beyond it are dropped and counted. */
+  readonly maxQueueBytes?: number | undefined;
+  /** Share of successful records logged, 0..1 (default 1); failures (HTTP status >= 500, a gateway reason) always are. */
+  readonly sample?: number | undefined;
+  /** Uniform in [0, 1) (tests; default Math.random). */
+  readonly random?: (() => number) | undefined;
   /** Longest a line waits in the buffer, ms (default 100). */
   readonly flushMs?: number | undefined;
-  /** Buffered characters that trigger a write at once (default 64 KiB). */
+  /** Size of a batch in bytes: a full one is flushed at once (default 64 KiB). */
   readonly maxBufferBytes?: number | undefined;
   /** Wall clock (tests). */
   readonly now?: (() => number) | undefined;
@@ -65,7 +83,7 @@ export interface StreamAccessRecord {
   readonly traceId: string;
 }
 
-/** A JSON string literal; plain strings (the common case) skip JSON.stringify. */
+/** JSON string quoting: plain strings (the common case) are copied byte for byte; others go through JSON.stringify. */
 function q(s: string): string {
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
@@ -74,61 +92,168 @@ function q(s: string): string {
   return `"${s}"`;
 }
 
+/** Writes to a pipe up to this size are atomic (POSIX PIPE_BUF on Linux). */
+const PIPE_BUF = 4096;
+/** A write the sink refused for now (a non-blocking pipe that is full) is tried again after this, ms. */
+const RETRY_MS = 10;
+/** Bytes of a line besides its strings, at most (keys, numbers, the head's time and worker): room checked per line. */
+const FIXED_BYTES = 512;
+
+/** Stream close reasons that are not failures (sampled like successful requests). */
+const CLEAN_CLOSE = new Set(["client_closed", "upstream_closed", "idle_timeout", "closed"]);
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const bytes = (s: string): Uint8Array => encoder.encode(s);
+const K_CLIENT = bytes(`,"client":`);
+const K_ENDPOINT = bytes(`,"endpoint":`);
+const K_METHOD = bytes(`,"method":`);
+const K_PATH = bytes(`,"path":`);
+const K_STATUS = bytes(`,"status":`);
+const K_BYTES_IN = bytes(`,"bytes_in":`);
+const K_BYTES_OUT = bytes(`,"bytes_out":`);
+const K_DURATION = bytes(`,"duration_ms":`);
+const K_ERROR = bytes(`,"error":`);
+const K_CLOSE = bytes(`,"close":`);
+const K_TRACE = bytes(`,"trace_id":`);
+
+/** The line's head up to the entrypoint's value, encoded, for one millisecond, protocol and entrypoint. */
+interface Head {
+  ms: number;
+  protocol: string;
+  entrypoint: string;
+  bytes: Uint8Array;
+}
+
 /** A buffered JSON-lines access log. */
 export class AccessLog {
-  readonly #write: (lines: string) => void;
+  readonly #write: ((lines: string) => void) | undefined;
+  readonly #file: string | undefined;
   readonly #flushMs: number;
   readonly #max: number;
+  readonly #maxQueue: number;
+  readonly #sample: number;
+  readonly #random: () => number;
   readonly #now: () => number;
   /** `"msg":"access",` plus the worker field when set. */
   readonly #msg: string;
-  #lines: string[] = [];
-  #size = 0;
+  /** The batch being filled, and how much of it is. */
+  #buf: Uint8Array;
+  #pos = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #lastSecond = -1;
   #lastStamp = "";
+  readonly #head: Head = { ms: -1, protocol: "", entrypoint: "", bytes: new Uint8Array(0) };
+  /** The sink (fd 1 or the file), when {@link AccessLogOptions.write} is not set. */
+  #fd = 1;
+  /** The sink is a pipe: writes are cut into atomic pieces. */
+  #pipe = false;
+  /** Batches waiting, oldest first, with their line counts; one write is in flight at a time. */
+  readonly #queue: { bytes: Uint8Array; lines: number }[] = [];
+  #queued = 0;
+  /** Lines in the batch being filled. */
+  #lines = 0;
+  #writing = false;
+  #reopenAsked = false;
+  readonly #idle: (() => void)[] = [];
+  #dropped = 0;
+  /** {@link close} has run: the sink takes nothing more. */
+  #closed = false;
 
   constructor(options: AccessLogOptions = {}) {
-    this.#write = options.write ?? writeStdout;
+    this.#write = options.write;
+    this.#file = options.file;
     this.#flushMs = options.flushMs ?? 100;
     this.#max = options.maxBufferBytes ?? 64 * 1024;
+    this.#buf = new Uint8Array(this.#max);
+    this.#maxQueue = options.maxQueueBytes ?? 4 * 1024 * 1024;
+    this.#sample = options.sample ?? 1;
+    if (!(this.#sample >= 0 && this.#sample <= 1)) throw new Error(`Invalid access log sample ${this.#sample}: use a ratio from 0 to 1`);
+    this.#random = options.random ?? Math.random;
     this.#now = options.now ?? Date.now;
     const worker = options.worker;
     if (worker !== undefined && !(Number.isInteger(worker) && worker >= 0)) throw new Error(`Invalid access log worker ${worker}: use a whole number of 0 or more`);
     this.#msg = worker === undefined ? `"msg":"access",` : `"msg":"access","worker":${worker},`;
+    if (this.#write === undefined) this.#open();
   }
 
-  /** ISO time, the date part formatted at most once per second. */
-  #time(): string {
-    const ms = this.#now();
-    const sec = Math.floor(ms / 1000);
-    if (sec !== this.#lastSecond) {
-      this.#lastSecond = sec;
-      this.#lastStamp = new Date(sec * 1000).toISOString().slice(0, 19);
-    }
-    return `${this.#lastStamp}.${String(ms - sec * 1000).padStart(3, "0")}Z`;
+  /** Records dropped because the sink could not keep up (or failed), since the start. */
+  get dropped(): number {
+    return this.#dropped;
   }
 
-  /** Log one HTTP request. */
+  /** Log one HTTP request (a successful one with probability `sample`). */
   http(r: HttpAccessRecord): void {
-    this.#push(
-      `{"time":"${this.#time()}","level":"info",${this.#msg}"protocol":"http","entrypoint":${q(r.entrypoint)},"client":${q(r.client)},"endpoint":${q(r.endpoint)},"method":${q(r.method)},"path":${q(r.path)},"status":${r.status},"bytes_in":${r.bytesIn},"bytes_out":${r.bytesOut},"duration_ms":${round(r.durationMs)}${r.error ? `,"error":${q(r.error)}` : ""}${r.traceId ? `,"trace_id":"${r.traceId}"` : ""}}`,
-    );
+    if (this.#skip(r.status < 500 && r.error === "")) return;
+    const { client, endpoint, method, path, error, traceId } = r;
+    let p = this.#begin("http", r.entrypoint, client.length + endpoint.length + method.length + path.length + error.length + traceId.length);
+    const b = this.#buf;
+    p = str(b, lit(b, p, K_CLIENT), client);
+    p = str(b, lit(b, p, K_ENDPOINT), endpoint);
+    p = str(b, lit(b, p, K_METHOD), method);
+    p = str(b, lit(b, p, K_PATH), path);
+    p = num(b, lit(b, p, K_STATUS), r.status);
+    p = num(b, lit(b, p, K_BYTES_IN), r.bytesIn);
+    p = num(b, lit(b, p, K_BYTES_OUT), r.bytesOut);
+    p = ms(b, lit(b, p, K_DURATION), r.durationMs);
+    if (error) p = str(b, lit(b, p, K_ERROR), error);
+    if (traceId) p = str(b, lit(b, p, K_TRACE), traceId);
+    this.#end(p);
   }
 
-  /** Log one TCP connection or UDP flow. */
+  /** Log one TCP connection or UDP flow (one that closed cleanly with probability `sample`). */
   stream(r: StreamAccessRecord): void {
-    this.#push(
-      `{"time":"${this.#time()}","level":"info",${this.#msg}"protocol":"${r.protocol}","entrypoint":${q(r.entrypoint)},"client":${q(r.client)},"endpoint":${q(r.endpoint)},"bytes_in":${r.bytesIn},"bytes_out":${r.bytesOut},"duration_ms":${round(r.durationMs)},"close":${q(r.close)}${r.traceId ? `,"trace_id":"${r.traceId}"` : ""}}`,
-    );
+    if (this.#skip(CLEAN_CLOSE.has(r.close))) return;
+    const { client, endpoint, close, traceId } = r;
+    let p = this.#begin(r.protocol, r.entrypoint, client.length + endpoint.length + close.length + traceId.length);
+    const b = this.#buf;
+    p = str(b, lit(b, p, K_CLIENT), client);
+    p = str(b, lit(b, p, K_ENDPOINT), endpoint);
+    p = num(b, lit(b, p, K_BYTES_IN), r.bytesIn);
+    p = num(b, lit(b, p, K_BYTES_OUT), r.bytesOut);
+    p = ms(b, lit(b, p, K_DURATION), r.durationMs);
+    p = str(b, lit(b, p, K_CLOSE), close);
+    if (traceId) p = str(b, lit(b, p, K_TRACE), traceId);
+    this.#end(p);
   }
 
-  #push(line: string): void {
-    // A batch stays within the bound (each write at most `maxBufferBytes` plus one line that alone is longer).
-    if (this.#lines.length > 0 && this.#size + line.length + 1 > this.#max) this.flush();
-    this.#lines.push(line);
-    this.#size += line.length + 1;
-    if (this.#size >= this.#max) this.flush();
+  /** Whether to leave this record out: sampled out (`sampled`: it may be), or no room in the queue (counted). */
+  #skip(sampled: boolean): boolean {
+    if (sampled && this.#sample < 1 && this.#random() >= this.#sample) return true;
+    if (this.#queued + this.#pos < this.#maxQueue && !this.#closed) return false;
+    this.#dropped++;
+    return true;
+  }
+
+  /**
+   * Make room for a line whose strings (besides the entrypoint) have `chars` UTF-16 units, write its head, and
+   * return where the rest goes. JSON.stringify turns a unit into 6 bytes at most (`\u001f`), UTF-8 into 3.
+   */
+  #begin(protocol: string, entrypoint: string, chars: number): number {
+    const need = FIXED_BYTES + 6 * (chars + entrypoint.length);
+    if (this.#pos + need > this.#buf.length) {
+      this.flush();
+      if (need > this.#buf.length) this.#buf = new Uint8Array(need); // one line longer than a batch: a batch of its own
+    }
+    const ms = this.#now();
+    const h = this.#head;
+    if (ms !== h.ms || protocol !== h.protocol || entrypoint !== h.entrypoint) {
+      h.ms = ms;
+      h.protocol = protocol;
+      h.entrypoint = entrypoint;
+      h.bytes = bytes(`{"time":"${this.#time(ms)}","level":"info",${this.#msg}"protocol":"${protocol}","entrypoint":${q(entrypoint)}`);
+    }
+    return lit(this.#buf, this.#pos, h.bytes);
+  }
+
+  /** Close the line that ends before `p`; flush a full batch, or start the flush timer. */
+  #end(p: number): void {
+    const b = this.#buf;
+    b[p++] = 0x7d; // }
+    b[p++] = 0x0a; // \n
+    this.#pos = p;
+    this.#lines++;
+    if (p + FIXED_BYTES > b.length) this.flush();
     else if (this.#timer === undefined) {
       this.#timer = setTimeout(() => {
         this.#timer = undefined;
@@ -138,23 +263,178 @@ export class AccessLog {
     }
   }
 
-  /** Write the buffered lines now. */
+  /** ISO time of `ms`, the date part formatted at most once per second. */
+  #time(ms: number): string {
+    const sec = Math.floor(ms / 1000);
+    if (sec !== this.#lastSecond) {
+      this.#lastSecond = sec;
+      this.#lastStamp = new Date(sec * 1000).toISOString().slice(0, 19);
+    }
+    return `${this.#lastStamp}.${String(ms - sec * 1000).padStart(3, "0")}Z`;
+  }
+
+  /** Hand the batched lines to the sink now (the default sink writes them asynchronously). */
   flush(): void {
     if (this.#timer !== undefined) {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
+    const n = this.#pos;
+    if (n === 0) return;
+    const batch = this.#buf.subarray(0, n);
     const lines = this.#lines;
-    if (lines.length === 0) return;
-    this.#lines = [];
-    this.#size = 0;
-    this.#write(lines.join("\n"));
+    this.#pos = 0;
+    this.#lines = 0;
+    if (this.#write !== undefined) return this.#write(decoder.decode(batch.subarray(0, n - 1)));
+    // The queue owns the batch now; the next one gets a new buffer.
+    this.#buf = new Uint8Array(this.#max);
+    this.#queue.push({ bytes: batch, lines });
+    this.#queued += n;
+    this.#pump();
   }
 
-  /** Flush and stop (shutdown). Later records are still written, synchronously batched by the next flush. */
-  close(): void {
-    this.flush();
+  /** Reopen the file (logrotate moved it; SIGUSR1): lines queued now go to the new one. No-op on stdout. */
+  reopen(): void {
+    if (this.#file === undefined || this.#write !== undefined) return;
+    this.#reopenAsked = true;
+    if (!this.#writing) this.#pump();
   }
+
+  /**
+   * Flush, and resolve once everything queued is written, or after `timeoutMs` when the sink does not take it
+   * (shutdown); then the file is closed. Records logged after this are dropped.
+   */
+  async close(timeoutMs = 2_000): Promise<void> {
+    this.flush();
+    if (this.#writing || this.#queue.length > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([new Promise<void>((resolve) => this.#idle.push(resolve)), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+      clearTimeout(timer);
+    }
+    if (this.#write === undefined) this.#closed = true;
+    if (this.#file !== undefined && this.#write === undefined && !this.#writing) closeSync(this.#fd);
+  }
+
+  #open(): void {
+    if (this.#file !== undefined) this.#fd = openSync(this.#file, "a");
+    try {
+      this.#pipe = fstatSync(this.#fd).isFIFO();
+    } catch {
+      this.#pipe = false;
+    }
+  }
+
+  /** Start the next write unless one is in flight; reopen between writes when asked. */
+  #pump(): void {
+    if (this.#writing) return;
+    if (this.#reopenAsked) {
+      this.#reopenAsked = false;
+      const old = this.#fd;
+      try {
+        this.#open();
+        closeFd(old, () => {});
+      } catch {
+        this.#fd = old; // the new file cannot be opened: keep writing to the old one
+      }
+    }
+    const next = this.#queue[0];
+    if (next === undefined) {
+      for (const resolve of this.#idle.splice(0)) resolve();
+      return;
+    }
+    const b = next.bytes;
+    // A pipe keeps a write of at most PIPE_BUF whole: cut at the last line end within it.
+    let n = b.length;
+    if (this.#pipe && n > PIPE_BUF) {
+      n = b.lastIndexOf(10, PIPE_BUF - 1) + 1;
+      if (n === 0) n = b.indexOf(10) + 1; // one line longer than PIPE_BUF: it cannot be atomic anyway
+    }
+    this.#writing = true;
+    writeFd(this.#fd, b, 0, n, null, (err, written) => {
+      this.#writing = false;
+      if (err) {
+        if ((err as { code?: string }).code === "EAGAIN") {
+          setTimeout(() => this.#pump(), RETRY_MS);
+          return;
+        }
+        // The sink failed (closed pipe, full disk): this batch is lost, counted as dropped.
+        this.#queue.shift();
+        this.#queued -= b.length;
+        this.#dropped += next.lines;
+      } else if (written < b.length) {
+        next.bytes = b.subarray(written);
+        this.#queued -= written;
+      } else {
+        this.#queue.shift();
+        this.#queued -= b.length;
+      }
+      this.#pump();
+    });
+  }
+}
+
+/** Copy `src` into `b` at `p`; returns the end. */
+function lit(b: Uint8Array, p: number, src: Uint8Array): number {
+  const n = src.length;
+  if (n > 32) {
+    b.set(src, p);
+    return p + n;
+  }
+  for (let i = 0; i < n; i++) b[p + i] = src[i]!;
+  return p + n;
+}
+
+/** `s` as a JSON string literal at `p` (UTF-8); returns the end. Plain ASCII is copied, anything else stringified. */
+function str(b: Uint8Array, p: number, s: string): number {
+  const start = p;
+  b[p++] = 0x22;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || c > 0x7e) return start + encoder.encodeInto(JSON.stringify(s), b.subarray(start)).written;
+    b[p++] = c;
+  }
+  b[p++] = 0x22;
+  return p;
+}
+
+/** ASCII `s` at `p`. */
+function ascii(b: Uint8Array, p: number, s: string): number {
+  for (let i = 0; i < s.length; i++) b[p++] = s.charCodeAt(i);
+  return p;
+}
+
+/** A number as JSON writes it (`String(n)`): whole numbers of 0..2^53 by hand, others through String. */
+function num(b: Uint8Array, p: number, n: number): number {
+  if (!(n >= 0 && n <= Number.MAX_SAFE_INTEGER && Math.floor(n) === n)) return ascii(b, p, String(n));
+  if (n < 10) {
+    b[p] = 48 + n;
+    return p + 1;
+  }
+  let digits = 1;
+  for (let x = n; x >= 10; x = Math.floor(x / 10)) digits++;
+  for (let i = p + digits - 1, x = n; i >= p; i--, x = Math.floor(x / 10)) b[i] = 48 + (x % 10);
+  return p + digits;
+}
+
+/**
+ * `round(ms)` as String writes it. By hand for k = ms in µs below 10^15: k / 1000 has at most 15 significant digits,
+ * so its shortest round-trip form (what String prints) is the decimal k / 1000 itself.
+ */
+function ms(b: Uint8Array, p: number, value: number): number {
+  const k = Math.round(value * 1000);
+  if (!(k >= 0 && k < 1e15)) return ascii(b, p, String(round(value)));
+  const whole = Math.floor(k / 1000);
+  let frac = k - whole * 1000;
+  p = num(b, p, whole);
+  if (frac === 0) return p;
+  b[p++] = 0x2e; // .
+  b[p++] = 48 + Math.floor(frac / 100);
+  frac %= 100;
+  if (frac === 0) return p;
+  b[p++] = 48 + Math.floor(frac / 10);
+  frac %= 10;
+  if (frac !== 0) b[p++] = 48 + frac;
+  return p;
 }
 
 function round(ms: number): number {

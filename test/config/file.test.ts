@@ -33,6 +33,8 @@ describe("parseConfigFile", () => {
         "healthzBindAddress: '[::1]:0'",
         "logLevel: debug",
         "hostnameOverride: node-a",
+        "accessLogSample: 0.05",
+        "accessLogFile: /var/log/kubegate/access.log",
       ].join("\n"),
       "kubegate.yaml",
     );
@@ -48,6 +50,8 @@ describe("parseConfigFile", () => {
         "healthz-bind-address": "[::1]:0",
         "log-level": "debug",
         "hostname-override": "node-a",
+        "access-log-sample": "0.05",
+        "access-log-file": "/var/log/kubegate/access.log",
       },
     });
   });
@@ -59,6 +63,7 @@ describe("parseConfigFile", () => {
   });
 
   test("a bad value names its key path, with what was given", () => {
+    expect(errorsOf("accessLogSample: 2")).toEqual(['Invalid config "kubegate.yaml": at "accessLogSample": expected a ratio from 0 to 1, got "2"']);
     expect(errorsOf('nodePortAddresses: ["127.0.0.0/8", "10.0.0.0/33"]')).toEqual([
       'Invalid config "kubegate.yaml": at "nodePortAddresses[1]": expected a CIDR, got "10.0.0.0/33"',
     ]);

@@ -5,7 +5,7 @@
  * exit when their control plane dies.
  */
 import { describe, expect, test } from "bun:test";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Gateway } from "../../src/gateway.ts";
@@ -170,6 +170,35 @@ describe("--workers 2", () => {
     const pids = (await workersOf(c.gw)).map((w) => w.pid);
     await c[Symbol.asyncDispose]();
     for (const pid of pids) expect(alive(pid)).toBe(false);
+  });
+});
+
+describe("--workers 2 with --access-log-file", () => {
+  test("every worker appends its lines; SIGUSR1 to the control plane reopens the file in each; drops reach /metrics", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kubegate-access-log-"));
+    await using _dir = { [Symbol.asyncDispose]: () => rm(dir, { recursive: true, force: true }) };
+    const path = join(dir, "access.log");
+    const api = await startApiServer({ bookmarkIntervalMs: 500 });
+    await using _api = { [Symbol.asyncDispose]: () => api[Symbol.asyncDispose]() };
+    await using a = backend("a");
+    const ports = { http: await freePort(), udp: await freePort() };
+    api.create({ apiVersion: "v1", kind: "Node", metadata: { name: "node-a" } });
+    api.create(service("web", ports));
+    api.create(slice("web", a.port, 1));
+    await using gw = await startTestGateway(api, ["--workers", "2", "--access-log", "--access-log-file", path]);
+    const workersIn = async (file: string) =>
+      new Set((await readFile(file, "utf8").catch(() => "")).split("\n").filter(Boolean).map((l) => (JSON.parse(l) as { worker: number }).worker));
+    // New connections: within a bounded number, each worker has logged some (100 ms flush).
+    for (let i = 0; i < 200 && (await workersIn(path)).size < 2; i++) expect(await get(ports.http)).toBe("a");
+    await waitFor(async () => (await workersIn(path)).size === 2, { what: "lines of both workers" });
+
+    await rename(path, `${path}.1`);
+    process.kill(process.pid, "SIGUSR1"); // the WorkerPool's handler forwards it to every worker
+    for (let i = 0; i < 200 && (await workersIn(path)).size < 2; i++) expect(await get(ports.http)).toBe("a");
+    await waitFor(async () => (await workersIn(path)).size === 2, { what: "both workers writing to the new file" });
+
+    const scrape = parseScrape(await (await fetch(`http://127.0.0.1:${gw.adminPort}/metrics`, once)).text());
+    expect(scrape.samples.get("kubegate_access_log_dropped_total")).toBe(0);
   });
 });
 

@@ -66,6 +66,8 @@ export interface GatewayMetricsOptions {
   readonly outliers?: (() => readonly OutlierStatsView[]) | undefined;
   /** The gateway-wide connection budget (`--max-connections`); without it those families are not registered. */
   readonly connections?: (() => { readonly active: number; readonly refused: number }) | undefined;
+  /** Access log records dropped so far (`AccessLog.dropped`, summed over workers); without it the family is not registered. */
+  readonly accessLogDropped?: (() => number) | undefined;
   /** Wall clock in ms since the epoch (default `Date.now`). */
   readonly now?: (() => number) | undefined;
   /** A scrape-time view failed; that family is left out of the scrape. */
@@ -178,6 +180,14 @@ export class GatewayMetrics {
         name: "kubegate_connections_refused_total",
         help: "Client connections closed at accept because --max-connections was reached.",
         collect: (c) => c.labels().set(connections().refused),
+      });
+    }
+    const accessLogDropped = options.accessLogDropped;
+    if (accessLogDropped) {
+      this.registry.counter({
+        name: "kubegate_access_log_dropped_total",
+        help: "Access log records dropped because the log's sink (stdout or --access-log-file) could not keep up or failed.",
+        collect: (c) => c.labels().set(accessLogDropped()),
       });
     }
     if (options.workers) this.registry.register(new WorkerMetrics(options.workers));
