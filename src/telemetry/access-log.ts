@@ -182,9 +182,21 @@ export class AccessLog {
     return this.#dropped;
   }
 
+  /**
+   * Whether to log a request now: a failure always, a success with probability `sample`. A caller that asks first
+   * (and then calls {@link httpKept}) builds no record for the requests sampling drops.
+   */
+  keeps(success: boolean): boolean {
+    return !this.#skip(success);
+  }
+
   /** Log one HTTP request (a successful one with probability `sample`). */
   http(r: HttpAccessRecord): void {
-    if (this.#skip(r.status < 500 && r.error === "")) return;
+    if (this.keeps(r.status < 500 && r.error === "")) this.httpKept(r);
+  }
+
+  /** Log one HTTP request that {@link keeps} already let through. */
+  httpKept(r: HttpAccessRecord): void {
     const { client, endpoint, method, path, error, traceId } = r;
     let p = this.#begin("http", r.entrypoint, client.length + endpoint.length + method.length + path.length + error.length + traceId.length);
     const b = this.#buf;

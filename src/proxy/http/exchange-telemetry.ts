@@ -5,12 +5,24 @@
  * One {@link ExchangeTelemetry} is allocated per connection, and only when the proxy has telemetry: without
  * it the connection holds `null` and the request path pays one null check per step.
  */
+import type { Endpoint } from "../../model/types.ts";
 import type { Route } from "../../routes/types.ts";
 import type { ProxyErrorReason, ServiceTraffic } from "../../telemetry/metrics/traffic.ts";
 import { type ProxyTelemetry, routeTraffic } from "../types.ts";
 import type { Downstream } from "./downstream.ts";
 import type { RequestInfo } from "./parser.ts";
 import { endRequestSpans, findTraceFields, type RequestTrace, requestLine, startServerSpan, traceFields } from "./trace.ts";
+
+/** `address:port` of each endpoint as the access log writes it (`[v6]:port`), made once per endpoint object. */
+const endpointTexts = new WeakMap<Endpoint, string>();
+function endpointText(ep: Endpoint): string {
+  let t = endpointTexts.get(ep);
+  if (t === undefined) {
+    t = ep.address.includes(":") ? `[${ep.address}]:${ep.port}` : `${ep.address}:${ep.port}`;
+    endpointTexts.set(ep, t);
+  }
+  return t;
+}
 
 /** The telemetry state of one downstream connection (see the file comment). */
 export class ExchangeTelemetry {
@@ -91,12 +103,12 @@ export class ExchangeTelemetry {
       endRequestSpans(tr, status, reason ?? "");
     }
     const log = this.tel.accessLog;
-    if (log !== undefined) {
+    if (log !== undefined && log.keeps(status < 500 && reason === undefined)) {
       const ep = d.endpoint;
-      log.http({
+      log.httpKept({
         entrypoint: route.entrypoint.name,
         client: d.ctx.ip,
-        endpoint: ep === null || !started ? "" : ep.address.includes(":") ? `[${ep.address}]:${ep.port}` : `${ep.address}:${ep.port}`,
+        endpoint: ep === null || !started ? "" : endpointText(ep),
         method: started ? this.method : "",
         path: started ? this.path : "",
         status,
