@@ -186,8 +186,9 @@ describe("--workers 2 with --access-log-file", () => {
     api.create(service("web", ports));
     api.create(slice("web", a.port, 1));
     await using gw = await startTestGateway(api, ["--workers", "2", "--access-log", "--access-log-file", path]);
+    // Whole lines only: a write may be under way as the file is read (its last line not ended yet).
     const workersIn = async (file: string) =>
-      new Set((await readFile(file, "utf8").catch(() => "")).split("\n").filter(Boolean).map((l) => (JSON.parse(l) as { worker: number }).worker));
+      new Set((await readFile(file, "utf8").catch(() => "")).split("\n").slice(0, -1).map((l) => (JSON.parse(l) as { worker: number }).worker));
     // New connections: within a bounded number, each worker has logged some (100 ms flush).
     for (let i = 0; i < 200 && (await workersIn(path)).size < 2; i++) expect(await get(ports.http)).toBe("a");
     await waitFor(async () => (await workersIn(path)).size === 2, { what: "lines of both workers" });
