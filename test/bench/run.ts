@@ -128,25 +128,38 @@ async function wrkOnce(t: Target, c: CaseDef, durationS: number) {
   return { wrk: parseWrkOutput(r.stdout), cpu: usage(before, after), wallS: r.elapsedMs / 1000 };
 }
 
-async function measureWrk(t: Target, c: CaseDef, repeat: number): Promise<Sample> {
-  const { wrk, cpu, wallS } = await wrkOnce(t, c, opts.durationS);
+/** The sample of one closed-loop run (wrk, h2load): what the load tool counted, and the proxy's CPU over it. */
+function closedLoopSample(
+  t: Target,
+  c: CaseDef,
+  repeat: number,
+  load: { rps: number; requests: number; errors: number; p50Ms: number; p99Ms: number },
+  cpu: CpuUsage,
+  wallS: number,
+): Sample {
   const proxied = t.pid !== undefined;
   return {
     case: c.name,
     target: t.name,
     kind: t.kind,
     repeat,
-    throughput: wrk.rps,
+    throughput: load.rps,
     offeredRps: Number.NaN,
-    p50Ms: wrk.p50Ms,
-    p99Ms: wrk.p99Ms,
-    ops: wrk.requests,
-    errors: wrk.errors,
+    p50Ms: load.p50Ms,
+    p99Ms: load.p99Ms,
+    ops: load.requests,
+    errors: load.errors,
     cpu: proxied ? cpu : undefined,
-    cpuPerOp: proxied && wrk.requests > 0 ? (cpu.totalS * 1e6) / wrk.requests : Number.NaN,
+    // CPU over the load tool's whole life (connecting: a few ms) per request completed in the run.
+    cpuPerOp: proxied && load.requests > 0 ? (cpu.totalS * 1e6) / load.requests : Number.NaN,
     busyPct: proxied ? (cpu.totalS / wallS) * 100 : Number.NaN,
     ...shares(cpu, wallS),
   };
+}
+
+async function measureWrk(t: Target, c: CaseDef, repeat: number): Promise<Sample> {
+  const { wrk, cpu, wallS } = await wrkOnce(t, c, opts.durationS);
+  return closedLoopSample(t, c, repeat, wrk, cpu, wallS);
 }
 
 /** One closed-loop HTTP/2 run of h2load (issue 15's -c16 -m32) against `t`'s h2c entrypoint. */
@@ -160,25 +173,8 @@ async function h2cOnce(t: Target, c: CaseDef, durationS: number) {
 
 async function measureH2c(t: Target, c: CaseDef, repeat: number): Promise<Sample> {
   const { res, cpu, wallS } = await h2cOnce(t, c, opts.durationS);
-  const proxied = t.pid !== undefined;
-  return {
-    case: c.name,
-    target: t.name,
-    kind: t.kind,
-    repeat,
-    throughput: res.rps,
-    offeredRps: Number.NaN,
-    // h2load reports percentiles only through its per-request log, which would make the load core the limit.
-    p50Ms: Number.NaN,
-    p99Ms: Number.NaN,
-    ops: res.requests,
-    errors: res.errors,
-    cpu: proxied ? cpu : undefined,
-    // CPU over h2load's whole life (connecting, a few ms) per request completed in the run.
-    cpuPerOp: proxied && res.requests > 0 ? (cpu.totalS * 1e6) / res.requests : Number.NaN,
-    busyPct: proxied ? (cpu.totalS / wallS) * 100 : Number.NaN,
-    ...shares(cpu, wallS),
-  };
+  // h2load reports percentiles only through its per-request log, which would make the load core the limit.
+  return closedLoopSample(t, c, repeat, { ...res, p50Ms: Number.NaN, p99Ms: Number.NaN }, cpu, wallS);
 }
 
 async function measureRate(t: Target, c: CaseDef, repeat: number, rate: number): Promise<Sample> {

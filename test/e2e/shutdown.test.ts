@@ -189,7 +189,8 @@ describe("graceful shutdown of the gateway process", () => {
     expect((await health(`${gw.healthz}/healthz`)).status).toBe(503);
     // No delay: the listener stops accepting at once, while the request in flight goes on.
     await gw.waitLog(/^Listeners stop accepting/);
-    expect(await refused(nodePort)).toBe(true);
+    // With worker processes the line is logged as the drain is sent to them: their listeners close moments later.
+    await waitFor(() => refused(nodePort), { what: "new connections to be refused", timeoutMs: 2_000 });
     expect(gw.child.exitCode).toBeNull();
 
     const res = await inFlight;
@@ -237,7 +238,8 @@ describe("graceful shutdown of the gateway process", () => {
     expect(gw.logged(/^Listeners stop accepting/)).toBeUndefined();
 
     await gw.waitLog(/^Listeners stop accepting/);
-    expect(await refused(nodePort)).toBe(true);
+    // With worker processes the line is logged as the drain is sent to them: their listeners close moments later.
+    await waitFor(() => refused(nodePort), { what: "new connections to be refused", timeoutMs: 2_000 });
     expect(gw.child.exitCode).toBeNull(); // still draining the held request
     be.release();
     expect(await held).toEqual({ status: 200, body: BODY });
