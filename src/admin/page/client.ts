@@ -29,8 +29,10 @@ export function clientMain(render: typeof renderPage, timings: ClientTimings): v
     else if (typeof c === "string" || typeof c === "number") el.appendChild(document.createTextNode(String(c)));
     else el.appendChild(c as Element);
   };
+  // The charts are SVG: their elements need the SVG namespace.
+  const svg = ["svg", "polyline", "line"];
   const h: H<Element> = (tag: string, attrs: Attrs | null, ...children: Child<Element>[]) => {
-    const el = document.createElement(tag);
+    const el = svg.includes(tag) ? document.createElementNS("http://www.w3.org/2000/svg", tag) : document.createElement(tag);
     for (const [name, value] of Object.entries(attrs ?? {})) {
       if (value === undefined || value === false || /^on/i.test(name)) continue;
       el.setAttribute(name, value === true ? "" : String(value));

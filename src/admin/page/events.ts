@@ -6,6 +6,7 @@
  */
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
+import type { TrafficHistory } from "./history.ts";
 import { type PageQuery, type PageSource, type PageState, type TrafficRates, pageState } from "./state.ts";
 
 /** What a page event stream needs. */
@@ -17,6 +18,7 @@ export interface PageEventsOptions {
   /** Ends every stream (the admin server is closing). */
   readonly signal?: AbortSignal | undefined;
   readonly rates?: TrafficRates | undefined;
+  readonly history?: TrafficHistory | undefined;
   /** Wall clock (ms). */
   readonly now?: (() => number) | undefined;
 }
@@ -36,7 +38,7 @@ export function pageEvents(c: Context, view: PageSource, query: PageQuery, optio
     const ended = () => stream.aborted || stream.closed || options.signal?.aborted === true;
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      const state = (): PageState => pageState(view, query, { now: now(), ...(options.rates ? { rates: options.rates } : {}) });
+      const state = (): PageState => pageState(view, query, { now: now(), ...(options.rates ? { rates: options.rates } : {}), ...(options.history ? { history: options.history } : {}) });
       const first = state();
       let last = JSON.stringify({ ...first, at: 0 });
       let id = 0;

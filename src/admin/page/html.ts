@@ -22,6 +22,8 @@ export function escapeHtml(text: string): string {
 
 const voidTags = new Set(["meta", "link", "input", "br", "hr", "img"]);
 const safeName = /^[a-z][a-z0-9-]*$/;
+/** Attribute names: lower-case, or camelCase as SVG has them (`viewBox`). */
+const safeAttr = /^[a-zA-Z][a-zA-Z0-9-]*$/;
 
 /** The server's element factory. */
 export const hServer: H<HtmlNode> = (tag, attrs, ...children) => ({ tag, attrs, children });
@@ -37,7 +39,7 @@ export function toHtml(node: Child<HtmlNode>): string {
   let out = `<${el.tag}`;
   for (const [name, value] of Object.entries(el.attrs ?? {})) {
     if (value === undefined || value === false) continue;
-    if (!safeName.test(name) || name.startsWith("on")) throw new Error(`Cannot render element: attribute "${name}" is not allowed`);
+    if (!safeAttr.test(name) || /^on/i.test(name)) throw new Error(`Cannot render element: attribute "${name}" is not allowed`);
     out += value === true ? ` ${name}` : ` ${name}="${escapeHtml(String(value))}"`;
   }
   out += ">";

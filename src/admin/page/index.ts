@@ -7,6 +7,7 @@ import type { Hono } from "hono";
 import { clientScript } from "./client.ts";
 import { pageEvents } from "./events.ts";
 import { assetPaths, pageHtml } from "./html.ts";
+import { TrafficHistory } from "./history.ts";
 import { type PageSource, TrafficRates, pageQuery, pageState } from "./state.ts";
 import { pageCss, pageIcon } from "./style.ts";
 
@@ -38,9 +39,10 @@ const securityHeaders = { "Content-Security-Policy": csp, "X-Content-Type-Option
 /** Add the page's routes to `app`. */
 export function pageRoutes(app: Hono, view: PageSource, options: PageOptions = {}): Hono {
   const rates = new TrafficRates();
+  const history = new TrafficHistory();
   const now = options.now ?? Date.now;
   const script = clientScript();
-  const state = (url: string) => pageState(view, pageQuery(new URL(url).searchParams), { now: now(), rates });
+  const state = (url: string) => pageState(view, pageQuery(new URL(url).searchParams), { now: now(), rates, history });
 
   app.get("/", (c) => c.html(pageHtml(state(c.req.url)), 200, { ...securityHeaders, "Cache-Control": "no-store" }));
   app.get(assetPaths.script, (c) =>
@@ -56,6 +58,7 @@ export function pageRoutes(app: Hono, view: PageSource, options: PageOptions = {
       subscribe: view.subscribe ? (onChange) => view.subscribe!(onChange) : undefined,
       signal: options.signal,
       rates,
+      history,
       now,
     }),
   );

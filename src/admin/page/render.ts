@@ -370,5 +370,33 @@ export function renderPage<N>(h: H<N>, s: PageState): N[] {
         : h("p", null, muted("No traffic yet for the entrypoints shown.")),
   );
 
-  return [summary, sync, entrypoints, errors, trafficSection];
+  // ---- charts: requests/s (and errors/s in red) over the last 15 minutes, endpoint changes as ticks
+  const W = 300;
+  const H = 56;
+  const chart = (c: NonNullable<PageState["charts"]>[number]): N => {
+    const n = c.requests.length;
+    const top = Math.max(0, ...c.requests);
+    const peak = Math.max(1, top);
+    const x = (i: number): number => Math.round((n <= 1 ? W : (i * W) / (n - 1)) * 10) / 10;
+    const y = (v: number): number => Math.round((H - 2 - (v / peak) * (H - 6)) * 10) / 10;
+    const line = (vs: readonly number[]): string => vs.map((v, i) => `${x(i)},${y(v)}`).join(" ");
+    const now = c.requests.at(-1) ?? 0;
+    return h(
+      "figure",
+      { class: "chart" },
+      h(
+        "svg",
+        { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": `${c.key}: requests per second over 15 minutes, now ${rate(now)}, peak ${rate(top)}` },
+        c.changes.map((i) => h("line", { class: "change", x1: x(i), x2: x(i), y1: 0, y2: H })),
+        h("polyline", { class: "req", points: line(c.requests) }),
+        c.errors.some((e) => e > 0) ? h("polyline", { class: "errs", points: line(c.errors) }) : null,
+      ),
+      h("figcaption", null, h("code", null, c.key), " ", rate(now), muted(` peak ${rate(top)}`), c.changes.length ? muted(` · endpoints changed ${c.changes.length}×`) : null),
+    );
+  };
+  const charts = s.charts?.length
+    ? section("charts", "Traffic over the last 15 minutes", h("p", { class: "muted" }, "Requests per second (errors in red), busiest first; ticks mark endpoint changes."), h("div", { class: "charts" }, s.charts.map(chart)))
+    : null;
+
+  return charts ? [summary, sync, charts, entrypoints, errors, trafficSection] : [summary, sync, entrypoints, errors, trafficSection];
 }

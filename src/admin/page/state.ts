@@ -12,6 +12,7 @@ import type { Entrypoint, SessionAffinity, Snapshot } from "../../model/types.ts
 
 import type { StateStatus } from "../../kube/state-file.ts";
 import type { TrafficSample } from "../../telemetry/metrics/traffic.ts";
+import type { PageChart, TrafficHistory } from "./history.ts";
 
 /** Cumulative traffic counters of one Service port, from the metrics view (`TrafficMetrics.samples()`). */
 export type { TrafficSample };
@@ -205,6 +206,8 @@ export interface PageState {
   readonly errors: readonly PageError[];
   /** Per Service port, for the shown entrypoints; absent when no metrics view is connected. */
   readonly traffic?: readonly PageTraffic[];
+  /** The last 15 minutes of the busiest Service ports among those the filter matches (with a history). */
+  readonly charts?: readonly PageChart[];
 }
 
 /** Bind state of one entrypoint's listeners, as the listener manager reports it. */
@@ -384,7 +387,12 @@ export interface PageStateOptions {
   readonly now?: number;
   /** Rate tracker shared by the page's clients (without it, traffic has no rates). */
   readonly rates?: TrafficRates;
+  /** Traffic over time, shared by the page's clients (without it, no charts). */
+  readonly history?: TrafficHistory;
 }
+
+/** At most this many charts on the page. */
+export const MAX_CHARTS = 12;
 
 /**
  * The page state of `view` now, for `query`.
@@ -414,9 +422,14 @@ export function pageState(view: PageSource, query: PageQuery, options: PageState
   const shown = matched.slice(0, query.limit);
   const errors: PageError[] = [...(snap?.errors ?? []), ...bindErrors(listeners)];
   let traffic: PageTraffic[] | undefined;
+  let charts: PageChart[] | undefined;
   if (view.traffic) {
     const samples = view.traffic();
     const rates = options.rates?.update(samples, now);
+    if (options.history) {
+      options.history.record(samples, all, now);
+      charts = options.history.charts(matched.map((ep) => ep.name), MAX_CHARTS);
+    }
     const names = new Set(shown.map((ep) => ep.name));
     traffic = samples
       .filter((t) => names.has(t.key))
@@ -444,5 +457,6 @@ export function pageState(view: PageSource, query: PageQuery, options: PageState
     entrypoints: shown.map((ep) => entrypointState(ep, byKey.get(ep.key), view.balancing?.(ep.key))),
     errors: errors.slice(0, MAX_ERRORS).map((e) => ({ kind: e.kind, object: e.object, message: e.message })),
     ...(traffic ? { traffic } : {}),
+    ...(charts?.length ? { charts } : {}),
   };
 }

@@ -27,6 +27,13 @@ a { color: var(--info); }
 .meta { margin: 4px 0 8px; color: var(--muted); }
 .err { color: var(--bad); overflow-wrap: anywhere; }
 .filter { display: flex; gap: 6px; align-items: center; margin-left: auto; }
+.charts { display: flex; flex-wrap: wrap; gap: 12px; }
+.chart { margin: 0; padding: 8px; background: var(--panel); border: 1px solid var(--line); border-radius: 6px; }
+.chart svg { display: block; max-width: 100%; height: auto; }
+.chart .req { fill: none; stroke: var(--info); stroke-width: 1.5; }
+.chart .errs { fill: none; stroke: var(--bad); stroke-width: 1.5; }
+.chart .change { stroke: var(--warn); stroke-width: 1; stroke-dasharray: 2 2; }
+.chart figcaption { margin-top: 4px; font-size: 12px; }
 .filter input { min-width: 18em; padding: 4px 6px; font: inherit; color: inherit; background: var(--bg); border: 1px solid var(--line); border-radius: 4px; }
 .filter button { padding: 4px 10px; font: inherit; color: inherit; background: var(--bg); border: 1px solid var(--line); border-radius: 4px; cursor: pointer; }
 .live { padding: 2px 8px; border-radius: 10px; font-size: 12px; border: 1px solid var(--line); }
