@@ -55,7 +55,7 @@ export interface WorkerReport {
   /** Service ports that have ejected endpoints. */
   readonly outliers: readonly OutlierStats[];
   readonly connections?: ConnectionCounts | undefined;
-  /** The per-Service traffic series changed since the last dump (the first, and after a resync: all of them). */
+  /** The per-Service traffic series changed since the last dump (the first, and after a resync: all of them), with their latest latency exemplars. */
   readonly traffic: TrafficDump;
   /** Entrypoints whose listeners failed to bind (their states), so Events and admin see failures without a query. */
   readonly failed: readonly EntrypointListeners[];

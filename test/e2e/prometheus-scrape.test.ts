@@ -1,16 +1,22 @@
 /**
  * A real Prometheus server (Debian's `prometheus`) scrapes the gateway's `/metrics` every second:
  * the request count driven through the data-plane API is what PromQL reads, it follows new traffic,
- * the alert rules load and evaluate, and every query of the Grafana dashboard runs.
+ * the alert rules load and evaluate, and every query of the Grafana dashboard runs. With exemplar storage
+ * on, it scrapes OpenMetrics and keeps the trace id of a request proxied with tracing on as an exemplar of
+ * the latency histogram.
  */
 import { expect, test } from "bun:test";
+import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
+import { SpanKind } from "@opentelemetry/api";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { rt } from "../../src/runtime/index.ts";
 import { GatewayMetrics } from "../../src/telemetry/metrics/index.ts";
+import { setupTracing } from "../../src/telemetry/tracing/setup.ts";
 import { entrypoint } from "../support/entrypoints.ts";
+import { endpoint, RawUpstream, startProxy } from "../support/http-harness.ts";
 import { freePort } from "../support/ports.ts";
 import { waitFor } from "../support/wait.ts";
 
@@ -23,14 +29,14 @@ interface PromResponse<T> {
 }
 type Vector = { resultType: string; result: { metric: Record<string, string>; value: [number, string] }[] };
 
-/** Starts `prometheus` with this config; disposing kills it by PID and removes its data. */
-async function startPrometheus(config: string) {
+/** Starts `prometheus` with this config (and extra flags); disposing kills it by PID and removes its data. */
+async function startPrometheus(config: string, flags: readonly string[] = []) {
   if (!Bun.which("prometheus")) throw new Error('Cannot run "prometheus": not found on PATH (scripts/pretest.sh installs Debian\'s prometheus package)');
   const dir = mkdtempSync(join(tmpdir(), "kubegate-prometheus-"));
   writeFileSync(join(dir, "prometheus.yml"), config);
   const port = await freePort();
   const child = Bun.spawn(
-    ["prometheus", `--config.file=${join(dir, "prometheus.yml")}`, `--storage.tsdb.path=${join(dir, "data")}`, `--web.listen-address=127.0.0.1:${port}`, "--log.level=warn"],
+    ["prometheus", `--config.file=${join(dir, "prometheus.yml")}`, `--storage.tsdb.path=${join(dir, "data")}`, `--web.listen-address=127.0.0.1:${port}`, "--log.level=warn", ...flags],
     { stdout: "ignore", stderr: "pipe" },
   );
   let stderr = "";
@@ -43,8 +49,8 @@ async function startPrometheus(config: string) {
   return {
     base,
     stderr: () => stderr,
-    async query<T = Vector>(promql: string): Promise<PromResponse<T>> {
-      const res = await fetch(`${base}/api/v1/query?query=${encodeURIComponent(promql)}`);
+    async query<T = Vector>(promql: string, api = "query"): Promise<PromResponse<T>> {
+      const res = await fetch(`${base}/api/v1/${api}?query=${encodeURIComponent(promql)}`);
       return (await res.json()) as PromResponse<T>;
     },
     async [Symbol.asyncDispose]() {
@@ -141,4 +147,45 @@ test("a real Prometheus scrapes /metrics and reads back the traffic sent", async
   expect(failures).toEqual([]);
   const requestRate = await prom.query('sum by (namespace, service, port) (rate(kubegate_requests_total{namespace=~".*"}[1m]))');
   expect(requestRate.status).toBe("success");
+}, 20_000);
+
+type Exemplars = { seriesLabels: Record<string, string>; exemplars: { labels: Record<string, string>; value: string; timestamp: number }[] }[];
+
+test("with exemplar storage, Prometheus keeps the trace of a proxied request as a latency exemplar", async () => {
+  const exporter = new InMemorySpanExporter();
+  const tracing = setupTracing({ exporter, simpleProcessor: true, sampleRatio: 1 })!;
+  await using _tracing = { [Symbol.asyncDispose]: () => tracing.shutdown() };
+  const metrics = new GatewayMetrics({ ipFamilies: ["IPv4"] });
+  await using up = new RawUpstream("a");
+  await using proxy = startProxy([endpoint(up.port)], {
+    telemetry: { tracing: tracing.proxy, traffic: (ep) => metrics.traffic.forEntrypoint(ep) },
+  });
+  metrics.applied({ version: 1, entrypoints: [proxy.ref.current.entrypoint], errors: [], node: { name: "node-a" } }, { serviceChanges: 1, endpointChanges: 1, triggerTimes: [], buildMs: 1 }, 0.001);
+  const res = await fetch(`${proxy.url}/checkout`);
+  expect(res.status).toBe(200);
+  await res.text();
+  await waitFor(() => exporter.getFinishedSpans().some((s) => s.kind === SpanKind.SERVER) || undefined, { timeoutMs: 2_000, intervalMs: 20, what: "the request's SERVER span" });
+  const server = exporter.getFinishedSpans().find((s) => s.kind === SpanKind.SERVER)!.spanContext();
+
+  await using gateway = rt.serveHttp({ hostname: "127.0.0.1", port: 0, fetch: (req) => metrics.handler(req) });
+  await using prom = await startPrometheus(
+    ["global:", "  scrape_interval: 1s", "scrape_configs:", "  - job_name: kubegate", "    static_configs:", `      - targets: ["127.0.0.1:${gateway.port}"]`, ""].join("\n"),
+    ["--enable-feature=exemplar-storage"],
+  );
+  await waitFor(async () => (await fetch(`${prom.base}/-/ready`).catch(() => undefined))?.ok, { timeoutMs: 10_000, intervalMs: 100, what: `Prometheus to be ready (stderr: ${prom.stderr()})` });
+  const found = await waitFor(
+    async () => {
+      const r = await prom.query<Exemplars>('kubegate_request_duration_seconds_bucket{job="kubegate"}', "query_exemplars");
+      return r.status === "success" && r.data.length > 0 ? r.data : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 200, what: `an exemplar of the latency histogram (stderr: ${prom.stderr()})` },
+  );
+  const exemplars = found.flatMap((s) => s.exemplars.map((e) => ({ series: s.seriesLabels, ...e })));
+  expect(exemplars).toHaveLength(1);
+  expect(exemplars[0]!.labels).toEqual({ trace_id: server.traceId, span_id: server.spanId });
+  expect(exemplars[0]!.series).toMatchObject({ __name__: "kubegate_request_duration_seconds_bucket", namespace: "default", service: "web", protocol: "http" });
+  expect(Number(exemplars[0]!.value)).toBeGreaterThan(0);
+  expect(Number(exemplars[0]!.value)).toBeLessThanOrEqual(Number(exemplars[0]!.series.le));
+  // The scrape was OpenMetrics (exemplars exist only there) and healthy.
+  expect(scalarOf(await prom.query('up{job="kubegate"}'))).toBe(1);
 }, 20_000);

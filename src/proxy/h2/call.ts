@@ -391,7 +391,7 @@ export class Call {
     if (this.trace !== null) endCallSpans(this.trace, this.grpc ? 200 : status, this.grpcStatus, gatewayMade ? reason : "");
     const t = this.traffic;
     if (t !== undefined) {
-      t.request(status, seconds);
+      t.request(status, seconds, this.trace?.server.spanContext()); // a sampled call's ids: its latency bucket's exemplar
       if (this.bytesIn !== 0 || this.bytesOut !== 0) t.bytes(this.bytesIn, this.bytesOut);
       if (gatewayMade && reason !== "") t.error(reason as Parameters<ServiceTraffic["error"]>[0]);
     }

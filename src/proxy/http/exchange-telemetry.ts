@@ -89,17 +89,18 @@ export class ExchangeTelemetry {
     const rx = d.rx;
     const tx = d.tx;
     d.rx = d.tx = 0;
+    const tr = this.trace;
+    const sc = tr?.server.spanContext();
     const t = this.traffic(route);
     if (t !== undefined) {
-      t.request(status, secs);
+      t.request(status, secs, sc); // a sampled request's ids: its latency bucket's exemplar
       if (reason !== undefined) t.error(reason);
       t.bytes(rx, tx);
     }
-    const tr = this.trace;
     let traceId = "";
     if (tr !== null) {
       this.trace = null;
-      traceId = tr.server.spanContext().traceId;
+      traceId = sc!.traceId;
       endRequestSpans(tr, status, reason ?? "");
     }
     const log = this.tel.accessLog;

@@ -13,8 +13,12 @@
  * A worker that restarts starts again from zero. So that the node's counters never go backwards, the last values of
  * a replaced or removed worker are folded into a "retired" sum (without its open connections, which died with it),
  * kept while the Service port has a series.
+ *
+ * Exemplars (OpenMetrics scrapes): per request-duration bucket, the latest of the workers' (by timestamp); those of
+ * a retired worker are dropped with it.
  */
 import type { Snapshot } from "../../model/types.ts";
+import type { Exemplar } from "./exposition.ts";
 import { SeriesLayout, type TrafficDump, TrafficMetrics, type TrafficMetricsOptions } from "./traffic.ts";
 
 /** What this collector holds of one worker: its instance's latest values per series key. */
@@ -22,6 +26,8 @@ interface WorkerTraffic {
   readonly instance: string;
   seq: number;
   readonly series: Map<string, Float64Array>;
+  /** Latest exemplar per request-duration bucket, per series key (only series that have any). */
+  readonly exemplars: Map<string, (Exemplar | undefined)[]>;
 }
 
 /** Instances of retired workers remembered, to drop their late dumps (a bound, not a tuning knob). */
@@ -66,17 +72,30 @@ export class NodeTrafficMetrics extends TrafficMetrics {
     }
     let inOrder = true;
     if (held === undefined) {
-      held = { instance: dump.instance, seq: 0, series: new Map() };
+      held = { instance: dump.instance, seq: 0, series: new Map(), exemplars: new Map() };
       this.#workers.set(worker, held);
       inOrder = dump.full;
-    } else if (dump.full) held.series.clear();
-    else inOrder = dump.seq === held.seq + 1;
-    for (const key of dump.removed) held.series.delete(key);
+    } else if (dump.full) {
+      held.series.clear();
+      held.exemplars.clear();
+    } else inOrder = dump.seq === held.seq + 1;
+    for (const key of dump.removed) {
+      held.series.delete(key);
+      held.exemplars.delete(key);
+    }
     for (const key in dump.series) {
       const values = dump.series[key]!;
       const v = new Float64Array(SeriesLayout.size);
       v.set(values.length > v.length ? values.slice(0, v.length) : values);
       held.series.set(key, v);
+    }
+    for (const key in dump.exemplars) {
+      // The buckets whose exemplar changed replace the ones held; the others stay.
+      const ex = dump.exemplars[key]!;
+      let into = held.exemplars.get(key);
+      if (into === undefined) held.exemplars.set(key, (into = new Array<Exemplar | undefined>(SeriesLayout.exemplarBuckets)));
+      const n = Math.min(ex.length, SeriesLayout.exemplarBuckets);
+      for (let i = 0; i < n; i++) if (ex[i] != null) into[i] = ex[i]!;
     }
     held.seq = dump.seq;
     return inOrder;
@@ -134,7 +153,29 @@ export class NodeTrafficMetrics extends TrafficMetrics {
     return sum ?? only;
   }
 
+  protected override exemplarsOf(key: string, own: readonly (Exemplar | undefined)[] | undefined): readonly (Exemplar | undefined)[] | undefined {
+    let latest = own;
+    let merged: (Exemplar | undefined)[] | undefined;
+    for (const w of this.#workers.values()) {
+      const ex = w.exemplars.get(key);
+      if (ex === undefined) continue;
+      if (latest === undefined) {
+        latest = ex;
+        continue;
+      }
+      // Two sources: the latest per bucket (allocated only then).
+      merged ??= Array.from(latest);
+      for (let i = 0; i < ex.length; i++) {
+        const e = ex[i];
+        if (e !== undefined && (merged[i] === undefined || e.timestamp > merged[i]!.timestamp)) merged[i] = e;
+      }
+      latest = merged;
+    }
+    return latest;
+  }
+
   #retire(held: WorkerTraffic): void {
+    held.exemplars.clear();
     for (const [key, v] of held.series) {
       if (!this.hasSeries(key)) continue;
       let acc = this.#retired.get(key);

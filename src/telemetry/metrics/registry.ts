@@ -1,6 +1,6 @@
 /**
  * A small Prometheus registry: counters, gauges and histograms with labels, collect-time callbacks
- * and custom collectors, exposed in text format 0.0.4 (see `exposition.ts`).
+ * and custom collectors, exposed in text format 0.0.4 or OpenMetrics 1.0 (see `exposition.ts`).
  *
  * Why not prom-client: it needs Node's `cluster`/`v8` modules and costs a Map lookup and label
  * validation per labelled update. Here a labelled child is resolved once (`family.labels(...)`) and
@@ -280,12 +280,15 @@ export class Registry {
     return [...this.#names];
   }
 
-  /** The scrape text (format 0.0.4). A family whose collect step throws is left out and reported. */
-  expose(): string {
-    const out = new ExpositionWriter();
+  /**
+   * The scrape text: format 0.0.4, or OpenMetrics 1.0 with `openMetrics` (with exemplars where a collector keeps
+   * them). A family whose collect step throws is left out and reported.
+   */
+  expose(options: { readonly openMetrics?: boolean | undefined } = {}): string {
+    const out = new ExpositionWriter(options);
     for (const entry of this.#entries) {
       // Render each entry into its own writer so a throwing collector leaves no half-written family.
-      const part = new ExpositionWriter();
+      const part = new ExpositionWriter(options);
       try {
         if (entry.kind === "family") entry.family.write(part);
         else entry.collector.collect(part);
@@ -297,6 +300,7 @@ export class Registry {
       }
       out.append(part);
     }
+    out.end();
     return out.text();
   }
 }

@@ -21,7 +21,7 @@
 import { entrypointByKey } from "../../model/entrypoint-list.ts";
 import type { Entrypoint, Snapshot } from "../../model/types.ts";
 import { bucketIndex, CONNECT_DURATION_BUCKETS, REQUEST_DURATION_BUCKETS } from "./buckets.ts";
-import { escapeLabelValue, type ExpositionWriter, labelPairs } from "./exposition.ts";
+import { escapeLabelValue, type Exemplar, type ExemplarIds, type ExpositionWriter, labelPairs } from "./exposition.ts";
 import type { Collector } from "./registry.ts";
 import { isHttpProtocol } from "../../model/entrypoint.ts";
 
@@ -78,14 +78,19 @@ const REASON_INDEX: Readonly<Record<string, number>> = Object.freeze(Object.from
  * Contract for the instrumentation:
  * - HTTP: `request(status, seconds)` for every response sent downstream, including ones the gateway
  *   makes itself (502/503/504/400/408); `error(reason)` in addition says why the gateway failed it.
+ *   With the request's span sampled, pass its ids (`span.spanContext()`) as the `exemplar`: the
+ *   latest per latency bucket is shown in OpenMetrics scrapes.
  * - TCP/UDP: `connOpened()`/`connClosed()` per downstream connection (UDP: per flow); `error(reason)`
  *   when one fails. HTTP connections report `connOpened`/`connClosed` too.
  * - `bytes(received, sent)`: bytes read from / written to the downstream client, reported as they
  *   flow or once at close.
  */
 export interface ServiceTraffic {
-  /** An HTTP response with `status` (100..599; others are ignored) finished `seconds` after its request started. */
-  request(status: number, seconds: number): void;
+  /**
+   * An HTTP response with `status` (100..599; others are ignored) finished `seconds` after its request started;
+   * `exemplar`: the trace of a sampled request (kept as its latency bucket's exemplar).
+   */
+  request(status: number, seconds: number, exemplar?: ExemplarIds): void;
   /** A successful upstream connect took `seconds`. */
   connectDuration(seconds: number): void;
   /** A downstream connection (UDP: flow) opened. */
@@ -152,6 +157,7 @@ const REQ = 0; // 5 code classes
 const RD = REQ + 5; // request duration buckets, RB.length + 1
 const RD_SUM = RD + RB.length + 1;
 const CD = RD_SUM + 1; // connect duration buckets, CB.length + 1
+if (RB.length + 1 > 32) throw new Error("REQUEST_DURATION_BUCKETS: at most 31 bounds (exemplar changes are a 32-bit mask)");
 const CD_SUM = CD + CB.length + 1;
 const ACTIVE = CD_SUM + 1;
 const CONNS = ACTIVE + 1;
@@ -177,6 +183,10 @@ class Series implements ServiceTraffic {
   dirty = false;
   /** Sent by a dump: its deletion has to be reported. */
   dumped = false;
+  /** The latest exemplar per request-duration bucket; absent until a sampled request (no cost without tracing). */
+  exemplars: (Exemplar | undefined)[] | undefined = undefined;
+  /** Bit `b` set: bucket `b`'s exemplar changed since the last dump (the buckets fit in 32 bits). */
+  exemplarsChanged = 0;
   constructor(readonly labels: string) {}
 
   /** The counters, to write. */
@@ -186,14 +196,24 @@ class Series implements ServiceTraffic {
     return v !== ZEROS ? v : (this.v = new Float64Array(SIZE));
   }
 
-  request(status: number, seconds: number): void {
+  request(status: number, seconds: number, exemplar?: ExemplarIds): void {
     const c = (status / 100) | 0;
     if (c < 1 || c > 5) return;
     const v = this.#w();
     v[REQ + c - 1]!++;
     if (seconds === seconds) {
-      v[RD + bucketIndex(RB, seconds)]!++;
+      const b = bucketIndex(RB, seconds);
+      v[RD + b]!++;
       v[RD_SUM]! += seconds;
+      if (exemplar !== undefined) {
+        (this.exemplars ??= new Array<Exemplar | undefined>(RB.length + 1))[b] = {
+          traceId: exemplar.traceId,
+          spanId: exemplar.spanId,
+          value: seconds,
+          timestamp: Date.now() / 1000,
+        };
+        this.exemplarsChanged |= 1 << b;
+      }
     }
   }
 
@@ -273,6 +293,12 @@ export interface TrafficDump {
   readonly series: Readonly<Record<string, readonly number[]>>;
   /** Keys whose series were deleted (their Service port left the snapshot) since dump `seq - 1`. */
   readonly removed: readonly string[];
+  /**
+   * Series key -> the latest exemplar per request-duration bucket, for the buckets whose exemplar changed since dump
+   * `seq - 1` (`full`: every bucket with one); `null` for the others, which keep what the receiver had. Only series
+   * with such a change are listed (absent: none).
+   */
+  readonly exemplars?: Readonly<Record<string, readonly (Exemplar | null)[]>> | undefined;
 }
 
 /**
@@ -300,6 +326,8 @@ export const SeriesLayout = Object.freeze({
   protocolOf(key: string): string {
     return key.slice(key.lastIndexOf("\u0000") + 1);
   },
+  /** Request-duration buckets (with `+Inf`): the length of a series' exemplars. */
+  exemplarBuckets: RB.length + 1,
 });
 
 /** A dump's values of `v`: a plain array without its trailing zeros. */
@@ -516,16 +544,22 @@ export class TrafficMetrics implements Collector {
   dump(options: { readonly full?: boolean | undefined } = {}): TrafficDump {
     const full = options.full === true || this.#dumps === 0;
     const series: Record<string, number[]> = {};
+    let exemplars: Record<string, (Exemplar | null)[]> | undefined;
     for (const slot of this.#slots.values()) {
       const s = slot.series;
       if (s === undefined || !(full ? touched(s.v) : s.dirty)) continue;
       s.dirty = false;
       s.dumped = true;
       series[slot.key] = dumpValues(s.v);
+      const changed = full ? -1 : s.exemplarsChanged;
+      if (s.exemplars !== undefined && changed !== 0) {
+        (exemplars ??= {})[slot.key] = Array.from(s.exemplars, (e, b) => (e !== undefined && (changed & (1 << b)) !== 0 ? e : null));
+      }
+      s.exemplarsChanged = 0;
     }
     const removed = full ? [] : this.#removed;
     this.#removed = [];
-    return { instance: this.#instance, seq: ++this.#dumps, full, series, removed };
+    return { instance: this.#instance, seq: ++this.#dumps, full, series, removed, ...(exemplars !== undefined ? { exemplars } : {}) };
   }
 
   /**
@@ -533,6 +567,11 @@ export class TrafficMetrics implements Collector {
    * (`own`). The node's collector (`NodeTrafficMetrics`) adds its workers' here.
    */
   protected valuesOf(_key: string, own: Float64Array): Float64Array {
+    return own;
+  }
+
+  /** The request-duration exemplars a scrape shows for the series `key`, given this instance's (`own`). */
+  protected exemplarsOf(_key: string, own: readonly (Exemplar | undefined)[] | undefined): readonly (Exemplar | undefined)[] | undefined {
     return own;
   }
 
@@ -567,13 +606,13 @@ export class TrafficMetrics implements Collector {
 
   collect(out: ExpositionWriter): void {
     const all: Slot[] = [];
-    const live: { readonly labels: string; readonly v: Float64Array }[] = [];
+    const live: { readonly labels: string; readonly v: Float64Array; readonly ex: readonly (Exemplar | undefined)[] | undefined }[] = [];
     for (const slot of this.#slots.values()) {
       const series = slot.series;
       if (series === undefined) continue;
       all.push(slot);
       const v = this.valuesOf(slot.key, series.v);
-      if (touched(v)) live.push({ labels: series.labels, v });
+      if (touched(v)) live.push({ labels: series.labels, v, ex: out.openMetrics ? this.exemplarsOf(slot.key, series.exemplars) : undefined });
     }
     const N = TrafficMetricNames;
 
@@ -585,7 +624,7 @@ export class TrafficMetrics implements Collector {
       }
     }
     out.family(N.requestDuration, "Time from a request's start to the end of its response (HTTP), in seconds.", "histogram");
-    for (const s of live) if (hasObservations(s.v, RD, RB.length)) out.histogram(N.requestDuration, s.labels, RB_TEXT, s.v, RD, s.v[RD_SUM]!);
+    for (const s of live) if (hasObservations(s.v, RD, RB.length)) out.histogram(N.requestDuration, s.labels, RB_TEXT, s.v, RD, s.v[RD_SUM]!, s.ex);
     out.family(N.connectDuration, "Time to connect to an upstream endpoint, in seconds (successful connects).", "histogram");
     for (const s of live) if (hasObservations(s.v, CD, CB.length)) out.histogram(N.connectDuration, s.labels, CB_TEXT, s.v, CD, s.v[CD_SUM]!);
     out.family(N.activeConnections, "Open downstream connections (UDP: flows).", "gauge");

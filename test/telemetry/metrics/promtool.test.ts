@@ -2,7 +2,9 @@
  * The exposition and the deploy/observability files against Prometheus' own tool: `promtool check
  * metrics` on a real scrape (only kube-proxy's gauge-named-_total lint is allowed), `promtool check
  * rules` and `promtool test rules` on the alerts, `promtool check config` on the OTel Collector's
- * scrape config; the Grafana dashboard queries only metrics the gateway exposes.
+ * scrape config; the Grafana dashboard queries only metrics the gateway exposes. The OpenMetrics scrape
+ * (with exemplars) goes through promtool's OpenMetrics parser: `promtool check metrics` (2.42) reads
+ * only text format 0.0.4, so `promtool tsdb create-blocks-from openmetrics` reads it instead.
  */
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -25,7 +27,30 @@ async function promtool(args: string[], stdin?: string): Promise<{ code: number;
   return { code, lines: `${out}\n${err}`.split("\n").map((l) => l.trim()).filter((l) => l !== "") };
 }
 
-/** A gateway's metrics after some of everything: dual-stack syncs, every kind of traffic, health answers, watches. */
+/**
+ * Feeds an OpenMetrics scrape to `promtool tsdb create-blocks-from openmetrics` (which needs a timestamp on every
+ * sample: each sample line gets one, before its exemplar) in a directory removed afterwards.
+ */
+async function importOpenMetrics(text: string): Promise<{ code: number; lines: string[] }> {
+  const dir = mkdtempSync(join(tmpdir(), "kubegate-om-"));
+  try {
+    const ts = Math.floor(Date.now() / 1000);
+    const stamped = text
+      .split("\n")
+      .map((l) => {
+        if (l === "" || l.startsWith("#")) return l;
+        const ex = l.indexOf(" # {");
+        return ex < 0 ? `${l} ${ts}` : `${l.slice(0, ex)} ${ts}${l.slice(ex)}`;
+      })
+      .join("\n");
+    writeFileSync(join(dir, "scrape.om"), stamped);
+    return await promtool(["tsdb", "create-blocks-from", "openmetrics", join(dir, "scrape.om"), join(dir, "blocks")]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** A gateway's metrics after some of everything: dual-stack syncs, every kind of traffic (HTTP requests sampled), health answers, watches. */
 function busyGateway(): GatewayMetrics {
   const metrics = new GatewayMetrics({
     ipFamilies: ["IPv4", "IPv6"],
@@ -51,12 +76,12 @@ function busyGateway(): GatewayMetrics {
   const snapshot: Snapshot = { version: 1, entrypoints: eps.sort((a, b) => (a.key < b.key ? -1 : 1)), errors: [], node: { name: "node-a" } };
   metrics.applied(snapshot, { serviceChanges: 5, endpointChanges: 4, triggerTimes: [Date.now() - 1200, Date.now() - 300], buildMs: 1.5 }, 0.002);
   metrics.queued({ type: "delete", kind: "Service", key: "shop/old" });
-  for (const ep of eps) {
+  for (const [i, ep] of eps.entries()) {
     const t = metrics.traffic.forEntrypoint(ep);
     t.connOpened();
     t.connectDuration(0.0008);
     t.bytes(512, 4096);
-    for (const status of [101, 200, 304, 404, 502]) t.request(status, 0.004);
+    for (const status of [101, 200, 304, 404, 502]) t.request(status, 0.004 * status, { traceId: `${i}`.padStart(32, "a"), spanId: `${status}`.padStart(16, "b") });
     for (const reason of PROXY_ERROR_REASONS) t.error(reason);
   }
   return metrics;
@@ -119,6 +144,25 @@ describe("promtool check metrics", () => {
     expect(checked.code).toBe(3);
   });
 
+  test("the OpenMetrics scrape, with exemplars, passes promtool's OpenMetrics parser", async () => {
+    const res = busyGateway().handler(new Request("http://127.0.0.1/metrics", { headers: { Accept: "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5" } }));
+    expect(res.headers.get("content-type")).toBe("application/openmetrics-text; version=1.0.0; charset=utf-8");
+    const text = await res.text();
+    expect(text).toMatch(/^kubegate_request_duration_seconds_bucket\{.*\} \d+ # \{trace_id="a+\d",span_id="b+\d+"\} [\d.]+ [\d.]+$/m);
+    expect(text).toContain("# TYPE kubegate_requests counter\n");
+    const imported = await importOpenMetrics(text);
+    expect(imported.lines.join("\n")).not.toContain("error");
+    expect(imported.code).toBe(0);
+    // Every sample was read: the block holds one series per sample line.
+    const samples = text.split("\n").filter((l) => l !== "" && !l.startsWith("#")).length;
+    expect(imported.lines.join("\n")).toMatch(new RegExp(`\\s${samples}\\s+\\d+\\s+${samples}\\s`));
+  });
+
+  test("promtool's OpenMetrics parser does catch a broken exemplar (the check can fail)", async () => {
+    const bad = '# HELP x_seconds x\n# TYPE x_seconds histogram\nx_seconds_bucket{le="+Inf"} 1 # {trace_id="unterminated} 1 2\nx_seconds_sum 1\nx_seconds_count 1\n# EOF\n';
+    expect((await importOpenMetrics(bad)).code).not.toBe(0);
+  });
+
   test("promtool does catch a broken exposition (the check can fail)", async () => {
     const bad = "# HELP x_total x\n# TYPE x_total counter\nx_total{a=\"unterminated} 1\n";
     const checked = await promtool(["check", "metrics"], bad);
@@ -149,7 +193,7 @@ describe("grafana-dashboard.json", () => {
   test("parses, and queries only metric families the gateway exposes", async () => {
     const dashboard = JSON.parse(await Bun.file(join(observability, "grafana-dashboard.json")).text()) as {
       uid: string;
-      panels: { id: number; type: string; targets?: { expr: string }[] }[];
+      panels: { id: number; type: string; targets?: { expr: string; exemplar?: boolean }[] }[];
       templating: { list: { definition?: string }[] };
     };
     expect(dashboard.uid).toBe("kubegate-overview");
@@ -168,6 +212,9 @@ describe("grafana-dashboard.json", () => {
       return !(base !== name && histograms.has(base));
     });
     expect(missing).toEqual([]);
+    // The latency panel asks Grafana for exemplars (the traces of sampled requests).
+    const latency = dashboard.panels.flatMap((p) => p.targets ?? []).filter((t) => t.expr.includes("kubegate_request_duration_seconds_bucket"));
+    expect(latency.filter((t) => t.exemplar === true)).toHaveLength(1);
     // The headline panels the issue asks for are there.
     for (const name of ["kubegate_requests_total", "kubegate_proxy_errors_total", "kubegate_request_duration_seconds_bucket", "kubegate_active_connections", "kubegate_sent_bytes_total", "kubeproxy_network_programming_duration_seconds_bucket", "kubeproxy_sync_proxy_rules_duration_seconds_bucket", "kubeproxy_sync_proxy_rules_last_timestamp_seconds", "kubegate_watch_lists_total"]) {
       expect(queried).toContain(name);
