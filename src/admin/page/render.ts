@@ -381,6 +381,16 @@ export function renderPage<N>(h: H<N>, s: PageState): N[] {
     const y = (v: number): number => Math.round((H - 2 - (v / peak) * (H - 6)) * 10) / 10;
     const line = (vs: readonly number[]): string => vs.map((v, i) => `${x(i)},${y(v)}`).join(" ");
     const now = c.requests.at(-1) ?? 0;
+    // p99 latency (HTTP): its own strip below, on its own scale; steps without requests leave gaps.
+    const p99 = c.p99 ?? [];
+    const p99Top = Math.max(0, ...p99.map((v) => v ?? 0));
+    const p99Now = [...p99].reverse().find((v) => v !== null);
+    const PH = 28;
+    const p99Line = p99
+      .map((v, i) => (v === null ? null : `${x(i)},${Math.round((PH - 2 - (v / Math.max(p99Top, 0.001)) * (PH - 6)) * 10) / 10}`))
+      .filter((p) => p !== null)
+      .join(" ");
+    const ms = (v: number): string => (v < 10 ? `${Math.round(v * 10) / 10} ms` : `${num(Math.round(v))} ms`);
     return h(
       "figure",
       { class: "chart" },
@@ -391,11 +401,27 @@ export function renderPage<N>(h: H<N>, s: PageState): N[] {
         h("polyline", { class: "req", points: line(c.requests) }),
         c.errors.some((e) => e > 0) ? h("polyline", { class: "errs", points: line(c.errors) }) : null,
       ),
-      h("figcaption", null, h("code", null, c.key), " ", rate(now), muted(` peak ${rate(top)}`), c.changes.length ? muted(` · endpoints changed ${c.changes.length}×`) : null),
+      p99Line
+        ? h(
+            "svg",
+            { viewBox: `0 0 ${W} ${PH}`, width: W, height: PH, role: "img", "aria-label": `${c.key}: p99 latency over 15 minutes, peak ${ms(p99Top)}` },
+            h("polyline", { class: "p99", points: p99Line }),
+          )
+        : null,
+      h(
+        "figcaption",
+        null,
+        h("code", null, c.key),
+        " ",
+        rate(now),
+        muted(` peak ${rate(top)}`),
+        p99Now !== undefined && p99Now !== null ? muted(` · p99 ${ms(p99Now)}`) : null,
+        c.changes.length ? muted(` · endpoints changed ${c.changes.length}×`) : null,
+      ),
     );
   };
   const charts = s.charts?.length
-    ? section("charts", "Traffic over the last 15 minutes", h("p", { class: "muted" }, "Requests per second (errors in red), busiest first; ticks mark endpoint changes."), h("div", { class: "charts" }, s.charts.map(chart)))
+    ? section("charts", "Traffic over the last 15 minutes", h("p", { class: "muted" }, "Requests per second (errors in red) and, for HTTP, p99 latency below, busiest first; ticks mark endpoint changes."), h("div", { class: "charts" }, s.charts.map(chart)))
     : null;
 
   return charts ? [summary, sync, charts, entrypoints, errors, trafficSection] : [summary, sync, entrypoints, errors, trafficSection];

@@ -32,6 +32,7 @@ a { color: var(--info); }
 .chart svg { display: block; max-width: 100%; height: auto; }
 .chart .req { fill: none; stroke: var(--info); stroke-width: 1.5; }
 .chart .errs { fill: none; stroke: var(--bad); stroke-width: 1.5; }
+.chart .p99 { fill: none; stroke: var(--warn); stroke-width: 1.5; }
 .chart .change { stroke: var(--warn); stroke-width: 1; stroke-dasharray: 2 2; }
 .chart figcaption { margin-top: 4px; font-size: 12px; }
 .filter input { min-width: 18em; padding: 4px 6px; font: inherit; color: inherit; background: var(--bg); border: 1px solid var(--line); border-radius: 4px; }

@@ -125,6 +125,11 @@ export interface TrafficSample {
   readonly active: number;
   readonly bytesIn: number;
   readonly bytesOut: number;
+  /**
+   * HTTP: requests per latency bucket so far (`REQUEST_DURATION_BUCKETS`, then the overflow bucket; not cumulative),
+   * for the live page's p99 over time. Absent for TCP/UDP.
+   */
+  readonly latency?: readonly number[];
 }
 
 /** Metric family names of the per-Service metrics. */
@@ -599,6 +604,7 @@ export class TrafficMetrics implements Collector {
         active: v[ACTIVE]!,
         bytesIn: v[RX]!,
         bytesOut: v[TX]!,
+        ...(http ? { latency: Array.from(v.subarray(RD, RD + RB.length + 1)) } : {}),
       });
     }
     return out;

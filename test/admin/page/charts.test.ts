@@ -33,7 +33,8 @@ function busyView() {
     listeners: () => [],
     sources: () => [],
     traffic: (): TrafficSample[] => [
-      { key: "ns/web:http", requests: counts.web, errors: Math.floor(counts.web / 50), active: 3, bytesIn: 0, bytesOut: 0 },
+      // Every web request takes between 1 and 2.5 ms (the third latency bucket).
+      { key: "ns/web:http", requests: counts.web, errors: Math.floor(counts.web / 50), active: 3, bytesIn: 0, bytesOut: 0, latency: [0, 0, counts.web, ...new Array<number>(14).fill(0)] },
       { key: "ns/api:grpc", requests: counts.api, errors: 0, active: 1, bytesIn: 0, bytesOut: 0 },
       { key: "ns/idle:tcp", requests: counts.idle, errors: 0, active: 0, bytesIn: 0, bytesOut: 0 },
     ],
@@ -64,6 +65,9 @@ describe("live page charts", () => {
     expect(web.requests.at(-1)).toBe(120);
     expect(web.requests.slice(0, 3)).toEqual([10, 20, 30]);
     expect(web.changes).toEqual([7]);
+    // p99 of 1–2.5 ms requests, interpolated as histogram_quantile does; TCP ports have none.
+    expect(web.p99!.slice(1).every((v) => v !== null && v > 1 && v <= 2.5)).toBe(true);
+    expect(s.charts![2]!.p99).toBeUndefined();
     expect(s.charts![1]!.requests.every((r) => r === 20)).toBe(true);
     // A filter narrows the charts as it narrows the tables.
     const filtered = (await (await app.request("/api/state?q=api")).json()) as PageState;
@@ -102,6 +106,9 @@ describe("live page charts", () => {
       // A real drawing: the line spans most of the chart's width.
       expect(drawn[0]!.width).toBeGreaterThan(200);
       expect(await page.locator("figure.chart line.change").count()).toBe(1);
+      // The web chart has its p99 strip, in the SVG namespace too.
+      expect(await page.evaluate(() => [...document.querySelectorAll("figure.chart polyline.p99")].map((p) => p.namespaceURI))).toEqual(["http://www.w3.org/2000/svg"]);
+      expect(await page.locator("figure.chart figcaption").first().innerText()).toMatch(/p99 \d+(\.\d)? ms/);
       expect(problems).toEqual([]);
       const shot = join(await mkdtemp(join(tmpdir(), "kubegate-charts-")), "charts.png");
       await page.locator("#charts").screenshot({ path: shot });

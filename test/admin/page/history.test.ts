@@ -3,7 +3,8 @@
  * busiest Service ports first, endpoint changes marked, 15 minutes kept, deleted Services forgotten.
  */
 import { describe, expect, test } from "bun:test";
-import { HISTORY_POINTS, HISTORY_STEP_MS, TrafficHistory } from "../../../src/admin/page/history.ts";
+import { HISTORY_POINTS, HISTORY_STEP_MS, quantileMs, TrafficHistory } from "../../../src/admin/page/history.ts";
+import { REQUEST_DURATION_BUCKETS } from "../../../src/telemetry/metrics/buckets.ts";
 import type { Entrypoint } from "../../../src/model/types.ts";
 import type { TrafficSample } from "../../../src/telemetry/metrics/traffic.ts";
 import { endpoint, entrypoint } from "../../support/entrypoints.ts";
@@ -46,5 +47,33 @@ describe("TrafficHistory", () => {
     at += HISTORY_STEP_MS;
     h.record([], [], at);
     expect(h.charts(["ns/web:http"], 1)).toEqual([]);
+  });
+
+  test("p99 per step from the latency buckets' counts, as histogram_quantile interpolates; a step without requests is a gap", () => {
+    const n = REQUEST_DURATION_BUCKETS.length + 1;
+    const counts = (bucket: number, k: number) => Array.from({ length: n }, (_, i) => (i === bucket ? k : 0));
+    // 100 requests all in bucket 3: p99 is 99% of the way from bucket 2's bound to bucket 3's.
+    const lo = REQUEST_DURATION_BUCKETS[2]! * 1000;
+    const hi = REQUEST_DURATION_BUCKETS[3]! * 1000;
+    expect(quantileMs(counts(3, 100), 0.99)).toBeCloseTo(lo + 0.99 * (hi - lo), 6);
+    expect(quantileMs(counts(0, 0), 0.99)).toBeNull();
+    expect(quantileMs(counts(n - 1, 5), 0.99)).toBe(REQUEST_DURATION_BUCKETS.at(-1)! * 1000);
+
+    const h = new TrafficHistory();
+    const http = (requests: number, latency: number[]): TrafficSample => ({ ...sample("ns/web:http", requests), latency });
+    h.record([http(0, counts(3, 0))], [], T0);
+    h.record([http(100, counts(3, 100))], [], T0 + HISTORY_STEP_MS);
+    h.record([http(100, counts(3, 100))], [], T0 + 2 * HISTORY_STEP_MS); // nothing new: a gap
+    const more = counts(3, 100);
+    more[5] = 100; // 100 slower requests this step: its p99 lies in bucket 5
+    h.record([http(200, more)], [], T0 + 3 * HISTORY_STEP_MS);
+    const [c] = h.charts(["ns/web:http"], 1);
+    expect(c!.p99!.map((v) => (v === null ? null : Math.round(v * 100) / 100))).toEqual([
+      Math.round((lo + 0.99 * (hi - lo)) * 100) / 100,
+      null,
+      Math.round((REQUEST_DURATION_BUCKETS[4]! + 0.99 * (REQUEST_DURATION_BUCKETS[5]! - REQUEST_DURATION_BUCKETS[4]!)) * 100000) / 100,
+    ]);
+    // TCP Service ports (no latency) have no p99.
+    expect(new TrafficHistory().charts([], 1)).toEqual([]);
   });
 });

@@ -45,7 +45,12 @@ function seriesState(traffic: TrafficMetrics): unknown {
   return {
     size: traffic.size,
     tracked: traffic.trackedSeries,
-    samples: traffic.samples().sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)),
+    // Twins share a key (and may differ in protocol mid-churn): order by the whole sample.
+    samples: traffic
+      .samples()
+      .map((x) => JSON.stringify(x))
+      .sort()
+      .map((x) => JSON.parse(x) as unknown),
   };
 }
 

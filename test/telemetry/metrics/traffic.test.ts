@@ -121,7 +121,8 @@ describe("values match the traffic recorded", () => {
     t.error("connect_failed");
     expect(traffic.samples().sort((a, b) => a.key.localeCompare(b.key))).toEqual([
       { key: "shop/db:5432", requests: 2, errors: 1, active: 1, bytesIn: 0, bytesOut: 0 },
-      { key: "shop/web:http", requests: 2, errors: 1, active: 1, bytesIn: 10, bytesOut: 20 },
+      // HTTP: the requests per latency bucket too (both took 10 ms: the bucket whose bound is 0.01 s).
+      { key: "shop/web:http", requests: 2, errors: 1, active: 1, bytesIn: 10, bytesOut: 20, latency: REQUEST_DURATION_BUCKETS.map((b) => (b === 0.01 ? 2 : 0)).concat(0) },
     ]);
   });
 
