@@ -9,7 +9,8 @@ import { RingHash } from "../../src/balancer/ring-hash.ts";
 import { RoundRobin } from "../../src/balancer/round-robin.ts";
 import type { Balancer } from "../../src/balancer/types.ts";
 import type { Endpoint } from "../../src/model/types.ts";
-import { ep, manualClock, seeded } from "./conformance.ts";
+import { seeded } from "../support/random.ts";
+import { ep, manualClock } from "./conformance.ts";
 
 /** A cluster that served `old` (not slowed: the first endpoints), then also `added` from now. */
 function cluster(old: Endpoint[], added: Endpoint[]) {

@@ -9,6 +9,7 @@ import { describe, expect, test } from "bun:test";
 import { ClusterState } from "../../src/balancer/cluster-state.ts";
 import type { Balancer, PickContext } from "../../src/balancer/types.ts";
 import type { Endpoint } from "../../src/model/types.ts";
+import { seeded } from "../support/random.ts";
 
 /** What a factory gets: deterministic sources of randomness and time, and a cluster state on that clock. */
 export interface BalancerEnv {
@@ -49,17 +50,6 @@ export function ep(i: number, port = 8080): Endpoint {
   return { address: `10.0.0.${i}`, port, ready: true, serving: true, terminating: false };
 }
 
-/** A seeded PRNG (mulberry32): the same seed gives the same sequence. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A manual clock, ms. */
 export function manualClock(start = 1_000_000): { now: () => number; advance(ms: number): void } {

@@ -9,7 +9,7 @@ import { Maglev } from "../../src/balancer/maglev.ts";
 import { buildRing, RingHash } from "../../src/balancer/ring-hash.ts";
 import { canonicalKeys, TableCache } from "../../src/balancer/table-cache.ts";
 import type { Endpoint } from "../../src/model/types.ts";
-import { seeded } from "./conformance.ts";
+import { seeded } from "../support/random.ts";
 
 /** An endpoint at `address` (IPv4 or IPv6) on `port`. */
 function at(address: string, port = 8080): Endpoint {

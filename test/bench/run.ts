@@ -266,24 +266,8 @@ async function pipelineOnce(t: Target, durationS: number) {
 
 async function measurePipeline(t: Target, c: CaseDef, repeat: number): Promise<Sample> {
   const { res, cpu, wallS } = await pipelineOnce(t, opts.durationS);
-  const proxied = t.pid !== undefined;
-  return {
-    case: c.name,
-    target: t.name,
-    kind: t.kind,
-    repeat,
-    throughput: res.mps,
-    offeredRps: Number.NaN,
-    p50Ms: res.p50Ms,
-    p99Ms: res.p99Ms,
-    ops: res.messages,
-    errors: res.errors,
-    cpu: proxied ? cpu : undefined,
-    // CPU over the client's whole life (connecting and exiting too: a few ms) per message echoed in the run.
-    cpuPerOp: proxied && res.messages > 0 ? (cpu.totalS * 1e6) / res.messages : Number.NaN,
-    busyPct: proxied ? (cpu.totalS / wallS) * 100 : Number.NaN,
-    ...shares(cpu, wallS),
-  };
+  // Each message echoed is the run's unit of work.
+  return closedLoopSample(t, c, repeat, { rps: res.mps, requests: res.messages, errors: res.errors, p50Ms: res.p50Ms, p99Ms: res.p99Ms }, cpu, wallS);
 }
 
 /** nginx's keep-alive peak (median req/s of its quiet runs, if any) from this run, measuring it if that case was not run. */

@@ -10,7 +10,7 @@ import type { Endpoint, Entrypoint, SessionAffinity, TrafficPolicy } from "../..
 import { RouteBuilder } from "../../src/routes/builder.ts";
 import type { Route } from "../../src/routes/types.ts";
 import { entrypoint } from "../support/entrypoints.ts";
-import { seeded } from "../balancer/conformance.ts";
+import { seeded } from "../support/random.ts";
 
 const clientIp: SessionAffinity = { mode: "ClientIP", timeoutSeconds: 600 };
 

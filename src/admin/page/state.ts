@@ -7,6 +7,7 @@
  * Bounded: at most `limit` entrypoints (those matching the filter `q`), `ENDPOINTS_PER_ENTRYPOINT`
  * endpoints each, `MAX_ERRORS` errors; the summary counts cover everything.
  */
+import type { WorkerStatus } from "../../data-plane/types.ts";
 import type { SyncStatus } from "../../kube/source.ts";
 import type { Entrypoint, SessionAffinity, Snapshot } from "../../model/types.ts";
 
@@ -82,15 +83,8 @@ export interface PageStateFile {
   readonly error?: string;
 }
 
-/** One data plane worker process (`--workers`). */
-export interface PageWorker {
-  readonly worker: number;
-  readonly pid: number;
-  readonly ready: boolean;
-  readonly restarts: number;
-  readonly connections: number;
-  readonly requests: number;
-}
+/** One data plane worker process (`--workers`), as the data plane reports it. */
+export type PageWorker = WorkerStatus;
 
 /** Bind state of one listener (an address:port of an entrypoint). */
 export interface PageListener {

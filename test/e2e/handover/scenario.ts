@@ -18,6 +18,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { tcpMigrateReq } from "../../../src/config/host.ts";
 import { rt } from "../../../src/runtime/index.ts";
 import { startApiServer } from "../../support/apiserver.ts";
 import { type HttpLoadStats, PodNetwork, startHttpLoad, startHttpPod, startTcpEchoPod, startTcpLoad, type TcpLoadStats } from "../../support/pod-backends.ts";
@@ -310,13 +311,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     const r = spawnSync(process.execPath, ["src/main.ts", "prepare-node"], { cwd: root, encoding: "utf8" });
     prepareNode = { code: r.status ?? -1, output: `${r.stdout}${r.stderr}`.trim() };
   }
-  const migrate = (() => {
-    try {
-      return spawnSync("cat", ["/proc/sys/net/ipv4/tcp_migrate_req"], { encoding: "utf8" }).stdout.trim() === "1";
-    } catch {
-      return undefined;
-    }
-  })();
+  const migrate = tcpMigrateReq();
   await using api = await startApiServer({ bookmarkIntervalMs: 500, ...(options.lbController ? { rbac: "lb-controller" as const } : {}) });
   const net = new PodNetwork();
   const httpPods = [0, 1].map((i) => startHttpPod({ name: `web-${i}`, hostname: net.nextAddress(), port: 8080 }));

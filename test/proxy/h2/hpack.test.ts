@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { type HeaderField, HeaderListTooLarge, HpackDecoder, HpackEncoder, HpackError, isNeverIndexed } from "../../../src/proxy/h2/hpack.ts";
 import { HUFFMAN_BAD_PADDING, HUFFMAN_EOS, huffmanDecode, huffmanEncode, huffmanLength } from "../../../src/proxy/h2/huffman.ts";
-import { seeded } from "../../balancer/conformance.ts";
+import { seeded } from "../../support/random.ts";
 
 function hex(s: string): Uint8Array {
   const clean = s.replace(/\s+/g, "");

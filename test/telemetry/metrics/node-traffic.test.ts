@@ -18,21 +18,11 @@ import {
 } from "../../../src/telemetry/metrics/index.ts";
 import { entrypoint } from "../../support/entrypoints.ts";
 import { parseScrape, type Scrape, valueOf } from "../../support/metrics-parse.ts";
+import { seeded } from "../../support/random.ts";
 
 let version = 0;
 function snap(...eps: Entrypoint[]): Snapshot {
   return { version: ++version, entrypoints: [...eps].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)), errors: [], node: { name: "node-a" } };
-}
-
-/** A seeded generator (mulberry32). */
-function rng(seed: number) {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Durations that are sums of powers of two: histogram sums come out exact whatever the order of additions. */
@@ -108,7 +98,7 @@ const wire = (d: TrafficDump): TrafficDump => JSON.parse(JSON.stringify(d)) as T
 
 describe("NodeTrafficMetrics: the node's series summed over workers", () => {
   test("two workers' dumps expose exactly what one TrafficMetrics fed all the traffic does, round after round", () => {
-    const r = rng(7);
+    const r = seeded(7);
     const workers = [new Plane(), new Plane()];
     const reference = new Plane();
     const node = new NodeTrafficMetrics();
@@ -145,7 +135,7 @@ describe("NodeTrafficMetrics: the node's series summed over workers", () => {
   });
 
   test("over the series cap, the node's series and cap bookkeeping are one process's", () => {
-    const r = rng(11);
+    const r = seeded(11);
     const workers = [new Plane(2), new Plane(2)];
     const reference = new Plane(2);
     const node = new NodeTrafficMetrics({ maxSeries: 2 });
@@ -191,7 +181,7 @@ function wentBackwards(a: Scrape, b: Scrape): string[] {
 
 describe("a worker that restarts", () => {
   test("starts from zero, and the node's counters do not go backwards: the dead worker's counts are kept", () => {
-    const r = rng(3);
+    const r = seeded(3);
     let workers = [new Plane(), new Plane()];
     const reference = new Plane();
     const node = new NodeTrafficMetrics();
@@ -230,7 +220,7 @@ describe("a worker that restarts", () => {
   });
 
   test("remove() keeps what a worker counted; its late dumps are ignored, not counted twice", () => {
-    const r = rng(5);
+    const r = seeded(5);
     const workers = [new Plane(), new Plane()];
     const reference = new Plane();
     const node = new NodeTrafficMetrics();

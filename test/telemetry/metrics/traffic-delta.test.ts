@@ -8,6 +8,7 @@ import type { Entrypoint, EntrypointProtocol, Snapshot } from "../../../src/mode
 import { Registry, TrafficMetricNames as N, TrafficMetrics } from "../../../src/telemetry/metrics/index.ts";
 import { entrypoint } from "../../support/entrypoints.ts";
 import { parseScrape, valueOf } from "../../support/metrics-parse.ts";
+import { seeded } from "../../support/random.ts";
 
 const byKey = (a: Entrypoint, b: Entrypoint) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
@@ -27,17 +28,6 @@ function snap(eps: readonly Entrypoint[], base?: readonly Entrypoint[], changed?
 
 function lbOf(ep: Entrypoint): Entrypoint {
   return { ...ep, type: "LoadBalancer", key: `LoadBalancer/${ep.name}`, port: 80 };
-}
-
-/** A seeded generator (mulberry32). */
-function rng(seed: number) {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** What a scrape shows of the series: label sets of the connection gauge, which every tracked series exposes. */
@@ -60,7 +50,7 @@ describe("TrafficMetrics.sync with snapshot deltas", () => {
     const protocols: EntrypointProtocol[] = ["http", "tcp", "udp"];
     const seen = new Set<string>();
     for (let seed = 1; seed <= 40; seed++) {
-      const r = rng(seed);
+      const r = seeded(seed);
       const withDelta = new TrafficMetrics();
       const full = new TrafficMetrics();
       let current: Entrypoint[] = [];
