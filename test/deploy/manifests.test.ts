@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { type Config, parseFlags } from "../../src/config/flags.ts";
 import { loadConfig } from "../../src/config/load.ts";
-import { policyFor } from "../support/rbac.ts";
+import { GATEWAY_SUBJECT, policyFor } from "../support/rbac.ts";
 import { only, renderKustomization, repoRoot, type Manifest } from "./render.ts";
 
 /** Manifests are plain data, asserted field by field. */
@@ -19,6 +19,7 @@ type Any = any;
 const base = await renderKustomization("deploy/base");
 const edge = await renderKustomization("deploy/overlays/edge");
 const lb = await renderKustomization("deploy/overlays/lb-controller");
+const local = await renderKustomization("deploy/local");
 const deployments = [["base", base], ["edge", edge], ["lb-controller", lb]] as const;
 
 const podSpec = (objects: readonly Manifest[]): Any => (only(objects, "DaemonSet", "kubegate") as Any).spec.template.spec;
@@ -204,6 +205,24 @@ describe("RBAC", () => {
 
   test("the edge overlay grants what the base grants", () => {
     expect(policyFor(edge).scopes).toEqual(policyFor(base).scopes);
+  });
+
+  test("deploy/local: only RBAC; the base's rules without Nodes, plus get on pods and get/create on pods/portforward", () => {
+    expect(local.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual(["Namespace/kubegate-system", "ServiceAccount/kubegate", "ClusterRole/kubegate-local", "ClusterRoleBinding/kubegate-local"]);
+    expect((only(local, "ClusterRole", "kubegate-local") as Any).rules).toEqual([
+      { apiGroups: [""], resources: ["services"], verbs: ["list", "watch"] },
+      { apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "watch"] },
+      { apiGroups: [""], resources: ["events"], verbs: ["create", "patch"] },
+      { apiGroups: [""], resources: ["pods"], verbs: ["get"] },
+      { apiGroups: [""], resources: ["pods/portforward"], verbs: ["get", "create"] },
+    ]);
+    expect((only(local, "ClusterRoleBinding", "kubegate-local") as Any).subjects).toEqual([GATEWAY_SUBJECT]);
+    expect(policyFor(local).scopes.map((s) => s.role)).toEqual(["ClusterRole/kubegate-local"]);
+  });
+
+  test("deploy/local's Namespace and ServiceAccount are the base's, so applying both in any order changes nothing", () => {
+    expect(only(local, "Namespace")).toEqual(only(base, "Namespace"));
+    expect(only(local, "ServiceAccount")).toEqual(only(base, "ServiceAccount"));
   });
 });
 

@@ -137,22 +137,45 @@ describe("the test API server enforces the gateway's roles", () => {
     expect(api.forbidden).toEqual([]);
   });
 
-  test("each deployment binds its own roles: edge is base's, lb-controller adds the Lease and status rules", async () => {
-    const roles = async (d: "base" | "edge" | "lb-controller") => (await gatewayPolicy(d)).scopes.map((s) => s.role).sort();
+  test("each deployment binds its own roles: edge is base's, lb-controller adds the Lease and status rules, local has its own", async () => {
+    const roles = async (d: "base" | "edge" | "lb-controller" | "local") => (await gatewayPolicy(d)).scopes.map((s) => s.role).sort();
     expect(await roles("base")).toEqual(["ClusterRole/kubegate"]);
     expect(await roles("edge")).toEqual(["ClusterRole/kubegate"]);
     expect((await gatewayPolicy("edge")).grants()).toEqual((await gatewayPolicy("base")).grants());
     expect(await roles("lb-controller")).toEqual(["ClusterRole/kubegate", "ClusterRole/kubegate-lb-controller", "Role/kube-system/kubegate-lb-controller"]);
+    expect(await roles("local")).toEqual(["ClusterRole/kubegate-local"]);
   });
 
   test("the flags pick the deployment; a gateway cannot start on a server granting other roles", async () => {
     expect(deploymentFor([])).toBe("edge");
     expect(deploymentFor(["--lb-controller", "--lb-pool", "10.0.0.0/24"])).toBe("lb-controller");
     expect(() => deploymentFor(["--config", "x.yaml"])).toThrow("Cannot tell the deployment from a config file");
+    expect(deploymentFor(["--local"])).toBe("local");
+    expect(deploymentFor(["--endpoint-access=port-forward"])).toBe("local");
+    expect(deploymentFor(["--endpoint-access", "auto"])).toBe("local");
+    expect(deploymentFor(["--endpoint-access", "direct"])).toBe("edge");
+    expect(deploymentFor(["--endpoint-access=direct", "--lb-controller"])).toBe("lb-controller");
     await using lb = await startApiServer({ rbac: "lb-controller" });
     await expect(startTestGateway(lb, [])).rejects.toThrow(`The gateway's flags need the "edge" deployment's roles, but the test API server enforces "lb-controller"`);
     await using edge = await startApiServer();
     await expect(startTestGateway(edge, ["--lb-controller"])).rejects.toThrow(`need the "lb-controller" deployment's roles, but the test API server enforces "edge"`);
+    await using local = await startApiServer({ rbac: "local" });
+    await expect(startTestGateway(local, [])).rejects.toThrow(`need the "edge" deployment's roles, but the test API server enforces "local"`);
+  });
+
+  test("the local deployment: the model without Nodes, one Pod, and get and create on pods/portforward", async () => {
+    const local = await gatewayPolicy("local");
+    const ok = (verb: string, resource: string, extra: Partial<AccessRequest> = {}) => local.authorize(req(verb, resource, extra));
+    expect(ok("list", "services")).toBe(true);
+    expect(ok("watch", "endpointslices", { group: "discovery.k8s.io" })).toBe(true);
+    expect(ok("create", "events", { namespace: "default" })).toBe(true);
+    expect(ok("get", "pods", { namespace: "default", name: "web-1" })).toBe(true);
+    expect(ok("get", "pods", { namespace: "default", name: "web-1", subresource: "portforward" })).toBe(true);
+    expect(ok("create", "pods", { namespace: "default", name: "web-1", subresource: "portforward" })).toBe(true);
+    expect(ok("list", "nodes")).toBe(false);
+    expect(ok("list", "pods")).toBe(false);
+    expect(ok("create", "pods", { namespace: "default", name: "web-1", subresource: "exec" })).toBe(false);
+    expect(ok("patch", "services", { subresource: "status", name: "web" })).toBe(false);
   });
 
   test("a request the deployment refuses fails the gateway's test when the gateway is disposed", async () => {

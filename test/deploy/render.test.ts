@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { idOf, KustomizeError, renderKustomization, repoRoot, type Manifest } from "./render.ts";
 
-const KUSTOMIZATIONS = ["deploy/base", "deploy/overlays/edge", "deploy/overlays/lb-controller"] as const;
+const KUSTOMIZATIONS = ["deploy/base", "deploy/overlays/edge", "deploy/overlays/lb-controller", "deploy/local"] as const;
 const kubectl = Bun.which("kubectl");
 
 const byId = (objects: readonly Manifest[]) => new Map(objects.map((o) => [idOf(o), o]));

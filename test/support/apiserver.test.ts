@@ -138,12 +138,12 @@ describe("in-process server", () => {
     expect(groups.groups.map((g: Obj) => g.name).sort()).toEqual(["coordination.k8s.io", "discovery.k8s.io", "events.k8s.io"]);
     const core = (await call(api, "/api/v1")).body;
     expect(core).toMatchObject({ kind: "APIResourceList", groupVersion: "v1" });
-    expect(core.resources.map((r: Obj) => r.name)).toEqual(["services", "services/status", "nodes", "nodes/status", "events"]);
+    expect(core.resources.map((r: Obj) => r.name)).toEqual(["services", "services/status", "nodes", "nodes/status", "pods", "pods/status", "pods/portforward", "events"]);
     expect(core.resources[0]).toMatchObject({ name: "services", namespaced: true, kind: "Service", verbs: expect.arrayContaining(["list", "watch"]) });
     const discovery = (await call(api, "/apis/discovery.k8s.io/v1")).body;
     expect(discovery.resources).toEqual([expect.objectContaining({ name: "endpointslices", kind: "EndpointSlice", namespaced: true })]);
     expect((await call(api, "/version")).body).toMatchObject({ major: "1", gitVersion: expect.stringMatching(/^v1\./) });
-    expect((await call(api, "/api/v1/pods")).body).toMatchObject({ kind: "Status", reason: "NotFound", code: 404 });
+    expect((await call(api, "/api/v1/configmaps")).body).toMatchObject({ kind: "Status", reason: "NotFound", code: 404 });
   });
 
   test("list pages with limit/continue over a consistent snapshot", async () => {

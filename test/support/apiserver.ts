@@ -22,9 +22,16 @@
  * cert's CN, `kubegate-test`. Objects are stored as written (unknown fields kept, no round trip through the Go
  * types); EndpointSlice addresses may be loopback (see api-validation.ts).
  *
+ * Pods and `pods/{name}/portforward` over WebSocket (test/support/apiserver-portforward.ts): the request is
+ * checked as kube-apiserver 1.35 checks it (RBAC `get` by the filter, then `create` on `pods/portforward`,
+ * the pod, then "Upgrade request required"), and the WebSocket is served as the kubelet serves it
+ * (`v4.channel.k8s.io`, `v4.base64.channel.k8s.io` or none), relayed to where the test says the pod's port
+ * listens (`forwardPod`, or the `portForwardTarget` option). Pod IPs can be unroutable, as in kind.
+ *
  * RBAC: every resource request is decided by the roles one shipped deployment binds to the gateway's
- * ServiceAccount (rendered by test/support/rbac.ts): `rbac: "edge"` by default (deploy/base's roles), or
- * `rbac: "lb-controller"` for a cluster running the controller. Every identity of this server stands for that
+ * ServiceAccount (rendered by test/support/rbac.ts): `rbac: "edge"` by default (deploy/base's roles),
+ * `rbac: "lb-controller"` for a cluster running the controller, or `rbac: "local"` (deploy/local) for a
+ * gateway on a developer's machine that reaches pods through port-forward. Every identity of this server stands for that
  * ServiceAccount, so a gateway gets 403 for anything its deployment does not grant; the refusals are kept in
  * `forbidden` (test/support/gateway.ts fails a test whose gateway was refused). Objects that tests set up
  * through the in-process methods (`create`, `patch`, ...) and the controls are not requests and are not
@@ -35,11 +42,25 @@
  * api.create({ apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default" }, spec: {} });
  * const res = await fetch(`${api.url}/api/v1/services`, { tls: { ca: api.ca, cert: api.clientCert, key: api.clientKey } });
  */
-import { type IncomingMessage, type Server, type ServerResponse, createServer as createHttpServer } from "node:http";
+import { type IncomingMessage, type Server, type ServerResponse, STATUS_CODES, createServer as createHttpServer } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import { parse as parseYaml } from "yaml";
 import { DecodeError, type FieldError, invalidStatus, KIND_RULES, type KindRules } from "./api-validation.ts";
+import {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  checkKubeletPorts,
+  KubeletError,
+  negotiateProtocol,
+  parsePorts,
+  type PortForwardRecord,
+  PortForwards,
+  type PortTarget,
+  requestedProtocols,
+  sandboxIdOf,
+  websocketAccept,
+} from "./apiserver-portforward.ts";
 import { testCerts } from "./certs.ts";
 import { kubeconfigYaml, writeKubeconfigFile } from "./kubeconfig.ts";
 import { type Deployment, gatewayPolicy, type RbacPolicy } from "./rbac.ts";
@@ -48,6 +69,17 @@ import { type Deployment, gatewayPolicy, type RbacPolicy } from "./rbac.ts";
 // Public types
 
 /** What an authorizer is asked (the attributes of a resource request, like SubjectAccessReview). */
+export type { PortForwardRecord, PortTarget } from "./apiserver-portforward.ts";
+
+/** Options of {@link TestApiServer.waitForPortForwards}. */
+export interface WaitForPortForwardsOptions {
+  /** Exactly `count` open streams (default: at least). */
+  readonly exact?: boolean;
+  /** Count every stream opened so far (`portForwardTotal`) instead of the open ones. */
+  readonly total?: boolean;
+  readonly timeoutMs?: number;
+}
+
 export interface AccessRequest {
   readonly verb: string;
   readonly resource: string;
@@ -102,6 +134,28 @@ export interface ApiServerOptions {
    * NodePort conflict, which a real cluster never lets happen, for the gateway's conflict handling.
    */
   uniqueNodePorts?: boolean;
+  /**
+   * Serve `pods/{name}/portforward` WebSocket upgrades (default true). False answers like a cluster behind a
+   * proxy that strips `Upgrade`: 400 "Upgrade request required" to every port-forward request.
+   */
+  portForwardWebSockets?: boolean;
+  /**
+   * Where a pod's container port listens, for ports not registered with `forwardPod` (undefined: nothing
+   * listens, the error channel says "connection refused").
+   */
+  portForwardTarget?: (pod: object, containerPort: number) => PortTarget | undefined;
+  /**
+   * After the pod closes its side, keep relaying the client's bytes this long before closing (containerd
+   * waits up to 1000 ms for the other direction). Default 0: close at once.
+   */
+  portForwardLingerMs?: number;
+  /**
+   * What `/version` says (default "1.35.0": WebSocket port-forward needs `create` on pods/portforward since
+   * 1.35, which this server enforces whatever it says). For clients that decide by the server's version.
+   */
+  kubernetesVersion?: string;
+  /** Largest client message on a port-forward WebSocket (default 32 MiB, x/net/websocket's); more closes with 1009. */
+  portForwardMaxMessageBytes?: number;
 }
 
 /** One served request, for assertions. */
@@ -199,6 +253,27 @@ export interface TestApiServer extends AsyncDisposable {
   waitForWatches(count: number, options?: { resource?: string; timeoutMs?: number; exact?: boolean }): Promise<void>;
   /** Whether the server is listening (false between `down()` and `up()`). */
   readonly isUp: boolean;
+
+  /**
+   * Relay port-forwards to `namespace/pod`'s `containerPort` to `target` (a local listener); the pod's IP
+   * stays whatever the Pod object says. Registering again replaces; `target` undefined removes the route.
+   * @example api.forwardPod("default", "web-1", 8080, { hostname: "127.0.0.1", port: backend.port });
+   */
+  forwardPod(namespace: string, pod: string, containerPort: number, target: PortTarget | undefined): void;
+  /** Remove every route of one pod (its ports then refuse, like a pod whose process died). */
+  unforwardPod(namespace: string, pod: string): void;
+  /** Port-forward WebSockets open now. */
+  readonly portForwardCount: number;
+  /** Port-forward WebSockets opened since start (accepted upgrades, failed dials included). */
+  readonly portForwardTotal: number;
+  /** Every accepted port-forward WebSocket, oldest first (`clearRequests` does not empty it). */
+  readonly portForwards: readonly PortForwardRecord[];
+  /** Kill every open port-forward WebSocket and its pod connections abruptly (no close frame), like a kubelet restart. Returns how many. */
+  dropPortForwards(): number;
+  /** Resolves once `count` streams are open (or, with `total`, were ever opened); rejects after `timeoutMs` (default 5000). */
+  waitForPortForwards(count: number, options?: WaitForPortForwardsOptions): Promise<void>;
+  /** Switch WebSocket port-forward on or off at run time (see the `portForwardWebSockets` option). */
+  setPortForwardWebSockets(on: boolean): void;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -283,6 +358,8 @@ export interface ResourceType {
   readonly prepare?: (o: Obj, old: Obj | undefined, ctx: PrepareContext) => Obj;
   /** Release what `prepare` allocated. */
   readonly release?: (o: Obj, ctx: PrepareContext) => void;
+  /** Connect subresources (`pods/portforward`), listed in discovery; served by their own handlers. */
+  readonly connectSubresources?: readonly { readonly name: string; readonly kind: string; readonly verbs: readonly string[] }[];
 }
 
 const path = (o: Obj, ...keys: string[]): unknown => {
@@ -327,6 +404,24 @@ export const RESOURCE_TYPES: readonly ResourceType[] = [
     shortNames: ["no"],
     statusSubresource: true,
     fields: { "spec.unschedulable": (o) => fieldStr(path(o, "spec", "unschedulable") ?? false) },
+  },
+  {
+    group: "",
+    version: "v1",
+    kind: "Pod",
+    plural: "pods",
+    singular: "pod",
+    namespaced: true,
+    shortNames: ["po"],
+    statusSubresource: true,
+    connectSubresources: [{ name: "portforward", kind: "PodPortForwardOptions", verbs: ["create", "get"] }],
+    fields: {
+      "spec.nodeName": (o) => fieldStr(path(o, "spec", "nodeName")) ?? "",
+      "spec.restartPolicy": (o) => fieldStr(path(o, "spec", "restartPolicy")),
+      "spec.serviceAccountName": (o) => fieldStr(path(o, "spec", "serviceAccountName")),
+      "status.phase": (o) => fieldStr(path(o, "status", "phase")),
+      "status.podIP": (o) => fieldStr(path(o, "status", "podIP")),
+    },
   },
   {
     group: "coordination.k8s.io",
@@ -1483,6 +1578,30 @@ function errorResponse(e: ApiError): Response {
   return jsonResponse(e.status, e.code, headers);
 }
 
+/** The answer to a failed request: a Status, or the kubelet's plain text that kube-apiserver passes through. */
+const failureResponse = (e: unknown): Response => (e instanceof KubeletError ? e.response() : errorResponse(toApiError(e)));
+
+/** `namespace`/`name` of a `pods/{name}/portforward` path (segments already decoded). */
+function portForwardPath(segs: readonly string[]): { namespace: string; name: string } | undefined {
+  if (segs.length !== 7 || segs[0] !== "api" || segs[1] !== "v1" || segs[2] !== "namespaces" || segs[4] !== "pods" || segs[6] !== "portforward") return undefined;
+  return { namespace: segs[3]!, name: segs[5]! };
+}
+
+/** Whether a request asks for a WebSocket (wsstream.IsWebSocketRequest). */
+const isWebSocketRequest = (headers: Headers): boolean =>
+  (headers.get("upgrade") ?? "").toLowerCase() === "websocket" && /(^|[\s,])upgrade($|[\s,])/i.test(headers.get("connection") ?? "");
+
+/** Write a fetch Response on a raw socket (an upgrade request that is not accepted) and close it. */
+async function writeRawResponse(socket: Duplex, res: Response): Promise<void> {
+  const body = Buffer.from(await res.arrayBuffer());
+  let head = `HTTP/1.1 ${res.status} ${STATUS_CODES[res.status] ?? ""}\r\n`;
+  res.headers.forEach((v, k) => {
+    if (k !== "content-length" && k !== "connection" && k !== "transfer-encoding") head += `${k}: ${v}\r\n`;
+  });
+  head += `Date: ${new Date().toUTCString()}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
+  socket.end(Buffer.concat([Buffer.from(head, "latin1"), body]));
+}
+
 const toApiError = (e: unknown): ApiError =>
   e instanceof ApiError ? e : new ApiError(500, "InternalError", `Internal error occurred: ${e instanceof Error ? e.message : String(e)}`, undefined, { cause: e });
 
@@ -1515,6 +1634,8 @@ class ApiServerImpl implements TestApiServer {
   controlUrl: string | undefined;
   private readonly tls: boolean;
   private readonly requireClientCert: boolean;
+  private readonly pf = new PortForwards();
+  private pfWebSockets: boolean;
 
   constructor(
     private readonly options: ApiServerOptions,
@@ -1533,6 +1654,7 @@ class ApiServerImpl implements TestApiServer {
     this.hub = new WatchHub(this.store, options.bookmarkIntervalMs ?? 1000);
     this.tokens = options.tokens?.length ? [...options.tokens] : undefined;
     this.authorizer = options.authorize;
+    this.pfWebSockets = options.portForwardWebSockets ?? true;
   }
 
   // --- lifecycle -------------------------------------------------------------------------------------
@@ -1556,6 +1678,7 @@ class ApiServerImpl implements TestApiServer {
       this.sockets.add(socket);
       socket.once("close", () => this.sockets.delete(socket));
     });
+    server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.serveUpgrade(req, socket, head));
     await listenOn(server, port, hostname);
     this.server = server;
     this.port = (server.address() as { port: number }).port;
@@ -1582,14 +1705,7 @@ class ApiServerImpl implements TestApiServer {
     try {
       const chunks: Buffer[] = [];
       if (req.method !== "GET" && req.method !== "HEAD") for await (const c of req) chunks.push(c as Buffer);
-      const headers = new Headers();
-      for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(", ") : v);
-      const request = new Request(`${this.tls ? "https" : "http"}://${req.headers.host ?? "localhost"}${req.url ?? "/"}`, {
-        method: req.method ?? "GET",
-        headers,
-        ...(chunks.length ? { body: Buffer.concat(chunks) } : {}),
-      });
-      response = await handler(request);
+      response = await handler(this.toRequest(req, chunks.length ? Buffer.concat(chunks) : undefined));
     } catch (e) {
       response = errorResponse(toApiError(e));
     }
@@ -1632,6 +1748,135 @@ class ApiServerImpl implements TestApiServer {
     }
   }
 
+  private toRequest(req: IncomingMessage, body: Buffer | undefined): Request {
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(", ") : v);
+    return new Request(`${this.tls ? "https" : "http"}://${req.headers.host ?? "localhost"}${req.url ?? "/"}`, {
+      method: req.method ?? "GET",
+      headers,
+      ...(body ? { body: new Uint8Array(body) } : {}),
+    });
+  }
+
+  /**
+   * An HTTP upgrade: a `pods/{name}/portforward` WebSocket is checked like any request and then served like
+   * the kubelet serves it; any other upgrade is answered as the same request without one.
+   */
+  private async serveUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on("error", () => {}); // the client may go away at any point
+    const request = this.toRequest(req, undefined);
+    const url = new URL(request.url);
+    const segs = url.pathname.split("/").filter((s) => s !== "").map(decodeURIComponent);
+    const route = portForwardPath(segs);
+    if (!route) {
+      await writeRawResponse(socket, await this.handle(request));
+      return;
+    }
+    const log = (status: number): void => {
+      this.log.push({ method: request.method, path: url.pathname, query: Object.fromEntries(url.searchParams), status, watch: false, at: Date.now() });
+    };
+    let accepted: { pod: Obj; ports: number[] };
+    try {
+      const injected = await this.injectedFailure(url, false);
+      if (injected) {
+        log(injected.status);
+        await writeRawResponse(socket, injected);
+        return;
+      }
+      accepted = this.portForwardRequest(request, url, route, this.authenticate(request), isWebSocketRequest(request.headers));
+    } catch (e) {
+      const res = failureResponse(e);
+      log(res.status);
+      await writeRawResponse(socket, res);
+      return;
+    }
+    // golang.org/x/net/websocket's handshake, as the kubelet's streaming server runs it.
+    if (request.method !== "GET") {
+      log(405);
+      socket.end("HTTP/1.1 405 Method Not Allowed\r\n\r\nbad method");
+      return;
+    }
+    const key = req.headers["sec-websocket-key"];
+    if (req.headers["sec-websocket-version"] !== "13" || typeof key !== "string" || Buffer.from(key, "base64").length !== 16) {
+      log(400);
+      socket.end("HTTP/1.1 400 Bad Request\r\nSec-WebSocket-Version: 13\r\n\r\nmissing or bad WebSocket Version or Key");
+      return;
+    }
+    const protocol = negotiateProtocol(requestedProtocols(req.headers["sec-websocket-protocol"]));
+    if (protocol === undefined) {
+      log(403);
+      socket.end("HTTP/1.1 403 Forbidden\r\n\r\n");
+      return;
+    }
+    log(101);
+    socket.write(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Accept: ${websocketAccept(key)}\r\n` +
+        (protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : "") +
+        "\r\n",
+    );
+    const { namespace, name } = route;
+    const pod = accepted.pod;
+    const stream = this.pf.open(
+      {
+        namespace,
+        pod: name,
+        sandbox: sandboxIdOf(str(metaOf(pod)["uid"]) ?? name),
+        protocol,
+        ports: accepted.ports.map((port) => ({ port, target: this.pf.target(namespace, name, port) ?? this.options.portForwardTarget?.(structuredClone(pod), port) })),
+      },
+      this.options.portForwardLingerMs ?? 0,
+    );
+    (socket as Partial<Socket>).setNoDelay?.(true);
+    stream.start(socket, head, this.options.portForwardMaxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES);
+  }
+
+  /**
+   * The checks of a port-forward request, in kube-apiserver's order: RBAC for the HTTP verb (the filter),
+   * the `ports` conversion, RBAC `create` (PortForwardREST.Connect, 1.35's
+   * AuthorizePodWebsocketUpgradeCreatePermission), the pod, its host, the upgrade; then the kubelet's: ports
+   * given and non-zero, the pod running. Returns the pod and ports of a request to accept; throws otherwise.
+   */
+  private portForwardRequest(req: Request, url: URL, route: { namespace: string; name: string }, user: string, websocket: boolean): { pod: Obj; ports: number[] } {
+    const { namespace, name } = route;
+    const rs = this.store.resource("pods");
+    const verb = req.method === "POST" ? "create" : req.method === "GET" ? "get" : undefined;
+    if (verb === undefined) throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
+    const access: AccessRequest = { verb, resource: "pods", subresource: "portforward", group: "", namespace, name, user };
+    this.authorizeAccess(rs.type, access);
+    const ports = parsePorts(url.searchParams.getAll("ports"), (m) => new ApiError(400, "BadRequest", m));
+    if (verb !== "create") this.authorizeAccess(rs.type, { ...access, verb: "create" });
+    const pod = this.store.get(rs, namespace, name);
+    const phase = str(path(pod, "status", "phase"));
+    if (!str(path(pod, "spec", "nodeName")) && (phase === undefined || phase === "Pending")) {
+      throw new ApiError(400, "BadRequest", `pod ${name} does not have a host assigned`);
+    }
+    if (!(websocket && this.pfWebSockets)) {
+      if (this.pfWebSockets && req.headers.get("upgrade")) throw new KubeletError(400, `the test API server only serves port-forward over WebSocket, not ${JSON.stringify(req.headers.get("upgrade"))}`);
+      throw new ApiError(400, "BadRequest", "Upgrade request required");
+    }
+    checkKubeletPorts(ports);
+    // The kubelet finds only running pods (GetPods(all=false)).
+    if (phase !== "Running") throw new KubeletError(500, `pod not found (${JSON.stringify(`${name}_${namespace}`)})`);
+    return { pod, ports };
+  }
+
+  /** RBAC (and the test's authorizer) for one request; throws kube-apiserver's 403. */
+  private authorizeAccess(t: ResourceType, a: AccessRequest): void {
+    if (!this.authorizer && !this.policy) return;
+    // The test's authorizer first, so that it sees every request; then RBAC.
+    let allowed = this.authorizer?.(a) ?? true;
+    if (allowed && this.policy && !this.policy.authorize(a)) {
+      allowed = false;
+      this.denied.push(a);
+    }
+    if (allowed) return;
+    const res = a.subresource ? `${t.plural}/${a.subresource}` : t.plural;
+    const scope = a.namespace !== undefined ? `in the namespace "${a.namespace}"` : "at the cluster scope";
+    const what = a.name !== undefined ? `${qualified(t)} "${a.name}" is forbidden` : `${qualified(t)} is forbidden`;
+    throw new ApiError(403, "Forbidden", `${what}: User "${a.user}" cannot ${a.verb} resource "${res}" in API group "${t.group}" ${scope}`, detailsOf(t, a.name));
+  }
+
   get isUp(): boolean {
     return this.server !== undefined;
   }
@@ -1641,6 +1886,7 @@ class ApiServerImpl implements TestApiServer {
     if (!s) return;
     this.server = undefined;
     this.hub.dropAll();
+    this.pf.dropAll();
     await this.closeServer(s, true);
   }
 
@@ -1658,6 +1904,7 @@ class ApiServerImpl implements TestApiServer {
 
   async [Symbol.asyncDispose](): Promise<void> {
     this.hub.close();
+    this.pf.dropAll();
     const s = this.server;
     const c = this.controlServer;
     this.server = undefined;
@@ -1790,6 +2037,41 @@ class ApiServerImpl implements TestApiServer {
     return this.hub.until(ok, options.timeoutMs ?? 5000, what);
   }
 
+  forwardPod(namespace: string, pod: string, containerPort: number, target: PortTarget | undefined): void {
+    this.pf.forward(namespace, pod, containerPort, target);
+  }
+
+  unforwardPod(namespace: string, pod: string): void {
+    this.pf.unforwardPod(namespace, pod);
+  }
+
+  get portForwardCount(): number {
+    return this.pf.openCount;
+  }
+
+  get portForwardTotal(): number {
+    return this.pf.total;
+  }
+
+  get portForwards(): readonly PortForwardRecord[] {
+    return this.pf.records();
+  }
+
+  dropPortForwards(): number {
+    return this.pf.dropAll();
+  }
+
+  waitForPortForwards(count: number, options: WaitForPortForwardsOptions = {}): Promise<void> {
+    const n = (): number => (options.total ? this.pf.total : this.pf.openCount);
+    const ok = options.exact ? () => n() === count : () => n() >= count;
+    const what = () => `${options.exact ? "exactly" : "at least"} ${count} ${options.total ? "port-forward stream(s) opened in all" : "open port-forward stream(s)"} (now ${n()})`;
+    return this.pf.until(ok, options.timeoutMs ?? 5000, what);
+  }
+
+  setPortForwardWebSockets(on: boolean): void {
+    this.pfWebSockets = on;
+  }
+
   /** The controls over HTTP: `POST /_control/<name>` with a JSON body. */
   private async control(name: string, req: Request): Promise<Response> {
     try {
@@ -1863,8 +2145,23 @@ class ApiServerImpl implements TestApiServer {
           await this.waitForWatches(Number(body["count"] ?? 1), opts);
           return jsonResponse({ ok: true });
         }
+        case "forwardPod": {
+          const t = isObj(body["target"]) ? body["target"] : undefined;
+          this.forwardPod(String(ns), String(body["name"]), Number(body["port"]), t ? { hostname: String(t["hostname"] ?? "127.0.0.1"), port: Number(t["port"]) } : undefined);
+          return jsonResponse({ ok: true });
+        }
+        case "unforwardPod":
+          this.unforwardPod(String(ns), String(body["name"]));
+          return jsonResponse({ ok: true });
+        case "dropPortForwards":
+          return jsonResponse({ ok: true, dropped: this.dropPortForwards() });
+        case "portForwards":
+          return jsonResponse({ open: this.portForwardCount, total: this.portForwardTotal, streams: this.portForwards });
+        case "setPortForwardWebSockets":
+          this.setPortForwardWebSockets(body["on"] !== false);
+          return jsonResponse({ ok: true });
         case "state":
-          return jsonResponse({ url: this.url, port: this.port, up: this.isUp, resourceVersion: this.resourceVersion, watchCount: this.watchCount() });
+          return jsonResponse({ url: this.url, port: this.port, up: this.isUp, resourceVersion: this.resourceVersion, watchCount: this.watchCount(), portForwardCount: this.portForwardCount });
         default:
           throw new ApiError(404, "NotFound", `Unknown control "${name}"`);
       }
@@ -1885,7 +2182,7 @@ class ApiServerImpl implements TestApiServer {
     try {
       res = (await this.injectedFailure(url, watch)) ?? (await this.route(req, url, watch));
     } catch (e) {
-      res = errorResponse(toApiError(e));
+      res = failureResponse(e);
     }
     this.log.push({ method: req.method, path: url.pathname, query: Object.fromEntries(q), status: res.status, watch, at: Date.now() });
     return res;
@@ -1924,6 +2221,8 @@ class ApiServerImpl implements TestApiServer {
       if (req.method !== "GET") throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
       return jsonResponse(discovery);
     }
+    const pf = portForwardPath(segs);
+    if (pf) this.portForwardRequest(req, url, pf, user, false); // throws: not an upgrade
     const route = this.parseRoute(segs);
     if (!route) throw new ApiError(404, "NotFound", "the server could not find the requested resource");
     return this.serveResource(req, url, route, watch || route.legacyWatch, user);
@@ -1932,7 +2231,8 @@ class ApiServerImpl implements TestApiServer {
   private discovery(segs: string[]): unknown {
     const p = segs.join("/");
     if (p === "version") {
-      return { major: "1", minor: "33", gitVersion: "v1.33.0-kubegate-test", gitCommit: "0000000000000000000000000000000000000000", gitTreeState: "clean", buildDate: "2025-01-01T00:00:00Z", goVersion: "go1.24.0", compiler: "gc", platform: "linux/amd64" };
+      const [major = "1", minor = "35"] = (this.options.kubernetesVersion ?? "1.35.0").split(".");
+      return { major, minor, gitVersion: `v${this.options.kubernetesVersion ?? "1.35.0"}-kubegate-test`, gitCommit: "0000000000000000000000000000000000000000", gitTreeState: "clean", buildDate: "2025-01-01T00:00:00Z", goVersion: "go1.24.0", compiler: "gc", platform: "linux/amd64" };
     }
     if (p === "healthz" || p === "livez" || p === "readyz") return "ok";
     const groups = new Map<string, string[]>();
@@ -1968,6 +2268,7 @@ class ApiServerImpl implements TestApiServer {
         storageVersionHash: Buffer.from(`${t.group}/${t.version}/${t.kind}`).toString("base64").slice(0, 11),
       });
       if (t.statusSubresource) resources.push({ name: `${t.plural}/status`, singularName: "", namespaced: t.namespaced, kind: t.kind, verbs: ["get", "patch", "update"] });
+      for (const c of t.connectSubresources ?? []) resources.push({ name: `${t.plural}/${c.name}`, singularName: "", namespaced: t.namespaced, kind: c.kind, verbs: c.verbs });
     }
     return { kind: "APIResourceList", apiVersion: "v1", groupVersion: gv.group ? `${gv.group}/${gv.version}` : gv.version, resources };
   }
@@ -2031,29 +2332,15 @@ class ApiServerImpl implements TestApiServer {
     if (verb === undefined || (sub !== undefined && !["get", "update", "patch"].includes(verb))) {
       throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
     }
-    if (this.authorizer || this.policy) {
-      const a: AccessRequest = {
-        verb,
-        resource: t.plural,
-        group: t.group,
-        user,
-        ...(namespace !== undefined ? { namespace } : {}),
-        ...(sub !== undefined ? { subresource: sub } : {}),
-        ...(name !== undefined ? { name } : {}),
-      };
-      // The test's authorizer first, so that it sees every request; then RBAC.
-      let allowed = this.authorizer?.(a) ?? true;
-      if (allowed && this.policy && !this.policy.authorize(a)) {
-        allowed = false;
-        this.denied.push(a);
-      }
-      if (!allowed) {
-        const res = sub ? `${t.plural}/${sub}` : t.plural;
-        const scope = namespace !== undefined ? `in the namespace "${namespace}"` : "at the cluster scope";
-        const what = name !== undefined ? `${qualified(t)} "${name}" is forbidden` : `${qualified(t)} is forbidden`;
-        throw new ApiError(403, "Forbidden", `${what}: User "${user}" cannot ${verb} resource "${res}" in API group "${t.group}" ${scope}`, detailsOf(t, name));
-      }
-    }
+    this.authorizeAccess(t, {
+      verb,
+      resource: t.plural,
+      group: t.group,
+      user,
+      ...(namespace !== undefined ? { namespace } : {}),
+      ...(sub !== undefined ? { subresource: sub } : {}),
+      ...(name !== undefined ? { name } : {}),
+    });
     const ns = t.namespaced ? namespace : undefined;
     const subres = sub === "status" ? ("status" as const) : undefined;
     switch (verb) {

@@ -1,7 +1,8 @@
 /**
  * Kubernetes RBAC for the test API server: the roles one deployment of the gateway binds (deploy/overlays/edge,
- * whose RBAC is deploy/base's, or deploy/overlays/lb-controller, which adds the Lease and services/status
- * rules) decide every resource request, so the integration suite answers 403 to anything the deployment the
+ * whose RBAC is deploy/base's, deploy/overlays/lb-controller, which adds the Lease and services/status rules,
+ * or deploy/local, the role of a gateway on a developer's machine that reaches pods through port-forward)
+ * decide every resource request, so the integration suite answers 403 to anything the deployment the
  * gateway's flags imply does not grant: a gateway without `--lb-controller` gets only the base roles.
  *
  * Rule matching is kube-apiserver's (pkg/apis/rbac/v1/evaluation_helpers.go): `*` in apiGroups, resources
@@ -47,26 +48,44 @@ export const DEPLOYMENTS = {
   base: "deploy/base",
   edge: "deploy/overlays/edge",
   "lb-controller": "deploy/overlays/lb-controller",
+  local: "deploy/local",
 } as const;
 
 /** One shipped deployment (a key of {@link DEPLOYMENTS}). */
 export type Deployment = keyof typeof DEPLOYMENTS;
 
+/** The `--endpoint-access` value among args (`--endpoint-access=x` or `--endpoint-access x`), if given. */
+function endpointAccess(args: readonly string[]): string | undefined {
+  let value: string | undefined;
+  for (const [i, a] of args.entries()) {
+    if (a.startsWith("--endpoint-access=")) value = a.slice("--endpoint-access=".length);
+    else if (a === "--endpoint-access") value = args[i + 1];
+  }
+  return value;
+}
+
 /**
- * The deployment a gateway's command line needs: `lb-controller` with `--lb-controller` (the only flag that
- * needs more than the base roles), else `edge`.
+ * The deployment a gateway's command line needs: `local` with `--local` or `--endpoint-access` `port-forward`
+ * or `auto` (pods reached through pods/portforward, no Node object), `lb-controller` with `--lb-controller`,
+ * else `edge`.
  * @example deploymentFor(["--lb-controller", "--lb-pool", "10.0.0.0/24"]) // "lb-controller"
+ * @example deploymentFor(["--endpoint-access=auto"]) // "local"
  */
 export function deploymentFor(args: readonly string[]): Deployment {
-  const on = args.some((a) => a === "--lb-controller" || a === "--lb-controller=true");
   if (args.some((a) => a.startsWith("--config"))) {
-    throw new Error(`Cannot tell the deployment from a config file: pass --lb-controller on the command line (args: ${JSON.stringify(args)})`);
+    throw new Error(`Cannot tell the deployment from a config file: pass --lb-controller, --local or --endpoint-access on the command line (args: ${JSON.stringify(args)})`);
   }
+  const access = endpointAccess(args);
+  if (args.some((a) => a === "--local" || a === "--local=true") || access === "port-forward" || access === "auto") return "local";
+  const on = args.some((a) => a === "--lb-controller" || a === "--lb-controller=true");
   return on ? "lb-controller" : "edge";
 }
 
-/** Whether two deployments bind the same roles (base and edge do: the edge overlay only patches the DaemonSet). */
-export const sameRoles = (a: Deployment, b: Deployment): boolean => (a === "lb-controller") === (b === "lb-controller");
+/** The set of roles a deployment binds (base and edge bind the same: the edge overlay only patches the DaemonSet). */
+const roleSet = (d: Deployment): string => (d === "base" || d === "edge" ? "base" : d);
+
+/** Whether two deployments bind the same roles. */
+export const sameRoles = (a: Deployment, b: Deployment): boolean => roleSet(a) === roleSet(b);
 
 const has = (list: readonly string[], v: string): boolean => list.includes("*") || list.includes(v);
 
