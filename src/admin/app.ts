@@ -41,6 +41,8 @@ export interface AdminView {
   workers?(): unknown;
   /** The proxy's health as `/healthz`, `/livez` and `/readyz` report it (shown on the page). */
   health?(): AdminHealth;
+  /** How endpoints are reached (`--endpoint-access` other than direct): mode, `auto`'s decisions, dial counts. */
+  endpointAccess?(): object | undefined;
   /** This gateway's place in the node's succession as JSON (`control-plane/succession.ts`): role and peers. */
   succession?(): object;
   /** The state file's status (`--state-file`): whether the gateway serves replayed, unconfirmed objects. */
@@ -151,6 +153,7 @@ export function adminApp(view: AdminView, options: AdminAppOptions = {}): Hono {
       ...(view.controller ? { controller: view.controller() } : {}),
       ...(view.workers ? { workers: view.workers() } : {}),
       ...(view.succession ? { succession: view.succession() } : {}),
+      ...(view.endpointAccess ? { endpointAccess: view.endpointAccess() } : {}),
     }),
   );
   if (view.metrics) {

@@ -116,6 +116,9 @@ export const ConfigFile = v.object({
   handoverSocket: v.optional(Str),
   maxEndpointsPerService: v.optional(Count),
   metricsMaxSeries: v.optional(Count),
+  local: v.optional(Bool),
+  endpointAccess: v.optional(v.picklist(["direct", "port-forward", "auto"], (i) => `expected direct, port-forward or auto, ${got(i)}`)),
+  lbPortOffset: v.optional(Count),
   workers: v.optional(
     v.pipe(
       v.union([v.number(), Str], (i) => `expected a number of workers or "auto", ${got(i)}`),

@@ -19,6 +19,9 @@ export interface FlagSpec {
 export const flagSpecs = {
   kubeconfig: { key: "kubeconfig", type: "string", help: "Path to a kubeconfig. Default: $KUBECONFIG, ~/.kube/config, then in-cluster." },
   manifests: { key: "manifests", type: "string", help: "Serve the Service/EndpointSlice/Node objects in this YAML/JSON file or directory instead of a cluster (watched for changes)." },
+  local: { key: "local", type: "boolean", default: false, help: "Run on a developer's machine beside a local cluster (kind, k3d, minikube): serve every NodePort and LoadBalancer Service on 127.0.0.1, reach pods through the API server when they are not routable (--endpoint-access auto), watch no Node, one process, no hand-over. Flags given explicitly still win." },
+  "endpoint-access": { key: "endpointAccess", type: "string", default: "direct", help: "How endpoints are reached: direct (TCP to the pod IP), port-forward (through the API server's pods/portforward over WebSocket, per client connection), or auto (direct where the pod network is routable, else port-forward; decided per endpoint network and logged). Default direct; auto with --local." },
+  "lb-port-offset": { key: "lbPortOffset", type: "string", default: "0", help: "Serve LoadBalancer ports below 1024 on port + this (e.g. 8000: port 80 on 8080), for a gateway that may not bind privileged ports. 0: as declared." },
   "hostname-override": { key: "hostnameOverride", type: "string", help: "This node's name (matches Node and EndpointSlice nodeName). Default: the hostname." },
   "nodeport-addresses": { key: "nodePortAddresses", type: "string", default: "", help: "Comma-separated CIDRs; NodePort and LoadBalancer listeners bind only the host addresses inside them. Default: all host addresses." },
   "service-proxy-name": { key: "serviceProxyName", type: "string", default: "kubegate", help: "Serve Services labelled service.kubernetes.io/service-proxy-name=<this>." },
@@ -108,7 +111,8 @@ const AddressList = v.pipe(
 export const Config = v.object({
   kubeconfig: v.optional(v.string()),
   manifests: v.optional(v.string()),
-  nodeName: v.pipe(v.string(), v.minLength(1)),
+  /** Empty only with `--local` (no Node: see {@link LOCAL_DEFAULTS}). */
+  nodeName: v.string(),
   nodePortAddresses: CidrList,
   serviceProxyName: v.pipe(v.string(), v.minLength(1)),
   allServices: v.boolean(),
@@ -155,6 +159,10 @@ export const Config = v.object({
   handoverSocket: v.pipe(v.string(), v.minLength(1, 'Expected "auto", "none", @name or a path')),
   maxEndpointsPerService: Count,
   metricsMaxSeries: Count,
+  /** `--local`: the laptop preset (its defaults are applied in {@link parseFlags}; the model serves off-cluster). */
+  local: v.boolean(),
+  endpointAccess: v.picklist(["direct", "port-forward", "auto"], 'Expected direct, port-forward or auto'),
+  lbPortOffset: v.pipe(Count, v.maxValue(64_512, "Expected an offset from 0 to 64512 (port 1023 + offset must be a port)")),
   /** `--workers`: a number of worker processes, or 0 for auto (resolved at start, see `config/host.ts`). */
   workers: v.pipe(
     v.string(),
@@ -186,6 +194,7 @@ const configKeyOf = {
   "outlier-consecutive-failures": "outlierConsecutiveFailures", "outlier-ejection-time": "outlierEjectionTimeMs",
   "outlier-max-ejection-percent": "outlierMaxEjectionPercent", "trusted-proxies": "trustedProxies", "shutdown-delay": "shutdownDelayMs",
   "state-file": "stateFile", "handover-socket": "handoverSocket", "max-endpoints-per-service": "maxEndpointsPerService", "metrics-max-series": "metricsMaxSeries", workers: "workers",
+  local: "local", "endpoint-access": "endpointAccess", "lb-port-offset": "lbPortOffset",
 } as const satisfies Partial<Record<FlagName, keyof Config>>;
 
 /** The flag that sets each Config key. */
@@ -197,6 +206,23 @@ export type ParsedArgs =
   /** `configFile`: the `--config` path, when given (the caller reads it and parses again with `file`). */
   | { readonly kind: "run"; readonly config: Config; readonly configFile?: string }
   | { readonly kind: "error"; readonly message: string };
+
+/**
+ * What `--local` changes (a layer between the config file and the flags' defaults: anything given explicitly wins).
+ * A developer's machine is not a Node: no Node is watched (`hostname-override` empty), every NodePort and
+ * LoadBalancer Service is served (the local cluster runs its own kube-proxy, so the scoping label means nothing
+ * here), on loopback only, in one process, without the DaemonSet's hand-over, and pods are reached through the API
+ * server when their network is not routable from here.
+ */
+export const LOCAL_DEFAULTS: FlagValues = {
+  "hostname-override": "",
+  "all-services": true,
+  "host-addresses": "127.0.0.1",
+  "healthz-bind-address": "127.0.0.1:10356",
+  "endpoint-access": "auto",
+  workers: "1",
+  "handover-socket": "none",
+};
 
 /** `--help` text, generated from {@link flagSpecs}. */
 export function helpText(): string {
@@ -250,8 +276,9 @@ export function parseFlags(argv: readonly string[], defaults: FlagDefaults): Par
   }
   const fileValues: FlagValues = defaults.file?.values ?? {};
   const fromFile = (name: FlagName) => values[name] === undefined && fileValues[name] !== undefined;
+  const local = (values.local ?? fileValues.local) === true;
   const get = (name: FlagName): string | boolean | undefined =>
-    values[name] ?? fileValues[name] ?? (flagSpecs[name] as FlagSpec).default;
+    values[name] ?? fileValues[name] ?? (local ? LOCAL_DEFAULTS[name] : undefined) ?? (flagSpecs[name] as FlagSpec).default;
   if (values.help) return { kind: "help", text: helpText() };
   if (values.version) return { kind: "version" };
   const raw: Record<string, string | boolean | undefined> = {};
@@ -277,6 +304,12 @@ export function parseFlags(argv: readonly string[], defaults: FlagDefaults): Par
   const origin = (flag: FlagName) => (fromFile(flag) ? `${(flagSpecs[flag] as FlagSpec).key} in "${defaults.file?.path}"` : `--${flag}`);
   if (result.output.kubeconfig && result.output.manifests) {
     return { kind: "error", message: `Options ${origin("kubeconfig")} and ${origin("manifests")} are exclusive: pick one source` };
+  }
+  if (result.output.nodeName === "" && !result.output.local) {
+    return { kind: "error", message: `Invalid ${origin("hostname-override")} "": a node name is needed (empty only with --local, which watches no Node)` };
+  }
+  if (result.output.endpointAccess !== "direct" && result.output.manifests) {
+    return { kind: "error", message: `Option ${origin("endpoint-access")} ${result.output.endpointAccess} reaches pods through an API server: it cannot be used with ${origin("manifests")}` };
   }
   if (result.output.lbController && result.output.manifests) {
     return { kind: "error", message: `Option ${origin("lb-controller")} needs a cluster: it cannot be used with ${origin("manifests")}` };

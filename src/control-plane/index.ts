@@ -7,6 +7,7 @@
  * Data flows one way: source events -> store (coalesced, incremental) -> snapshot -> `dataPlane.apply` (bind /
  * switch routes / drain) and the service-health servers -> health, metrics, Events, admin subscribers.
  */
+import { hostname } from "node:os";
 import { adminApp, type AdminView } from "../admin/app.ts";
 import { type HealthCounts, HealthState, healthApp } from "../admin/proxy-health.ts";
 import type { Config } from "../config/flags.ts";
@@ -85,6 +86,8 @@ export function modelOptions(config: Config): ModelOptions {
     allServices: config.allServices,
     claimUnclassedLoadBalancers: config.lbClaimUnclassed,
     maxEndpointsPerService: config.maxEndpointsPerService,
+    ...(config.lbPortOffset > 0 ? { lbPortOffset: config.lbPortOffset } : {}),
+    ...(config.local ? { offCluster: true } : {}),
   };
 }
 
@@ -144,7 +147,8 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
   metrics.registry.register(processMetrics);
   // healthCheckNodePort servers answer with the proxy's health, not the node's eligibility (kube-proxy's IsHealthy).
   const serviceHealth = new ServiceHealthServers({ proxyHealthy: () => health.healthy().healthy && !health.shuttingDown && health.serving, log, reusePort });
-  const events = client ? new EventRecorder({ client, nodeName: config.nodeName, log }) : undefined;
+  // Off the cluster (--local) there is no node name: Events name the machine instead.
+  const events = client ? new EventRecorder({ client, nodeName: config.nodeName || hostname(), log }) : undefined;
   const reportBindFailures = events ? bindFailureEvents(events, dataPlane, serviceHealth) : () => {};
   const reportModelErrors = events ? modelErrorEvents(events) : () => {};
   const ready = Promise.withResolvers<void>();
@@ -246,6 +250,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
       ...(controller ? { controller: () => controller.status() } : {}),
       ...(dataPlane.workers ? { workers: () => dataPlane.workers!() } : {}),
       ...(succession ? { succession: () => succession.status() } : {}),
+      ...(dataPlane.endpointAccess ? { endpointAccess: () => dataPlane.endpointAccess!() } : {}),
     };
     const aApp = adminApp(view, { signal: closing.signal });
     adminServer = rt.serveHttp({ hostname: config.metricsBindAddress.host, port: config.metricsBindAddress.port, reusePort, fetch: (r) => aApp.fetch(r) });

@@ -12,7 +12,10 @@
 import { ListenerManager } from "../listeners/manager.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { rt } from "../runtime/index.ts";
+import { routeError } from "../runtime/route-check.ts";
 import type { Snapshot } from "../model/types.ts";
+import { endpointAccess, useEndpointAccess } from "../proxy/dial.ts";
+import { EndpointAccess } from "../proxy/endpoint-access.ts";
 import { createH2Proxy } from "../proxy/h2/index.ts";
 import { createHttpProxy } from "../proxy/http/index.ts";
 import { createTcpProxy } from "../proxy/tcp/index.ts";
@@ -59,6 +62,9 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
     serviceVersion: t.serviceVersion,
     onShutdownError: (e) => log.warn("Trace export failed on shutdown", { error: String(e) }),
   });
+  // --endpoint-access port-forward|auto: the kubeconfig and the WebSocket client load only when asked for.
+  const access = settings.endpointAccess ? await endpointAccessFor(settings.endpointAccess, log) : undefined;
+  useEndpointAccess(access);
   // Worker processes share the pod's stdout: the access log cuts its writes to a pipe into atomic pieces (PIPE_BUF).
   const accessLog = settings.accessLog
     ? new AccessLog({ worker: deps.worker, sample: settings.accessLogSample, file: settings.accessLogFile })
@@ -105,6 +111,7 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
     connections: () => (proxy.connections ? { active: proxy.connections.active, refused: proxy.connections.refused } : undefined),
     traffic: () => trafficMetrics.samples(),
     accessLogDropped: () => accessLog?.dropped ?? 0,
+    ...(access ? { endpointAccess: () => ({ mode: access.mode, decisions: access.decisions(), dials: structuredClone(access.counts) }) } : {}),
     reopenAccessLog: () => accessLog?.reopen(),
     [Symbol.asyncDispose]: () =>
       (disposed ??= (async () => {
@@ -112,8 +119,16 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
         routes[Symbol.dispose]();
         dns[Symbol.dispose]();
         stopReopen?.();
+        if (access !== undefined && endpointAccess() === access) useEndpointAccess(undefined);
         await accessLog?.close();
         await tracing?.shutdown();
       })()),
   };
+}
+
+/** The port-forward dialer over the kubeconfig's API server, and the access `mode` on top of it. */
+async function endpointAccessFor(s: NonNullable<DataPlaneSettings["endpointAccess"]>, log: Logger): Promise<EndpointAccess> {
+  const [{ loadKubeConfig }, { PortForwardDialer }] = await Promise.all([import("../kube/kubeconfig.ts"), import("../kube/portforward.ts")]);
+  const connection = await loadKubeConfig(s.kubeconfig);
+  return new EndpointAccess({ mode: s.mode, connectTcp: rt.connectTcp, portForward: new PortForwardDialer(connection), routeError, log });
 }

@@ -42,6 +42,9 @@ export function dataPlaneSettings(config: Config, serviceVersion: string): DataP
     accessLog: config.accessLog,
     ...(config.accessLogSample < 1 ? { accessLogSample: config.accessLogSample } : {}),
     ...(config.accessLogFile !== undefined ? { accessLogFile: config.accessLogFile } : {}),
+    ...(config.endpointAccess !== "direct"
+      ? { endpointAccess: { mode: config.endpointAccess, ...(config.kubeconfig !== undefined ? { kubeconfig: config.kubeconfig } : {}) } }
+      : {}),
     tracing: {
       // An OTLP endpoint in the environment turns tracing on (unless --tracing=false or OTEL_SDK_DISABLED, see setup.ts).
       wanted: config.tracing || Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),

@@ -11,6 +11,7 @@
  *  SIGTERM  ── closing, drain(graceMs) ─────────▶ Connection: close, stop accepting, drain
  * ```
  */
+import type { AccessDecision, DialCounts, EndpointAccessMode } from "../proxy/endpoint-access.ts";
 import type { BalancerAlgorithm, Snapshot } from "../model/types.ts";
 import type { OutlierStats } from "../balancer/cluster-state.ts";
 import type { EntrypointListeners, ListenerCounts } from "../listeners/report.ts";
@@ -70,6 +71,11 @@ export interface DataPlaneSettings {
   /** Append the access log to this file, reopened on SIGUSR1 (`--access-log-file`); absent: stdout. */
   readonly accessLogFile?: string | undefined;
   readonly tracing: TracingSettings;
+  /**
+   * `--endpoint-access port-forward|auto`: the data plane reaches pods through the API server's port-forward too (each
+   * data plane process loads the kubeconfig itself; credentials do not cross the worker channel). Absent: direct.
+   */
+  readonly endpointAccess?: { readonly mode: "port-forward" | "auto"; readonly kubeconfig?: string | undefined } | undefined;
   /** Bind listeners with SO_REUSEPORT (set for worker processes, which all bind every entrypoint). */
   readonly reusePort?: boolean | undefined;
 }
@@ -130,6 +136,17 @@ export interface DataPlane extends AsyncDisposable {
   onListenersChanged?(handler: () => void): void;
   /** Whether anything serves now (worker processes: at least one is up); absent: always (in process). */
   serving?(): boolean;
+  /** How endpoints are reached (`--endpoint-access` other than direct, in process); absent: direct, or workers. */
+  endpointAccess?(): EndpointAccessStatus;
+}
+
+/** `--endpoint-access` as the data plane applies it (admin `/api/status`). */
+export interface EndpointAccessStatus {
+  readonly mode: EndpointAccessMode;
+  /** `auto`'s decisions per endpoint network. */
+  readonly decisions: readonly AccessDecision[];
+  /** Connections opened (ok) and not (failed), by how. */
+  readonly dials: DialCounts;
 }
 
 /** One worker as the control plane sees it (admin `/api/status`). */

@@ -54,6 +54,8 @@ export class ApiServerSource implements Source {
       new Reflector({ ...tuning, client, kind, sink, ...extra });
     this.#reflectors = [make("Service", { namespace }), make("EndpointSlice", { namespace })];
     if (nodeName) this.#reflectors.push(make("Node", { fieldSelector: `metadata.name=${nodeName}` }));
+    // Off the cluster (`--local`) there is no Node to watch: the Nodes it would have listed are none, synced now.
+    else sink.synced("Node");
     for (const r of this.#reflectors) r.start();
   }
 

@@ -180,7 +180,7 @@ export const FILE_LIMIT_ADVICE = "raise the nofile limit (ulimit -n, systemd Lim
 const bindReasons: Readonly<Record<string, { readonly text: string; readonly label: string }>> = {
   EADDRINUSE: { text: "address already in use", label: "address_in_use" },
   EADDRNOTAVAIL: { text: "address not available on this host", label: "address_not_available" },
-  EACCES: { text: "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)", label: "permission_denied" },
+  EACCES: { text: "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE; a LoadBalancer port can be moved up with --lb-port-offset)", label: "permission_denied" },
   EPERM: { text: "permission denied", label: "permission_denied" },
   EMFILE: { text: `too many open files (EMFILE)`, label: "too_many_open_files" },
   ENFILE: { text: "the system's file table is full (ENFILE): raise fs.file-max", label: "too_many_open_files" },

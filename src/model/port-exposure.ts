@@ -5,7 +5,9 @@
  * - LoadBalancer entrypoint per port when kubegate implements the Service's load balancer (in-scope.ts), on the
  *   Service `port` (ServiceLB style): the NodePort addresses plus every `status.loadBalancer.ingress[].ip` and
  *   `spec.externalIPs` entry that is an address of this host (of the Service's `ipFamilies`, when set).
- * - `externalTrafficPolicy` picks each port's serving endpoints (endpoints.ts `selectEndpoints`), capped by
+ * - With `lbPortOffset`, LoadBalancer entrypoints of ports below 1024 listen on the port plus the offset.
+ * - `externalTrafficPolicy` picks each port's serving endpoints (endpoints.ts `selectEndpoints`; `Local` selects as
+ *   `Cluster` off the cluster, `offCluster`), capped by
  *   `--max-endpoints-per-service` (reason `TooManyEndpoints`: the first that-many by address serve).
  * - `sessionAffinity`: `ClientIP` with `sessionAffinityConfig.clientIP.timeoutSeconds` (default 10800; outside
  *   1..86400 is an error and the default applies); HTTP entrypoints add the cookie of `kubegate.io/affinity-cookie`.
@@ -199,7 +201,8 @@ export function exposePorts(
       if (cluster) return cluster;
       const old = common.prevClusters.get(epName);
       const endpoints = mergeEndpoints(sp, infos, ctx.nodeName, old?.endpoints);
-      const chosen = selectEndpoints(endpoints, { nodeName: ctx.nodeName, zone: ctx.zone, policy: externalTrafficPolicy, trafficDistribution: spec.trafficDistribution });
+      const policy = ctx.prepared.options.offCluster ? "Cluster" : externalTrafficPolicy;
+      const chosen = selectEndpoints(endpoints, { nodeName: ctx.nodeName, zone: ctx.zone, policy, trafficDistribution: spec.trafficDistribution });
       const limited = limitServing(endpoints, chosen.serving, ctx.prepared.options.maxEndpointsPerService, portLabel, report);
       const serving = old && sameList(old.serving, limited) ? old.serving : limited;
       const selection = old && sameSelection(old.selection, chosen.selection) ? old.selection : chosen.selection;
@@ -239,6 +242,15 @@ export function exposePorts(
     };
     if (sp.nodePort !== undefined && sp.nodePort > 0) add("NodePort", nodePorts, sp.nodePort);
     else if (spec.type === "NodePort") report(`Port "${portLabel}" has no nodePort: skipped`);
-    if (ourLoadBalancer) add("LoadBalancer", lbList, sp.port);
+    if (ourLoadBalancer) add("LoadBalancer", lbList, lbPort(sp.port, ctx.prepared.options.lbPortOffset ?? 0));
   });
+}
+
+/**
+ * The port a LoadBalancer entrypoint listens on: the Service port, or with `--lb-port-offset` a privileged one (below
+ * 1024) moved up by the offset (80 -> 8080 with 8000). The flag bounds the offset so the result is a port.
+ * @example lbPort(80, 8000) // 8080
+ */
+export function lbPort(port: number, offset: number): number {
+  return offset > 0 && port < 1024 ? port + offset : port;
 }

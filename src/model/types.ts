@@ -258,4 +258,15 @@ export interface ModelOptions {
    * the first this-many serving endpoints in sorted order; 0 or absent: no limit.
    */
   readonly maxEndpointsPerService?: number | undefined;
+  /**
+   * `--lb-port-offset`: LoadBalancer entrypoints of Service ports below 1024 listen on the port plus this (a gateway
+   * that may not bind privileged ports, e.g. on a developer's machine). 0 or absent: the declared port.
+   */
+  readonly lbPortOffset?: number | undefined;
+  /**
+   * `--local`: this gateway runs off the cluster (a developer's machine, not a Node). No endpoint is on this node, so
+   * `externalTrafficPolicy: Local` would leave every Service without endpoints: off the cluster it selects as
+   * `Cluster` does (the selection says so).
+   */
+  readonly offCluster?: boolean | undefined;
 }

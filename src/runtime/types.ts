@@ -103,8 +103,16 @@ export interface TcpConnectOptions<T = unknown> {
   readonly handlers: TcpHandlers<T>;
   /** Initial value of `socket.data`. */
   readonly data: T;
-  /** Reject the promise when not connected within this many ms. */
+  /** Reject the promise when not connected within this many ms (with TLS: connected and the handshake done). */
   readonly timeoutMs?: number | undefined;
+  /**
+   * Speak TLS over the connection (absent: plain TCP, at exactly the cost it has without this option). The promise
+   * resolves, and `open` is called, once the handshake is done and the server's certificate verified; a failed
+   * verification rejects it (`code` from the TLS library where it gives one). Deno cannot skip verification per
+   * connection (`rejectUnauthorized: false` needs `--unsafely-ignore-certificate-errors=<host>`) nor override the
+   * server name (`serverName` is ignored, with a warning): it verifies the certificate against `hostname`.
+   */
+  readonly tls?: TlsClientOptions | undefined;
 }
 
 /** A UDP socket bound to a local address. */

@@ -49,6 +49,9 @@ describe("parseFlags", () => {
       maxEndpointsPerService: 10_000,
       metricsMaxSeries: 20_000,
       workers: 0,
+      local: false,
+      endpointAccess: "direct",
+      lbPortOffset: 0,
       otelEnv: {},
     });
   });
@@ -140,6 +143,9 @@ describe("parseFlags", () => {
       maxEndpointsPerService: 500,
       metricsMaxSeries: 100,
       workers: 3,
+      local: false,
+      endpointAccess: "direct",
+      lbPortOffset: 0,
       otelEnv: {},
     });
   });

@@ -207,13 +207,12 @@ describe("RBAC", () => {
     expect(policyFor(edge).scopes).toEqual(policyFor(base).scopes);
   });
 
-  test("deploy/local: only RBAC; the base's rules without Nodes, plus get on pods and get/create on pods/portforward", () => {
+  test("deploy/local: only RBAC; the base's rules without Nodes, plus get/create on pods/portforward", () => {
     expect(local.map((o) => `${o.kind}/${o.metadata.name}`)).toEqual(["Namespace/kubegate-system", "ServiceAccount/kubegate", "ClusterRole/kubegate-local", "ClusterRoleBinding/kubegate-local"]);
     expect((only(local, "ClusterRole", "kubegate-local") as Any).rules).toEqual([
       { apiGroups: [""], resources: ["services"], verbs: ["list", "watch"] },
       { apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "watch"] },
       { apiGroups: [""], resources: ["events"], verbs: ["create", "patch"] },
-      { apiGroups: [""], resources: ["pods"], verbs: ["get"] },
       { apiGroups: [""], resources: ["pods/portforward"], verbs: ["get", "create"] },
     ]);
     expect((only(local, "ClusterRoleBinding", "kubegate-local") as Any).subjects).toEqual([GATEWAY_SUBJECT]);

@@ -152,3 +152,55 @@ test("every permission the edge deployment grants is used by a plain gateway, an
     "watch discovery.k8s.io/endpointslices",
   ]);
 }, 20_000);
+
+test("every permission the local deployment grants is used by a --local gateway port-forwarding to a pod, and each one is needed", async () => {
+  const access: AccessRequest[] = [];
+  await using api = await startApiServer({ rbac: "local", bookmarkIntervalMs: 500, authorize: (a) => (access.push(a), true) });
+  const backend = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("ok") });
+  await using _backend = { [Symbol.asyncDispose]: () => backend.stop(true) };
+  const taken = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  await using _taken = { [Symbol.asyncDispose]: async () => taken.stop(true) };
+  const [port, otherNodePort] = [await freePort(), await freePort()];
+  const ports = (nodePort: number) => [{ name: "http", port, targetPort: 8080, nodePort, appProtocol: "http" }];
+  api.create({ apiVersion: "v1", kind: "Pod", metadata: { name: "shop-0", namespace: "e2e" }, spec: { nodeName: "kind-worker", containers: [{ name: "c", image: "shop" }] }, status: { phase: "Running", podIP: "10.244.1.5" } });
+  api.forwardPod("e2e", "shop-0", 8080, { hostname: "127.0.0.1", port: backend.port! });
+  api.create({ apiVersion: "v1", kind: "Service", metadata: { name: "shop", namespace: "e2e" }, spec: { type: "NodePort", selector: { app: "shop" }, ports: ports(taken.port) } });
+  api.create({
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    metadata: { name: "shop-1", namespace: "e2e", labels: { "kubernetes.io/service-name": "shop" } },
+    addressType: "IPv4",
+    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+    endpoints: [{ addresses: ["10.244.1.5"], conditions: { ready: true }, targetRef: { kind: "Pod", namespace: "e2e", name: "shop-0" } }],
+  });
+  {
+    await using gw = await startTestGateway(api, ["--local", "--hostname-override", "", "--endpoint-access", "port-forward"]);
+    type Ev = { reason: string; count?: number };
+    const bindEvent = () => (api.items("events") as Ev[]).find((e) => e.reason === "FailedToBindListener");
+    await waitFor(() => bindEvent(), { what: "the FailedToBindListener Event" });
+    const bindError = () => gw.listeners.status().some((s) => s.listeners.some((l) => l.error?.includes(`:${taken.port}`)));
+    api.patch("services", "e2e", "shop", { spec: { ports: ports(otherNodePort) } });
+    await waitFor(() => !bindError(), { what: "the bind failure to clear" });
+    const r = await fetch(`http://127.0.0.1:${otherNodePort}/`);
+    expect([r.status, await r.text()]).toEqual([200, "ok"]);
+    api.patch("services", "e2e", "shop", { spec: { ports: ports(taken.port) } });
+    await waitFor(() => (bindEvent()?.count ?? 0) >= 2, { what: "the repeated Event to be counted" });
+  } // dispose: throws if the local roles refused anything
+
+  const policy = await gatewayPolicy("local");
+  expect(access.filter((a) => !policy.authorize(a))).toEqual([]);
+  const grants = policy.grants();
+  expect(grants.filter((g) => !access.some((a) => grantAllows(g, a))).map(show)).toEqual([]);
+  expect(grants.filter((g) => access.every((a) => policy.without(g).authorize(a))).map(show)).toEqual([]);
+  const used = [...new Set(access.map((a) => `${a.verb} ${a.group || "core"}/${a.resource}${a.subresource ? `/${a.subresource}` : ""}`))].sort();
+  expect(used).toEqual([
+    "create core/events",
+    "create core/pods/portforward",
+    "get core/pods/portforward",
+    "list core/services",
+    "list discovery.k8s.io/endpointslices",
+    "patch core/events",
+    "watch core/services",
+    "watch discovery.k8s.io/endpointslices",
+  ]);
+}, 20_000);

@@ -163,13 +163,13 @@ describe("the test API server enforces the gateway's roles", () => {
     await expect(startTestGateway(local, [])).rejects.toThrow(`need the "edge" deployment's roles, but the test API server enforces "local"`);
   });
 
-  test("the local deployment: the model without Nodes, one Pod, and get and create on pods/portforward", async () => {
+  test("the local deployment: the model without Nodes, and get and create on pods/portforward (not the Pods themselves)", async () => {
     const local = await gatewayPolicy("local");
     const ok = (verb: string, resource: string, extra: Partial<AccessRequest> = {}) => local.authorize(req(verb, resource, extra));
     expect(ok("list", "services")).toBe(true);
     expect(ok("watch", "endpointslices", { group: "discovery.k8s.io" })).toBe(true);
     expect(ok("create", "events", { namespace: "default" })).toBe(true);
-    expect(ok("get", "pods", { namespace: "default", name: "web-1" })).toBe(true);
+    expect(ok("get", "pods", { namespace: "default", name: "web-1" })).toBe(false);
     expect(ok("get", "pods", { namespace: "default", name: "web-1", subresource: "portforward" })).toBe(true);
     expect(ok("create", "pods", { namespace: "default", name: "web-1", subresource: "portforward" })).toBe(true);
     expect(ok("list", "nodes")).toBe(false);

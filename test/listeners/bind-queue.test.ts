@@ -127,7 +127,7 @@ describe("bindReason / bindErrorMessage", () => {
   test.each([
     ["EADDRINUSE", withCode("EADDRINUSE"), "address already in use"],
     ["EADDRNOTAVAIL", withCode("EADDRNOTAVAIL"), "address not available on this host"],
-    ["EACCES", withCode("EACCES"), "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)"],
+    ["EACCES", withCode("EACCES"), "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE; a LoadBalancer port can be moved up with --lb-port-offset)"],
     ["EPERM", withCode("EPERM"), "permission denied"],
     ["another code", withCode("EOTHER"), "listen EOTHER"],
     ["no code", new Error("boom"), "boom"],

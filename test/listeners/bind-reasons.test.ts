@@ -13,7 +13,7 @@ describe("bind reasons", () => {
   test.each([
     ["EADDRINUSE", "address already in use", "address_in_use"],
     ["EADDRNOTAVAIL", "address not available on this host", "address_not_available"],
-    ["EACCES", "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)", "permission_denied"],
+    ["EACCES", "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE; a LoadBalancer port can be moved up with --lb-port-offset)", "permission_denied"],
     ["EMFILE", `too many open files (EMFILE): ${FILE_LIMIT_ADVICE}`, "too_many_open_files"],
     ["ENFILE", "the system's file table is full (ENFILE): raise fs.file-max", "too_many_open_files"],
   ])("%s: %s, labelled %s", (code, reason, label) => {

@@ -6,7 +6,7 @@
  * Service: its calls in flight finish, new ones go elsewhere).
  */
 import type { Endpoint } from "../../model/types.ts";
-import { rt } from "../../runtime/index.ts";
+import { dialEndpoint } from "../dial.ts";
 import type { TcpSocket } from "../../runtime/types.ts";
 import { type H2Limits, H2Session } from "./session.ts";
 
@@ -73,10 +73,7 @@ export class H2EndpointPool {
     if (this.#connecting) return this.#connecting;
     if (this.#ups.length >= MAX_SESSIONS) return Promise.reject(new Error(`${MAX_SESSIONS} HTTP/2 connections to the endpoint are all busy`));
     const ep = this.endpoint;
-    const connecting = rt
-      .connectTcp<H2Session | null>({
-        hostname: ep.address,
-        port: ep.port,
+    const connecting = dialEndpoint<H2Session | null>(ep, {
         data: null,
         timeoutMs,
         handlers: {

@@ -5,7 +5,7 @@
  * timeout (the pool's, or the releasing Service's `idleTimeoutMs` policy) by one coarse sweep.
  */
 import type { Endpoint } from "../../model/types.ts";
-import { rt } from "../../runtime/index.ts";
+import { dialEndpoint } from "../dial.ts";
 import type { TcpHandlers, TcpSocket } from "../../runtime/types.ts";
 
 /** Receives the events of an upstream socket while it carries an exchange. */
@@ -94,7 +94,8 @@ export class Upstream {
 /** The idle connections to one endpoint. */
 export class EndpointPool {
   readonly idle: Upstream[] = [];
-  constructor(readonly hostname: string, readonly port: number) {}
+  /** The latest endpoint object of this `address:port` (its `targetRef` names the pod for port-forward). */
+  constructor(public endpoint: Endpoint) {}
 
   /** An idle connection, most recently used first, or undefined. */
   take(): Upstream | undefined {
@@ -126,7 +127,7 @@ export class EndpointPool {
   /** Open a new connection (not pooled until released). */
   async connect(timeoutMs: number): Promise<Upstream> {
     const u = new Upstream(this);
-    const sock = await rt.connectTcp<Upstream>({ hostname: this.hostname, port: this.port, handlers: upstreamHandlers, data: u, timeoutMs });
+    const sock = await dialEndpoint<Upstream>(this.endpoint, { handlers: upstreamHandlers, data: u, timeoutMs });
     u.sock = sock;
     return u;
   }
@@ -147,9 +148,9 @@ export function poolFor(ep: Endpoint): EndpointPool {
   const key = `${ep.address}:${ep.port}`;
   p = pools.get(key);
   if (!p) {
-    p = new EndpointPool(ep.address, ep.port);
+    p = new EndpointPool(ep);
     pools.set(key, p);
-  }
+  } else p.endpoint = ep;
   byEndpoint.set(ep, p);
   return p;
 }

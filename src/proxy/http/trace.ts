@@ -7,6 +7,7 @@
  * caller checks {@link ProxyTracing} first and nothing here runs. A request that is not sampled keeps the
  * client's `traceparent` untouched and gets no spans.
  */
+import { viaOf } from "../dial.ts";
 import type { Attributes, Span } from "@opentelemetry/api";
 import type { Endpoint, Entrypoint } from "../../model/types.ts";
 import { type ProxyTracing, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, SPAN_STATUS_ERROR, TRACE_FLAGS_SAMPLED } from "../../telemetry/tracing/types.ts";
@@ -152,6 +153,8 @@ export function endpointAttributes(ep: Entrypoint, endpoint: Endpoint): Attribut
     "network.peer.port": endpoint.port,
     "k8s.namespace.name": ep.namespace,
     "k8s.service.name": ep.service,
+    // direct, or port-forward through the API server (--endpoint-access)
+    "kubegate.endpoint.access": viaOf(endpoint),
   };
   const ref = endpoint.targetRef;
   if (ref?.kind === "Pod" && ref.name) attributes["k8s.pod.name"] = ref.name;

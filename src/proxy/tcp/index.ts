@@ -2,6 +2,7 @@
  * The TCP proxy bound to the current runtime. See `proxy.ts` for the data plane itself.
  */
 import { rt } from "../../runtime/index.ts";
+import { dialEndpoint, viaOf } from "../dial.ts";
 import type { ListenerProxyFactory } from "../types.ts";
 import { makeTcpProxyFactory } from "./proxy.ts";
 
@@ -16,4 +17,4 @@ export { proxyV2Header } from "./proxy-protocol.ts";
  * const proxy = createTcpProxy({ current: route }, defaultProxyOptions);
  * const listener = rt.listenTcp({ hostname: "127.0.0.1", port: 30080, handlers: proxy.handlers });
  */
-export const createTcpProxy: ListenerProxyFactory = makeTcpProxyFactory(rt.connectTcp);
+export const createTcpProxy: ListenerProxyFactory = makeTcpProxyFactory(rt.connectTcp, dialEndpoint, viaOf);

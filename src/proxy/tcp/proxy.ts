@@ -36,6 +36,7 @@ import { SPAN_KIND_SERVER, SPAN_STATUS_ERROR } from "../../telemetry/tracing/typ
 import { type ListenerProxy, type ListenerProxyFactory, type ProxyOptions, routeTraffic } from "../types.ts";
 import type { Route, RouteRef } from "../../routes/types.ts";
 import { proxyV2Header } from "./proxy-protocol.ts";
+import type { DialEndpoint, Via } from "../endpoint-access.ts";
 
 /** Bytes a downstream may send before its upstream is connected; past this the downstream is paused. */
 export const PRECONNECT_BUFFER_BYTES = 64 * 1024;
@@ -167,15 +168,17 @@ function flush(queue: Uint8Array[], dst: TcpSocket<Pipe>): 1 | 0 | -1 {
 }
 
 /**
- * Build a TCP {@link ListenerProxyFactory} that opens upstream connections with `connectTcp`.
+ * Build a TCP {@link ListenerProxyFactory} that opens upstream connections with `connectTcp` to the endpoint's
+ * address, or with `dial` when given (`--endpoint-access`, `endpoint-access.ts`).
  *
  * @example
  * const factory = makeTcpProxyFactory(rt.connectTcp);
  * const proxy = factory({ current: route }, defaultProxyOptions);
  * rt.listenTcp({ hostname: "127.0.0.1", port: 0, handlers: proxy.handlers });
  */
-export function makeTcpProxyFactory(connectTcp: Runtime["connectTcp"]): ListenerProxyFactory {
-  return (ref, options) => new TcpProxy(ref, options, connectTcp);
+export function makeTcpProxyFactory(connectTcp: Runtime["connectTcp"], dial?: DialEndpoint, via?: (ep: Endpoint) => Via): ListenerProxyFactory {
+  const d: DialEndpoint = dial ?? ((ep, o) => connectTcp({ hostname: ep.address, port: ep.port, handlers: o.handlers, data: o.data, timeoutMs: o.timeoutMs }));
+  return (ref, options) => new TcpProxy(ref, options, d, via);
 }
 
 /** One listener's TCP proxy (see the module doc). Per-connection work lives in module-level functions. */
@@ -199,7 +202,8 @@ class TcpProxy implements ListenerProxy {
   constructor(
     readonly ref: RouteRef,
     readonly options: ProxyOptions,
-    readonly connectTcp: Runtime["connectTcp"],
+    readonly dial: DialEndpoint,
+    readonly via: ((ep: Endpoint) => Via) | undefined,
   ) {
     const tel = options.telemetry;
     this.tel = tel;
@@ -429,13 +433,7 @@ async function connect(p: Pipe, timeoutMs: number): Promise<void> {
     p.begun = ep;
     balancer.begin(ep);
     try {
-      const up = await proxy.connectTcp<Pipe>({
-        hostname: ep.address,
-        port: ep.port,
-        handlers: upstreamHandlers,
-        data: p,
-        timeoutMs,
-      });
+      const up = await proxy.dial<Pipe>(ep, { handlers: upstreamHandlers, data: p, timeoutMs });
       p.connecting = false;
       if (t0 !== 0) {
         p.traffic?.connectDuration((performance.now() - t0) / 1000);
@@ -444,6 +442,7 @@ async function connect(p: Pipe, timeoutMs: number): Promise<void> {
           const attrs: Record<string, string | number> = { "server.address": ep.address, "server.port": ep.port, "kubegate.endpoint": `${ep.address}:${ep.port}` };
           if (ep.targetRef?.kind === "Pod" && ep.targetRef.name) attrs["k8s.pod.name"] = ep.targetRef.name;
           if (attempt > 0) attrs["kubegate.connect_attempts"] = attempt + 1;
+          attrs["kubegate.endpoint.access"] = proxy.via?.(ep) ?? "direct";
           p.span.setAttributes(attrs);
         }
       }

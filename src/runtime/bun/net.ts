@@ -6,6 +6,9 @@
  * `data`/`drain`/`end`/`close` functions (shared by every TCP proxy listener, so one object for all of them);
  * `open` reaches the listener through the socket's initial `data`. `data`, `drain`, `end` and `close` are
  * called as plain functions (no `this`).
+ *
+ * Outbound TLS (`connectTcp` with `tls`, for the API server's port-forward) has handler objects of its own and
+ * resolves after the handshake (see {@link TlsDial}); plain connects do not pass through any of it.
  */
 import type {
   TcpConnectOptions,
@@ -13,6 +16,7 @@ import type {
   TcpListener,
   TcpListenOptions,
   TcpSocket,
+  TlsClientOptions,
   UdpBindOptions,
   UdpSocket,
 } from "../types.ts";
@@ -208,6 +212,7 @@ export function listenTcp<T>(options: TcpListenOptions<T>): TcpListener<T> {
 }
 
 export async function connectTcp<T>(options: TcpConnectOptions<T>): Promise<TcpSocket<T>> {
+  if (options.tls !== undefined) return connectTls(options, options.tls);
   const connecting = Bun.connect<T>({
     hostname: options.hostname,
     port: options.port,
@@ -216,6 +221,118 @@ export async function connectTcp<T>(options: TcpConnectOptions<T>): Promise<TcpS
     socket: connectHandlers(options.handlers) as Bun.SocketHandler<T>,
   } as Bun.TCPSocketConnectOptions<T>);
   return (await withConnectTimeout(connecting, options, (s) => s.terminate())) as unknown as TcpSocket<T>;
+}
+
+/**
+ * A TLS connection between `Bun.connect` and its handshake: the socket's `data` until then (the caller's `data`
+ * after). Bun resolves `Bun.connect` and calls `open` as soon as TCP is connected, and drops writes made before
+ * the handshake (`write` returns 0); the port promises a socket that is ready, so it waits for `handshake`.
+ */
+class TlsDial<T> {
+  readonly settled = Promise.withResolvers<void>();
+  constructor(
+    readonly data: T,
+    readonly handlers: TcpHandlers<T>,
+    readonly rejectUnauthorized: boolean,
+    readonly target: string,
+  ) {}
+}
+
+/** Bun handler objects per port handler object used for TLS connects (see {@link connectHandlers}). */
+const tlsAdapted = new WeakMap<TcpHandlers<never>, BunHandlers>();
+
+function tlsHandshake(s: Bun.Socket<unknown>, success: boolean, authorizationError: Error | null): void {
+  const dial = s.data;
+  if (!(dial instanceof TlsDial)) return; // a renegotiation: nothing to do
+  if (!success && dial.rejectUnauthorized) {
+    const why = authorizationError?.message ?? "the server certificate was not verified";
+    const err = new Error(`TLS handshake with ${dial.target} failed: ${why}`, { cause: authorizationError ?? undefined });
+    const code = (authorizationError as { code?: unknown } | null)?.code;
+    if (typeof code === "string") (err as Error & { code: string }).code = code;
+    dial.settled.reject(err);
+    s.terminate();
+    return;
+  }
+  s.data = dial.data;
+  try {
+    dial.handlers.open?.(s as unknown as TcpSocket);
+  } finally {
+    dial.settled.resolve();
+  }
+}
+
+/**
+ * Port handlers adapted for TLS connects (once per handler object): `open` waits for {@link tlsHandshake};
+ * `drain`, `end` and `close` before the handshake belong to the dial, not to the caller (who has no socket yet).
+ */
+function tlsConnectHandlers<T>(h: TcpHandlers<T>): BunHandlers {
+  const key = h as unknown as TcpHandlers<never>;
+  let b = tlsAdapted.get(key);
+  if (b === undefined) {
+    const close = closer(h.close as CloseHandler | undefined);
+    b = {
+      binaryType: "buffer",
+      open: patch,
+      handshake: tlsHandshake,
+      data: h.data as unknown as BunHandlers["data"],
+      drain: (s) => {
+        if (!(s.data instanceof TlsDial)) h.drain?.(s as unknown as TcpSocket<T>);
+      },
+      end: (s) => {
+        if (!(s.data instanceof TlsDial)) h.end?.(s as unknown as TcpSocket<T>);
+      },
+      error: recordError,
+      close: (s, err) => {
+        const dial = s.data;
+        if (dial instanceof TlsDial) {
+          const why = err ?? errors.get(s);
+          dial.settled.reject(
+            new Error(`TLS handshake with ${dial.target} failed: the connection closed${why ? `: ${why.message}` : ""}`, { cause: why }),
+          );
+        } else close(s, err);
+      },
+      connectError: recordError,
+    } as BunHandlers;
+    tlsAdapted.set(key, b);
+  }
+  return b;
+}
+
+/** {@link connectTcp} with TLS: resolves after the handshake (see {@link TlsDial}). */
+async function connectTls<T>(options: TcpConnectOptions<T>, tls: TlsClientOptions): Promise<TcpSocket<T>> {
+  const rejectUnauthorized = tls.rejectUnauthorized ?? true;
+  const dial = new TlsDial(options.data, options.handlers, rejectUnauthorized, `${options.hostname}:${options.port}`);
+  dial.settled.promise.catch(() => {}); // observed by `connecting`, unless Bun.connect itself fails first
+  let socket: Bun.Socket<unknown> | undefined;
+  const connecting = (async () => {
+    const s = (socket = await Bun.connect<unknown>({
+      hostname: options.hostname,
+      port: options.port,
+      allowHalfOpen: true,
+      data: dial,
+      tls: {
+        ...(tls.ca ? { ca: tls.ca } : {}),
+        ...(tls.cert ? { cert: tls.cert } : {}),
+        ...(tls.key ? { key: tls.key } : {}),
+        ...(tls.serverName ? { serverName: tls.serverName } : {}),
+        rejectUnauthorized,
+      },
+      socket: tlsConnectHandlers(options.handlers) as Bun.SocketHandler<unknown>,
+    } as Bun.TCPSocketConnectOptions<unknown>));
+    try {
+      await dial.settled.promise;
+    } catch (err) {
+      s.terminate();
+      throw err;
+    }
+    return s;
+  })();
+  try {
+    return (await withConnectTimeout(connecting, options, (s) => s.terminate())) as unknown as TcpSocket<T>;
+  } catch (err) {
+    socket?.terminate(); // timed out during the handshake
+    throw err;
+  }
 }
 
 export function listenUnix<T>(path: string, handlers: TcpHandlers<T>): TcpListener<T> {

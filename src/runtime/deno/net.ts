@@ -8,7 +8,8 @@
  *   bytes are queued, else 0; `drain` is called once the queue has been flushed after that;
  * - `end()` sends FIN (`closeWrite`) after the queue is flushed; reading continues;
  * - read EOF calls `end`; when both directions are finished the connection closes and `close` is
- *   called, exactly once (also after errors and `terminate()`).
+ *   called, exactly once (also after errors and `terminate()`);
+ * - with `tls`, `connectTcp` uses `Deno.connectTls` and resolves after the handshake (see {@link connectTls}).
  *
  * Only the few members of the `Deno` namespace used here are declared (see {@link DenoNet}), so
  * this file typechecks with Bun's types and does not need Deno's lib.
@@ -19,6 +20,7 @@ import type {
   TcpListener,
   TcpListenOptions,
   TcpSocket,
+  TlsClientOptions,
   UdpBindOptions,
   UdpSocket,
 } from "../types.ts";
@@ -60,10 +62,24 @@ interface DenoDatagramConn {
   close(): void;
 }
 
+interface DenoTlsConn extends DenoConn {
+  handshake(): Promise<unknown>;
+}
+
+/** `Deno.connectTls`'s options (Deno 2.9): no way to skip verification or to set the server name. */
+interface DenoConnectTlsOptions {
+  hostname: string;
+  port: number;
+  caCerts?: string[];
+  cert?: string;
+  key?: string;
+}
+
 /** The part of the `Deno` namespace this file uses. */
 interface DenoNet {
   listen(options: { hostname: string; port: number; transport: "tcp"; reusePort?: boolean }): DenoListener;
   connect(options: { hostname: string; port: number; transport: "tcp"; signal?: AbortSignal }): Promise<DenoConn>;
+  connectTls(options: DenoConnectTlsOptions): Promise<DenoTlsConn>;
   /** Unstable: needs `--unstable-net` (absent otherwise). */
   listenDatagram?(options: { hostname: string; port: number; transport: "udp" }): DenoDatagramConn;
 }
@@ -327,11 +343,62 @@ export function listenTcp<T>(options: TcpListenOptions<T>): TcpListener<T> {
 
 /** Open an outbound TCP connection. Rejects on refusal or timeout (`code` ETIMEDOUT). */
 export async function connectTcp<T>(options: TcpConnectOptions<T>): Promise<TcpSocket<T>> {
+  if (options.tls !== undefined) return connectTls(options, options.tls);
   const connecting = Deno.connect({ hostname: options.hostname, port: options.port, transport: "tcp" });
   let conn: DenoConn;
   try {
     conn = await withConnectTimeout(connecting, options, (c) => c.close());
   } catch (err) {
+    throw withCode(err);
+  }
+  const socket = new DenoSocket<T>(conn, options.handlers, options.data);
+  socket.start();
+  return socket;
+}
+
+let warnedTls = false;
+
+/**
+ * {@link connectTcp} with TLS: `Deno.connectTls`, resolved once the handshake is done (Deno would otherwise
+ * report a certificate it rejects only at the first read or write). Deno has no per-connection switch to skip
+ * verification or to set the server name (see `TcpConnectOptions.tls`): both are named in a warning, once.
+ */
+async function connectTls<T>(options: TcpConnectOptions<T>, tls: TlsClientOptions): Promise<TcpSocket<T>> {
+  if (!warnedTls && (tls.rejectUnauthorized === false || tls.serverName)) {
+    warnedTls = true;
+    console.warn(
+      tls.rejectUnauthorized === false
+        ? `kubegate: Deno cannot skip TLS verification per connection; run with --unsafely-ignore-certificate-errors=${options.hostname} for insecure-skip-tls-verify`
+        : `kubegate: Deno cannot override the TLS server name; tls-server-name "${tls.serverName}" is ignored (the certificate is checked against "${options.hostname}")`,
+    );
+  }
+  let pending: DenoTlsConn | undefined;
+  const connecting = (async () => {
+    const conn = (pending = await Deno.connectTls({
+      hostname: options.hostname,
+      port: options.port,
+      ...(tls.ca ? { caCerts: [tls.ca] } : {}),
+      ...(tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : {}),
+    }));
+    try {
+      await conn.handshake();
+    } catch (err) {
+      conn.close();
+      throw err;
+    }
+    return conn;
+  })();
+  let conn: DenoConn;
+  try {
+    conn = await withConnectTimeout(connecting, options, (c) => c.close());
+  } catch (err) {
+    try {
+      // Timed out during the handshake. Deno 2.9 cancels the handshake but keeps the TCP connection open until
+      // the server drops it (a TlsConn closed mid-handshake does not release its socket).
+      pending?.close();
+    } catch {
+      // Closed already.
+    }
     throw withCode(err);
   }
   const socket = new DenoSocket<T>(conn, options.handlers, options.data);
