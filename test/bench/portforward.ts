@@ -6,7 +6,7 @@
  * - HTTP requests/s and latency (wrk, keep-alive and `Connection: close`, i.e. a new upstream stream per request
  *   through port-forward);
  * - connection setup: time from a new client connection to the first echoed byte through a TCP Service (sequential);
- * - memory per open forwarded stream: RSS of the gateway (and of the API server's relay) with N idle streams open.
+ * - memory per open forwarded stream: RSS of a fresh gateway (and of the API server's relay) with N idle streams open.
  *
  * The API server is the project's test API server (test/support/apiserver.ts) in this process: it stands for
  * kube-apiserver and the kubelet together (one WebSocket hop, relayed to the backend on loopback). A real cluster adds
@@ -21,11 +21,18 @@ import { parseArgs } from "node:util";
 import { startApiServer, type TestApiServer } from "../support/apiserver.ts";
 import { freePort } from "../support/ports.ts";
 
+for (const line of (await Bun.$`pgrep -fa test/bench/`.nothrow().text()).split("\n")) {
+  if (line.trim() && !line.includes("test/bench/portforward.ts")) {
+    console.error(`Another benchmark runs (${line.trim()}): run this one alone.`);
+    process.exit(2);
+  }
+}
+
 const { values } = parseArgs({
   options: {
     duration: { type: "string", default: "5s" },
     connections: { type: "string", default: "16" },
-    streams: { type: "string", default: "200" },
+    streams: { type: "string", default: "1000" },
     setups: { type: "string", default: "200" },
     help: { type: "boolean", default: false },
   },
@@ -43,6 +50,12 @@ const NS = "bench";
 const bun = process.execPath;
 const children: Subprocess[] = [];
 const log = (line: string) => console.error(`[portforward-bench] ${line}`);
+
+/** CPU seconds (user + system) a process has used, from /proc. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
 
 function rssKiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
@@ -91,27 +104,35 @@ function objects(api: TestApiServer, name: string, port: number, nodePort: numbe
 
 interface Wrk {
   rps: number;
+  /** CPU µs per request of the gateway and of the API server's relay (this process). */
+  gatewayUs: number;
+  relayUs: number;
   p50: number;
   p99: number;
   errors: number;
 }
 
 /** wrk's summary: requests/s, latency percentiles in ms, socket errors + non-2xx. */
-async function wrk(port: number, close: boolean): Promise<Wrk> {
+async function wrk(port: number, close: boolean, gatewayPid: number): Promise<Wrk> {
   const args = ["wrk", "-t", "1", "-c", String(connections), "-d", duration, "--latency", ...(close ? ["-H", "Connection: close"] : []), `http://127.0.0.1:${port}/`];
+  const cpu0 = [cpuSeconds(gatewayPid), cpuSeconds(process.pid)];
   const p = spawn(args, { stdout: "pipe", stderr: "inherit" });
   const out = await new Response(p.stdout).text();
   await p.exited;
+  const cpu1 = [cpuSeconds(gatewayPid), cpuSeconds(process.pid)];
   const ms = (s: string | undefined) => {
     const m = /([\d.]+)(us|ms|s)/.exec(s ?? "");
     return m ? Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[m[2] as "us" | "ms" | "s"] : Number.NaN;
   };
   const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1]);
   return {
+    gatewayUs: ((cpu1[0]! - cpu0[0]!) / requests) * 1e6,
+    relayUs: ((cpu1[1]! - cpu0[1]!) / requests) * 1e6,
     rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]),
-    p50: ms(/50%\s+(\S+)/.exec(out)?.[1]),
-    p99: ms(/99%\s+(\S+)/.exec(out)?.[1]),
+    p50: ms(/^\s+50%\s+(\S+)/m.exec(out)?.[1]),
+    p99: ms(/^\s+99%\s+(\S+)/m.exec(out)?.[1]),
     errors: (errs ? errs.slice(1).reduce((a, b) => a + Number(b), 0) : 0) + Number(non2xx?.[1] ?? 0),
   };
 }
@@ -145,8 +166,14 @@ async function streamMemory(port: number, gatewayPid: number): Promise<{ gateway
     await got.promise;
     open.push(s);
   }
-  await Bun.sleep(1_000);
-  const after = { gateway: rssKiB(gatewayPid), relay: rssKiB(process.pid) };
+  // RSS moves with the collectors: the median of five readings a second apart.
+  const readings: { gateway: number; relay: number }[] = [];
+  for (let i = 0; i < 5; i++) {
+    await Bun.sleep(1_000);
+    readings.push({ gateway: rssKiB(gatewayPid), relay: rssKiB(process.pid) });
+  }
+  const mid = (xs: number[]) => xs.sort((a, b) => a - b)[2]!;
+  const after = { gateway: mid(readings.map((r) => r.gateway)), relay: mid(readings.map((r) => r.relay)) };
   for (const s of open) s.terminate();
   return { gateway: (after.gateway - before.gateway) / streams, relay: (after.relay - before.relay) / streams };
 }
@@ -174,13 +201,14 @@ try {
     const gw = await gateway(kubeconfig, mode);
     await waitPort(httpNodePort);
     await waitPort(echoNodePort);
-    await wrk(httpNodePort, false); // warm-up
-    const keep = await wrk(httpNodePort, false);
+    // Memory first, on a fresh gateway: after the load its heap has room that new streams reuse.
+    const mem = mode === "port-forward" ? await streamMemory(echoNodePort, gw.pid) : undefined;
+    await wrk(httpNodePort, false, gw.pid); // warm-up
+    const keep = await wrk(httpNodePort, false, gw.pid);
     log(`${mode}: keep-alive ${keep.rps.toFixed(0)} req/s`);
-    const close = await wrk(httpNodePort, true);
+    const close = await wrk(httpNodePort, true, gw.pid);
     log(`${mode}: new connection per request ${close.rps.toFixed(0)} req/s`);
     const setup = await setupTimes(echoNodePort);
-    const mem = mode === "port-forward" ? await streamMemory(echoNodePort, gw.pid) : undefined;
     results[mode] = { keep, close, setup, ...(mem ? { mem } : {}) };
     gw.kill("SIGTERM");
     await gw.exited;
@@ -191,7 +219,8 @@ try {
   rows.push(
     ["HTTP keep-alive, req/s", d.keep.rps.toFixed(0), f.keep.rps.toFixed(0), ratio(f.keep.rps, d.keep.rps)],
     ["HTTP keep-alive, p50 / p99 ms", `${d.keep.p50.toFixed(2)} / ${d.keep.p99.toFixed(2)}`, `${f.keep.p50.toFixed(2)} / ${f.keep.p99.toFixed(2)}`, `+${(f.keep.p50 - d.keep.p50).toFixed(2)} ms p50`],
-    ["HTTP new connection per request, req/s", d.close.rps.toFixed(0), f.close.rps.toFixed(0), ratio(f.close.rps, d.close.rps)],
+    ["HTTP keep-alive, CPU µs/request: gateway (relay)", `${d.keep.gatewayUs.toFixed(1)}`, `${f.keep.gatewayUs.toFixed(1)} (${f.keep.relayUs.toFixed(1)})`, `+${(f.keep.gatewayUs - d.keep.gatewayUs).toFixed(1)} µs gateway`],
+    ["HTTP new client connection per request (upstreams pooled), req/s", d.close.rps.toFixed(0), f.close.rps.toFixed(0), ratio(f.close.rps, d.close.rps)],
     ["HTTP new connection, p50 / p99 ms", `${d.close.p50.toFixed(2)} / ${d.close.p99.toFixed(2)}`, `${f.close.p50.toFixed(2)} / ${f.close.p99.toFixed(2)}`, `+${(f.close.p50 - d.close.p50).toFixed(2)} ms p50`],
     ["TCP connection setup to first byte, p50 / p99 ms", `${d.setup.p50.toFixed(2)} / ${d.setup.p99.toFixed(2)}`, `${f.setup.p50.toFixed(2)} / ${f.setup.p99.toFixed(2)}`, `+${(f.setup.p50 - d.setup.p50).toFixed(2)} ms p50`],
     ["errors (wrk socket errors + non-2xx)", String(d.keep.errors + d.close.errors), String(f.keep.errors + f.close.errors), ""],

@@ -176,26 +176,44 @@ describe("--local --endpoint-access port-forward (issue 17)", () => {
     expect(ejected).toEqual(["10.244.1.12", "10.244.1.13"]);
   }, 30_000);
 
-  test("without pods/portforward in the cluster role, requests fail with 502 and the API server saw the refused verb", async () => {
+  test("without pods/portforward in the cluster role, requests fail with 502 and the log names the verb and resource", async () => {
     await using api = await startApiServer({ rbac: "edge" });
     await using web = await webCluster(api);
     api.create({ apiVersion: "v1", kind: "Node", metadata: { name: "node-a" } });
-    const parsed = parseFlags(
-      ["--kubeconfig", await api.writeKubeconfig(), "--hostname-override", "node-a", "--all-services", "--host-addresses", "127.0.0.1", "--healthz-bind-address", "127.0.0.1:0", "--metrics-bind-address", "127.0.0.1:0", "--no-access-log", "--workers", "1", "--handover-socket", "none", "--endpoint-access", "port-forward"],
-      { hostname: "node-a" },
-    );
-    if (parsed.kind !== "run") throw new Error(JSON.stringify(parsed));
-    const warnings: Record<string, unknown>[] = [];
-    const log = { debug() {}, info() {}, error() {}, warn: (msg: string, f?: Record<string, unknown>) => void warnings.push({ msg, ...f }) };
-    await using gw = await startGateway(parsed.config, { log });
-    await gw.ready();
-    await waitFor(() => gw.snapshot()?.entrypoints.find((e) => e.type === "NodePort" && e.service === "web")?.cluster.serving.length === 2, { what: "web" });
+    await using gw = await gatewayWithLog(api, ["--hostname-override", "node-a", "--all-services", "--endpoint-access", "port-forward"]);
     const r = await fetch(`http://127.0.0.1:${web.nodePort}/`);
     expect(r.status).toBe(502);
     await r.body?.cancel();
     expect(api.forbidden.some((a) => a.resource === "pods" && a.subresource === "portforward")).toBe(true);
-    const warned = warnings.find((w) => w.msg === "Port-forward to an endpoint failed");
+    const warned = gw.warnings.find((w) => w.msg === "Port-forward to an endpoint failed");
     expect(warned?.code).toBe("EFORBIDDEN");
     expect(String(warned?.error)).toContain("pods/portforward");
   }, 30_000);
+
+  test("an API server (or a proxy in front of it) without WebSocket port-forward: 502 and a log line saying what is missing", async () => {
+    await using api = await startApiServer({ rbac: "local", portForwardWebSockets: false });
+    await using web = await webCluster(api);
+    await using gw = await gatewayWithLog(api, ["--local", "--hostname-override", "", "--endpoint-access", "port-forward", "--lb-port-offset", String(web.offset)]);
+    const r = await fetch(`http://127.0.0.1:${web.nodePort}/`);
+    expect(r.status).toBe(502);
+    await r.body?.cancel();
+    const warned = gw.warnings.find((w) => w.msg === "Port-forward to an endpoint failed");
+    expect(warned?.code).toBe("EUNSUPPORTED");
+    expect(String(warned?.error)).toContain("WebSocket");
+  }, 30_000);
 });
+
+/** A gateway on `api` (in this process) whose warnings are kept, ready with web's NodePort entrypoint. */
+async function gatewayWithLog(api: TestApiServer, args: string[]) {
+  const parsed = parseFlags(
+    ["--kubeconfig", await api.writeKubeconfig(), "--host-addresses", "127.0.0.1", "--healthz-bind-address", "127.0.0.1:0", "--metrics-bind-address", "127.0.0.1:0", "--no-access-log", "--workers", "1", "--handover-socket", "none", ...args],
+    { hostname: "node-a" },
+  );
+  if (parsed.kind !== "run") throw new Error(JSON.stringify(parsed));
+  const warnings: Record<string, unknown>[] = [];
+  const log = { debug() {}, info() {}, error() {}, warn: (msg: string, f?: Record<string, unknown>) => void warnings.push({ msg, ...f }) };
+  const gw = await startGateway(parsed.config, { log });
+  await gw.ready();
+  await waitFor(() => gw.snapshot()?.entrypoints.find((e) => e.type === "NodePort" && e.service === "web")?.cluster.serving.length === 2, { what: "web" });
+  return Object.assign(gw, { warnings });
+}

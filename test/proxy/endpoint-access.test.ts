@@ -141,3 +141,21 @@ test("auto: a refusal that the route check says had no route is unroutable (Bun 
   expect(targets.map((t) => t.pod)).toEqual(["a"]);
   expect(asked).toEqual(["10.244.1.5"]);
 });
+
+test("the process's dialer: direct until an access is installed, then through it (and spans say which way)", async () => {
+  const { dialEndpoint, useEndpointAccess, viaOf, endpointAccess } = await import("../../src/proxy/dial.ts");
+  await using server = echoServer(rt);
+  const target = ep("127.0.0.1", server.port, "web-1");
+  close(await dialEndpoint(target, { handlers, data: undefined }));
+  expect([viaOf(target), endpointAccess()]).toEqual(["direct", undefined]);
+  const targets: PortForwardTarget[] = [];
+  const access = new EndpointAccess({ mode: "port-forward", connectTcp: kernel({}, []), portForward: forwarder(server.port, targets) });
+  useEndpointAccess(access);
+  try {
+    close(await dialEndpoint(ep("10.244.1.5", 8080, "web-1"), { handlers, data: undefined }));
+    expect(targets).toEqual([{ namespace: "ns", pod: "web-1", port: 8080 }]);
+    expect(viaOf(target)).toBe("port-forward");
+  } finally {
+    useEndpointAccess(undefined);
+  }
+});

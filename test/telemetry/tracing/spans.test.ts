@@ -69,6 +69,7 @@ describe("HTTP spans", () => {
       "k8s.namespace.name": "default",
       "k8s.service.name": "web",
       "k8s.pod.name": "web-7f9c",
+      "kubegate.endpoint.access": "direct",
     });
     expect(server!.status.code).toBe(SpanStatusCode.UNSET);
 
@@ -220,6 +221,7 @@ describe("TCP spans", () => {
       "server.port": echo.port,
       "k8s.pod.name": "echo-1",
       "k8s.service.name": "echo",
+      "kubegate.endpoint.access": "direct",
     });
     expect(span!.status.code).toBe(SpanStatusCode.UNSET);
   });
