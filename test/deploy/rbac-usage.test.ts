@@ -4,12 +4,13 @@
  * counted on a repeat, the Lease acquired and released) against the lb-controller overlay's roles, and of a
  * plain gateway (the same Event) against the edge deployment's, is recorded by the test API server, which
  * enforces those roles. Every request must be granted, every granted permission must be exercised, and
- * removing any one of them must refuse at least one request of the run.
+ * removing any one of them must refuse at least one request of the run. And of a `--local` gateway port-forwarding
+ * to a pod against deploy/local's role.
  */
 import { expect, test } from "bun:test";
 import { parseFlags } from "../../src/config/flags.ts";
-import { startGateway } from "../../src/gateway.ts";
-import { startApiServer, type AccessRequest } from "../support/apiserver.ts";
+import { type Gateway, startGateway } from "../../src/gateway.ts";
+import { startApiServer, type AccessRequest, type TestApiServer } from "../support/apiserver.ts";
 import { startTestGateway } from "../support/gateway.ts";
 import { freePort } from "../support/ports.ts";
 import { gatewayPolicy, ruleAllows, type Grant } from "../support/rbac.ts";
@@ -20,6 +21,34 @@ const grantAllows = (g: Grant, a: AccessRequest): boolean =>
   ruleAllows({ apiGroups: [g.group], resources: [g.resource], verbs: [g.verb], resourceNames: g.resourceNames }, a);
 
 const show = (g: Grant) => `${g.verb} ${g.group || "core"}/${g.resource}${g.resourceNames ? ` ${JSON.stringify(g.resourceNames)}` : ""} (${g.role})`;
+
+type Ports = (nodePort: number) => object[];
+
+/**
+ * A port somebody else holds makes the gateway write a FailedToBindListener Event (create); another node port clears
+ * the failure; the held one again repeats the Event, which is counted (patch).
+ */
+async function bindEventRoundTrip(api: TestApiServer, gw: Gateway, ports: Ports, taken: number, other: number): Promise<void> {
+  type Ev = { reason: string; count?: number };
+  const bindEvent = () => (api.items("events") as Ev[]).find((e) => e.reason === "FailedToBindListener");
+  await waitFor(() => bindEvent(), { what: "the FailedToBindListener Event" });
+  const bindError = () => gw.listeners.status().some((s) => s.listeners.some((l) => l.error?.includes(`:${taken}`)));
+  api.patch("services", "e2e", "shop", { spec: { ports: ports(other) } });
+  await waitFor(() => !bindError(), { what: "the bind failure to clear" });
+  api.patch("services", "e2e", "shop", { spec: { ports: ports(taken) } });
+  await waitFor(() => (bindEvent()?.count ?? 0) >= 2, { what: "the repeated Event to be counted" });
+}
+
+/** Every request of the run was granted, every grant was used and needed; returns what was used (verb group/resource). */
+async function usedGrants(deployment: Parameters<typeof gatewayPolicy>[0], access: readonly AccessRequest[]): Promise<string[]> {
+  const policy = await gatewayPolicy(deployment);
+  expect(access.filter((a) => !policy.authorize(a))).toEqual([]);
+  const grants = policy.grants();
+  expect(grants.filter((g) => !access.some((a) => grantAllows(g, a))).map(show)).toEqual([]);
+  // Needed, not merely used: without any one grant, some request of the run would be refused.
+  expect(grants.filter((g) => access.every((a) => policy.without(g).authorize(a))).map(show)).toEqual([]);
+  return [...new Set(access.map((a) => `${a.verb} ${a.group || "core"}/${a.resource}${a.subresource ? `/${a.subresource}` : ""}`))].sort();
+}
 
 test("every permission the roles grant is used by a representative run, and each one is needed", async () => {
   const access: AccessRequest[] = [];
@@ -67,32 +96,13 @@ test("every permission the roles grant is used by a representative run, and each
     await gw.ready();
     const ingress = () => (api.get("services", "e2e", "shop") as { status?: { loadBalancer?: { ingress?: unknown[] } } }).status?.loadBalancer?.ingress;
     await waitFor(() => ingress()?.length, { what: "the LoadBalancer status to be written" });
-    type Ev = { reason: string; count?: number };
-    const bindEvent = () => (api.items("events") as Ev[]).find((e) => e.reason === "FailedToBindListener");
-    await waitFor(() => bindEvent(), { what: "the FailedToBindListener Event" });
-    const bindError = () => gw.listeners.status().some((s) => s.listeners.some((l) => l.error?.includes(`:${taken.port}`)));
-    // The failure goes away with another node port, and comes back: the same Event is counted (PATCH).
-    api.patch("services", "e2e", "shop", { spec: { ports: ports(otherNodePort) } });
-    await waitFor(() => !bindError(), { what: "the bind failure to clear" });
-    api.patch("services", "e2e", "shop", { spec: { ports: ports(taken.port) } });
-    await waitFor(() => (bindEvent()?.count ?? 0) >= 2, { what: "the repeated Event to be counted" });
+    await bindEventRoundTrip(api, gw, ports, taken.port, otherNodePort);
   } // dispose: the leader releases its Lease (PATCH)
 
   const lease = api.get("leases", "kube-system", "kubegate-lb-controller") as { spec: { holderIdentity?: string } } | undefined;
   expect(lease?.spec.holderIdentity ?? "").toBe(""); // released
-  const policy = await gatewayPolicy("lb-controller");
-  const refused = access.filter((a) => !policy.authorize(a));
-  expect(refused).toEqual([]);
   expect(api.requests.filter((r) => r.status === 403)).toEqual([]);
-
-  const grants = policy.grants();
-  const unused = grants.filter((g) => !access.some((a) => grantAllows(g, a))).map(show);
-  expect(unused).toEqual([]);
-  // Needed, not merely used: without any one grant, some request of the run would be refused.
-  const redundant = grants.filter((g) => access.every((a) => policy.without(g).authorize(a))).map(show);
-  expect(redundant).toEqual([]);
-  // And what the run used, for the record: exactly the documented verbs.
-  const used = [...new Set(access.map((a) => `${a.verb} ${a.group || "core"}/${a.resource}${a.subresource ? `/${a.subresource}` : ""}`))].sort();
+  const used = await usedGrants("lb-controller", access);
   expect(used).toEqual([
     "create coordination.k8s.io/leases",
     "create core/events",
@@ -125,23 +135,10 @@ test("every permission the edge deployment grants is used by a plain gateway, an
   });
   {
     await using gw = await startTestGateway(api);
-    type Ev = { reason: string; count?: number };
-    const bindEvent = () => (api.items("events") as Ev[]).find((e) => e.reason === "FailedToBindListener");
-    await waitFor(() => bindEvent(), { what: "the FailedToBindListener Event" });
-    const bindError = () => gw.listeners.status().some((s) => s.listeners.some((l) => l.error?.includes(`:${taken.port}`)));
-    api.patch("services", "e2e", "shop", { spec: { ports: ports(otherNodePort) } });
-    await waitFor(() => !bindError(), { what: "the bind failure to clear" });
-    api.patch("services", "e2e", "shop", { spec: { ports: ports(taken.port) } });
-    await waitFor(() => (bindEvent()?.count ?? 0) >= 2, { what: "the repeated Event to be counted" });
+    await bindEventRoundTrip(api, gw, ports, taken.port, otherNodePort);
   } // dispose: throws if the edge roles refused anything
 
-  const policy = await gatewayPolicy("edge");
-  expect(access.filter((a) => !policy.authorize(a))).toEqual([]);
-  const grants = policy.grants();
-  expect(grants.filter((g) => !access.some((a) => grantAllows(g, a))).map(show)).toEqual([]);
-  expect(grants.filter((g) => access.every((a) => policy.without(g).authorize(a))).map(show)).toEqual([]);
-  const used = [...new Set(access.map((a) => `${a.verb} ${a.group || "core"}/${a.resource}${a.subresource ? `/${a.subresource}` : ""}`))].sort();
-  expect(used).toEqual([
+  expect(await usedGrants("edge", access)).toEqual([
     "create core/events",
     "list core/nodes",
     "list core/services",
@@ -175,25 +172,13 @@ test("every permission the local deployment grants is used by a --local gateway 
   });
   {
     await using gw = await startTestGateway(api, ["--local", "--hostname-override", "", "--endpoint-access", "port-forward"]);
-    type Ev = { reason: string; count?: number };
-    const bindEvent = () => (api.items("events") as Ev[]).find((e) => e.reason === "FailedToBindListener");
-    await waitFor(() => bindEvent(), { what: "the FailedToBindListener Event" });
-    const bindError = () => gw.listeners.status().some((s) => s.listeners.some((l) => l.error?.includes(`:${taken.port}`)));
+    await bindEventRoundTrip(api, gw, ports, taken.port, otherNodePort);
+    // A request to the pod: port-forward through the API server.
     api.patch("services", "e2e", "shop", { spec: { ports: ports(otherNodePort) } });
-    await waitFor(() => !bindError(), { what: "the bind failure to clear" });
-    const r = await fetch(`http://127.0.0.1:${otherNodePort}/`);
-    expect([r.status, await r.text()]).toEqual([200, "ok"]);
-    api.patch("services", "e2e", "shop", { spec: { ports: ports(taken.port) } });
-    await waitFor(() => (bindEvent()?.count ?? 0) >= 2, { what: "the repeated Event to be counted" });
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${otherNodePort}/`).then((x) => x.text(), () => "")) === "ok", { what: "the pod to answer through port-forward" });
   } // dispose: throws if the local roles refused anything
 
-  const policy = await gatewayPolicy("local");
-  expect(access.filter((a) => !policy.authorize(a))).toEqual([]);
-  const grants = policy.grants();
-  expect(grants.filter((g) => !access.some((a) => grantAllows(g, a))).map(show)).toEqual([]);
-  expect(grants.filter((g) => access.every((a) => policy.without(g).authorize(a))).map(show)).toEqual([]);
-  const used = [...new Set(access.map((a) => `${a.verb} ${a.group || "core"}/${a.resource}${a.subresource ? `/${a.subresource}` : ""}`))].sort();
-  expect(used).toEqual([
+  expect(await usedGrants("local", access)).toEqual([
     "create core/events",
     "create core/pods/portforward",
     "get core/pods/portforward",
