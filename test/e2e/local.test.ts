@@ -104,6 +104,22 @@ describe("--local --endpoint-access port-forward (issue 17)", () => {
     expect(parsePodReply(await r.text())).toMatchObject({ method: "POST", target: "/upload", length: body.length, hash: sha256(body) });
   }, 30_000);
 
+  test("with --workers 2 every worker process reaches the pods through port-forward (each loads the kubeconfig)", async () => {
+    await using api = await startApiServer({ rbac: "local" });
+    await using web = await webCluster(api);
+    await using gw = await startTestGateway(api, ["--local", "--hostname-override", "", "--endpoint-access", "port-forward", "--lb-port-offset", String(web.offset), "--workers", "2"]);
+    await waitFor(() => gw.snapshot()?.entrypoints.filter((e) => e.service === "web" && e.cluster.serving.length === 2).length === 2, { what: "web's entrypoints" });
+    // New connections spread over both workers (SO_REUSEPORT); every upstream is a port-forward stream.
+    await using load = startHttpLoad({ port: web.nodePort, keepAliveWorkers: 2, newConnectionWorkers: 4, maxRequests: 200, maxMs: 30_000, postShare: 0.3 });
+    const stats = await load.finished;
+    expect({ ok: stats.ok, failed: stats.failed, failures: stats.failures }).toEqual({ ok: stats.requests, failed: 0, failures: [] });
+    expect(new Set(api.portForwards.map((f) => f.pod))).toEqual(new Set(["web-0", "web-1"]));
+    // Both workers served requests (so both opened port-forward streams: no worker reaches a pod any other way).
+    const requests = async () => ((await (await fetch(`http://127.0.0.1:${gw.adminPort}/api/status`)).json()) as { workers: { requests: number }[] }).workers.map((w) => w.requests);
+    await waitFor(async () => (await requests()).reduce((a, b) => a + b, 0) >= stats.requests, { what: "the workers' request counts" });
+    expect((await requests()).every((n) => n > 0)).toBe(true);
+  }, 60_000);
+
   test("a WebSocket and a TCP stream through port-forward; an endpoint change moves the next connections", async () => {
     await using api = await startApiServer({ rbac: "local" });
     // A WebSocket echo pod (Bun's server) and a TCP echo pod.
