@@ -197,6 +197,24 @@ export function renderPage<N>(h: H<N>, s: PageState): N[] {
           ),
         ]
       : null,
+    s.endpointAccess
+      ? [
+          h("h3", null, `Endpoint access: ${s.endpointAccess.mode}`),
+          h(
+            "p",
+            { class: "meta" },
+            `port-forward streams: ${num(s.endpointAccess.portForward.ok)} opened, ${num(s.endpointAccess.portForward.failed)} failed · direct connects: ${num(s.endpointAccess.direct.ok)} opened, ${num(s.endpointAccess.direct.failed)} failed`,
+          ),
+          s.endpointAccess.decisions.length
+            ? table(
+                ["Pod network", "Reached", "Why"],
+                s.endpointAccess.decisions.map((d) =>
+                  h("tr", null, h("td", null, d.network), h("td", null, d.via === "direct" ? badge("ok", "direct") : badge("info", d.via)), h("td", null, d.reason)),
+                ),
+              )
+            : null,
+        ]
+      : null,
     s.healthChecks && s.healthChecks.length
       ? [
           h("h3", null, "healthCheckNodePort servers"),

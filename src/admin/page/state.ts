@@ -86,6 +86,15 @@ export interface PageStateFile {
 /** One data plane worker process (`--workers`), as the data plane reports it. */
 export type PageWorker = WorkerStatus;
 
+/** How endpoints are reached (`--endpoint-access` port-forward or auto), as the data plane reports it. */
+export interface PageEndpointAccess {
+  readonly mode: string;
+  /** `auto`'s decisions per pod network. */
+  readonly decisions: readonly { readonly network: string; readonly via: string; readonly reason: string }[];
+  readonly direct: { readonly ok: number; readonly failed: number };
+  readonly portForward: { readonly ok: number; readonly failed: number };
+}
+
 /** Bind state of one listener (an address:port of an entrypoint). */
 export interface PageListener {
   readonly address: string;
@@ -185,6 +194,8 @@ export interface PageState {
   readonly sources: readonly SyncStatus[];
   /** The data plane's worker processes, when there are several. */
   readonly workers?: readonly PageWorker[];
+  /** With `--endpoint-access` port-forward or auto (an in-process data plane). */
+  readonly endpointAccess?: PageEndpointAccess;
   readonly controller?: PageController;
   readonly healthChecks?: readonly PageHealthCheck[];
   readonly summary: {
@@ -220,6 +231,8 @@ export interface PageSource {
   controller?(): unknown;
   /** The data plane's worker processes (`--workers` > 1). */
   workers?(): unknown;
+  /** How endpoints are reached (`--endpoint-access` other than direct). */
+  endpointAccess?(): unknown;
   health?(): AdminHealth;
   state?(): AdminStateFile;
   traffic?(): readonly TrafficSample[];
@@ -358,6 +371,21 @@ function workersState(raw: unknown): PageWorker[] {
   }));
 }
 
+function counts(raw: unknown): { ok: number; failed: number } {
+  return isRecord(raw) ? { ok: Number(raw.ok ?? 0), failed: Number(raw.failed ?? 0) } : { ok: 0, failed: 0 };
+}
+
+function endpointAccessState(raw: unknown): PageEndpointAccess | undefined {
+  if (!isRecord(raw)) return undefined;
+  const dials = isRecord(raw.dials) ? raw.dials : {};
+  return {
+    mode: String(raw.mode ?? ""),
+    decisions: (Array.isArray(raw.decisions) ? raw.decisions : []).filter(isRecord).map((d) => ({ network: String(d.network ?? ""), via: String(d.via ?? ""), reason: String(d.reason ?? "") })),
+    direct: counts(dials.direct),
+    portForward: counts(dials.portForward),
+  };
+}
+
 function controllerState(raw: unknown): PageController | undefined {
   if (!isRecord(raw)) return undefined;
   return {
@@ -432,6 +460,7 @@ export function pageState(view: PageSource, query: PageQuery, options: PageState
   }
   const controller = view.controller ? controllerState(view.controller()) : undefined;
   const workers = view.workers ? workersState(view.workers()) : undefined;
+  const endpointAccess = view.endpointAccess ? endpointAccessState(view.endpointAccess()) : undefined;
   const healthChecks = view.healthChecks ? healthChecksState(view.healthChecks()) : undefined;
   const stateFile = view.state ? stateFileState(view.state()) : undefined;
   return {
@@ -445,6 +474,7 @@ export function pageState(view: PageSource, query: PageQuery, options: PageState
     sources: view.sources(),
     ...(controller ? { controller } : {}),
     ...(workers?.length ? { workers } : {}),
+    ...(endpointAccess ? { endpointAccess } : {}),
     ...(healthChecks?.length ? { healthChecks } : {}),
     summary: { entrypoints: all.length, failing, listeners: { bound, unbound }, endpoints, errors: errors.length },
     filter: { q: query.q, limit: query.limit, matched: matched.length },

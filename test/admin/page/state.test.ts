@@ -64,6 +64,30 @@ describe("page state", () => {
     expect(toHtml(renderPage(hServer, single))).not.toContain("Data plane workers");
   });
 
+  test("how endpoints are reached (--endpoint-access auto): the decisions per pod network and the dial counts", () => {
+    const access = {
+      mode: "auto",
+      decisions: [
+        { network: "10.244.1.0/24", via: "port-forward", reason: "connect to 10.244.1.5:8080 failed: ENETUNREACH", at: 1 },
+        { network: "127.0.0.0/24", via: "direct", reason: "connected to 127.0.0.1:8080 in 0 ms", at: 2 },
+      ],
+      dials: { direct: { ok: 4, failed: 0 }, portForward: { ok: 12, failed: 1 } },
+    };
+    const s = pageState(view(snap([web()]), { endpointAccess: () => access }), pageQuery(new URLSearchParams()));
+    expect(s.endpointAccess).toEqual({
+      mode: "auto",
+      decisions: access.decisions.map(({ at: _, ...d }) => d),
+      direct: { ok: 4, failed: 0 },
+      portForward: { ok: 12, failed: 1 },
+    });
+    const html = toHtml(renderPage(hServer, s));
+    expect(html).toContain("Endpoint access: auto");
+    expect(html).toContain("port-forward streams: 12 opened, 1 failed");
+    expect(html).toMatch(/10\.244\.1\.0\/24<.*port-forward<.*ENETUNREACH/s);
+    // Direct (the default): no section.
+    expect(toHtml(renderPage(hServer, pageState(view(snap([web()])), pageQuery(new URLSearchParams()))))).not.toContain("Endpoint access");
+  });
+
   test("the balancing algorithm and endpoints ejected by outlier detection, from the balancer's description", () => {
     const until = Date.UTC(2026, 10, 25, 12, 30, 5);
     const balancing = (key: string) =>
