@@ -192,8 +192,19 @@ export class EndpointAccess {
     const limit = this.#o.probeTimeoutMs ?? AUTO_PROBE_TIMEOUT_MS;
     const timeoutMs = Math.min(options.timeoutMs ?? limit, limit);
     const started = performance.now();
+    // A connect that completes after the timeout is closed by the runtime (open, then close): by then this
+    // connection goes through port-forward with the same `data`, so that late socket must not reach the caller.
+    let abandoned = false;
+    const h = options.handlers;
+    const handlers: TcpHandlers<T> = {
+      open: (s) => void (abandoned || h.open?.(s)),
+      data: (s, chunk) => h.data(s, chunk),
+      drain: (s) => h.drain?.(s),
+      end: (s) => h.end?.(s),
+      close: (s, err) => void (abandoned || h.close?.(s, err)),
+    };
     try {
-      const socket = await this.#direct(ep, { ...options, timeoutMs });
+      const socket = await this.#direct(ep, { handlers, data: options.data, timeoutMs });
       this.#decide(network, "direct", `connected to ${ep.address}:${ep.port} in ${Math.round(performance.now() - started)} ms`);
       return socket;
     } catch (err) {
@@ -204,6 +215,7 @@ export class EndpointAccess {
         this.#decide(network, "direct", `${ep.address}:${ep.port} answered the connect (${code || (err as Error).message})`);
         throw err;
       }
+      abandoned = true;
       const why = code === "ETIMEDOUT" ? `no answer within ${timeoutMs} ms` : code;
       this.#decide(network, "port-forward", `connect to ${ep.address}:${ep.port} failed: ${why}`);
       return this.#forward(ep, options);

@@ -159,3 +159,29 @@ test("the process's dialer: direct until an access is installed, then through it
     useEndpointAccess(undefined);
   }
 });
+
+test("auto: a direct connect that completes after the probe gave up never reaches the connection's handlers", async () => {
+  await using server = echoServer(rt);
+  const targets: PortForwardTarget[] = [];
+  const events: string[] = [];
+  let lateDone = Promise.resolve();
+  // The kernel answers late: the probe times out first; then the runtime opens the late socket and discards it
+  // (withConnectTimeout), with the handlers the probe gave it.
+  const late: ConnectTcp = (o) => {
+    lateDone = (async () => {
+      await Bun.sleep(20);
+      const socket = await rt.connectTcp({ ...o, hostname: "127.0.0.1", port: server.port, timeoutMs: undefined });
+      socket.terminate();
+      await Bun.sleep(20);
+    })();
+    return Promise.reject(Object.assign(new Error("timed out"), { code: "ETIMEDOUT" }));
+  };
+  const access = new EndpointAccess({ mode: "auto", connectTcp: late, portForward: forwarder(server.port, targets), probeTimeoutMs: 50 });
+  const tracked = { open: (s: TcpSocket<string>) => void events.push(`open ${s.data}`), data() {}, close: (s: TcpSocket<string>) => void events.push(`close ${s.data}`) };
+  const socket = await access.dial(ep("10.244.1.5", 8080, "a"), { handlers: tracked, data: "conn-1" });
+  await lateDone;
+  // One open: the port-forward connection's; the late direct socket opened and closed unseen.
+  expect(events).toEqual(["open conn-1"]);
+  expect(targets.map((t) => t.pod)).toEqual(["a"]);
+  socket.terminate();
+});
