@@ -4,6 +4,7 @@
  * plain-data interface of `data-plane/types.ts`, plus the shutdown sequence that spans both. `main.ts` runs one
  * from flags; tests and the demo start one in process.
  */
+import { hostname } from "node:os";
 import type { Config } from "./config/flags.ts";
 import { type ControlPlane, startControlPlane } from "./control-plane/index.ts";
 import { availableCpus, tcpMigrateReq } from "./config/host.ts";
@@ -15,7 +16,7 @@ import type { Source } from "./kube/source.ts";
 import type { StateStatus } from "./kube/state-file.ts";
 import { type Logger, silentLogger } from "./log.ts";
 import type { Snapshot } from "./model/types.ts";
-import type { GatewayMetrics } from "./telemetry/metrics/index.ts";
+import { type GatewayMetrics, otlpMetricsSettings, startOtlpMetricsExport } from "./telemetry/metrics/index.ts";
 import pkg from "../package.json" with { type: "json" };
 
 export { modelOptions } from "./control-plane/index.ts";
@@ -88,6 +89,9 @@ async function joinSuccession(config: Config, log: Logger): Promise<Succession |
 /** Start a gateway. Throws when the health or admin address cannot be bound. */
 export async function startGateway(config: Config, deps: GatewayDeps = {}): Promise<Gateway> {
   const log = deps.log ?? silentLogger;
+  // The OTLP metrics export's settings (OTEL_METRICS_EXPORTER=otlp or OTEL_EXPORTER_OTLP_METRICS_ENDPOINT): read before
+  // anything starts, so that a malformed OTEL_* variable fails the start-up cleanly.
+  const otlpSettings = otlpMetricsSettings(config.otelEnv);
   const succession = await joinSuccession(config, log);
   // With hand-over every listener shares its port with a successor's (SO_REUSEPORT); workers always do.
   const settings = { ...dataPlaneSettings(config, pkg.version), ...(succession ? { reusePort: true } : {}) };
@@ -110,6 +114,8 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     await succession?.[Symbol.asyncDispose]();
     throw err;
   }
+  // The series of /metrics pushed to a collector, from this process only (the workers' traffic reaches its registry).
+  const otlpMetrics = otlpSettings && startOtlpMetricsExport(control.metrics.registry, { settings: otlpSettings, env: config.otelEnv, serviceVersion: pkg.version, instanceId: config.nodeName || hostname(), log });
   let stopping: Promise<void> | undefined;
   const stop = (delayMs: number, reason: string) => (stopping ??= shutdownSequence(delayMs, reason));
 
@@ -153,6 +159,8 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     await control.stopSources();
     await drained;
     log.info("Drain finished", { ms: Math.round(performance.now() - drainStarted) });
+    // The final counts, drained requests included (at most 5 s).
+    await otlpMetrics?.shutdown();
     await data[Symbol.asyncDispose]();
     await control[Symbol.asyncDispose]();
     // Last: the state file is written; the successor may take the node's hand-over socket now.

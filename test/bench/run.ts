@@ -24,6 +24,7 @@ import { type CpuSample, type CpuUsage, cpuUsage, cpuUsageUnpinned, irqTimeAccou
 import { h2cClients, h2cLoadArgs, h2cStreams, h2loadArgs, h2loadFailed, parseH2loadLog, parseH2loadSummary } from "./lib/h2load.ts";
 import { iperfClientArgs, parseIperfJson } from "./lib/iperf.ts";
 import { parsePipelineOutput, pipelineArgs } from "./lib/pipeline.ts";
+import { type OtlpSink, startOtlpSink, tracingOn } from "./lib/otlp-sink.ts";
 import { PortAllocator } from "./lib/ports.ts";
 import { QuietRunner } from "./lib/quiet.ts";
 import type { Daemon } from "./lib/procs.ts";
@@ -99,8 +100,11 @@ function shares(cpu: CpuUsage, wallS: number): { loadCorePct: number; noisePct: 
 /** kubegate processes, stopped first at the end. */
 const kubegateDaemons: Daemon[] = [];
 
-/** Pids whose CPU is ours on the load core (the backends). */
+/** Pids whose CPU is ours on the load core (the backends, the OTLP sink). */
 let loadPids: number[] = [];
+
+/** The OTLP trace sink, started when a kubegate row turns tracing on. */
+let otlpSink: OtlpSink | undefined;
 
 /** CPU counters now, for the proxy tree `pid`: its core and the load core, or every core when unpinned. */
 function cpuNow(pid: number | undefined): CpuSample {
@@ -352,9 +356,17 @@ async function startTargets(b: Backends): Promise<Target[]> {
         ...(multi === undefined ? [] : [{ name: multiBaseline, args: [...opts.kubegateArgs, ...workers(1)] }]),
         ...opts.variants.map((v) => ({ name: v.name, args: [...v.args, ...workers(multi ?? 1)] })),
       ];
+  // Rows with tracing on export to a loopback OTLP sink on the load core (only they get its endpoint: an
+  // OTEL_EXPORTER_OTLP_ENDPOINT alone turns kubegate's tracing on).
+  if (kubegates.some((k) => tracingOn(k.args))) {
+    otlpSink = await startOtlpSink(group, ports, loadCore);
+    loadPids.push(otlpSink.daemon.pid);
+    log(`OTLP trace sink on ${otlpSink.endpoint} for ${kubegates.filter((k) => tracingOn(k.args)).map((k) => k.name).join(", ")}`);
+  }
   for (const k of kubegates) {
     try {
-      const t = await startKubegate(group, ports, tmp, proxyCore, b, k.name, k.args, opts.bunArgs);
+      const env = otlpSink && tracingOn(k.args) ? { OTEL_EXPORTER_OTLP_ENDPOINT: otlpSink.endpoint } : undefined;
+      const t = await startKubegate(group, ports, tmp, proxyCore, b, k.name, k.args, opts.bunArgs, env);
       if (t.daemon) kubegateDaemons.push(t.daemon);
       targets.push(t);
       log(`${k.name} is serving`);
@@ -396,6 +408,10 @@ async function main(): Promise<number> {
     samples,
     failures,
   };
+  if (otlpSink) {
+    const st = await otlpSink.stats();
+    log(st ? `OTLP trace sink received ${st.spans} spans in ${st.requests} requests (${(st.bytes / 1e6).toFixed(1)} MB)` : "OTLP trace sink: no stats (it exited?)");
+  }
   const { md, rows } = renderReport(raw);
   console.log(md);
   const jsonPath = opts.jsonPath ?? join(tmpdir(), `kubegate-bench-${raw.startedAt.replace(/[:.]/g, "-")}.json`);

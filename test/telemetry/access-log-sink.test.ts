@@ -1,11 +1,11 @@
 /**
- * The access log's own sink: lines appended to a file byte for byte as the string sink gets them, reopened after
- * logrotate moved the file; a pipe that nobody reads makes records drop whole and counted, with bounded memory and
+ * The access log's own sink: lines appended to a file byte for byte as the string sink gets them, at once (a
+ * regular file takes a synchronous write per batch), reopened after logrotate moved the file; a pipe that nobody reads makes records drop whole and counted, with bounded memory and
  * a data plane that never waits; sampling keeps that share of successes and every failure; /metrics shows the drops.
  */
 import { describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { closeSync, constants, openSync, readSync } from "node:fs";
+import { closeSync, constants, openSync, readFileSync, readSync } from "node:fs";
 import { mkdtemp, readFile, rename, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -84,6 +84,51 @@ describe("AccessLog sink", () => {
     expect(after).toHaveLength(2);
     expect(JSON.parse(after[0]!)).toMatchObject({ path: "/after" });
     expect(log.dropped).toBe(0);
+  });
+
+  test("a regular file takes each batch at once, into one reused buffer: full batches and flush() are on disk without a turn of the event loop", async () => {
+    await using tmp = await tempDir();
+    const path = join(tmp.dir, "access.log");
+    const log = new AccessLog({ file: path, flushMs: 60_000, maxBufferBytes: 16 * 1024 });
+    try {
+      const size = () => Bun.file(path).size;
+      let n = 0;
+      while (size() === 0 && n < 10_000) (log.http(ok), n++);
+      expect(size()).toBeGreaterThan(12 * 1024); // a whole batch (full at 16 KiB less a line's room)
+      expect(n).toBeLessThan(200);
+      log.http({ ...ok, path: "/last" });
+      log.flush();
+      // Read at once, without awaiting: an asynchronous sink would have the second batch queued or in flight.
+      const lines = readFileSync(path, "utf8").trimEnd().split("\n");
+      expect(lines).toHaveLength(n + 1);
+      expect(JSON.parse(lines.at(-1)!)).toMatchObject({ path: "/last" });
+      expect(log.dropped).toBe(0);
+    } finally {
+      await log.close();
+    }
+  });
+
+  test("a pipe is written through a non-blocking descriptor of its own, in one turn, in whole-line pieces of at most 4 KiB", async () => {
+    await using tmp = await tempDir();
+    const fifo = join(tmp.dir, "fifo");
+    expect(spawnSync("mkfifo", [fifo]).status).toBe(0);
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    await using _r = { [Symbol.asyncDispose]: async () => closeSync(reader) };
+    const log = new AccessLog({ file: fifo, flushMs: 60_000 });
+    try {
+      const n = 100; // ~13 KB: four pieces; an asynchronous sink writes each after the previous one's callback
+      for (let i = 0; i < n; i++) log.http({ ...ok, bytesIn: i });
+      log.flush();
+      await new Promise((resolve) => setImmediate(resolve)); // one turn of the event loop
+      const buf = Buffer.alloc(64 * 1024);
+      const got = readSync(reader, buf, 0, buf.length, null);
+      const lines = buf.subarray(0, got).toString("utf8").trimEnd().split("\n");
+      expect(lines).toHaveLength(n);
+      expect(lines.map((l) => JSON.parse(l).bytes_in)).toEqual(Array.from({ length: n }, (_, i) => i));
+      expect(log.dropped).toBe(0);
+    } finally {
+      await log.close();
+    }
   });
 
   test("a pipe nobody reads: records drop whole and counted, the queue stays bounded, logging never waits", async () => {

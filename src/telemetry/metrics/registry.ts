@@ -285,22 +285,30 @@ export class Registry {
    * them). A family whose collect step throws is left out and reported.
    */
   expose(options: { readonly openMetrics?: boolean | undefined } = {}): string {
-    const out = new ExpositionWriter(options);
+    const out = this.writeTo(new ExpositionWriter(options), () => new ExpositionWriter(options));
+    out.end();
+    return out.text();
+  }
+
+  /**
+   * Runs every collect step into `out`, each entry first into its own writer from `part` (appended to `out` when it
+   * succeeds, so a throwing collector leaves no half-written family): how {@link expose} renders text, and how the
+   * OTLP export (`otlp.ts`) reads the same families as data.
+   */
+  writeTo<W extends ExpositionWriter>(out: W, part: () => W): W {
     for (const entry of this.#entries) {
-      // Render each entry into its own writer so a throwing collector leaves no half-written family.
-      const part = new ExpositionWriter(options);
+      const p = part();
       try {
-        if (entry.kind === "family") entry.family.write(part);
-        else entry.collector.collect(part);
+        if (entry.kind === "family") entry.family.write(p);
+        else entry.collector.collect(p);
       } catch (err) {
         const name = entry.kind === "family" ? entry.family.name : entry.collector.names.join(",");
         this.#onCollectError?.(name, err);
         out.comment(`collect failed for ${name}: ${(err as Error)?.message ?? String(err)}`);
         continue;
       }
-      out.append(part);
+      out.append(p);
     }
-    out.end();
-    return out.text();
+    return out;
   }
 }

@@ -27,6 +27,7 @@ import {
   type SpanProcessor,
   TraceIdRatioBasedSampler,
 } from "@opentelemetry/sdk-trace-base";
+import { resourceAttributes, signalHeaders, signalUrl } from "../otlp-env.ts";
 import type { ProxyTracing } from "./types.ts";
 
 /** Tracing settings from flags; every field is optional (environment, then defaults, fill the rest). */
@@ -124,19 +125,13 @@ export function chooseSampler(sampleRatio: number | undefined, env: Readonly<Rec
  */
 export function exporterConfig(env: Readonly<Record<string, string | undefined>>): { url?: string; headers?: Record<string, string> } {
   const out: { url?: string; headers?: Record<string, string> } = {};
-  const traces = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim();
-  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim();
-  if (traces) out.url = traces;
-  else if (base) out.url = `${base.replace(/\/+$/, "")}/v1/traces`;
-  const raw = [env.OTEL_EXPORTER_OTLP_HEADERS, env.OTEL_EXPORTER_OTLP_TRACES_HEADERS].filter((h): h is string => !!h?.trim()).join(",");
-  if (raw) {
-    const headers: Record<string, string> = {};
-    for (const pair of raw.split(",")) {
-      const i = pair.indexOf("=");
-      if (i <= 0) throw new TracingConfigError(`Invalid OTEL_EXPORTER_OTLP_HEADERS entry "${pair.trim()}": use key=value`);
-      headers[decodeURIComponent(pair.slice(0, i).trim())] = decodeURIComponent(pair.slice(i + 1).trim());
-    }
-    out.headers = headers;
+  const url = signalUrl(env, "traces");
+  if (url) out.url = url;
+  try {
+    const headers = signalHeaders(env, "traces");
+    if (headers) out.headers = headers;
+  } catch (err) {
+    throw new TracingConfigError((err as Error).message);
   }
   return out;
 }
@@ -165,8 +160,7 @@ export function setupTracing(options: TracingOptions = {}): Tracing | undefined 
   const processor: SpanProcessor = options.simpleProcessor
     ? new SimpleSpanProcessor(exporter)
     : new BatchSpanProcessor(exporter, { scheduledDelayMillis: Number.isFinite(delay) && delay > 0 ? delay : 5_000, maxQueueSize: 8192, maxExportBatchSize: 512 });
-  const attrs: Record<string, string> = { "service.name": env.OTEL_SERVICE_NAME?.trim() || "kubegate" };
-  if (options.serviceVersion) attrs["service.version"] = options.serviceVersion;
+  const attrs = resourceAttributes(env, options.serviceVersion);
   const provider = new BasicTracerProvider({ sampler: choice.sampler, resource: resourceFromAttributes(attrs), spanProcessors: [processor] });
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   const tracer = provider.getTracer("kubegate");

@@ -83,7 +83,8 @@ Flags:
   --quiet-wait 30s        Before each run, wait up to this long for other processes to go below --max-noise (0 to skip).
   --kubegate-args="..."   Extra flags for kubegate (space-separated; use the = form), e.g. tracing flags.
   --bun-args="..."        Flags for bun before kubegate's script, e.g. "--cpu-prof-md --cpu-prof-dir=/tmp/prof".
-  --kubegate-variant="N=ARGS"  Also benchmark kubegate with ARGS as row N (repeatable).
+  --kubegate-variant="N=ARGS"  Also benchmark kubegate with ARGS as row N (repeatable). A row whose ARGS turn
+                          tracing on (--tracing) exports to a loopback OTLP sink on the load core.
   --no-kubegate           Benchmark nginx, haproxy and the direct path only.
   --json PATH             Write raw numbers here (default: $TMPDIR/kubegate-bench-<time>.json).
   --md PATH               Also write the markdown report here.

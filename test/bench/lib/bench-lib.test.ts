@@ -14,6 +14,7 @@ import { type CoreTicks, cpuUsage, cpuUsageUnpinned, parseCoreTicks, procStatTic
 import { h2cLoadArgs, h2loadArgs, h2loadFailed, parseH2loadLog, parseH2loadSummary } from "./h2load.ts";
 import { parseIperfJson } from "./iperf.ts";
 import { LatencyHistogram, parsePipelineArgs, parsePipelineOutput, pipelineArgs } from "./pipeline.ts";
+import { startOtlpSink, tracingOn } from "./otlp-sink.ts";
 import { PortAllocator } from "./ports.ts";
 import { h2Answers, waitForH2, waitForLog } from "./probe.ts";
 import { pinned, ProcessGroup } from "./procs.ts";
@@ -150,6 +151,35 @@ describe("pipeline", () => {
       expect(res.messages).toBeGreaterThan(100);
       expect([res.bytes, res.writes >= res.messages]).toEqual([res.messages * load.size, true]);
       expect(res.p99Ms).toBeGreaterThanOrEqual(res.p50Ms);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("otlp sink", () => {
+  test("tracingOn reads kubegate's flags, the last one winning", () => {
+    expect(tracingOn(["--tracing", "--tracing-sample-ratio", "1"])).toBe(true);
+    expect(tracingOn(["--tracing=true"])).toBe(true);
+    expect(tracingOn(["--tracing", "--tracing=false"])).toBe(false);
+    expect(tracingOn(["--access-log", "--tracing-sample-ratio", "1"])).toBe(false);
+    expect(tracingOn([])).toBe(false);
+  });
+  test("the sink answers 200 to OTLP/HTTP trace exports and counts their spans; a child gets the env asked for", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "bench-otlp-"));
+    await using group = new ProcessGroup(dir);
+    try {
+      const sink = await startOtlpSink(group, new PortAllocator(), undefined);
+      const span = (id: string) => ({ traceId: "0af7651916cd43dd8448eb211c80319c", spanId: id, parentSpanId: "b7ad6b7169203331", name: "GET" });
+      const body = JSON.stringify({ resourceSpans: [{ scopeSpans: [{ spans: [span("00f067aa0ba902b7"), span("00f067aa0ba902b8")] }] }] });
+      const res = await fetch(`${sink.endpoint}/v1/traces`, { method: "POST", headers: { "content-type": "application/json" }, body });
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({});
+      expect(await sink.stats()).toEqual({ requests: 1, bytes: body.length, spans: 2, other: 0 } as never);
+      // What the harness does for a tracing row: the sink's endpoint in the child's environment only.
+      const child = group.start("env", ["sh", "-c", 'echo "endpoint=$OTEL_EXPORTER_OTLP_ENDPOINT"; exec sleep 30'], { env: { OTEL_EXPORTER_OTLP_ENDPOINT: sink.endpoint } });
+      await waitForLog(child, new RegExp(`endpoint=${sink.endpoint.replace(/[.]/g, "\\.")}$`, "m"));
+      expect(process.env.OTEL_EXPORTER_OTLP_ENDPOINT).toBeUndefined();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -95,6 +95,8 @@ export interface SpawnOptions {
   /** Pin to this core with taskset. */
   readonly core?: number;
   readonly cwd?: string;
+  /** Variables set for the child over this process's environment. */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** Thrown when a bounded run does not exit in time or exits non-zero. */
@@ -137,7 +139,11 @@ export class ProcessGroup implements AsyncDisposable {
     const argv = pinned(options.core, cmd, this.#nice);
     let child: ChildProcess;
     try {
-      child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", fd, fd], ...(options.cwd ? { cwd: options.cwd } : {}) });
+      child = spawn(argv[0]!, argv.slice(1), {
+        stdio: ["ignore", fd, fd],
+        ...(options.cwd ? { cwd: options.cwd } : {}),
+        ...(options.env ? { env: { ...process.env, ...options.env } } : {}),
+      });
     } finally {
       closeSync(fd);
     }
@@ -181,7 +187,11 @@ export class ProcessGroup implements AsyncDisposable {
     const argv = pinned(options.core, cmd, this.#nice);
     const started = performance.now();
     return new Promise((resolve) => {
-      const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], ...(options.cwd ? { cwd: options.cwd } : {}) });
+      const child = spawn(argv[0]!, argv.slice(1), {
+        stdio: ["ignore", "pipe", "pipe"],
+        ...(options.cwd ? { cwd: options.cwd } : {}),
+        ...(options.env ? { env: { ...process.env, ...options.env } } : {}),
+      });
       const pid = child.pid;
       if (pid !== undefined) this.#live.set(pid, name);
       const out: Buffer[] = [];

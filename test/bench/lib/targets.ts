@@ -84,8 +84,9 @@ export async function startHaproxy(group: ProcessGroup, ports: PortAllocator, di
 export const benchNodeName = "bench-node";
 
 /**
- * Start kubegate (`bun [bunArgs] src/main.ts --manifests DIR ...` plus `extraArgs`) on `core` serving `manifests`
- * (YAML, for the Node {@link benchNodeName}) from `<dir>/<name>/manifests`, and wait for /readyz.
+ * Start kubegate (`bun [bunArgs] src/main.ts --manifests DIR ...` plus `extraArgs`, with `env` over the harness's
+ * environment) on `core` serving `manifests` (YAML, for the Node {@link benchNodeName}) from
+ * `<dir>/<name>/manifests`, and wait for /readyz.
  */
 export async function launchKubegate(
   group: ProcessGroup,
@@ -96,6 +97,7 @@ export async function launchKubegate(
   manifests: string,
   extraArgs: readonly string[],
   bunArgs: readonly string[] = [],
+  env?: Readonly<Record<string, string>>,
 ): Promise<Daemon> {
   const mdir = join(dir, name, "manifests");
   mkdirSync(mdir, { recursive: true });
@@ -117,7 +119,7 @@ export async function launchKubegate(
     "--no-access-log",
     ...extraArgs,
   ];
-  const daemon = group.start(name, cmd, { ...onCore(core), cwd: repoRoot });
+  const daemon = group.start(name, cmd, { ...onCore(core), cwd: repoRoot, ...(env ? { env } : {}) });
   await waitForHttp(`http://127.0.0.1:${healthz}/readyz`, daemon, { timeoutMs: 30_000 });
   return daemon;
 }
@@ -135,6 +137,7 @@ export async function startKubegate(
   name: string,
   extraArgs: readonly string[],
   bunArgs: readonly string[] = [],
+  env?: Readonly<Record<string, string>>,
 ): Promise<Target> {
   const [http, tcp, iperf, echo, h2c] = [await ports.next(), await ports.next(), await ports.next(), await ports.next(), await ports.next()];
   const manifests = kubegateManifests({
@@ -148,7 +151,7 @@ export async function startKubegate(
     echoBackend: b.echo,
     h2c: { nodePort: h2c, backends: b.h2c },
   });
-  const daemon = await launchKubegate(group, ports, dir, core, name, manifests, extraArgs, bunArgs);
+  const daemon = await launchKubegate(group, ports, dir, core, name, manifests, extraArgs, bunArgs, env);
   await waitForHttp(`http://127.0.0.1:${http}/`, daemon);
   await waitForHttp(`http://127.0.0.1:${tcp}/`, daemon);
   await waitForPort(iperf, daemon);
