@@ -107,12 +107,14 @@ export class Call {
     let path = "";
     let contentType: string | undefined;
     let timeout: string | undefined;
+    let length: string | undefined;
     const up: [string, string][] = [];
     for (const [n, v] of headers) {
       if (n === ":method") method = v;
       else if (n === ":path") path = v;
       else if (n === "content-type") contentType = v;
       else if (n === "grpc-timeout") timeout = v;
+      else if (n === "content-length") length = v;
       if (forwarded(n)) up.push([n, v]);
     }
     this.method = method;
@@ -129,7 +131,27 @@ export class Call {
     const grpcMs = this.grpc ? parseGrpcTimeout(timeout) : undefined;
     if (grpcMs !== undefined && (limitMs === 0 || grpcMs < limitMs)) limitMs = grpcMs;
     if (limitMs > 0) this.deadline = setTimeout(() => this.#expired(grpcMs !== undefined && grpcMs === limitMs), limitMs);
-    this.#begin();
+    // A declared body over the limit is answered before anything goes upstream (as HTTP/1.1's forwarder does).
+    if (s.maxRequestBodyBytes > 0 && length !== undefined && Number(length) > s.maxRequestBodyBytes) this.#tooLarge();
+    else this.#begin();
+  }
+
+  /**
+   * The request body passed `maxRequestBodyBytes` (`--max-body-bytes`, `kubegate.io/max-body-bytes`): 413 (gRPC:
+   * RESOURCE_EXHAUSTED) when no response began, and the client is asked to stop sending (RST_STREAM NO_ERROR, RFC 9113
+   * §8.1); after a response began, both streams are reset. Nothing past the limit goes upstream.
+   */
+  #tooLarge(): void {
+    const max = this.settings.maxRequestBodyBytes;
+    if (!this.responded) {
+      this.fail(413, `Content too large: the request body exceeds ${max} bytes`, "body_too_large");
+      if (!this.reqEnded) this.down.reset(NO_ERROR);
+      return;
+    }
+    this.up?.reset(CANCEL);
+    this.up = null;
+    this.down.reset(CANCEL);
+    this.#finish("success", this.status, "body_too_large", true);
   }
 
   #begin(): void {
@@ -217,8 +239,15 @@ export class Call {
   // ---- downstream (client) stream -----------------------------------------------------------------
 
   downData(chunk: Uint8Array, endStream: boolean): void {
+    if (this.done) {
+      // The call ended (a gateway answer such as 413): what the client still sends is dropped, its window returned.
+      this.down.consumed(chunk.length);
+      return;
+    }
     this.bytesIn += chunk.length;
     if (endStream) this.reqEnded = true;
+    const max = this.settings.maxRequestBodyBytes;
+    if (max > 0 && this.bytesIn > max) return this.#tooLarge();
     if (this.up === null) {
       (this.pending ??= []).push(chunk);
       return;

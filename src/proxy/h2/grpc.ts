@@ -125,7 +125,7 @@ export function grpcErrorTrailers(code: number, message: string, reason: string)
 /** The gRPC status of a gateway error that HTTP/1.1 would answer with `status`. */
 export function grpcCodeForHttp(status: number): number {
   if (status === 504) return GRPC_DEADLINE_EXCEEDED;
-  if (status === 429 || status === 431) return GRPC_RESOURCE_EXHAUSTED;
+  if (status === 413 || status === 429 || status === 431) return GRPC_RESOURCE_EXHAUSTED;
   if (status === 502 || status === 503) return GRPC_UNAVAILABLE;
   return GRPC_INTERNAL;
 }

@@ -13,7 +13,7 @@ import { endpoint } from "../../support/entrypoints.ts";
 import { runGrpcClient, startGrpcServer } from "../../support/grpc/peers.ts";
 import { RawClient } from "../../support/http-harness.ts";
 import { waitFor } from "../../support/wait.ts";
-import { GET, h2Client, h2Server, RawH2, StreamLog, type TestClient } from "./harness.ts";
+import { GET, h2Client, h2Server, POST, RawH2, StreamLog, type TestClient } from "./harness.ts";
 import { startH2Proxy } from "./proxy-harness.ts";
 
 const enc = new TextEncoder();
@@ -254,4 +254,61 @@ describe("upstream connection pool", () => {
     const s = await a.stats();
     expect({ calls: s.calls, connections: s.connections }).toEqual({ calls: 20, connections: 1 });
   });
+});
+
+describe("request body limit (maxRequestBodyBytes) on h2c", () => {
+  const body = (n: number) => new Uint8Array(n).fill(0x61);
+
+  test("a declared content-length over the limit is answered 413 before anything goes upstream", async () => {
+    await using up = heldUpstream();
+    await using px = startH2Proxy([up.endpoint], { maxRequestBodyBytes: 1024 });
+    await using raw = await RawH2.connect(px.port);
+    raw.headers(1, [...POST, ["content-length", "2048"]], false);
+    const res = await raw.response(1);
+    expect(res.heads[0]).toContainEqual([":status", "413"]);
+    expect(res.heads[0]).toContainEqual(["x-kubegate-reason", "body_too_large"]);
+    expect(res.body).toBe("Content too large: the request body exceeds 1024 bytes\n");
+    // The client is asked to stop sending, without error (RFC 9113 §8.1).
+    expect(await raw.rst(1)).toBe(NO_ERROR);
+    expect(up.streams).toHaveLength(0);
+  });
+
+  test("a streamed body passing the limit: 413 while no response began, nothing past the limit upstream; under it, it passes", async () => {
+    await using up = heldUpstream();
+    await using px = startH2Proxy([up.endpoint], { maxRequestBodyBytes: 1024 });
+    await using raw = await RawH2.connect(px.port);
+    raw.headers(1, POST, false);
+    raw.write((w) => w.data(1, body(1000), 0, 1000, false));
+    await waitFor(() => up.streams.length === 1 && up.streams[0]!.log.received === 1000, { what: "the first 1000 bytes upstream" });
+    raw.write((w) => w.data(1, body(100), 0, 100, false));
+    const res = await raw.response(1);
+    expect(res.heads[0]).toContainEqual([":status", "413"]);
+    expect(await raw.rst(1)).toBe(NO_ERROR);
+    // The upstream stream was cancelled with 1000 bytes: nothing past the limit.
+    await waitFor(() => up.streams[0]!.log.resetCode !== undefined, { what: "the upstream stream to be reset" });
+    expect(up.streams[0]!.log.received).toBe(1000);
+    // Exactly the limit is fine.
+    raw.headers(3, POST, false);
+    raw.write((w) => w.data(3, body(1024), 0, 1024, true));
+    await waitFor(() => up.streams.length === 2 && up.streams[1]!.log.ended, { what: "the second request upstream" });
+    up.answer(1, "ok");
+    expect((await raw.response(3)).body).toBe("ok");
+  });
+
+  test("a gRPC call over the limit ends RESOURCE_EXHAUSTED (trailers-only)", async () => {
+    await using a = await startGrpcServer({ name: "a" });
+    await using px = startH2Proxy([endpoint(a.port)], { maxRequestBodyBytes: 64 * 1024 });
+    const r = await runGrpcClient(px.port, { kind: "big", requestMiB: 1, replyMiB: 0 });
+    expect(r.status).toMatchObject({ code: "RESOURCE_EXHAUSTED", reason: "body_too_large" });
+    expect((await a.stats()).inFlight).toBe(0);
+  });
+});
+
+test("an HTTP/1.1 client of an h2c port gets the same 413, and the connection closes after it", async () => {
+  await using up = heldUpstream();
+  await using px = startH2Proxy([up.endpoint], { maxRequestBodyBytes: 1024 });
+  const res = await fetch(`http://127.0.0.1:${px.port}/upload`, { method: "POST", body: "x".repeat(2048) });
+  expect([res.status, res.headers.get("x-kubegate-reason"), res.headers.get("connection")]).toEqual([413, "body_too_large", "close"]);
+  expect(await res.text()).toBe("Content too large: the request body exceeds 1024 bytes\n");
+  expect(up.streams).toHaveLength(0);
 });
