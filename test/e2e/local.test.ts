@@ -171,6 +171,27 @@ describe("--local --endpoint-access port-forward (issue 17)", () => {
     expect({ ok: after.ok, byPod: after.byPod }).toEqual({ ok: after.requests, byPod: { "web-0": after.requests } });
   }, 30_000);
 
+  test("the API server drops every stream (a kubelet or API server restart) under GET load: kept-alive pools reconnect, no GET fails", async () => {
+    await using api = await startApiServer({ rbac: "local" });
+    await using web = await webCluster(api);
+    await using gw = await startTestGateway(api, ["--local", "--hostname-override", "", "--endpoint-access", "port-forward", "--lb-port-offset", String(web.offset)]);
+    await waitFor(() => gw.snapshot()?.entrypoints.find((e) => e.type === "NodePort" && e.service === "web")?.cluster.serving.length === 2, { what: "web" });
+    await using load = startHttpLoad({ port: web.nodePort, keepAliveWorkers: 4, newConnectionWorkers: 1, maxRequests: 100_000, maxMs: 20_000, postShare: 0, paceMs: 1 });
+    for (let round = 0; round < 3; round++) {
+      const before = load.stats.requests;
+      await waitFor(() => load.stats.requests >= before + 100, { what: "traffic before the drop" });
+      await api.waitForPortForwards(2);
+      expect(api.dropPortForwards()).toBeGreaterThanOrEqual(2);
+    }
+    const opened = api.portForwardTotal;
+    const after = load.stats.requests;
+    await waitFor(() => load.stats.requests >= after + 100, { what: "traffic after the last drop" });
+    const stats = await load.stop();
+    // GETs caught on a dropped stream are retried on a new one (no response byte had come).
+    expect({ failed: stats.failed, failures: stats.failures }).toEqual({ failed: 0, failures: [] });
+    expect(opened).toBeGreaterThanOrEqual(6);
+  }, 40_000);
+
   test("a pod whose port refuses is retried on the other pod and ejected; an endpoint without targetRef is a connect failure", async () => {
     await using api = await startApiServer({ rbac: "local" });
     await using web = await webCluster(api);
