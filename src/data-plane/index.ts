@@ -61,6 +61,7 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
     env: t.env,
     serviceVersion: t.serviceVersion,
     onShutdownError: (e) => log.warn("Trace export failed on shutdown", { error: String(e) }),
+    log,
   });
   // --endpoint-access port-forward|auto: the kubeconfig and the WebSocket client load only when asked for.
   const access = settings.endpointAccess ? await endpointAccessFor(settings.endpointAccess, log) : undefined;

@@ -1,19 +1,20 @@
 /**
  * The OpenTelemetry SDK, set up in this one module (everything else uses only the types of `@opentelemetry/api`,
  * and its functions through `ProxyTracing.api`, so that nothing of OpenTelemetry loads while tracing is off):
- * a tracer provider with an OTLP/HTTP (JSON) exporter behind a batch processor, a sampler from the
- * standard environment or the gateway's flags, the W3C Trace Context propagator, and a graceful
- * flush on {@link Tracing.shutdown}.
+ * a tracer provider with kubegate's OTLP/HTTP (JSON) exporter (`otlp-exporter.ts`) behind the SDK's batch
+ * processor, a sampler from the standard environment or the gateway's flags, the W3C Trace Context propagator,
+ * and a graceful flush on {@link Tracing.shutdown}.
  *
- * Environment (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/):
- * `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` (+ `_ARG`), `OTEL_EXPORTER_OTLP_ENDPOINT`,
- * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_HEADERS` (read by the exporter itself).
+ * Environment (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/), all from the
+ * `env` given (`config.otelEnv`): `OTEL_SDK_DISABLED`, `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` (+ `_ARG`); the
+ * exporter's `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`, `_HEADERS`, `_TIMEOUT`, `_COMPRESSION`; the batch processor's
+ * `OTEL_BSP_SCHEDULE_DELAY` (default 5000 ms), `OTEL_BSP_MAX_QUEUE_SIZE` (8192), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
+ * (512), `OTEL_BSP_EXPORT_TIMEOUT` (30000 ms).
  * Flags win over the environment: `--tracing=false` turns tracing off, `--tracing-sample-ratio R` sets a
  * `parentbased_traceidratio` sampler with ratio R.
  */
 import { createTraceState, propagation, ROOT_CONTEXT, trace } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
   AlwaysOffSampler,
@@ -27,7 +28,9 @@ import {
   type SpanProcessor,
   TraceIdRatioBasedSampler,
 } from "@opentelemetry/sdk-trace-base";
-import { resourceAttributes, signalHeaders, signalUrl } from "../otlp-env.ts";
+import type { Logger } from "../../log.ts";
+import { envValue, type OtelEnv, OtelEnvError, resourceAttributes, signalHeaders, signalUrl } from "../otlp-env.ts";
+import { OtlpTraceExporter, otlpTraceSettings, type TraceExportStats } from "./otlp-exporter.ts";
 import type { ProxyTracing } from "./types.ts";
 
 /** Tracing settings from flags; every field is optional (environment, then defaults, fill the rest). */
@@ -38,7 +41,7 @@ export interface TracingOptions {
   readonly sampleRatio?: number | undefined;
   /** Environment to read (default: the process environment, as given by the caller). */
   readonly env?: Readonly<Record<string, string | undefined>> | undefined;
-  /** Exporter override (tests: an in-memory exporter). Default: OTLP/HTTP JSON. */
+  /** Exporter override (tests: an in-memory exporter). Default: OTLP/HTTP JSON ({@link OtlpTraceExporter}). */
   readonly exporter?: SpanExporter | undefined;
   /** Export each span as it ends (tests) instead of batching. */
   readonly simpleProcessor?: boolean | undefined;
@@ -48,6 +51,8 @@ export interface TracingOptions {
   readonly serviceVersion?: string | undefined;
   /** Called when the final export on {@link Tracing.shutdown} fails (shutdown itself never rejects). */
   readonly onShutdownError?: ((error: unknown) => void) | undefined;
+  /** Where the exporter warns about failed exports (one line a minute at most) and its unsupported settings. */
+  readonly log?: Logger | undefined;
 }
 
 /** Tracing set up for the gateway: hand {@link proxy} to the data plane; call {@link shutdown} on exit. */
@@ -58,6 +63,8 @@ export interface Tracing extends ProxyTracing {
   readonly proxy: ProxyTracing;
   /** Export the spans ended so far. */
   forceFlush(): Promise<void>;
+  /** What the OTLP exporter did so far (undefined with an exporter override). */
+  exportStats(): TraceExportStats | undefined;
   /** Export what is left and stop. Idempotent; never rejects (see `onShutdownError`). */
   shutdown(): Promise<void>;
 }
@@ -118,8 +125,8 @@ export function chooseSampler(sampleRatio: number | undefined, env: Readonly<Rec
 }
 
 /**
- * The OTLP/HTTP exporter's endpoint and headers from `env` (the exporter falls back to the process
- * environment for what is not set here): `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used as is,
+ * The OTLP/HTTP exporter's endpoint and headers from `env`, as {@link otlpTraceSettings} reads them (undefined
+ * when not set): `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used as is,
  * `OTEL_EXPORTER_OTLP_ENDPOINT` gets `/v1/traces` appended; headers are `k=v` pairs, comma-separated,
  * URL-encoded.
  */
@@ -134,6 +141,48 @@ export function exporterConfig(env: Readonly<Record<string, string | undefined>>
     throw new TracingConfigError((err as Error).message);
   }
   return out;
+}
+
+/** The batch processor's settings (`OTEL_BSP_*`; a flag's schedule delay wins). */
+export interface BatchSettings {
+  readonly scheduledDelayMillis: number;
+  readonly maxQueueSize: number;
+  readonly maxExportBatchSize: number;
+  readonly exportTimeoutMillis: number;
+}
+
+/**
+ * The batch processor's settings from `OTEL_BSP_*` (the spec's defaults, except a queue of 8192 spans instead of
+ * 2048: a fraction of a second of a busy gateway's spans); the batch never exceeds the queue. A value that is not a
+ * positive whole number is ignored, with a warning through `warn` (as the spec asks of invalid settings).
+ *
+ * @example batchSettings({ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "1024" }).maxExportBatchSize // 1024
+ */
+export function batchSettings(env: OtelEnv, scheduledDelayMs?: number, warn: (msg: string) => void = () => {}): BatchSettings {
+  const positiveInt = (name: string, fallback: number): number => {
+    const raw = envValue(env, name);
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (Number.isInteger(n) && n > 0) return n;
+    warn(`Invalid ${name} "${raw}": use a positive whole number; using ${fallback}`);
+    return fallback;
+  };
+  const delay = scheduledDelayMs !== undefined && Number.isFinite(scheduledDelayMs) && scheduledDelayMs > 0 ? scheduledDelayMs : positiveInt("OTEL_BSP_SCHEDULE_DELAY", 5_000);
+  const maxQueueSize = positiveInt("OTEL_BSP_MAX_QUEUE_SIZE", 8192);
+  return {
+    scheduledDelayMillis: delay,
+    maxQueueSize,
+    maxExportBatchSize: Math.min(positiveInt("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512), maxQueueSize),
+    exportTimeoutMillis: positiveInt("OTEL_BSP_EXPORT_TIMEOUT", 30_000),
+  };
+}
+
+function traceSettings(env: OtelEnv) {
+  try {
+    return otlpTraceSettings(env);
+  } catch (err) {
+    throw err instanceof OtelEnvError ? new TracingConfigError(err.message) : err;
+  }
 }
 
 function truthy(v: string | undefined): boolean {
@@ -155,11 +204,10 @@ export function setupTracing(options: TracingOptions = {}): Tracing | undefined 
   const env = options.env ?? {};
   if (options.enabled === false || truthy(env.OTEL_SDK_DISABLED)) return undefined;
   const choice = chooseSampler(options.sampleRatio, env);
-  const exporter = options.exporter ?? new OTLPTraceExporter(exporterConfig(env));
-  const delay = options.scheduledDelayMs ?? (env.OTEL_BSP_SCHEDULE_DELAY ? Number(env.OTEL_BSP_SCHEDULE_DELAY) : 5_000);
-  const processor: SpanProcessor = options.simpleProcessor
-    ? new SimpleSpanProcessor(exporter)
-    : new BatchSpanProcessor(exporter, { scheduledDelayMillis: Number.isFinite(delay) && delay > 0 ? delay : 5_000, maxQueueSize: 8192, maxExportBatchSize: 512 });
+  const otlp = options.exporter === undefined ? new OtlpTraceExporter({ settings: traceSettings(env), log: options.log }) : undefined;
+  for (const note of otlp?.settings.notes ?? []) options.log?.warn(note);
+  const exporter: SpanExporter = options.exporter ?? otlp!;
+  const processor: SpanProcessor = options.simpleProcessor ? new SimpleSpanProcessor(exporter) : new BatchSpanProcessor(exporter, { ...batchSettings(env, options.scheduledDelayMs, (m) => options.log?.warn(m)) });
   const attrs = resourceAttributes(env, options.serviceVersion);
   const provider = new BasicTracerProvider({ sampler: choice.sampler, resource: resourceFromAttributes(attrs), spanProcessors: [processor] });
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
@@ -171,6 +219,7 @@ export function setupTracing(options: TracingOptions = {}): Tracing | undefined 
     proxy,
     sampler: choice.sampler.toString(),
     forceFlush: () => provider.forceFlush(),
+    exportStats: () => otlp?.stats(),
     shutdown: () => (closing ??= provider.shutdown().catch((err: unknown) => options.onShutdownError?.(err))),
   };
 }
