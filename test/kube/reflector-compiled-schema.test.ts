@@ -10,6 +10,7 @@ import * as v from "valibot";
 import { parseAllDocuments } from "yaml";
 import { compileSchema } from "../../src/kube/compiled-schema.ts";
 import { Kinds, type KindName } from "../../src/kube/objects.ts";
+import { seeded } from "../support/random.ts";
 
 const fixtures = join(import.meta.dir, "..", "fixtures", "model");
 
@@ -47,18 +48,6 @@ function compare(kind: KindName, raw: unknown): "accepted" | "rejected" {
   expect(shape(got)).toBe(shape(want.output));
   expect(got).toStrictEqual(want.output);
   return "accepted";
-}
-
-/** Mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const oddValues: unknown[] = [
@@ -110,7 +99,7 @@ describe("compiled schemas", () => {
 
   test("random mutations get valibot's verdict and output", () => {
     const objects = fixtureObjects();
-    const random = prng(20240611);
+    const random = seeded(20240611);
     const counts = { accepted: 0, rejected: 0 };
     for (let i = 0; i < 6000; i++) {
       const { kind, raw } = objects[Math.floor(random() * objects.length)]!;
