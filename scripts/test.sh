@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:$PATH"
 # The Deno suites: `*.deno.ts` beside the Bun suites of what they test (bun test does not pick that name up;
 # deno test is given them explicitly). tsconfig.deno.json adds Bun's types: the suites reach src/runtime/index.ts.
-mapfile -t deno_suites < <(find test -name '*.deno.ts' | sort)
+mapfile -t deno_suites < <(find test -name '*.deno.ts' -not -path 'test/support/*' | sort) # test/support/*.deno.ts: Deno-only helpers
 deno_flags=(--unstable-net --config tsconfig.deno.json)
 status=0
 echo "== typecheck"

@@ -6,42 +6,15 @@
  * Run by scripts/test.sh: `deno test -A --unstable-net --config tsconfig.deno.json test/kube/portforward.deno.ts`.
  */
 import assert from "node:assert/strict";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { KubeConnection } from "../../src/kube/kubeconfig.ts";
 import { PortForwardDialer, PortForwardError } from "../../src/kube/portforward.ts";
 import type { TcpHandlers } from "../../src/runtime/index.ts";
+import { startBunChild } from "../support/bun-child.deno.ts";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 /** Start `bun test/kube/portforward-server-main.ts` and read its one JSON line. */
-async function startServerProcess(args: string[]) {
-  const localBun = join(root, "node_modules", ".bin", "bun");
-  const bun = (await Deno.stat(localBun).then(() => true, () => false)) ? localBun : "bun";
-  const child = new Deno.Command(bun, {
-    args: [join(root, "test", "kube", "portforward-server-main.ts"), ...args],
-    cwd: root,
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { done, value } = await reader.read();
-    if (done) throw new Error(`The port-forward server exited before printing its address: ${JSON.stringify(text)}`);
-    text += decoder.decode(value, { stream: true });
-  }
-  reader.releaseLock();
-  const info = JSON.parse(text.slice(0, text.indexOf("\n"))) as { url: string; port: number; ca: string; clientCert: string; clientKey: string };
-  return {
-    ...info,
-    async [Symbol.asyncDispose]() {
-      child.kill("SIGTERM");
-      await child.stdout.cancel().catch(() => {});
-      await child.status;
-    },
-  };
+function startServerProcess(args: string[]) {
+  return startBunChild<{ url: string; port: number; ca: string; clientCert: string; clientKey: string }>("test/kube/portforward-server-main.ts", args, "The port-forward server");
 }
 
 function connection(server: string, tls: KubeConnection["tls"], token: string): KubeConnection {

@@ -4,8 +4,6 @@
  * dropped watches, an outage, 410 relists. The Bun suite beside it (`reflector.test.ts`) covers the reflector itself.
  * Run by scripts/test.sh: `deno test -A --unstable-net --config tsconfig.deno.json test/kube/reflector.deno.ts`.
  */
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { KubeClient } from "../../src/kube/client.ts";
 import { loadKubeConfig } from "../../src/kube/kubeconfig.ts";
 import { Kinds, type KindName } from "../../src/kube/objects.ts";
@@ -13,8 +11,8 @@ import { Reflector } from "../../src/kube/reflector.ts";
 import type { CacheEvent, SourceSink } from "../../src/kube/source.ts";
 import { silentLogger } from "../../src/log.ts";
 import { waitFor } from "../support/wait.ts";
+import { startBunChild } from "../support/bun-child.deno.ts";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 function assertEquals(actual: unknown, expected: unknown, what: string): void {
   const a = JSON.stringify(actual);
@@ -24,39 +22,14 @@ function assertEquals(actual: unknown, expected: unknown, what: string): void {
 
 /** Start `bun test/support/apiserver-main.ts` and read its one JSON line. */
 async function startApiServerProcess() {
-  const localBun = join(root, "node_modules", ".bin", "bun");
-  const bun = (await Deno.stat(localBun).then(() => true, () => false)) ? localBun : "bun";
-  const child = new Deno.Command(bun, {
-    args: [join(root, "test", "support", "apiserver-main.ts"), "--port", "0", "--bookmark-ms", "150"],
-    cwd: root,
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { done, value } = await reader.read();
-    if (done) throw new Error(`The test API server exited before printing its address: ${JSON.stringify(text)}`);
-    text += decoder.decode(value, { stream: true });
-  }
-  reader.releaseLock();
-  const info = JSON.parse(text.slice(0, text.indexOf("\n"))) as { url: string; kubeconfig: string; controlUrl: string };
+  const info = await startBunChild<{ url: string; kubeconfig: string; controlUrl: string }>("test/support/apiserver-main.ts", ["--port", "0", "--bookmark-ms", "150"], "The test API server");
   const control = async (name: string, body: unknown = {}) => {
     const res = await fetch(`${info.controlUrl}/_control/${name}`, { method: "POST", body: JSON.stringify(body) });
     const json = await res.json();
     if (!res.ok) throw new Error(`Control "${name}" failed: ${JSON.stringify(json)}`);
     return json;
   };
-  return {
-    ...info,
-    control,
-    async [Symbol.asyncDispose]() {
-      child.kill("SIGTERM");
-      await child.stdout.cancel().catch(() => {});
-      await child.status;
-    },
-  };
+  return Object.assign(info, { control });
 }
 
 class Sink implements SourceSink {
