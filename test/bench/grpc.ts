@@ -21,6 +21,7 @@ import { type RunFlags, runFlagOptions, runFlags, runFlagsHelp } from "./lib/arg
 import { clockTicksPerSecond, cpuUsage, irqTimeAccounting, sampleCpu, treeTicks } from "./lib/cpu.ts";
 import { h2cClients, h2cLoadArgs, h2cStreams, parseH2loadSummary } from "./lib/h2load.ts";
 import { PortAllocator } from "./lib/ports.ts";
+import { runBenchMain } from "./lib/procs.ts";
 import { waitForH2 } from "./lib/probe.ts";
 import { type NoisyRun, QuietRunner, quietOrAll } from "./lib/quiet.ts";
 import { median } from "./lib/stats.ts";
@@ -243,14 +244,4 @@ async function main(): Promise<void> {
   );
 }
 
-let code = 1;
-try {
-  await main();
-  code = 0;
-} catch (err) {
-  console.error(`grpc benchmark failed: ${(err as Error).message}`);
-} finally {
-  await group.stopAll();
-  cleanup();
-}
-process.exit(code);
+await runBenchMain("grpc benchmark", main, { group, cleanup });

@@ -20,7 +20,7 @@ import { cpuUsage, irqTimeAccounting, sampleCpu } from "./lib/cpu.ts";
 import { h2cClients, h2cLoadArgs, h2cStreams, parseH2loadSummary } from "./lib/h2load.ts";
 import { PortAllocator } from "./lib/ports.ts";
 import { waitForH2 } from "./lib/probe.ts";
-import type { Daemon } from "./lib/procs.ts";
+import { type Daemon, runBenchMain } from "./lib/procs.ts";
 import { type NoisyRun, QuietRunner, quietOrAll } from "./lib/quiet.ts";
 import { median } from "./lib/stats.ts";
 import { machineInfo, startBench, toolVersions } from "./lib/tools.ts";
@@ -174,14 +174,4 @@ async function main(): Promise<void> {
   );
 }
 
-let code = 1;
-try {
-  await main();
-  code = 0;
-} catch (err) {
-  console.error(`h2-servers failed: ${(err as Error).message}`);
-} finally {
-  await group.stopAll();
-  cleanup();
-}
-process.exit(code);
+await runBenchMain("h2-servers", main, { group, cleanup });

@@ -298,3 +298,22 @@ export function scriptGroup(
   }
   return { tmp, group, cleanup: cleanupSync };
 }
+
+/**
+ * Run a benchmark script's `main` and exit the process: 0 when it resolved, 1 with `<name> failed: <message>` when it
+ * threw; either way the script's process group is stopped and its temp dir removed first.
+ * @example await runBenchMain("grpc benchmark", main, { group, cleanup });
+ */
+export async function runBenchMain(name: string, main: () => Promise<void>, script: { readonly group: ProcessGroup; readonly cleanup: () => void }): Promise<never> {
+  let code = 1;
+  try {
+    await main();
+    code = 0;
+  } catch (err) {
+    console.error(`${name} failed: ${(err as Error).message}`);
+  } finally {
+    await script.group.stopAll();
+    script.cleanup();
+  }
+  process.exit(code);
+}
