@@ -17,6 +17,7 @@
  * process's life.
  */
 import type { Logger } from "../log.ts";
+import { formatCidr, formatIP, parseCidr, parseIP } from "../model/net.ts";
 import type { Endpoint } from "../model/types.ts";
 import type { TcpConnectOptions, TcpHandlers, TcpSocket } from "../runtime/types.ts";
 
@@ -82,28 +83,13 @@ export interface AccessDecision {
 }
 
 /**
- * The network `auto` decides for: the /24 of an IPv4 address, the /64 of an IPv6 one.
+ * The network `auto` decides for: the /24 of an IPv4 address, the /64 of an IPv6 one (canonical CIDR text).
  * @example endpointNetwork("10.244.1.5") // "10.244.1.0/24"
  */
 export function endpointNetwork(address: string): string {
-  if (!address.includes(":")) {
-    const dot = address.lastIndexOf(".");
-    return `${address.slice(0, dot)}.0/24`;
-  }
-  const groups = expandIPv6(address);
-  return groups === undefined ? `${address}/128` : `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":")}::/64`;
-}
-
-/** The eight groups of an IPv6 literal (no zone), or undefined when it is not one. */
-function expandIPv6(address: string): string[] | undefined {
-  const halves = address.split("::");
-  if (halves.length > 2) return undefined;
-  const head = halves[0] === "" ? [] : halves[0]!.split(":");
-  const tail = halves.length === 2 && halves[1] !== "" ? halves[1]!.split(":") : [];
-  if (tail.at(-1)?.includes(".") || head.at(-1)?.includes(".")) return undefined; // embedded IPv4: not a pod address
-  const fill = halves.length === 2 ? 8 - head.length - tail.length : 0;
-  const groups = [...head, ...Array<string>(fill).fill("0"), ...tail];
-  return groups.length === 8 ? groups : undefined;
+  const ip = parseIP(address);
+  const cidr = ip && parseCidr(`${formatIP(ip)}/${ip.family === 4 ? 24 : 64}`);
+  return cidr ? formatCidr(cidr) : address;
 }
 
 /** The port-forward target of an endpoint: its `targetRef` Pod. */

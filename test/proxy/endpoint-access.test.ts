@@ -55,8 +55,9 @@ const close = (s: TcpSocket<unknown>) => s.terminate();
 test("endpoint networks are the /24 of IPv4 and the /64 of IPv6 addresses", () => {
   expect(endpointNetwork("10.244.1.5")).toBe("10.244.1.0/24");
   expect(endpointNetwork("fd00:10:244:1::5")).toBe("fd00:10:244:1::/64");
-  expect(endpointNetwork("fd00::1")).toBe("fd00:0:0:0::/64");
-  expect(endpointNetwork("2001:db8:0:0:0:0:0:1")).toBe("2001:db8:0:0::/64");
+  expect(endpointNetwork("fd00::1")).toBe("fd00::/64");
+  expect(endpointNetwork("2001:db8:0:0:0:0:0:1")).toBe("2001:db8::/64");
+  expect(endpointNetwork("::ffff:10.244.1.5")).toBe("10.244.1.0/24");
 });
 
 test("port-forward needs a Pod targetRef with a namespace: without it the error says why and what to do", () => {
