@@ -60,6 +60,41 @@ export function signalHeaders(env: OtelEnv, signal: "traces" | "metrics"): Recor
   return headers;
 }
 
+/** How one signal's export is sent, as both OTLP/HTTP exports read it. */
+export interface SignalTransport {
+  /** The endpoint ({@link signalUrl}, else the export's default), an http(s) URL. */
+  readonly url: string;
+  readonly headers: Record<string, string>;
+  /** `OTEL_EXPORTER_OTLP_[<SIGNAL>_]COMPRESSION=gzip`. */
+  readonly gzip: boolean;
+  /** Settings this export does not support and what it does instead, for a warning at start-up. */
+  readonly notes: string[];
+}
+
+/**
+ * The endpoint, headers and compression of one signal's OTLP/HTTP JSON export; a protocol other than http/json and a
+ * compression other than gzip or none are noted (and ignored).
+ *
+ * @throws {OtelEnvError} on an endpoint that is not an http(s) URL, or a malformed header entry.
+ * @example signalTransport({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318" }, "traces", "http://localhost:4318/v1/traces").url // "http://c:4318/v1/traces"
+ */
+export function signalTransport(env: OtelEnv, signal: "traces" | "metrics", defaultUrl: string): SignalTransport {
+  const url = signalUrl(env, signal) ?? defaultUrl;
+  try {
+    const u = new URL(url);
+    if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error("not http(s)");
+  } catch {
+    throw new OtelEnvError(`Invalid OTLP ${signal} endpoint "${url}": use an http:// or https:// URL`);
+  }
+  const notes: string[] = [];
+  const own = `OTEL_EXPORTER_OTLP_${signal.toUpperCase()}`;
+  const protocol = envValue(env, `${own}_PROTOCOL`) ?? envValue(env, "OTEL_EXPORTER_OTLP_PROTOCOL");
+  if (protocol !== undefined && protocol !== "http/json") notes.push(`OTLP protocol "${protocol}" is not supported for ${signal}: sending http/json`);
+  const compression = (envValue(env, `${own}_COMPRESSION`) ?? envValue(env, "OTEL_EXPORTER_OTLP_COMPRESSION") ?? "none").toLowerCase();
+  if (compression !== "gzip" && compression !== "none") notes.push(`OTLP compression "${compression}" is not supported: sending uncompressed`);
+  return { url, headers: signalHeaders(env, signal) ?? {}, gzip: compression === "gzip", notes };
+}
+
 /**
  * A duration in ms from `name` (a non-negative integer of milliseconds, as the spec writes them), or `fallback` when
  * unset.

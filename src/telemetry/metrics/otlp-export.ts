@@ -18,7 +18,7 @@
  * {@link OtlpMetricsExport.shutdown} (at most 5 s).
  */
 import { type Logger, rateLimited, silentLogger } from "../../log.ts";
-import { envMillis, envTrue, envValue, type OtelEnv, OtelEnvError, resourceAttributes, signalHeaders, signalUrl } from "../otlp-env.ts";
+import { envMillis, envTrue, envValue, type OtelEnv, OtelEnvError, resourceAttributes, signalTransport } from "../otlp-env.ts";
 import { otlpMetricsRequest, type OtlpRequestContext } from "./otlp.ts";
 import type { CounterChild, Registry } from "./registry.ts";
 
@@ -56,22 +56,13 @@ export function otlpMetricsSettings(env: OtelEnv): OtlpMetricsSettings | undefin
   if (exporters.includes("none")) return undefined;
   const own = envValue(env, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
   if (!exporters.includes("otlp") && own === undefined) return undefined;
-  const url = signalUrl(env, "metrics") ?? DEFAULT_URL;
-  try {
-    const u = new URL(url);
-    if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error("not http(s)");
-  } catch {
-    throw new OtelEnvError(`Invalid OTLP metrics endpoint "${url}": use an http:// or https:// URL`);
-  }
-  const protocol = envValue(env, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") ?? envValue(env, "OTEL_EXPORTER_OTLP_PROTOCOL");
-  if (protocol !== undefined && protocol !== "http/json") notes.push(`OTLP protocol "${protocol}" is not supported for metrics: sending http/json`);
-  const compression = (envValue(env, "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION") ?? envValue(env, "OTEL_EXPORTER_OTLP_COMPRESSION") ?? "none").toLowerCase();
-  if (compression !== "gzip" && compression !== "none") notes.push(`OTLP compression "${compression}" is not supported: sending uncompressed`);
+  const transport = signalTransport(env, "metrics", DEFAULT_URL);
+  notes.push(...transport.notes);
   const intervalMs = envMillis(env, "OTEL_METRIC_EXPORT_INTERVAL", DEFAULT_INTERVAL_MS);
   if (intervalMs <= 0) throw new OtelEnvError(`Invalid OTEL_METRIC_EXPORT_INTERVAL "${intervalMs}": use a positive number of milliseconds`);
   const timeout = envMillis(env, "OTEL_METRIC_EXPORT_TIMEOUT", DEFAULT_TIMEOUT_MS);
   const timeoutMs = Math.min(timeout > 0 ? timeout : DEFAULT_TIMEOUT_MS, intervalMs);
-  return { url, headers: signalHeaders(env, "metrics") ?? {}, intervalMs, timeoutMs, gzip: compression === "gzip", notes };
+  return { url: transport.url, headers: transport.headers, intervalMs, timeoutMs, gzip: transport.gzip, notes };
 }
 
 /** Why an export failed (the `reason` label). */

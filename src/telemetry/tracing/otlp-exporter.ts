@@ -20,7 +20,7 @@
 import { type ExportResult, ExportResultCode } from "@opentelemetry/core";
 import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace-base";
 import { type Logger, rateLimited, silentLogger } from "../../log.ts";
-import { envMillis, envValue, type OtelEnv, OtelEnvError, signalHeaders, signalUrl } from "../otlp-env.ts";
+import { envMillis, envValue, type OtelEnv, OtelEnvError, signalTransport } from "../otlp-env.ts";
 import { Writer, writeTraceRequest } from "./otlp-json.ts";
 
 /** Where and how the exporter sends. */
@@ -49,21 +49,10 @@ const KEEP_BUFFER_BYTES = 4 * 1024 * 1024;
  * @example otlpTraceSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318" }).url // "http://c:4318/v1/traces"
  */
 export function otlpTraceSettings(env: OtelEnv): OtlpTraceSettings {
-  const url = signalUrl(env, "traces") ?? DEFAULT_TRACES_URL;
-  try {
-    const u = new URL(url);
-    if (u.protocol !== "http:" && u.protocol !== "https:") throw new Error("not http(s)");
-  } catch {
-    throw new OtelEnvError(`Invalid OTLP traces endpoint "${url}": use an http:// or https:// URL`);
-  }
-  const notes: string[] = [];
-  const protocol = envValue(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") ?? envValue(env, "OTEL_EXPORTER_OTLP_PROTOCOL");
-  if (protocol !== undefined && protocol !== "http/json") notes.push(`OTLP protocol "${protocol}" is not supported for traces: sending http/json`);
-  const compression = (envValue(env, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION") ?? envValue(env, "OTEL_EXPORTER_OTLP_COMPRESSION") ?? "none").toLowerCase();
-  if (compression !== "gzip" && compression !== "none") notes.push(`OTLP compression "${compression}" is not supported: sending uncompressed`);
+  const { url, headers, gzip, notes } = signalTransport(env, "traces", DEFAULT_TRACES_URL);
   const timeoutName = envValue(env, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") !== undefined ? "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT" : "OTEL_EXPORTER_OTLP_TIMEOUT";
   const timeout = envMillis(env, timeoutName, DEFAULT_TRACES_TIMEOUT_MS);
-  return { url, headers: signalHeaders(env, "traces") ?? {}, timeoutMs: timeout > 0 ? timeout : DEFAULT_TRACES_TIMEOUT_MS, gzip: compression === "gzip", notes };
+  return { url, headers, timeoutMs: timeout > 0 ? timeout : DEFAULT_TRACES_TIMEOUT_MS, gzip, notes };
 }
 
 /** Why an export failed. */

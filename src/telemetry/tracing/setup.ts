@@ -29,7 +29,7 @@ import {
   TraceIdRatioBasedSampler,
 } from "@opentelemetry/sdk-trace-base";
 import type { Logger } from "../../log.ts";
-import { envValue, type OtelEnv, OtelEnvError, resourceAttributes, signalHeaders, signalUrl } from "../otlp-env.ts";
+import { envValue, type OtelEnv, OtelEnvError, resourceAttributes } from "../otlp-env.ts";
 import { OtlpTraceExporter, otlpTraceSettings, type TraceExportStats } from "./otlp-exporter.ts";
 import type { ProxyTracing } from "./types.ts";
 
@@ -122,25 +122,6 @@ export function chooseSampler(sampleRatio: number | undefined, env: Readonly<Rec
         `Invalid OTEL_TRACES_SAMPLER "${name}": use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio`,
       );
   }
-}
-
-/**
- * The OTLP/HTTP exporter's endpoint and headers from `env`, as {@link otlpTraceSettings} reads them (undefined
- * when not set): `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used as is,
- * `OTEL_EXPORTER_OTLP_ENDPOINT` gets `/v1/traces` appended; headers are `k=v` pairs, comma-separated,
- * URL-encoded.
- */
-export function exporterConfig(env: Readonly<Record<string, string | undefined>>): { url?: string; headers?: Record<string, string> } {
-  const out: { url?: string; headers?: Record<string, string> } = {};
-  const url = signalUrl(env, "traces");
-  if (url) out.url = url;
-  try {
-    const headers = signalHeaders(env, "traces");
-    if (headers) out.headers = headers;
-  } catch (err) {
-    throw new TracingConfigError((err as Error).message);
-  }
-  return out;
 }
 
 /** The batch processor's settings (`OTEL_BSP_*`; a flag's schedule delay wins). */

@@ -3,7 +3,8 @@
  * environment variables, into a receiver in the test that decodes resourceSpans → scopeSpans → spans.
  */
 import { describe, expect, test } from "bun:test";
-import { chooseSampler, exporterConfig, setupTracing } from "../../../src/telemetry/tracing/setup.ts";
+import { otlpTraceSettings } from "../../../src/telemetry/tracing/otlp-exporter.ts";
+import { chooseSampler, setupTracing } from "../../../src/telemetry/tracing/setup.ts";
 import { header, RawUpstream, startProxy, waitFor } from "../../support/http-harness.ts";
 
 interface OtlpValue {
@@ -110,8 +111,8 @@ describe("sampler and exporter settings", () => {
   });
 
   test("the traces endpoint wins over the base endpoint, which gets /v1/traces", () => {
-    expect(exporterConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318" }).url).toBe("http://c:4318/v1/traces");
-    expect(exporterConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://t/x" }).url).toBe("http://t/x");
-    expect(() => exporterConfig({ OTEL_EXPORTER_OTLP_HEADERS: "novalue" })).toThrow('Invalid OTEL_EXPORTER_OTLP_HEADERS entry "novalue"');
+    expect(otlpTraceSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318" }).url).toBe("http://c:4318/v1/traces");
+    expect(otlpTraceSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://t/x" }).url).toBe("http://t/x");
+    expect(() => otlpTraceSettings({ OTEL_EXPORTER_OTLP_HEADERS: "novalue" })).toThrow('Invalid OTEL_EXPORTER_OTLP_HEADERS entry "novalue"');
   });
 });
