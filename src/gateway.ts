@@ -4,10 +4,9 @@
  * plain-data interface of `data-plane/types.ts`, plus the shutdown sequence that spans both. `main.ts` runs one
  * from flags; tests and the demo start one in process.
  */
-import { hostname } from "node:os";
 import type { Config } from "./config/flags.ts";
 import { type ControlPlane, startControlPlane } from "./control-plane/index.ts";
-import { availableCpus, tcpMigrateReq } from "./config/host.ts";
+import { availableCpus, instanceName, tcpMigrateReq } from "./config/host.ts";
 import { handoverSocket, printable, Succession } from "./control-plane/succession.ts";
 import { type DataPlane, dataPlaneSettings, startDataPlane } from "./data-plane/index.ts";
 import { WorkerPool, workerCommand } from "./data-plane/workers.ts";
@@ -115,7 +114,7 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     throw err;
   }
   // The series of /metrics pushed to a collector, from this process only (the workers' traffic reaches its registry).
-  const otlpMetrics = otlpSettings && startOtlpMetricsExport(control.metrics.registry, { settings: otlpSettings, env: config.otelEnv, serviceVersion: pkg.version, instanceId: config.nodeName || hostname(), log });
+  const otlpMetrics = otlpSettings && startOtlpMetricsExport(control.metrics.registry, { settings: otlpSettings, env: config.otelEnv, serviceVersion: pkg.version, instanceId: instanceName(config.nodeName), log });
   let stopping: Promise<void> | undefined;
   const stop = (delayMs: number, reason: string) => (stopping ??= shutdownSequence(delayMs, reason));
 

@@ -1,6 +1,14 @@
 /** What the host is: its interface addresses and the CPUs this process may use (node:os and /sys work on Bun and Deno). */
 import { readFileSync } from "node:fs";
-import { availableParallelism, networkInterfaces } from "node:os";
+import { availableParallelism, hostname, networkInterfaces } from "node:os";
+
+/**
+ * The name this gateway goes by in Events and telemetry (`service.instance.id`): its node, or off the cluster
+ * (`--local`, no node name) the machine's host name.
+ */
+export function instanceName(nodeName: string): string {
+  return nodeName || hostname();
+}
 
 /** Every IPv4/IPv6 address of this host's interfaces (link-local IPv6 excluded: it needs a zone to bind). */
 export function hostAddresses(): string[] {

@@ -7,11 +7,10 @@
  * Data flows one way: source events -> store (coalesced, incremental) -> snapshot -> `dataPlane.apply` (bind /
  * switch routes / drain) and the service-health servers -> health, metrics, Events, admin subscribers.
  */
-import { hostname } from "node:os";
 import { adminApp, type AdminView } from "../admin/app.ts";
 import { type HealthCounts, HealthState, healthApp } from "../admin/proxy-health.ts";
 import type { Config } from "../config/flags.ts";
-import { hostAddresses } from "../config/host.ts";
+import { hostAddresses, instanceName } from "../config/host.ts";
 import { modelErrorEvents } from "../controller/model-events.ts";
 import { EventRecorder, type LbController, startLbController } from "../controller/index.ts";
 import { bindFailuresByReason, fileReserveAt } from "../data-plane/index.ts";
@@ -147,8 +146,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
   metrics.registry.register(processMetrics);
   // healthCheckNodePort servers answer with the proxy's health, not the node's eligibility (kube-proxy's IsHealthy).
   const serviceHealth = new ServiceHealthServers({ proxyHealthy: () => health.healthy().healthy && !health.shuttingDown && health.serving, log, reusePort });
-  // Off the cluster (--local) there is no node name: Events name the machine instead.
-  const events = client ? new EventRecorder({ client, nodeName: config.nodeName || hostname(), log }) : undefined;
+  const events = client ? new EventRecorder({ client, nodeName: instanceName(config.nodeName), log }) : undefined;
   const reportBindFailures = events ? bindFailureEvents(events, dataPlane, serviceHealth) : () => {};
   const reportModelErrors = events ? modelErrorEvents(events) : () => {};
   const ready = Promise.withResolvers<void>();
