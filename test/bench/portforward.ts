@@ -19,6 +19,7 @@ import { spawn, type Subprocess } from "bun";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { startApiServer, type TestApiServer } from "../support/apiserver.ts";
+import { forwardedPod, podSlice } from "../support/forwarded-pods.ts";
 import { freePort } from "../support/ports.ts";
 
 for (const line of (await Bun.$`pgrep -fa test/bench/`.nothrow().text()).split("\n")) {
@@ -89,17 +90,9 @@ async function backend(kind: "http" | "echo"): Promise<number> {
 }
 
 function objects(api: TestApiServer, name: string, port: number, nodePort: number, appProtocol?: string): void {
-  api.create({ apiVersion: "v1", kind: "Pod", metadata: { name: `${name}-0`, namespace: NS }, spec: { nodeName: "kind-worker", containers: [{ name: "c", image: name }] }, status: { phase: "Running", podIP: "127.0.0.1" } });
-  api.forwardPod(NS, `${name}-0`, port, { hostname: "127.0.0.1", port });
+  forwardedPod(api, NS, `${name}-0`, "127.0.0.1", port, { hostname: "127.0.0.1", port });
   api.create({ apiVersion: "v1", kind: "Service", metadata: { name, namespace: NS }, spec: { type: "NodePort", ports: [{ name: "p", port: 80, targetPort: port, nodePort, ...(appProtocol ? { appProtocol } : {}) }] } });
-  api.create({
-    apiVersion: "discovery.k8s.io/v1",
-    kind: "EndpointSlice",
-    metadata: { name: `${name}-a`, namespace: NS, labels: { "kubernetes.io/service-name": name } },
-    addressType: "IPv4",
-    ports: [{ name: "p", port, protocol: "TCP" }],
-    endpoints: [{ addresses: ["127.0.0.1"], conditions: { ready: true }, targetRef: { kind: "Pod", namespace: NS, name: `${name}-0` } }],
-  });
+  api.create(podSlice(NS, `${name}-a`, name, { name: "p", port }, [{ ip: "127.0.0.1", pod: `${name}-0` }]));
 }
 
 interface Wrk {

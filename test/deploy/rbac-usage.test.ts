@@ -11,6 +11,7 @@ import { expect, test } from "bun:test";
 import { parseFlags } from "../../src/config/flags.ts";
 import { type Gateway, startGateway } from "../../src/gateway.ts";
 import { startApiServer, type AccessRequest, type TestApiServer } from "../support/apiserver.ts";
+import { forwardedPod, podSlice } from "../support/forwarded-pods.ts";
 import { startTestGateway } from "../support/gateway.ts";
 import { freePort } from "../support/ports.ts";
 import { gatewayPolicy, ruleAllows, type Grant } from "../support/rbac.ts";
@@ -159,17 +160,9 @@ test("every permission the local deployment grants is used by a --local gateway 
   await using _taken = { [Symbol.asyncDispose]: async () => taken.stop(true) };
   const [port, otherNodePort] = [await freePort(), await freePort()];
   const ports = (nodePort: number) => [{ name: "http", port, targetPort: 8080, nodePort, appProtocol: "http" }];
-  api.create({ apiVersion: "v1", kind: "Pod", metadata: { name: "shop-0", namespace: "e2e" }, spec: { nodeName: "kind-worker", containers: [{ name: "c", image: "shop" }] }, status: { phase: "Running", podIP: "10.244.1.5" } });
-  api.forwardPod("e2e", "shop-0", 8080, { hostname: "127.0.0.1", port: backend.port! });
+  forwardedPod(api, "e2e", "shop-0", "10.244.1.5", 8080, { hostname: "127.0.0.1", port: backend.port! });
   api.create({ apiVersion: "v1", kind: "Service", metadata: { name: "shop", namespace: "e2e" }, spec: { type: "NodePort", selector: { app: "shop" }, ports: ports(taken.port) } });
-  api.create({
-    apiVersion: "discovery.k8s.io/v1",
-    kind: "EndpointSlice",
-    metadata: { name: "shop-1", namespace: "e2e", labels: { "kubernetes.io/service-name": "shop" } },
-    addressType: "IPv4",
-    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
-    endpoints: [{ addresses: ["10.244.1.5"], conditions: { ready: true }, targetRef: { kind: "Pod", namespace: "e2e", name: "shop-0" } }],
-  });
+  api.create(podSlice("e2e", "shop-1", "shop", { name: "http", port: 8080 }, [{ ip: "10.244.1.5", pod: "shop-0" }]));
   {
     await using gw = await startTestGateway(api, ["--local", "--hostname-override", "", "--endpoint-access", "port-forward"]);
     await bindEventRoundTrip(api, gw, ports, taken.port, otherNodePort);

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startApiServer } from "../support/apiserver.ts";
 import { lineMatching } from "../support/child-io.ts";
+import { forwardedPod, podSlice } from "../support/forwarded-pods.ts";
 import { startHttpPod } from "../support/pod-backends.ts";
 import { freePort } from "../support/ports.ts";
 import { waitFor } from "../support/wait.ts";
@@ -22,18 +23,10 @@ test("a Deno gateway with --local reaches unroutable pods through port-forward w
   await using b = startHttpPod({ name: "web-1", hostname: "127.0.0.1" });
   const nodePort = await freePort();
   for (const [i, p] of [a, b].entries()) {
-    api.create({ apiVersion: "v1", kind: "Pod", metadata: { name: p.name, namespace: "dev" }, spec: { nodeName: "kind-worker", containers: [{ name: "c", image: "web" }] }, status: { phase: "Running", podIP: `10.244.1.${10 + i}` } });
-    api.forwardPod("dev", p.name, 8080, { hostname: "127.0.0.1", port: p.port });
+    forwardedPod(api, "dev", p.name, `10.244.1.${10 + i}`, 8080, { hostname: "127.0.0.1", port: p.port });
   }
   api.create({ apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "dev" }, spec: { type: "NodePort", ports: [{ name: "http", port: 80, targetPort: 8080, nodePort, appProtocol: "http" }] } });
-  api.create({
-    apiVersion: "discovery.k8s.io/v1",
-    kind: "EndpointSlice",
-    metadata: { name: "web-a", namespace: "dev", labels: { "kubernetes.io/service-name": "web" } },
-    addressType: "IPv4",
-    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
-    endpoints: [a, b].map((p, i) => ({ addresses: [`10.244.1.${10 + i}`], conditions: { ready: true }, targetRef: { kind: "Pod", namespace: "dev", name: p.name } })),
-  });
+  api.create(podSlice("dev", "web-a", "web", { name: "http", port: 8080 }, [a, b].map((p, i) => ({ ip: `10.244.1.${10 + i}`, pod: p.name }))));
   const child = Bun.spawn(
     [
       deno, "run", "-A", "src/main.ts",

@@ -12,6 +12,7 @@ import { parseFlags } from "../../src/config/flags.ts";
 import { startGateway } from "../../src/gateway.ts";
 import { rt } from "../../src/runtime/index.ts";
 import { startApiServer, type TestApiServer } from "../support/apiserver.ts";
+import { forwardedPod, podSlice, rawPod } from "../support/forwarded-pods.ts";
 import { startTestGateway } from "../support/gateway.ts";
 import { parsePodReply, randomBytes, sha256, startHttpLoad, startHttpPod, startTcpEchoPod } from "../support/pod-backends.ts";
 import { freePort } from "../support/ports.ts";
@@ -20,14 +21,6 @@ import { waitFor } from "../support/wait.ts";
 
 const NS = "dev";
 
-const pod = (name: string, ip: string, port: number) => ({
-  apiVersion: "v1",
-  kind: "Pod",
-  metadata: { name, namespace: NS, labels: { app: name.replace(/-\d+$/, "") } },
-  spec: { nodeName: "kind-worker", containers: [{ name: "c", image: "app", ports: [{ containerPort: port }] }] },
-  status: { phase: "Running", podIP: ip, podIPs: [{ ip }] },
-});
-
 const service = (name: string, type: "NodePort" | "LoadBalancer", ports: { name: string; port: number; targetPort: number; nodePort: number }[]) => ({
   apiVersion: "v1",
   kind: "Service",
@@ -35,19 +28,7 @@ const service = (name: string, type: "NodePort" | "LoadBalancer", ports: { name:
   spec: { type, selector: { app: name }, ports: ports.map((p) => ({ ...p, ...(p.name === "http" ? { appProtocol: "http" } : {}) })) },
 });
 
-const slice = (name: string, service: string, port: number, endpoints: { ip: string; pod?: string }[]) => ({
-  apiVersion: "discovery.k8s.io/v1",
-  kind: "EndpointSlice",
-  metadata: { name, namespace: NS, labels: { "kubernetes.io/service-name": service } },
-  addressType: "IPv4",
-  ports: [{ name: "http", port, protocol: "TCP" }],
-  endpoints: endpoints.map((e) => ({
-    addresses: [e.ip],
-    conditions: { ready: true },
-    nodeName: "kind-worker",
-    ...(e.pod ? { targetRef: { kind: "Pod", namespace: NS, name: e.pod } } : {}),
-  })),
-});
+const slice = (name: string, service: string, port: number, endpoints: { ip: string; pod?: string }[]) => podSlice(NS, name, service, { name: "http", port }, endpoints);
 
 /** Two HTTP pods behind Service `web` (NodePort and LoadBalancer port 80), their container port 8080 relayed by the API server. */
 async function webCluster(api: TestApiServer) {
@@ -55,8 +36,7 @@ async function webCluster(api: TestApiServer) {
   const nodePort = await freePort();
   const lbPort = await freePort();
   pods.forEach((p, i) => {
-    api.create(pod(p.name, `10.244.1.${10 + i}`, 8080));
-    api.forwardPod(NS, p.name, 8080, { hostname: "127.0.0.1", port: p.port });
+    forwardedPod(api, NS, p.name, `10.244.1.${10 + i}`, 8080, { hostname: "127.0.0.1", port: p.port });
   });
   api.create(service("web", "LoadBalancer", [{ name: "http", port: 80, targetPort: 8080, nodePort }]));
   api.create(slice("web-a", "web", 8080, [{ ip: "10.244.1.10", pod: "web-0" }, { ip: "10.244.1.11", pod: "web-1" }]));
@@ -133,15 +113,13 @@ describe("--local --endpoint-access port-forward (issue 17)", () => {
     await using web = await webCluster(api);
     const wsNodePort = await freePort();
     const tcpNodePort = await freePort();
-    api.create(pod("ws-0", "10.244.2.5", 9000));
-    api.forwardPod(NS, "ws-0", 9000, { hostname: "127.0.0.1", port: wsPod.port! });
+    forwardedPod(api, NS, "ws-0", "10.244.2.5", 9000, { hostname: "127.0.0.1", port: wsPod.port! });
     api.create({ ...service("ws", "NodePort", [{ name: "http", port: 9000, targetPort: 9000, nodePort: wsNodePort }]) });
     api.create(slice("ws-a", "ws", 9000, [{ ip: "10.244.2.5", pod: "ws-0" }]));
-    api.create(pod("tcp-0", "10.244.2.6", 7000));
-    api.forwardPod(NS, "tcp-0", 7000, { hostname: "127.0.0.1", port: tcpPod.port });
+    forwardedPod(api, NS, "tcp-0", "10.244.2.6", 7000, { hostname: "127.0.0.1", port: tcpPod.port });
     const tcpService = service("tcp", "NodePort", [{ name: "echo", port: 7000, targetPort: 7000, nodePort: tcpNodePort }]);
     api.create({ ...tcpService, metadata: { ...tcpService.metadata, annotations: { "kubegate.io/protocol": "tcp" } } });
-    api.create({ ...slice("tcp-a", "tcp", 7000, [{ ip: "10.244.2.6", pod: "tcp-0" }]), ports: [{ name: "echo", port: 7000, protocol: "TCP" }] });
+    api.create(podSlice(NS, "tcp-a", "tcp", { name: "echo", port: 7000 }, [{ ip: "10.244.2.6", pod: "tcp-0" }]));
     await using gw = await startTestGateway(api, ["--local", "--hostname-override", "", "--endpoint-access", "port-forward", "--lb-port-offset", String(web.offset)]);
     await waitFor(() => ["ws", "tcp", "web"].every((n) => gw.snapshot()?.entrypoints.some((e) => e.service === n && e.cluster.serving.length > 0)), { what: "all three Services" });
 
@@ -196,7 +174,7 @@ describe("--local --endpoint-access port-forward (issue 17)", () => {
     await using api = await startApiServer({ rbac: "local" });
     await using web = await webCluster(api);
     // web-2 runs, but nothing listens on its port (not registered with the API server: it refuses).
-    api.create(pod("web-2", "10.244.1.12", 8080));
+    api.create(rawPod(NS, "web-2", "10.244.1.12", 8080));
     api.update(slice("web-a", "web", 8080, [{ ip: "10.244.1.10", pod: "web-0" }, { ip: "10.244.1.11", pod: "web-1" }, { ip: "10.244.1.12", pod: "web-2" }, { ip: "10.244.1.13" }]));
     await using gw = await startTestGateway(api, ["--local", "--hostname-override", "", "--endpoint-access", "port-forward", "--lb-port-offset", String(web.offset), "--outlier-consecutive-failures", "2"]);
     await waitFor(() => gw.snapshot()?.entrypoints.find((e) => e.type === "NodePort" && e.service === "web")?.cluster.serving.length === 4, { what: "four endpoints" });

@@ -7,6 +7,7 @@
  */
 import { expect, test } from "bun:test";
 import { startApiServer } from "../../support/apiserver.ts";
+import { forwardedPod, podSlice } from "../../support/forwarded-pods.ts";
 import { startTestGateway } from "../../support/gateway.ts";
 import { startHttpLoad, startHttpPod } from "../../support/pod-backends.ts";
 import { freePort } from "../../support/ports.ts";
@@ -28,17 +29,9 @@ test("auto: direct where the pod network answers, port-forward where it has no r
     // The "near" pod's address is its real one; the others listen on loopback only for the API server's relay.
     const port = s.ip === "127.0.0.1" ? p.port : 8080;
     nodePorts.push(await freePort());
-    api.create({ apiVersion: "v1", kind: "Pod", metadata: { name: p.name, namespace: NS }, spec: { nodeName: "kind-worker", containers: [{ name: "c", image: "app", ports: [{ containerPort: port }] }] }, status: { phase: "Running", podIP: s.ip } });
-    api.forwardPod(NS, p.name, port, { hostname: "127.0.0.1", port: p.port });
+    forwardedPod(api, NS, p.name, s.ip, port, { hostname: "127.0.0.1", port: p.port });
     api.create({ apiVersion: "v1", kind: "Service", metadata: { name: s.name, namespace: NS }, spec: { type: "NodePort", ports: [{ name: "http", port: 80, targetPort: port, nodePort: nodePorts[i], appProtocol: "http" }] } });
-    api.create({
-      apiVersion: "discovery.k8s.io/v1",
-      kind: "EndpointSlice",
-      metadata: { name: `${s.name}-a`, namespace: NS, labels: { "kubernetes.io/service-name": s.name } },
-      addressType: "IPv4",
-      ports: [{ name: "http", port, protocol: "TCP" }],
-      endpoints: [{ addresses: [s.ip], conditions: { ready: true }, nodeName: "kind-worker", targetRef: { kind: "Pod", namespace: NS, name: p.name } }],
-    });
+    api.create(podSlice(NS, `${s.name}-a`, s.name, { name: "http", port }, [{ ip: s.ip, pod: p.name }]));
   }
   await using gw = await startTestGateway(api, ["--local", "--hostname-override", ""]);
   await waitFor(() => gw.snapshot()?.entrypoints.filter((e) => e.cluster.serving.length === 1).length === 3, { what: "three Services" });
