@@ -10,6 +10,7 @@ import { availableCpus, instanceName, tcpMigrateReq } from "./config/host.ts";
 import { handoverSocket, printable, Succession } from "./control-plane/succession.ts";
 import { type DataPlane, dataPlaneSettings, startDataPlane } from "./data-plane/index.ts";
 import { WorkerPool, workerCommand } from "./data-plane/workers.ts";
+import { loadKubeConfig } from "./kube/kubeconfig.ts";
 import { rt } from "./runtime/index.ts";
 import type { Source } from "./kube/source.ts";
 import type { StateStatus } from "./kube/state-file.ts";
@@ -100,14 +101,20 @@ export async function startGateway(config: Config, deps: GatewayDeps = {}): Prom
     await pool.started();
     return pool;
   };
+  // An in-process data plane that port-forwards shares the control plane's API server connection (one kubeconfig
+  // load, one set of credentials to refresh); worker processes load their own.
+  const kube = workers <= 1 && settings.endpointAccess && !deps.source ? await loadKubeConfig(config.kubeconfig).catch(async (err: unknown) => {
+    await succession?.[Symbol.asyncDispose]();
+    throw err;
+  }) : undefined;
   // Either way the node's traffic series come from the data plane (its own, or the workers' summed).
-  const data = await (workers > 1 ? startPool() : startDataPlane(settings, { log })).catch(async (err: unknown) => {
+  const data = await (workers > 1 ? startPool() : startDataPlane(settings, { log, kube })).catch(async (err: unknown) => {
     await succession?.[Symbol.asyncDispose]();
     throw err;
   });
   let control: ControlPlane;
   try {
-    control = await startControlPlane(config, { dataPlane: data, traffic: data.trafficMetrics, log, succession, ...(deps.source ? { source: deps.source } : {}) });
+    control = await startControlPlane(config, { dataPlane: data, traffic: data.trafficMetrics, log, succession, kube, ...(deps.source ? { source: deps.source } : {}) });
   } catch (err) {
     await data[Symbol.asyncDispose]();
     await succession?.[Symbol.asyncDispose]();

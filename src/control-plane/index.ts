@@ -18,7 +18,7 @@ import type { DataPlane } from "../data-plane/types.ts";
 import { ServiceHealthServers } from "../service-health/servers.ts";
 import { KubeClient } from "../kube/client.ts";
 import { ApiServerSource } from "../kube/apiserver-source.ts";
-import { loadKubeConfig } from "../kube/kubeconfig.ts";
+import { type KubeConnection, loadKubeConfig } from "../kube/kubeconfig.ts";
 import { ManifestSource } from "../kube/manifests.ts";
 import type { Node } from "../kube/objects.ts";
 import type { CacheEvent, Source, SourceSink } from "../kube/source.ts";
@@ -41,6 +41,8 @@ export interface ControlPlaneDeps {
   readonly log?: Logger | undefined;
   /** Use this source instead of the one the config names (tests); `--state-file` still wraps it. */
   readonly source?: Source | undefined;
+  /** The API server connection, when the gateway loaded it already (shared with an in-process data plane's port-forward). */
+  readonly kube?: KubeConnection | undefined;
   /**
    * This gateway's place in the node's succession (`--handover-socket`): its servers bind with SO_REUSEPORT, the
    * state file is written only while it is the incumbent, `/readyz` yields to a starting successor.
@@ -91,14 +93,14 @@ export function modelOptions(config: Config): ModelOptions {
 }
 
 /** The object source, plus (on a cluster) the client that Events and the LB controller share. */
-async function createSource(config: Config, log: Logger): Promise<{ source: Source; client?: KubeClient }> {
+async function createSource(config: Config, log: Logger, kube: KubeConnection | undefined): Promise<{ source: Source; client?: KubeClient }> {
   if (config.manifests) {
     const warn = rateLimited(log.warn, 10_000);
     return {
       source: new ManifestSource(config.manifests, { onError: (message) => warn("manifests", "Manifest problem", { error: message }) }),
     };
   }
-  const client = new KubeClient(await loadKubeConfig(config.kubeconfig));
+  const client = new KubeClient(kube ?? (await loadKubeConfig(config.kubeconfig)));
   return { source: new ApiServerSource({ client, nodeName: config.nodeName, log }), client };
 }
 
@@ -110,7 +112,7 @@ export async function startControlPlane(config: Config, deps: ControlPlaneDeps):
   const health = new HealthState();
   const healthCounts: HealthCounts = { healthz: {}, livez: {} };
   const model = modelOptions(config);
-  const created = deps.source ? { source: deps.source } : await createSource(config, log);
+  const created = deps.source ? { source: deps.source } : await createSource(config, log, deps.kube);
   const { client } = created;
   // With --state-file, the live source is wrapped: the file is replayed first, then kept up to date.
   const source = config.stateFile ? await PersistentSource.open(created.source, { path: config.stateFile, nodeName: config.nodeName, log, paused: succession?.incumbent === false }) : created.source;

@@ -9,6 +9,7 @@
  * plane.apply(snapshot);
  * await plane.settled();
  */
+import type { KubeConnection } from "../kube/kubeconfig.ts";
 import { ListenerManager } from "../listeners/manager.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { rt } from "../runtime/index.ts";
@@ -39,6 +40,8 @@ export interface DataPlaneDeps {
   readonly log?: Logger | undefined;
   /** This data plane's worker number, when it runs in a worker process. */
   readonly worker?: number | undefined;
+  /** The API server connection the control plane uses too (in process): port-forward shares its credentials. */
+  readonly kube?: KubeConnection | undefined;
 }
 
 /** The in-process data plane; {@link trafficMetrics} is its counters as a collector for the node's `/metrics`. */
@@ -64,7 +67,7 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
     log,
   });
   // --endpoint-access port-forward|auto: the kubeconfig and the WebSocket client load only when asked for.
-  const access = settings.endpointAccess ? await endpointAccessFor(settings.endpointAccess, log) : undefined;
+  const access = settings.endpointAccess ? await endpointAccessFor(settings.endpointAccess, deps.kube, log) : undefined;
   useEndpointAccess(access);
   // Worker processes share the pod's stdout: the access log cuts its writes to a pipe into atomic pieces (PIPE_BUF).
   const accessLog = settings.accessLog
@@ -127,9 +130,12 @@ export async function startDataPlane(settings: DataPlaneSettings, deps: DataPlan
   };
 }
 
-/** The port-forward dialer over the kubeconfig's API server, and the access `mode` on top of it. */
-async function endpointAccessFor(s: NonNullable<DataPlaneSettings["endpointAccess"]>, log: Logger): Promise<EndpointAccess> {
-  const [{ loadKubeConfig }, { PortForwardDialer }] = await Promise.all([import("../kube/kubeconfig.ts"), import("../kube/portforward.ts")]);
-  const connection = await loadKubeConfig(s.kubeconfig);
+/**
+ * The port-forward dialer over the API server (`kube`, or the kubeconfig loaded here: a worker process loads its own),
+ * and the access `mode` on top of it.
+ */
+async function endpointAccessFor(s: NonNullable<DataPlaneSettings["endpointAccess"]>, kube: KubeConnection | undefined, log: Logger): Promise<EndpointAccess> {
+  const { PortForwardDialer } = await import("../kube/portforward.ts");
+  const connection = kube ?? (await (await import("../kube/kubeconfig.ts")).loadKubeConfig(s.kubeconfig));
   return new EndpointAccess({ mode: s.mode, connectTcp: rt.connectTcp, portForward: new PortForwardDialer(connection), routeError, log });
 }
