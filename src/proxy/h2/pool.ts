@@ -74,33 +74,32 @@ export class H2EndpointPool {
     if (this.#ups.length >= MAX_SESSIONS) return Promise.reject(new Error(`${MAX_SESSIONS} HTTP/2 connections to the endpoint are all busy`));
     const ep = this.endpoint;
     const connecting = dialEndpoint<H2Session | null>(ep, {
-        data: null,
-        timeoutMs,
-        handlers: {
-          open: (s) => {
-            s.setNoDelay(true);
-            const up: Upstream = { session: undefined as unknown as H2Session, idleSince: 0, goingAway: false };
-            const session = new H2Session(s as TcpSocket<unknown>, "client", this.limits, {
-              goaway: () => {
-                up.goingAway = true;
-              },
-              close: () => {
-                const i = this.#ups.indexOf(up);
-                if (i !== -1) this.#ups.splice(i, 1);
-              },
-            });
-            (up as { session: H2Session }).session = session;
-            s.data = session;
-            this.#ups.push(up);
-            if (this.#retired) session.goaway();
-          },
-          data: (s, chunk) => s.data?.receive(chunk),
-          drain: (s) => s.data?.socketDrained(),
-          end: (s) => s.data?.close(),
-          close: (s) => s.data?.close(),
+      data: null,
+      timeoutMs,
+      handlers: {
+        open: (s) => {
+          s.setNoDelay(true);
+          const up: Upstream = { session: undefined as unknown as H2Session, idleSince: 0, goingAway: false };
+          const session = new H2Session(s as TcpSocket<unknown>, "client", this.limits, {
+            goaway: () => {
+              up.goingAway = true;
+            },
+            close: () => {
+              const i = this.#ups.indexOf(up);
+              if (i !== -1) this.#ups.splice(i, 1);
+            },
+          });
+          (up as { session: H2Session }).session = session;
+          s.data = session;
+          this.#ups.push(up);
+          if (this.#retired) session.goaway();
         },
-      })
-      .then((s) => s.data!);
+        data: (s, chunk) => s.data?.receive(chunk),
+        drain: (s) => s.data?.socketDrained(),
+        end: (s) => s.data?.close(),
+        close: (s) => s.data?.close(),
+      },
+    }).then((s) => s.data!);
     this.#connecting = connecting;
     const done = () => {
       if (this.#connecting === connecting) this.#connecting = null;
